@@ -1,0 +1,3 @@
+from nas_kd.cli import main
+
+raise SystemExit(main())

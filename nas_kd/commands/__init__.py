@@ -1,0 +1,1 @@
+"""One module per `nas-kd` subcommand: each has ``register(subparsers)`` and ``run(args) -> int``."""

@@ -1,0 +1,1 @@
+"""Networks: the stage-feature interface, teachers, and (in later modules) students."""
