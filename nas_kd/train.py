@@ -1,0 +1,102 @@
+"""Training pieces shared by teacher training and the distiller: optimiser, LR schedule,
+evaluation, and per-epoch bookkeeping. The loops themselves live where they are read
+(`nas_kd.models.teachers.train_teacher`, `nas_kd.distill.trainer.train`)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from nas_kd.config import Schedule
+from nas_kd.data import DeviceLoader, Splits
+from nas_kd.device import autocast, memory_format
+
+__all__ = [
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "make_loaders",
+    "progress",
+    "NonFiniteLossError",
+    "check_finite",
+]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf; the search records the trial as failed with this reason."""
+
+
+def check_finite(loss: torch.Tensor, what: str = "loss") -> None:
+    # One host sync per step; cheap next to a training step and it stops a diverged run at once.
+    if not torch.isfinite(loss.detach()).all():
+        raise NonFiniteLossError(f"{what} became {loss.detach().float().flatten()[0].item()}")
+
+
+def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], schedule: Schedule, lr: float | None = None) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; no weight decay on biases and norm weights (1-D tensors),
+    which only hurts them."""
+    decay, no_decay = [], []
+    for _, p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": schedule.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr or schedule.lr, momentum=schedule.momentum, nesterov=schedule.momentum > 0)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_epochs``, then cosine to zero, stepped once per batch."""
+    total = max(1, schedule.epochs * steps_per_epoch)
+    warm = min(total - 1, int(schedule.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loaders(
+    splits: Splits,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    eval_batch_size: int = 1024,
+) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
+    """(train, val, test) loaders on ``device`` with the dataset's augmentation rules."""
+    fmt = memory_format(device)
+    common = dict(device=device, mean=splits.mean, std=splits.std, memory_format=fmt)
+    train = DeviceLoader(splits.train, batch_size=batch_size, train=True, seed=seed, flip=splits.info.flip, **common)
+    val = DeviceLoader(splits.val, batch_size=eval_batch_size, train=False, **common)
+    test = DeviceLoader(splits.test, batch_size=eval_batch_size, train=False, **common)
+    return train, val, test
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DeviceLoader) -> float:
+    """Top-1 accuracy in [0, 1]; restores the model's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=loader.device)
+    for x, y in loader:
+        with autocast(loader.device):
+            logits = model(x)
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    return correct.item() / max(1, loader.num_examples)
+
+
+def progress(iterable, *, total: int | None = None, desc: str = "", enabled: bool | None = None, leave: bool = False):
+    """A tqdm bar on a terminal; the bare iterable when stderr is not a TTY (logs, CI)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=leave, dynamic_ncols=True)
