@@ -156,7 +156,9 @@ def _sum(costs) -> Cost:
     return Cost(sum(c.macs for c in costs), sum(c.params for c in costs))
 
 
-def _block(block: str, cin: int, cout: int, stride: int, kernel: int, expand: int, se: bool, h: int, w: int) -> Cost:
+def _block(
+    block: str, cin: int, cout: int, stride: int, kernel: int, expand: int, se: bool, h: int, w: int
+) -> Cost:
     """Cost of one block (mirrors nas_kd.models.blocks) whose input map is h x w."""
     ho, wo = out_size(h, stride), out_size(w, stride)
     parts = []

@@ -88,7 +88,9 @@ class InvertedResidual(nn.Module):
     optional SE on the expanded map -> linear 1x1 projection; identity shortcut when the shape
     is unchanged."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel: int = 3, expand: int = 1, se: bool = False):
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, kernel: int = 3, expand: int = 1, se: bool = False
+    ):
         super().__init__()
         act = activation_for("inverted_residual")
         hidden = in_ch * expand
@@ -111,7 +113,9 @@ class BasicBlock(nn.Module):
     """ResNet basic block: kxk conv (stride) -> kxk conv -> optional SE, plus a shortcut (identity,
     or a strided 1x1 conv-BN projection when the shape changes), then ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel: int = 3, expand: int = 1, se: bool = False):
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, kernel: int = 3, expand: int = 1, se: bool = False
+    ):
         super().__init__()
         if expand != 1:
             raise ValueError(f"basic blocks have no expansion, got expand={expand}")

@@ -166,7 +166,9 @@ class Student(StagedNet):
         super().__init__()
         self.config = cfg
         self.num_classes = num_classes
-        self.stem = ConvBNAct(in_channels, cfg.stem_width, cfg.stem_kernel, cfg.stem_stride, act=activation_for(cfg.block))
+        self.stem = ConvBNAct(
+            in_channels, cfg.stem_width, cfg.stem_kernel, cfg.stem_stride, act=activation_for(cfg.block)
+        )
         stages = []
         width = cfg.stem_width
         for s in cfg.stages:
