@@ -208,7 +208,7 @@ def _find_idx_dir(name: str, data_dir) -> Path | None:
 
 def _load_idx_dataset(name: str, data_dir) -> tuple[np.ndarray, ...]:
     folder = _find_idx_dir(name, data_dir) or (_download(name, data_dir) and _find_idx_dir(name, data_dir))
-    if folder is None:
+    if not folder:
         _missing(name, data_dir)
     xs = _read_idx(folder / _IDX_FILES["train_x"], 3)
     ys = _read_idx(folder / _IDX_FILES["train_y"], 1)
@@ -264,7 +264,7 @@ def _load_cifar(name: str, data_dir) -> tuple[np.ndarray, ...]:
         return None
 
     folder = find() or (_download(name, data_dir) and find())
-    if folder is None:
+    if not folder:
         _missing(name, data_dir)
     parts = [_read_cifar_batch(folder / f, label_key) for f in train_files]
     xt, yt = _read_cifar_batch(folder / test_file, label_key)

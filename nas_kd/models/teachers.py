@@ -54,6 +54,9 @@ __all__ = [
     "teacher_key",
     "save_teacher",
     "load_teacher",
+    "ensure_teacher",
+    "resolve_teacher",
+    "teacher_meta",
     "CHECKPOINT_FORMAT",
     "TEACHER_DIR",
 ]
@@ -386,7 +389,7 @@ def teacher_meta(info: DatasetInfo, arch: str, schedule: Schedule, seed: int, re
         "train_seconds": metrics["train_seconds"],
         "images_per_second": metrics["images_per_second"],
         "history": metrics["history"],
-        "versions": {"nas_kd": nas_kd.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -444,3 +447,64 @@ def _check_compatible(path: Path, meta: dict, info: DatasetInfo) -> None:
     ours = f"'{info.name}' ({info.num_classes} classes, input {info.input_shape})"
     if meta.get("num_classes") != info.num_classes or tuple(meta.get("input_shape") or ()) != info.input_shape or meta.get("dataset") != info.name:
         raise UserError(f"teacher '{path}' was trained on {theirs} but the data is {ours}: train a teacher for it with 'nas-kd teacher --dataset {info.name}'")
+
+
+def ensure_teacher(
+    dataset: str,
+    arch: str,
+    schedule: Schedule,
+    *,
+    preset: str,
+    seed: int = 0,
+    device: torch.device,
+    data_dir=None,
+    reconstruction: bool = False,
+    root: str | os.PathLike = TEACHER_DIR,
+    log=print,
+) -> tuple[nn.Module, dict, Path]:
+    """The cached teacher for (dataset, arch, recipe, seed, reconstruction): loaded if its file
+    exists, otherwise trained, evaluated on the test set and saved atomically first."""
+    from nas_kd.data import load_splits
+
+    path = Path(root) / f"{teacher_key(dataset, arch, schedule, seed, reconstruction)}.pt"
+    if path.is_file():
+        from nas_kd.data import dataset_info
+
+        model, meta = load_teacher(path, dataset_info(dataset, data_dir), device)
+        log(f"teacher: reusing {path} ({meta['arch']}, test accuracy {meta['test_accuracy']:.4f})")
+        return model, meta, path
+    splits = load_splits(dataset, data_dir, seed=seed, train_subset=schedule.train_subset)
+    info = splits.info
+    model = build_teacher(arch, info.channels, info.num_classes, reconstruction=(info.height, info.width) if reconstruction else None)
+    log(f"teacher: training {parse_arch(arch)} on {info.name} ({len(splits.train)} examples, {schedule.epochs} epochs, device {device.type})")
+    metrics = train_teacher(model, splits, schedule, device=device, seed=seed, log=log)
+    meta = teacher_meta(info, arch, schedule, seed, reconstruction, metrics, preset)
+    save_teacher(path, model, meta)
+    log(f"teacher: test accuracy {metrics['test_accuracy']:.4f} in {metrics['train_seconds']:.1f}s -> {path}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, meta, path
+
+
+def resolve_teacher(
+    spec: str,
+    dataset: str,
+    schedule: Schedule,
+    *,
+    preset: str,
+    seed: int = 0,
+    device: torch.device,
+    data_dir=None,
+    reconstruction: bool = False,
+    log=print,
+) -> tuple[nn.Module, dict, Path]:
+    """``spec`` is a file (cached checkpoint or TorchScript) or a registry name, which means the
+    cached teacher of that architecture for the dataset (trained first if missing)."""
+    from nas_kd.data import dataset_info
+
+    if Path(spec).expanduser().is_file() or any(sep in spec for sep in ("/", "\\")) or spec.endswith((".pt", ".ts", ".pth")):
+        path = Path(spec).expanduser()
+        model, meta = load_teacher(path, dataset_info(dataset, data_dir), device)
+        return model, meta, path
+    return ensure_teacher(dataset, spec, schedule, preset=preset, seed=seed, device=device, data_dir=data_dir, reconstruction=reconstruction, log=log)

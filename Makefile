@@ -1,0 +1,67 @@
+# nas-kd: every target depends on one idempotent set-up step (.venv + pinned torch + the package).
+# A second `make ...` reinstalls nothing: the stamp file is newer than pyproject.toml.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev,export,dashboard,postgres
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.nas-kd-installed
+
+# Knobs passed through to the commands (empty = the command's own default).
+DATASET ?= fashion-mnist
+ARCH ?= resnet20
+PRESET ?=
+BUDGET ?= 2M
+SPACE ?= search_spaces/mbv2.yaml
+TRIALS ?=
+STUDY ?=
+STORAGE ?=
+PORT ?= 8080
+opt = $(if $(2),$(1) $(2),)
+
+.PHONY: setup test teacher search export dashboard worker finalize bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# torch first and pinned: a loose requirement would pull several GB of CUDA wheels.
+	@$(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH)'.split('==')[-1])" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@bash scripts/install_datasets.sh || true
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+teacher: setup
+	$(BIN)/nas-kd teacher --dataset $(DATASET) --arch $(ARCH) $(call opt,--preset,$(PRESET))
+
+search: setup
+	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
+	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE))
+
+worker: setup
+	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
+	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) --storage $(STORAGE) --worker
+
+finalize: setup
+	$(BIN)/nas-kd finalize --study $(STUDY) $(call opt,--storage,$(STORAGE))
+
+export: setup
+	$(BIN)/nas-kd export --study $(STUDY) $(call opt,--storage,$(STORAGE))
+
+dashboard: setup
+	$(BIN)/nas-kd dashboard --study $(STUDY) $(call opt,--storage,$(STORAGE)) --port $(PORT)
+
+bench: setup
+	$(BIN)/python -m bench.cost_speed
+	$(BIN)/python -m bench.loader_speed
+
+lint: setup
+	$(BIN)/ruff check nas_kd tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,26 @@
+import os
+
+import pytest
+
+# Tests never reach for the network: a missing dataset must fail fast with its message.
+os.environ.setdefault("NAS_KD_NO_DOWNLOAD", "1")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder so ./data and ./runs are the test's own."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `nas-kd ARGS`; return (exit code, stdout, stderr)."""
+    from nas_kd.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -1,0 +1,164 @@
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from nas_kd.config import Schedule
+from nas_kd.data import dataset_info
+from nas_kd.device import resolve_device
+from nas_kd.errors import UserError
+from nas_kd.models import teachers as T
+
+CPU = torch.device("cpu")
+TINY = Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=256)
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "resnet20", "resnet20x2", "wrn-10-2", "wrn16-1"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (1, 28, 28)])
+def test_registry_teachers_share_the_stage_interface(arch, shape):
+    net = T.build_teacher(arch, shape[0], 7)
+    x = torch.randn(2, *shape)
+    maps, logits = net.forward_stages(x)
+    assert [m.shape[1] for m in maps] == list(net.stage_channels)
+    assert logits.shape == (2, 7) and torch.allclose(net(x), logits)
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("bad", ["resnet21", "wrn-15-4", "vgg16", "", "resnet20x0"])
+def test_bad_arch_names(bad):
+    with pytest.raises(UserError):
+        T.parse_arch(bad)
+
+
+def test_reconstruction_decoder_restores_input_size():
+    net = T.build_teacher("resnet8", 3, 10, reconstruction=(30, 30))
+    maps, _ = net.forward_stages(torch.randn(2, 3, 30, 30))
+    assert net.decoder(maps[-1]).shape == (2, 3, 30, 30)
+
+
+def test_train_save_load_and_reuse(tmp_path, monkeypatch):
+    kw = dict(preset="quick", seed=0, device=CPU, root=tmp_path, log=lambda *_: None)
+    model, meta, path = T.ensure_teacher("synthetic", "resnet8", TINY, reconstruction=True, **kw)
+    assert path.is_file() and meta["reconstruction"] and meta["arch"] == "resnet8"
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # atomic write left no temp file
+
+    def must_not_train(*a, **k):
+        raise AssertionError("a cached teacher was trained again")
+
+    monkeypatch.setattr(T, "train_teacher", must_not_train)
+    again, meta2, path2 = T.ensure_teacher("synthetic", "resnet8", TINY, reconstruction=True, **kw)
+    assert path2 == path and meta2["test_accuracy"] == meta["test_accuracy"]
+    x = torch.randn(4, 1, 16, 16)
+    assert torch.equal(model(x), again(x))
+    assert not any(p.requires_grad for p in again.parameters()) and not again.training
+
+
+def test_key_changes_with_recipe_and_seed():
+    a = T.teacher_key("synthetic", "resnet8", TINY, 0, False)
+    assert a != T.teacher_key("synthetic", "resnet8", TINY.replace(epochs=2), 0, False)
+    assert a != T.teacher_key("synthetic", "resnet8", TINY, 1, False)
+    assert a.startswith("synthetic_resnet8_s0_")
+
+
+def _saved(tmp_path, dataset="synthetic"):
+    info = dataset_info(dataset)
+    net = T.build_teacher("resnet8", info.channels, info.num_classes)
+    meta = {"dataset": info.name, "num_classes": info.num_classes, "input_shape": list(info.input_shape), "arch": "resnet8", "reconstruction": False}
+    return T.save_teacher(tmp_path / "t.pt", net, meta)
+
+
+def test_teacher_for_wrong_class_count_is_refused(tmp_path):
+    path = _saved(tmp_path)
+    with pytest.raises(UserError) as e:
+        T.load_teacher(path, dataset_info("synthetic:1x16x16:5"))
+    assert str(e.value) == (
+        f"teacher '{path}' was trained on 'synthetic' (10 classes, input (1, 16, 16)) but the data is "
+        "'synthetic:1x16x16:5' (5 classes, input (1, 16, 16)): train a teacher for it with 'nas-kd teacher --dataset synthetic:1x16x16:5'"
+    )
+
+
+def test_pickle_that_runs_code_is_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"format": T.CHECKPOINT_FORMAT, "x": Evil()}, f)
+    torch.save({"format": T.CHECKPOINT_FORMAT, "x": Evil()}, tmp_path / "evil_zip.pt")
+    for p in (bad, tmp_path / "evil_zip.pt"):
+        with pytest.raises(UserError, match="refusing to load .* it is not a weights-only nas-kd checkpoint"):
+            T.load_teacher(p, dataset_info("synthetic"))
+    assert not marker.exists()
+
+
+def test_non_teacher_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage")
+    with pytest.raises(UserError, match="not a weights-only"):
+        T.load_teacher(junk, dataset_info("synthetic"))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="is not a nas-kd teacher checkpoint"):
+        T.load_teacher(tmp_path / "other.pt", dataset_info("synthetic"))
+    with pytest.raises(UserError, match="does not exist"):
+        T.load_teacher(tmp_path / "missing.pt", dataset_info("synthetic"))
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, 2, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+    @torch.jit.export
+    def forward_stages(self, x: torch.Tensor):
+        h = self.conv(x)
+        return [h], self.fc(h.mean((2, 3)))
+
+
+def test_torchscript_teacher_with_and_without_stages(tmp_path):
+    p = tmp_path / "t.ts"
+    torch.jit.save(torch.jit.script(_Tiny()), p)
+    model, meta = T.load_teacher(p, dataset_info("synthetic"))
+    assert model.stage_channels == (8,) and meta["arch"] == "torchscript:t.ts"
+    maps, logits = model.forward_stages(torch.zeros(3, 1, 16, 16))
+    assert logits.shape == (3, 10)
+    traced = tmp_path / "plain.ts"
+    torch.jit.save(torch.jit.trace(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), torch.zeros(1, 1, 16, 16)), traced)
+    plain, _ = T.load_teacher(traced, dataset_info("synthetic"))
+    with pytest.raises(UserError, match="exposes no stage feature maps"):
+        plain.forward_stages(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(UserError, match="returns logits of shape"):
+        T.load_teacher(traced, dataset_info("synthetic:1x16x16:5"))
+
+
+def test_teacher_cli_trains_then_reuses(cli, in_tmp):
+    args = ("teacher", "--dataset", "synthetic", "--arch", "resnet8", "--epochs", "1", "--train-subset", "200", "--device", "cpu")
+    code, out, _ = cli(*args)
+    assert code == 0 and "runs/teachers/synthetic_resnet8_s0_" in out
+    code, out2, _ = cli(*args)
+    assert code == 0 and out2.splitlines()[-1] == out.splitlines()[-1]
+    assert "reusing" in out2
+
+
+def test_teacher_cli_bad_input(cli, in_tmp):
+    code, _, err = cli("teacher", "--dataset", "synthetic", "--arch", "resnet21")
+    assert code == 2 and err.startswith("nas-kd: error: invalid teacher 'resnet21'")
+    code, _, err = cli("teacher", "--dataset", "synthetic", "--epochs", "0")
+    assert code == 2 and err == "nas-kd: error: epochs must be at least 1, got 0: pass --epochs 1 or more\n"
+    assert not (in_tmp / "runs").exists()
+
+
+def test_cuda_without_gpu_is_a_user_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="no CUDA GPU is visible"):
+        resolve_device("cuda")
