@@ -1,0 +1,97 @@
+"""Teacher-to-student adapters (KTAN's T2S layer, KSANC's channel transform) and stage pairing.
+
+Pairing rule (our choice; the papers match networks with equal stage counts)
+----------------------------------------------------------------------------
+Students and teachers may have different numbers of stages at different resolutions (an mbv2
+student on 28×28 has five stages at 28, 14, 7, 4, 4 px; a CIFAR ResNet teacher three at 28, 14,
+7 px). Walking from the deep end:
+
+1. the deepest student stage pairs with the deepest teacher stage, whatever their sizes: these
+   are the maps the classifiers read, the "high-level" features KTAN transfers;
+2. every shallower teacher stage pairs with the deepest *still shallower* student stage of the
+   same spatial size, or, where none has it, the one closest in size (log scale; deeper wins ties);
+3. pairing stops when either network runs out of stages.
+
+So the example pairs student stages (0, 1, 4) with teacher stages (0, 1, 2); student stages 2
+and 3 are left unsupervised. Equal stage layouts pair one to one.
+
+Resizing
+--------
+Where the paired maps differ in size the student map is brought to the teacher's: *area*
+pooling (``adaptive_avg_pool2d``) when it is larger, which averages instead of aliasing, and
+*bilinear* interpolation when it is smaller. The 1×1 conv + BN runs at the smaller of the two
+resolutions (pool first, upsample last): the same result up to BN statistics, at less cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["StageAdapter", "StageAdapters", "pair_stages", "stage_sizes"]
+
+Size = tuple[int, int]
+
+
+def stage_sizes(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> list[Size]:
+    """Spatial size (H, W) of each stage map for one input, from a probe pass in eval mode."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        maps, _ = model.forward_stages(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return [tuple(m.shape[-2:]) for m in maps]
+
+
+def pair_stages(student_sizes: Sequence[Size], teacher_sizes: Sequence[Size]) -> list[tuple[int, int]]:
+    """(student stage, teacher stage) pairs, shallow to deep, by the rule in the module docstring."""
+    if not student_sizes or not teacher_sizes:
+        return []
+    pairs = [(len(student_sizes) - 1, len(teacher_sizes) - 1)]
+    for j in range(len(teacher_sizes) - 2, -1, -1):
+        candidates = range(pairs[-1][0])
+        if not candidates:
+            break
+        pairs.append((min(candidates, key=lambda i, j=j: _size_distance(student_sizes[i], teacher_sizes[j], i)), j))
+    return pairs[::-1]
+
+
+def _size_distance(student: Size, teacher: Size, student_index: int) -> tuple[float, int]:
+    """Log-scale size mismatch; on ties the deeper student stage wins."""
+    return abs(math.log(student[0] / teacher[0])) + abs(math.log(student[1] / teacher[1])), -student_index
+
+
+class StageAdapter(nn.Module):
+    """Student map (N, C_s, h, w) -> (N, C_t, H, W): 1×1 conv + BN, resized to the teacher's size."""
+
+    def __init__(self, student_channels: int, teacher_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(teacher_channels)
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h > size[0] or w > size[1]:
+            x = F.adaptive_avg_pool2d(x, (min(h, size[0]), min(w, size[1])))
+        x = self.bn(self.conv(x))
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+
+class StageAdapters(nn.Module):
+    """One adapter per (student stage, teacher stage) pair."""
+
+    def __init__(self, pairs: Sequence[tuple[int, int]], student_channels: Sequence[int], teacher_channels: Sequence[int]):
+        super().__init__()
+        self.pairs = list(pairs)
+        self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j]) for i, j in self.pairs)
+
+    def forward(self, student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Adapted student maps, one per pair; ``teacher_maps`` holds the paired teacher maps in
+        pair order (their sizes are the targets)."""
+        return [adapter(student_maps[i], tuple(t.shape[-2:])) for adapter, (i, _), t in zip(self.adapters, self.pairs, teacher_maps, strict=True)]

@@ -1,0 +1,64 @@
+"""KSANC's task-driven attention squeeze: each stage map -> a C-value descriptor.
+
+For the maps L_1..L_k of one network (all with the teacher's channel counts: student maps come
+through the adapters): a global descriptor g = avgpool(1×1 conv(L_k)) of ``GLOBAL_DIM`` values
+is projected by a linear layer to each stage's C channels and broadcast-added, L' = L + P(g);
+a 1×1 conv scores each position of L', a softmax over the H·W positions makes the attention
+map M, and the descriptor is Σ_p M_p · L'_p (C values).
+
+Teacher-side attention: trained jointly, driven by the task (our choice)
+------------------------------------------------------------------------
+KSANC leaves open how the teacher's attention modules are trained. Ours train *jointly* with the
+student, but on their own objective: a linear classifier per stage reads the teacher descriptor
+and is trained with cross-entropy on the labels (`TaskHeads`), and the descriptor enters the
+student's L_is as a constant target (detached). Why: pre-fitting on the frozen teacher would
+cost an extra pass over the data per distillation run (every search trial), while letting L_is
+train the teacher side would let it drift toward whatever the *student* finds easy instead of
+what the *task* needs. The student-side attention is trained by L_is alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["GLOBAL_DIM", "AttentionSqueeze", "TaskHeads", "attention_pool"]
+
+GLOBAL_DIM = 128  # KSANC's example width of the global descriptor g
+
+
+def attention_pool(features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) features and (N, 1, H, W) scores -> (N, C): softmax(scores over H·W)-weighted mean."""
+    weights = torch.softmax(scores.flatten(1).float(), dim=1)
+    return torch.einsum("ncp,np->nc", features.flatten(2).float(), weights)
+
+
+class AttentionSqueeze(nn.Module):
+    """One network's attention modules for stages with ``channels`` (shallow to deep)."""
+
+    def __init__(self, channels: Sequence[int], global_dim: int = GLOBAL_DIM):
+        super().__init__()
+        self.global_conv = nn.Conv2d(channels[-1], global_dim, 1)
+        self.project = nn.ModuleList(nn.Linear(global_dim, c) for c in channels)
+        self.score = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in channels)
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        g = self.global_conv(maps[-1]).mean((2, 3))
+        descriptors = []
+        for stage_map, project, score in zip(maps, self.project, self.score, strict=True):
+            lifted = stage_map + project(g)[:, :, None, None].to(stage_map.dtype)
+            descriptors.append(attention_pool(lifted, score(lifted)))
+        return descriptors
+
+
+class TaskHeads(nn.Module):
+    """Per-stage linear classifiers that make the teacher-side attention task-driven."""
+
+    def __init__(self, channels: Sequence[int], num_classes: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(c, num_classes) for c in channels)
+
+    def forward(self, descriptors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [head(d) for head, d in zip(self.heads, descriptors, strict=True)]

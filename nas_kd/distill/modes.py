@@ -1,0 +1,157 @@
+"""Named distillation modes: a frozen set of loss weights plus a few knobs, and their overrides.
+
+A zero weight means the term is neither computed nor built (no adapter, attention module or
+discriminator exists for it). Why each preset has the weights it has is in docs/DISTILLER.md;
+the papers publish few of them, so most are our choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from nas_kd.errors import UserError
+
+__all__ = ["LossWeights", "Mode", "MODES", "DEFAULT_MODE", "get_mode", "parse_loss_weights", "WEIGHT_KEYS", "KNOB_KEYS"]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    ce: float = 1.0  # cross-entropy with the labels
+    kd: float = 0.0  # Hinton KD at the mode's temperature (T²-scaled)
+    l1: float = 0.0  # L1 between logits (Xu et al.)
+    l2: float = 0.0  # squared L2 between logits (KSANC's backbone loss)
+    feat: float = 0.0  # MSE between adapted student maps and teacher maps (pixel level)
+    desc: float = 0.0  # squared L2 between attention-squeezed descriptors (KSANC's L_is)
+    adv_logit: float = 0.0  # student's GAN + auxiliary-class loss against the logit discriminator
+    adv_feat: float = 0.0  # student's GAN loss against the feature-map discriminator (spatial level)
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v != 0}
+
+
+WEIGHT_KEYS = tuple(f.name for f in dataclasses.fields(LossWeights))
+# Knobs that `parse_loss_weights` also accepts, with what each must satisfy.
+KNOB_KEYS = ("temperature", "disc_lr", "disc_penalty", "adv_warmup")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A distillation recipe. ``stages`` picks which paired stages the feature and descriptor
+    losses supervise ("all" or "last"); the feature discriminator always sees the deepest pair."""
+
+    name: str
+    weights: LossWeights
+    temperature: float = 4.0
+    stages: str = "all"
+    disc_optimizer: str = "adam"  # "adam" (betas 0.5, 0.999) or "sgd" (momentum 0.9)
+    disc_lr: float = 1e-3
+    disc_penalty: float = 0.0  # coefficient of the L1 + L2 weight penalty on the logit discriminator
+    adv_warmup: float = 0.0  # fraction of training steps before the student's adversarial terms start
+    needs_reconstruction: bool = False
+    summary: str = ""
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(k != "ce" for k in self.weights.active())
+
+    @property
+    def uses_maps(self) -> bool:
+        w = self.weights
+        return bool(w.feat or w.desc or w.adv_feat)
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return bool(self.weights.adv_logit or self.weights.adv_feat)
+
+    def override(self, changes: dict[str, float]) -> Mode:
+        """A copy with some weights and knobs replaced (keys as `parse_loss_weights` returns)."""
+        weights = dataclasses.replace(self.weights, **{k: v for k, v in changes.items() if k in WEIGHT_KEYS})
+        knobs = {k: v for k, v in changes.items() if k in KNOB_KEYS}
+        return dataclasses.replace(self, weights=weights, **knobs)
+
+    def describe(self) -> str:
+        terms = ", ".join(f"{k}={v:g}" for k, v in self.weights.active().items())
+        return f"{self.name} ({terms}; T={self.temperature:g})"
+
+
+MODES: dict[str, Mode] = {
+    "ce": Mode("ce", LossWeights(ce=1.0), summary="labels only, no teacher: the baseline every mode must beat"),
+    "kd": Mode("kd", LossWeights(ce=0.5, kd=0.5), summary="Hinton et al.: soft targets at temperature T"),
+    "ktan": Mode(
+        "ktan",
+        LossWeights(ce=0.5, kd=0.5, feat=1.0, adv_feat=0.1),
+        stages="last",
+        adv_warmup=0.1,
+        summary="KTAN: KD + T2S feature MSE + a discriminator on the deepest feature maps",
+    ),
+    "ksanc": Mode(
+        "ksanc",
+        LossWeights(ce=0.5, l2=0.1, desc=1.0, adv_logit=0.1),
+        disc_penalty=1e-5,
+        adv_warmup=0.1,
+        summary="KSANC: logit L2 + attention-squeezed descriptors at every stage + logit discriminator",
+    ),
+    "xu": Mode(
+        "xu",
+        LossWeights(ce=1.0, l1=1.0, adv_logit=1.0),
+        disc_optimizer="sgd",
+        summary="Xu et al.: CE + L1 on logits + a logit discriminator with an auxiliary classifier, all weights 1",
+    ),
+    "zhang": Mode(
+        "zhang",
+        LossWeights(ce=0.5, kd=0.5, feat=1.0, adv_feat=0.1),
+        stages="all",
+        adv_warmup=0.1,
+        needs_reconstruction=True,
+        summary="Zhang et al.: a reconstruction-trained teacher; pixel-level feature MSE + spatial-level adversarial loss",
+    ),
+    "full": Mode(
+        "full",
+        LossWeights(ce=0.5, kd=0.5, feat=1.0, desc=1.0, adv_logit=0.1, adv_feat=0.1),
+        disc_penalty=1e-5,
+        adv_warmup=0.1,
+        summary="everything: KD + feature MSE + squeezed descriptors at every paired stage + both discriminators",
+    ),
+}
+DEFAULT_MODE = "full"
+
+
+def get_mode(name: str | Mode) -> Mode:
+    if isinstance(name, Mode):
+        return name
+    if name not in MODES:
+        raise UserError(f"unknown distillation mode '{name}': choose one of {', '.join(MODES)}")
+    return MODES[name]
+
+
+def parse_loss_weights(text: str | None) -> dict[str, float]:
+    """'kd=0.5,feat=1' -> {'kd': 0.5, 'feat': 1.0}; `UserError` on unknown keys or bad values.
+
+    Weights must be finite and >= 0; ``temperature`` and ``disc_lr`` > 0; ``disc_penalty`` >= 0;
+    ``adv_warmup`` in [0, 1).
+    """
+    valid = f"valid keys: {', '.join(WEIGHT_KEYS + KNOB_KEYS)}"
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq:
+            raise UserError(f"invalid loss weights '{text}': '{part.strip()}' is not key=value; {valid}")
+        if key not in WEIGHT_KEYS + KNOB_KEYS:
+            raise UserError(f"invalid loss weights '{text}': unknown key '{key}'; {valid}")
+        if key in out:
+            raise UserError(f"invalid loss weights '{text}': '{key}' is given twice")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"invalid loss weights '{text}': '{value.strip()}' for '{key}' is not a number") from None
+        positive = key in ("temperature", "disc_lr")
+        if not math.isfinite(number) or number < 0 or (positive and number == 0) or (key == "adv_warmup" and number >= 1):
+            need = "in [0, 1)" if key == "adv_warmup" else "positive" if positive else "finite and >= 0"
+            raise UserError(f"invalid loss weights '{text}': '{key}' must be {need}, got {value.strip()}")
+        out[key] = number
+    return out
