@@ -17,7 +17,7 @@ from nas_kd.errors import EXIT_USAGE, UserError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # name -> module in nas_kd.commands; the order is the order in --help.
-COMMANDS = ["data", "teacher", "cost", "distill", "search", "finalize", "export"]
+COMMANDS = ["data", "teacher", "cost", "distill", "search", "finalize", "export", "dashboard"]
 
 
 class OneLineParser(argparse.ArgumentParser):
