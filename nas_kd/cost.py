@@ -79,21 +79,24 @@ def count_macs(model: nn.Module, inputs: torch.Tensor) -> tuple[int, Counter]:
 
     Raises `UncountedOperatorError` if any uncounted operator is outside `NOT_COUNTED`.
     """
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import conv_flop_jit, linear_flop_jit
-
-    analysis = FlopCountAnalysis(model, inputs)
-    analysis.clear_op_handles().set_op_handle(**{COUNTED[0]: conv_flop_jit, COUNTED[1]: linear_flop_jit})
-    # fvcore silently skips a built-in list of operators (relu, max, sum, reshape, ...); empty it
-    # so that every operator is either counted or reported, and we decide what may be skipped.
-    analysis._ignored_ops = set()
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     fvcore_logger = logging.getLogger("fvcore")
     level = fvcore_logger.level
     fvcore_logger.setLevel(logging.ERROR)
     try:
+        # fvcore warns at import (torch.jit.script is deprecated) and while tracing: noise only.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+            from fvcore.nn.jit_handles import conv_flop_jit, linear_flop_jit
+
+            analysis = FlopCountAnalysis(model, inputs)
+            analysis.clear_op_handles().set_op_handle(
+                **{COUNTED[0]: conv_flop_jit, COUNTED[1]: linear_flop_jit}
+            )
+            # fvcore silently skips a built-in list of operators (relu, max, sum, reshape, ...):
+            # empty it so every operator is either counted or reported, and NOT_COUNTED decides.
+            analysis._ignored_ops = set()
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
             macs = int(analysis.total())
             skipped = Counter(analysis.unsupported_ops())
     finally:
