@@ -34,6 +34,7 @@ from nas_kd.models.student import StageConfig, StudentConfig
 
 __all__ = ["StageChoices", "SearchSpace"]
 
+_TOP = "(top level)"
 _TOP_KEYS = {"name", "description", "block", "stem", "stages"}
 _STEM_KEYS = {"width", "kernel", "stride"}
 _CHOICE_KEYS = ("depth", "width", "kernel", "expand", "se")
@@ -68,7 +69,8 @@ class _Reader:
             raise self.error(key, f"must be a mapping, got {_kind(value)}")
         unknown = sorted(set(map(str, value)) - allowed)
         if unknown:
-            raise self.error(f"{key}.{unknown[0]}", f"unknown key: use {', '.join(sorted(allowed))}")
+            inner = unknown[0] if key == _TOP else f"{key}.{unknown[0]}"
+            raise self.error(inner, f"unknown key: use {', '.join(sorted(allowed))}")
         return value
 
     def integer(self, key: str, value: Any, what: str) -> int:
@@ -107,7 +109,7 @@ class _Reader:
         return tuple(sorted(items))
 
     def space(self, data: Any) -> SearchSpace:
-        data = self.mapping("(top level)", data, _TOP_KEYS)
+        data = self.mapping(_TOP, data, _TOP_KEYS)
         for key in ("block", "stem", "stages"):
             if key not in data:
                 raise self.error(key, "missing")
