@@ -130,14 +130,14 @@ def _measure(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes:
 
 def thop_macs(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes: int) -> int:
     """thop's count under the same definition: its BN and pooling rules are zeroed (see module doc)."""
-    from thop import profile
-    from thop.vision.basic_hooks import zero_ops
-
     c, h, w = _shape(input_shape)
     model = build_student(cfg, c, num_classes).eval()
-    not_counted = {nn.BatchNorm2d: zero_ops, nn.AdaptiveAvgPool2d: zero_ops}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # thop warns at import (distutils) and about unknown modules
+        from thop import profile
+        from thop.vision.basic_hooks import zero_ops
+
+        not_counted = {nn.BatchNorm2d: zero_ops, nn.AdaptiveAvgPool2d: zero_ops}
         macs, _ = profile(model, inputs=(torch.zeros(1, c, h, w),), custom_ops=not_counted, verbose=False)
     return int(macs)
 
