@@ -1,0 +1,117 @@
+"""`nas-kd cost`: figures for a space on a dataset, one-line errors, never any training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_kd.cli import main
+from nas_kd.cost import measure
+from nas_kd.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parent.parent
+MBV2 = str(ROOT / "search_spaces" / "mbv2.yaml")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batch-1 traces are too small to split: on a busy 2-core machine OpenMP spinning costs ~50x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(capsys, *args):
+    code = main(["cost", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def rows(out: str) -> dict[str, str]:
+    return {line[:10].strip(): line[10:].strip() for line in out.splitlines()}
+
+
+def test_budget_2m_on_fashion_mnist(capsys, in_tmp):
+    code, out, err = run(capsys, "--space", MBV2, "--dataset", "fashion-mnist", "--budget", "2M")
+    assert code == 0 and err == ""
+    assert list(in_tmp.iterdir()) == []  # no data fetched, no run directory: nothing trains
+    space = SearchSpace.load(MBV2)
+    table = rows(out)
+    assert table["space"].endswith(f"inverted_residual, 5 stages, {space.size():,} students")
+    assert table["input"] == "fashion-mnist: 1x28x28, 10 classes"
+    assert table["smallest"].startswith(measure(space.smallest(), (1, 28, 28), 10).describe())
+    assert table["largest"].startswith(measure(space.largest(), (1, 28, 28), 10).describe())
+    assert table["budget"] == "MACs <= 2.00M"
+    baseline = space.uniform(0)
+    assert table["baseline"] == f"{measure(baseline, (1, 28, 28), 10).describe()}  {baseline.describe()}"
+    fit, of = table["fit"].split(" random members")[0].split(" of ")
+    assert of == "1000" and 0 < int(fit) < 1000
+
+
+def test_no_budget_lists_uniform_members_only(capsys):
+    code, out, _ = run(
+        capsys, "--space", str(ROOT / "search_spaces" / "resnet.yaml"), "--dataset", "synthetic"
+    )
+    table = rows(out)
+    assert code == 0 and "baseline" not in table and "fit" not in table
+    assert [k for k in table if k.startswith("uniform")] == [f"uniform {i}" for i in range(4)]
+    assert table["input"] == "synthetic: 1x16x16, 10 classes"
+
+
+def test_budget_below_smallest_member_exits_2_naming_its_cost(capsys):
+    code, out, err = run(capsys, "--space", MBV2, "--dataset", "fashion-mnist", "--budget", "1")
+    smallest = measure(SearchSpace.load(MBV2).smallest(), (1, 28, 28), 10)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(
+        "nas-kd: error: budget MACs <= 1 is below the smallest member"
+    )
+    assert smallest.describe() in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "banana"], "invalid budget 'banana': 'banana' is not a number"),
+        (["--budget", "2M", "--samples", "0"], "--samples must be at least 1, got 0"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, args, message):
+    code, out, err = run(capsys, "--space", MBV2, *args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+def test_bad_space_file_exits_2(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("block: basic\nstem: {width: 8}\nstages: [{stride: 3, depth: 1, width: 8}]\n")
+    code, _, err = run(capsys, "--space", str(bad), "--dataset", "synthetic")
+    assert (
+        code == 2
+        and err == f"nas-kd: error: search space {bad}: stage1.stride: stride must be 1 or 2, got 3\n"
+    )
+
+
+def test_subprocess_has_no_traceback():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas_kd",
+        "cost",
+        "--space",
+        MBV2,
+        "--dataset",
+        "fashion-mnist",
+        "--budget",
+        "banana",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("nas-kd: error: invalid budget 'banana'") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
