@@ -1,0 +1,43 @@
+"""Stage pairing and teacher-to-student adapters."""
+
+import torch
+
+from nas_kd.distill.adapters import StageAdapter, StageAdapters, pair_stages, stage_sizes
+from nas_kd.models.teachers import build_teacher
+
+
+def test_equal_layouts_pair_one_to_one():
+    sizes = [(28, 28), (14, 14), (7, 7)]
+    assert pair_stages(sizes, sizes) == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_deepest_stages_pair_and_shallower_ones_match_resolution():
+    student = [(28, 28), (14, 14), (7, 7), (4, 4), (4, 4)]  # an mbv2 student on 28x28
+    teacher = [(28, 28), (14, 14), (7, 7)]  # a CIFAR ResNet
+    assert pair_stages(student, teacher) == [(0, 0), (1, 1), (4, 2)]
+
+
+def test_closest_size_when_no_student_stage_matches_and_fewer_student_stages():
+    assert pair_stages([(16, 16), (4, 4)], [(32, 32), (16, 16), (8, 8)]) == [(0, 1), (1, 2)]
+    assert pair_stages([(8, 8)], [(32, 32), (8, 8)]) == [(0, 1)]
+    assert pair_stages([], [(8, 8)]) == []
+
+
+def test_adapter_maps_channels_and_resizes_both_ways():
+    x = torch.randn(2, 5, 9, 9)
+    for size in [(4, 4), (18, 18), (3, 12), (9, 9)]:
+        assert StageAdapter(5, 7)(x, size).shape == (2, 7, *size)
+
+
+def test_adapters_between_real_networks():
+    student, teacher = build_teacher("resnet8", 1, 10), build_teacher("resnet8x2", 1, 10)
+    s_sizes, t_sizes = stage_sizes(student, (1, 12, 12)), stage_sizes(teacher, (1, 12, 12))
+    assert s_sizes == t_sizes == [(12, 12), (6, 6), (3, 3)]
+    pairs = pair_stages(s_sizes, t_sizes)
+    adapters = StageAdapters(pairs, student.stage_channels, teacher.stage_channels)
+    x = torch.randn(3, 1, 12, 12)
+    s_maps, _ = student.forward_stages(x)
+    t_maps, _ = teacher.forward_stages(x)
+    out = adapters(s_maps, [t_maps[j] for _, j in pairs])
+    assert [o.shape for o in out] == [t.shape for t in t_maps]
+    assert student.training  # the probe restored the mode

@@ -1,0 +1,50 @@
+"""Mode presets and the loss-weight override grammar."""
+
+import pytest
+
+from nas_kd.distill import MODES, get_mode, parse_loss_weights
+from nas_kd.errors import UserError
+
+
+def test_every_mode_has_a_summary_and_only_ce_skips_the_teacher():
+    assert set(MODES) == {"ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"}
+    for name, mode in MODES.items():
+        assert mode.summary and mode.name == name
+        assert mode.uses_teacher == (name != "ce")
+    assert MODES["zhang"].needs_reconstruction and not MODES["full"].needs_reconstruction
+    assert MODES["xu"].weights.active() == {"ce": 1.0, "l1": 1.0, "adv_logit": 1.0}
+    full = MODES["full"].weights.active()
+    assert {"kd", "feat", "desc", "adv_logit", "adv_feat"} <= set(full)
+
+
+def test_parse_and_override():
+    changes = parse_loss_weights(" kd=0.25, feat=0 ,temperature=2,adv_warmup=0.5")
+    assert changes == {"kd": 0.25, "feat": 0.0, "temperature": 2.0, "adv_warmup": 0.5}
+    mode = get_mode("full").override(changes)
+    assert mode.weights.kd == 0.25 and mode.weights.feat == 0 and mode.temperature == 2.0
+    assert mode.weights.desc == MODES["full"].weights.desc and MODES["full"].weights.kd == 0.5
+    assert parse_loss_weights("") == {} and parse_loss_weights(None) == {}
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("kd=1,bogus=2", "unknown key 'bogus'; valid keys: ce, kd"),
+        ("kd", "is not key=value"),
+        ("kd=abc", "'abc' for 'kd' is not a number"),
+        ("kd=-1", "'kd' must be finite and >= 0"),
+        ("kd=nan", "'kd' must be finite and >= 0"),
+        ("temperature=0", "'temperature' must be positive"),
+        ("adv_warmup=1", "'adv_warmup' must be in [0, 1)"),
+        ("kd=1,kd=2", "'kd' is given twice"),
+    ],
+)
+def test_bad_weights_are_one_line_user_errors(text, fragment):
+    with pytest.raises(UserError) as e:
+        parse_loss_weights(text)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_mode_lists_the_modes():
+    with pytest.raises(UserError, match="unknown distillation mode 'nope': choose one of ce, kd, ktan, ksanc, xu, zhang, full"):
+        get_mode("nope")

@@ -1,0 +1,127 @@
+"""One alternating update per mode: who learns, who does not, and how failures surface."""
+
+import pytest
+import torch
+
+from nas_kd.config import Schedule
+from nas_kd.distill import MODES, check_teacher, get_mode
+from nas_kd.distill.trainer import build_step
+from nas_kd.errors import UserError
+from nas_kd.models.student import StageConfig, StudentConfig, build_student
+from nas_kd.models.teachers import build_teacher
+from nas_kd.train import NonFiniteLossError
+
+SHAPE, CLASSES = (1, 16, 16), 10
+CPU = torch.device("cpu")
+SCHEDULE = Schedule(epochs=1, batch_size=16, lr=0.1, warmup_epochs=0)
+# Four stages (16, 8, 4, 4 px) against the teacher's three (16, 8, 4): pairing and resizing run.
+TINY = StudentConfig(
+    block="inverted_residual",
+    stem_width=4,
+    stages=(StageConfig(1, 4, 1), StageConfig(1, 8, 2, expand=2), StageConfig(1, 8, 2, expand=2), StageConfig(1, 12, 1, expand=2)),
+)
+
+
+def make(mode_name: str, recon: bool = False):
+    torch.manual_seed(0)
+    student = build_student(TINY, 1, CLASSES)
+    teacher = build_teacher("resnet8", 1, CLASSES, reconstruction=SHAPE[1:] if recon or mode_name == "zhang" else None).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    mode = get_mode(mode_name)
+    step = build_step(student, teacher, mode, SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=4, device=CPU)
+    return step, student, teacher
+
+
+def batch(n=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, *SHAPE, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_one_step_moves_the_student_and_never_the_teacher(name):
+    step, student, teacher = make(name)
+    before_s, before_t = snapshot(student), snapshot(teacher)
+    parts = step(*batch())
+    expected = set(MODES[name].weights.active())
+    assert expected <= set(parts)
+    assert all(torch.isfinite(v) for v in parts.values())
+    assert any(not torch.equal(before_s[k], v) for k, v in student.state_dict().items())
+    after_t = teacher.state_dict()
+    assert all(torch.equal(before_t[k], after_t[k]) for k in before_t)  # bit for bit, BN stats included
+
+
+def test_zero_weights_build_nothing():
+    kd_step, _, _ = make("kd")
+    assert kd_step.objective.adapters is None and kd_step.objective.discriminators() == [] and kd_step.disc_optimizer is None
+    assert list(kd_step.objective.parameters()) == []
+    ktan = make("ktan")[0].objective
+    assert ktan.logit_disc is None and ktan.student_attention is None and len(ktan.pairs) == 1
+    full = make("full")[0].objective
+    assert full.pairs == [(0, 0), (1, 1), (3, 2)] and len(full.discriminators()) == 2
+
+
+def test_discriminators_and_student_learn_only_in_their_own_step():
+    step, student, _ = make("full")
+    discs = step.objective.discriminators()
+    disc_params = {id(p) for d in discs for p in d.parameters()}
+    student_opt_params = {id(p) for g in step.optimizer.param_groups for p in g["params"]}
+    assert not disc_params & student_opt_params
+    x, y = batch()
+    logits, adapted, t = step.forward(x)
+
+    def disc_params():
+        return [p for d in discs for p in d.parameters()]
+
+    def same(before, params):
+        return [torch.equal(a, p) for a, p in zip(before, params, strict=True)]
+
+    before_s = [p.detach().clone() for p in student.parameters()]
+    before_d = [p.detach().clone() for p in disc_params()]
+    step.discriminator_update(adapted, logits, t, y)
+    assert all(same(before_s, student.parameters()))
+    assert all(p.grad is None for p in student.parameters())
+    assert not all(same(before_d, disc_params()))
+
+    after_d = [p.detach().clone() for p in disc_params()]
+    parts = step.student_losses(logits, adapted, t, y, adversarial=True)
+    assert {"adv_logit", "adv_feat"} <= set(parts)
+    step.student_update(step.objective.weighted_sum(parts))
+    assert all(p.grad is None for p in disc_params())
+    assert all(same(after_d, disc_params()))
+    assert not all(same(before_s, student.parameters()))
+    assert all(p.requires_grad for p in disc_params())  # unfrozen afterwards
+
+
+def test_adversarial_terms_wait_for_the_warm_up():
+    step, _, _ = make("full")
+    assert not {"adv_logit", "adv_feat"} & set(step(*batch(), adversarial=False))
+
+
+def test_nan_raises_non_finite_loss_error():
+    step, student, _ = make("full")
+    with torch.no_grad():
+        student.head.fc.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="distillation loss became nan"):
+        step(*batch())
+
+
+def test_teachers_that_cannot_serve_a_mode_are_refused():
+    plain = build_teacher("resnet8", 1, CLASSES)
+    with pytest.raises(UserError, match="needs a teacher trained with the reconstruction head .*'nas-kd teacher --reconstruction'"):
+        check_teacher(MODES["zhang"], plain)
+    check_teacher(MODES["zhang"], build_teacher("resnet8", 1, CLASSES, reconstruction=(16, 16)))
+    with pytest.raises(UserError, match="none was given"):
+        check_teacher(MODES["kd"], None)
+    check_teacher(MODES["ce"], None)
+
+    class LogitsOnly(torch.nn.Module):
+        stage_channels = ()
+
+    with pytest.raises(UserError, match="exposes none: use mode kd or xu"):
+        check_teacher(MODES["ktan"], LogitsOnly())
+    check_teacher(MODES["xu"], LogitsOnly())

@@ -1,0 +1,54 @@
+"""The training loop: metrics, the per-epoch callback, the test set only on request."""
+
+import pytest
+import torch
+from test_distill_step import TINY
+
+from nas_kd.config import Schedule
+from nas_kd.data import load_splits
+from nas_kd.distill import train
+from nas_kd.models.student import build_student
+from nas_kd.models.teachers import build_teacher
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_splits("synthetic", train_subset=64)
+
+
+class Pruned(Exception):
+    pass
+
+
+def test_train_reports_per_epoch_and_reads_test_only_when_asked(splits):
+    seen = []
+    teacher = build_teacher("resnet8", 1, 10)
+    schedule = Schedule(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0)
+    m = train(build_student(TINY, 1, 10), teacher, splits, schedule, "full", device=CPU, seed=0, epoch_callback=lambda e, a: seen.append((e, a)))
+    assert [e for e, _ in seen] == [1, 2] and m["val_accuracy"] == seen[-1][1]
+    assert "test_accuracy" not in m and m["mode"] == "full"
+    assert {"ce", "kd", "feat", "desc", "disc"} <= set(m["history"][-1]["losses"])
+    assert m["images_per_second"] > 0 and m["train_seconds"] > 0
+    m = train(build_student(TINY, 1, 10), None, splits, schedule.replace(epochs=1), "ce", device=CPU, seed=0, evaluate_test=True)
+    assert 0 <= m["test_accuracy"] <= 1
+
+
+def test_the_callback_can_stop_training(splits):
+    def prune(epoch, acc):
+        raise Pruned(epoch)
+
+    schedule = Schedule(epochs=3, batch_size=32, lr=0.05, warmup_epochs=0)
+    with pytest.raises(Pruned, match="1"):
+        train(build_student(TINY, 1, 10), build_teacher("resnet8", 1, 10), splits, schedule, "kd", device=CPU, seed=0, epoch_callback=prune)
+
+
+def test_same_seed_same_result(splits):
+    schedule = Schedule(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0)
+    teacher = build_teacher("resnet8", 1, 10)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)  # the student's initial weights are the caller's to seed
+        runs.append(train(build_student(TINY, 1, 10), teacher, splits, schedule, "xu", device=CPU, seed=3)["history"][0])
+    assert runs[0]["losses"] == runs[1]["losses"] and runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
