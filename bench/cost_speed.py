@@ -19,7 +19,7 @@ import torch
 
 from bench._report import hardware, write_section
 from nas_kd.config import format_count, parse_budget
-from nas_kd.cost import _measure, analytic_cost, measure
+from nas_kd.cost import _measure, analytic_cost, measure, torch_threads
 from nas_kd.space import SearchSpace
 
 SPACES = ["search_spaces/mbv2.yaml", "search_spaces/resnet.yaml"]
@@ -73,10 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in SPACES:
         space = SearchSpace.load(path)
         for name, shape in INPUTS.items():
-            torch.set_num_threads(default_threads)
             fv_default = time_measure(space, shape, args.candidates, args.seed)
-            torch.set_num_threads(1)
-            fv_one = time_measure(space, shape, args.candidates, args.seed)
+            with torch_threads(1):
+                fv_one = time_measure(space, shape, args.candidates, args.seed)
             reject, drawn = time_reject(space, shape, budget, args.rejects, args.seed)
             low = measure(space.smallest(), shape, 10)
             high = measure(space.largest(), shape, 10)
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {fv_default:.1f} | {fv_one:.1f} | {reject:.3f} | {100 * args.rejects / drawn:.0f}% |"
             )
             print(rows[-1], flush=True)
-    torch.set_num_threads(default_threads)
 
     command = "python -m bench.cost_speed " + " ".join(sys.argv[1:] if argv is None else argv)
     body = "\n".join(

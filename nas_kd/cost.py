@@ -18,10 +18,12 @@ an over-budget candidate before paying for fvcore; tests assert it equals `measu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,7 @@ __all__ = [
     "thop_macs",
     "analytic_cost",
     "analytic_macs",
+    "torch_threads",
 ]
 
 # Operators whose multiply-adds are counted, as fvcore names them after tracing.
@@ -108,6 +111,18 @@ def count_macs(model: nn.Module, inputs: torch.Tensor) -> tuple[int, Counter]:
             "add it to nas_kd.cost.NOT_COUNTED and docs/COST.md"
         )
     return macs, skipped
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads. Batch-1 traces and batch-2 test steps are too
+    small to split; on a busy 2-core machine OpenMP spin-waiting makes them ~5-50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _shape(input_shape) -> tuple[int, int, int]:

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from nas_kd.cli import main
-from nas_kd.cost import measure
+from nas_kd.cost import measure, torch_threads
 from nas_kd.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,11 +19,8 @@ MBV2 = str(ROOT / "search_spaces" / "mbv2.yaml")
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Batch-1 traces are too small to split: on a busy 2-core machine OpenMP spinning costs ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def run(capsys, *args):

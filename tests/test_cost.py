@@ -17,6 +17,7 @@ from nas_kd.cost import (
     count_macs,
     measure,
     thop_macs,
+    torch_threads,
 )
 from nas_kd.models.student import StageConfig, StudentConfig, build_student
 from nas_kd.space import SearchSpace
@@ -27,11 +28,8 @@ SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Batch-1 traces are too small to split: on a busy 2-core machine OpenMP spinning costs ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def every_block_type() -> list[StudentConfig]:

@@ -7,10 +7,9 @@ import random
 
 import optuna
 import pytest
-import torch
 
 from nas_kd.config import parse_budget
-from nas_kd.cost import analytic_cost, measure
+from nas_kd.cost import analytic_cost, measure, torch_threads
 from nas_kd.errors import UserError
 from nas_kd.space import SearchSpace
 
@@ -20,11 +19,8 @@ FMNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Batch-1 traces are too small to split: on a busy 2-core machine OpenMP spinning costs ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 GOOD = """\

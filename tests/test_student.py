@@ -9,6 +9,7 @@ import optuna
 import pytest
 import torch
 
+from nas_kd.cost import torch_threads
 from nas_kd.errors import UserError
 from nas_kd.models.staged import ClassifierHead, StagedNet
 from nas_kd.models.student import StageConfig, StudentConfig, build_student
@@ -19,11 +20,8 @@ SPACES = ["search_spaces/mbv2.yaml", "search_spaces/resnet.yaml"]
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Batch-2 steps are too small to split: on a busy 2-core machine OpenMP spinning costs ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 IR = StudentConfig(
