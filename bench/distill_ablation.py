@@ -1,0 +1,237 @@
+"""Distiller ablation, "is brief training predictive", and the full-vs-kd step cost.
+
+    python -m bench.distill_ablation [--preset standard] [--seeds 0,1,2] [--modes ce,kd,...]
+        [--epochs N] [--train-subset N] [--predict-students 12] [--parts ablation,predictive,steptime]
+
+Three sections of docs/BENCHMARKS.md, each with its command, hardware, seeds and date:
+
+``distill-ablation-<device>``
+    Two students from the mbv2 space (the sampled members closest to 0.5M and 3M MACs, analytic
+    count on the dataset's input), every mode, every seed, the preset's full schedule: mean ± std
+    test accuracy and training images/s per mode. The teacher is the cached one for the dataset,
+    arch and preset (trained first if missing; mode zhang uses the reconstruction-trained twin).
+``distill-predictive-<device>``
+    ``--predict-students`` students sampled from mbv2: validation accuracy after the brief
+    schedule vs test accuracy after the full schedule (mode ``--predict-mode``, default full),
+    and their Spearman rank correlation. A high value means the search's brief training ranks
+    candidates as the full retrain would.
+``distill-steptime-<device>``
+    Median time of one training step per mode relative to kd, same pair and batch (CPU: process
+    time with one thread, which other load on the machine does not inflate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from bench._report import hardware, write_section
+from nas_kd.config import get_preset
+from nas_kd.cost import analytic_macs, torch_threads
+from nas_kd.data import load_splits
+from nas_kd.device import resolve_device
+from nas_kd.distill import MODES, get_mode, train
+from nas_kd.distill.trainer import build_step
+from nas_kd.models.student import build_student
+from nas_kd.models.teachers import resolve_teacher
+from nas_kd.space import SearchSpace
+from nas_kd.train import make_loaders
+
+SPACE = "search_spaces/mbv2.yaml"
+TARGETS = {"small": 0.5e6, "large": 3e6}  # MACs
+
+
+def pick_students(space: SearchSpace, input_shape, num_classes, samples: int = 3000, seed: int = 0) -> dict:
+    """The sampled members whose analytic MACs are closest to each target."""
+    rng = random.Random(seed)
+    best: dict[str, tuple[float, object]] = {}
+    for _ in range(samples):
+        cfg = space.random_config(rng)
+        macs = analytic_macs(cfg, input_shape, num_classes)
+        for name, target in TARGETS.items():
+            if name not in best or abs(macs - target) < abs(best[name][0] - target):
+                best[name] = (macs, cfg)
+    return best
+
+
+def spearman(a, b) -> float:
+    """Rank correlation (average ranks for ties)."""
+
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = v.argsort()
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # ties share their mean rank
+            r[v == value] = r[v == value].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def header(title: str, args, device, schedule_text: str) -> list[str]:
+    return [
+        f"## {title}",
+        "",
+        f"Command: `python -m bench.distill_ablation {' '.join(args.argv)}`  ",
+        f"Hardware: {hardware()}  ",
+        f"Seeds: {args.seeds}. {schedule_text}",
+        "",
+    ]
+
+
+def describe(schedule, subset_note: str = "") -> str:
+    n = schedule.train_subset or "all"
+    return f"{schedule.epochs} epochs on {n} training examples{subset_note}, batch {schedule.batch_size}, lr {schedule.lr}"
+
+
+def run_ablation(args, device, preset, schedule, splits, teachers, students) -> str:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    modes = args.modes.split(",")
+    rows = []
+    for mode in modes:
+        cells = []
+        for name, (_, cfg) in students.items():
+            accs, ips = [], []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                student = build_student(cfg, splits.info.channels, splits.info.num_classes)
+                m = train(student, teachers[MODES[mode].needs_reconstruction], splits, schedule, mode, device=device, seed=seed, evaluate_test=True)
+                accs.append(100 * m["test_accuracy"])
+                ips.append(m["images_per_second"])
+                print(f"{mode:6s} {name:5s} seed {seed}: test {accs[-1]:.2f}%  val {100 * m['val_accuracy']:.2f}%  {ips[-1]:.0f} img/s", flush=True)
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.mean(accs):.2f} ± {std:.2f} | {statistics.mean(ips):,.0f}")
+        rows.append(f"| {mode} | " + " | ".join(cells) + " |")
+    cols = " | ".join(f"{n} acc (%) | {n} img/s" for n in students)
+    lines = header(f"Distiller ablation: {args.dataset}, {preset.name} preset, {device.type.upper()}", args, device, f"Schedule: {describe(schedule)}; test accuracy on the full test set.")
+    lines += [f"Students (mbv2, analytic MACs on {args.dataset}): " + "; ".join(f"{n} = `{cfg.describe()}` ({macs / 1e6:.2f}M MACs)" for n, (macs, cfg) in students.items()) + f". Teacher: {args.teacher}.", ""]
+    lines += [f"| mode | {cols} |", "|---|" + "---:|---:|" * len(students), *rows]
+    return "\n".join(lines)
+
+
+def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> str:
+    space = SearchSpace.load(SPACE)
+    rng = random.Random(1)
+    configs = [space.random_config(rng) for _ in range(args.predict_students)]
+    val_brief, test_full = [], []
+    mode = args.predict_mode
+    teacher = teachers[MODES[mode].needs_reconstruction]
+    for i, cfg in enumerate(configs):
+        results = []
+        for schedule, test in ((brief, False), (full, True)):
+            torch.manual_seed(0)
+            splits = splits_for(schedule)
+            student = build_student(cfg, splits.info.channels, splits.info.num_classes)
+            results.append(train(student, teacher, splits, schedule, mode, device=device, seed=0, evaluate_test=test))
+        val_brief.append(100 * results[0]["val_accuracy"])
+        test_full.append(100 * results[1]["test_accuracy"])
+        print(f"student {i}: brief val {val_brief[-1]:.2f}%  full test {test_full[-1]:.2f}%  {cfg.describe()}", flush=True)
+    rho = spearman(val_brief, test_full)
+    lines = header(
+        f"Is brief training predictive? {args.dataset}, {preset.name} preset, {device.type.upper()}",
+        args,
+        device,
+        f"Mode {mode}; brief: {describe(brief)}; full: {describe(full)}.",
+    )
+    lines += [f"**Spearman rank correlation over {len(configs)} mbv2 students: {rho:.3f}**", "", "| student | brief val acc (%) | full test acc (%) |", "|---|---:|---:|"]
+    lines += [f"| `{c.describe()}` | {v:.2f} | {t:.2f} |" for c, v, t in zip(configs, val_brief, test_full, strict=True)]
+    return "\n".join(lines)
+
+
+def run_steptime(args, device, preset, schedule, splits, teachers, students) -> str:
+    modes = [m for m in args.modes.split(",") if m != "kd"]
+    x, y = next(iter(make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0)[0]))
+    rows = []
+    with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
+        for name, (_, cfg) in students.items():
+            steps = {}
+            for mode in ["kd", *modes]:
+                torch.manual_seed(0)
+                student = build_student(cfg, splits.info.channels, splits.info.num_classes)
+                steps[mode] = build_step(student, teachers[MODES[mode].needs_reconstruction], get_mode(mode), schedule, input_shape=splits.info.input_shape, num_classes=splits.info.num_classes, steps_per_epoch=100, device=device)
+                for _ in range(2):  # warm-up: allocator, cuDNN/oneDNN kernel choice
+                    steps[mode](x, y)
+            times: dict[str, list[float]] = {m: [] for m in steps}
+            for _ in range(args.steptime_reps):  # interleaved, so drifting load hits all modes alike
+                for mode, step in steps.items():
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t0 = time.perf_counter() if device.type == "cuda" else time.process_time()
+                    step(x, y)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    times[mode].append((time.perf_counter() if device.type == "cuda" else time.process_time()) - t0)
+            kd = statistics.median(times["kd"])
+            for mode, ts in times.items():
+                rows.append(f"| {name} | {mode} | {1000 * statistics.median(ts):.1f} | {statistics.median(ts) / kd:.2f} |")
+    clock = "CUDA-synchronised wall time" if device.type == "cuda" else "process CPU time, 1 thread"
+    lines = header(f"Distiller step time relative to kd: {args.dataset}, {device.type.upper()}", args, device, f"Batch {len(y)}, median of {args.steptime_reps} interleaved steps per mode after 2 warm-up steps ({clock}). Target: full <= 1.6x kd.")
+    lines += ["| student | mode | ms / step | x kd |", "|---|---|---:|---:|", *rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--teacher", default="resnet20")
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--epochs", type=int, default=None, help="override the full schedule's epochs")
+    ap.add_argument("--train-subset", type=int, default=None, help="override the full schedule's training subset")
+    ap.add_argument("--brief-epochs", type=int, default=None)
+    ap.add_argument("--brief-subset", type=int, default=None)
+    ap.add_argument("--predict-students", type=int, default=12)
+    ap.add_argument("--predict-mode", default="full")
+    ap.add_argument("--steptime-reps", type=int, default=5)
+    ap.add_argument("--parts", default="ablation,predictive,steptime")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    for mode in args.modes.split(",") + [args.predict_mode]:
+        get_mode(mode)
+
+    device = resolve_device(args.device)
+    preset = get_preset(args.preset)
+    full = preset.full.replace(epochs=args.epochs, train_subset=args.train_subset)
+    brief = preset.brief.replace(epochs=args.brief_epochs, train_subset=args.brief_subset)
+    parts = args.parts.split(",")
+    need_recon = any(MODES[m].needs_reconstruction for m in args.modes.split(",")) or MODES[args.predict_mode].needs_reconstruction
+    teachers = {
+        recon: resolve_teacher(args.teacher, args.dataset, preset.teacher, preset=preset.name, seed=0, device=device, data_dir=args.data_dir, reconstruction=recon)[0]
+        for recon in ([False, True] if need_recon else [False])
+    }
+    cache: dict = {}
+
+    def splits_for(schedule):
+        # Always the teacher's validation split (seed 0), so no student validates on its training data.
+        if schedule.train_subset not in cache:
+            cache[schedule.train_subset] = load_splits(args.dataset, args.data_dir, seed=0, train_subset=schedule.train_subset)
+        return cache[schedule.train_subset]
+
+    info = splits_for(full).info
+    students = pick_students(SearchSpace.load(SPACE), info.input_shape, info.num_classes)
+    for part in parts:
+        if part == "ablation":
+            body = run_ablation(args, device, preset, full, splits_for(full), teachers, students)
+        elif part == "predictive":
+            body = run_predictive(args, device, preset, brief, full, splits_for, teachers)
+        elif part == "steptime":
+            body = run_steptime(args, device, preset, full, splits_for(full), teachers, students)
+        else:
+            raise SystemExit(f"unknown part '{part}': use ablation, predictive, steptime")
+        write_section(f"distill-{part}-{device.type}", body)
+        print(body, flush=True)
+
+
+if __name__ == "__main__":
+    main()
