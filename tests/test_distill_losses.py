@@ -83,3 +83,13 @@ def test_attention_squeeze_adds_the_projected_global_descriptor_before_pooling()
     # L' channel 0 = [0, ln3] -> attention [1/4, 3/4]; channel 1 = [2, 4].
     (desc,) = squeeze([stage])
     assert desc.tolist() == [[approx(0.75 * LN3), approx(0.25 * 2 + 0.75 * 4)]]
+
+
+def test_attention_squeeze_equals_the_literal_recipe_with_random_weights():
+    torch.manual_seed(0)
+    squeeze = AttentionSqueeze([3, 5], global_dim=8)
+    maps = [torch.randn(4, 3, 6, 6), torch.randn(4, 5, 3, 3)]
+    g = squeeze.global_conv(maps[-1]).mean((2, 3))
+    for stage_map, project, score, desc in zip(maps, squeeze.project, squeeze.score, squeeze(maps), strict=True):
+        lifted = stage_map + project(g)[:, :, None, None]
+        assert torch.allclose(desc, attention_pool(lifted, score(lifted)), atol=1e-5)
