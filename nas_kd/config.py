@@ -89,7 +89,7 @@ PRESETS: dict[str, Preset] = {
     # GPU's, but every command completes in minutes and ranks candidates sensibly.
     "quick": Preset(
         name="quick",
-        teacher=Schedule(epochs=3, batch_size=128, lr=0.1, warmup_epochs=0.5, train_subset=12000),
+        teacher=Schedule(epochs=2, batch_size=128, lr=0.1, warmup_epochs=0.3, train_subset=24000),
         brief=Schedule(epochs=1, batch_size=128, lr=0.1, warmup_epochs=0.2, train_subset=4000),
         full=Schedule(epochs=3, batch_size=128, lr=0.1, warmup_epochs=0.5, train_subset=8000),
         trials=8,
@@ -193,6 +193,8 @@ def parse_budget(text: str) -> Budget:
     limits: dict[str, int] = {}
     for part in str(text).split(","):
         part = part.strip()
+        if not part:
+            raise bad("a limit between commas is empty")
         if ":" in part:
             key, _, value = part.partition(":")
             key = key.strip().lower()

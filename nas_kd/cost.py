@@ -137,8 +137,9 @@ def measure(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes: 
 
 @functools.lru_cache(maxsize=4096)
 def _measure(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes: int) -> Cost:
-    model = build_student(cfg, input_shape[0], num_classes).eval()
-    with torch.no_grad():
+    # A batch-1 trace is too small to split across threads (see torch_threads).
+    with torch_threads(1), torch.no_grad():
+        model = build_student(cfg, input_shape[0], num_classes).eval()
         macs, _ = count_macs(model, torch.zeros(1, *input_shape))
     return Cost(macs=macs, params=sum(p.numel() for p in model.parameters()))
 

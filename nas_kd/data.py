@@ -475,7 +475,7 @@ class DeviceLoader:
     """Batches from a uint8 split that lives on ``device``.
 
     Training loaders shuffle with a device-side permutation and augment per batch: a random crop
-    from the zero-padded image (``pad`` pixels, default H/8) and, where ``flip``, a horizontal
+    from the zero-padded image (``pad`` pixels, default H//8) and, where ``flip``, a horizontal
     flip of half the batch. Everything runs as a handful of tensor ops per batch, on the GPU when
     there is one. Batches come out normalised float32 in ``memory_format``.
     """
@@ -504,7 +504,7 @@ class DeviceLoader:
         self.augment = augment and train
         self.flip = flip
         h = self.x.shape[2]
-        self.pad = max(1, round(h / 8)) if pad is None else pad
+        self.pad = max(1, h // 8) if pad is None else pad  # CIFAR's standard 4 px at 32 px, 3 px at 28 px
         self.drop_last = train if drop_last is None else drop_last
         self.memory_format = memory_format
         shape = (1, -1, 1, 1)

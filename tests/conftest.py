@@ -6,6 +6,16 @@ import pytest
 os.environ.setdefault("NAS_KD_NO_DOWNLOAD", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Test-sized tensors are too small to split across threads; on a busy 2-core machine
+    OpenMP spin-waiting makes multi-threaded batch-2 steps 5-50x slower."""
+    from nas_kd.cost import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder so ./data and ./runs are the test's own."""

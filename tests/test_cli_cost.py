@@ -10,17 +10,12 @@ from pathlib import Path
 import pytest
 
 from nas_kd.cli import main
-from nas_kd.cost import measure, torch_threads
+from nas_kd.cost import measure
 from nas_kd.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 MBV2 = str(ROOT / "search_spaces" / "mbv2.yaml")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 def run(capsys, *args):

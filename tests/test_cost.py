@@ -17,7 +17,6 @@ from nas_kd.cost import (
     count_macs,
     measure,
     thop_macs,
-    torch_threads,
 )
 from nas_kd.models.student import StageConfig, StudentConfig, build_student
 from nas_kd.space import SearchSpace
@@ -25,11 +24,6 @@ from nas_kd.space import SearchSpace
 SPACES = ["search_spaces/mbv2.yaml", "search_spaces/resnet.yaml"]
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 def every_block_type() -> list[StudentConfig]:

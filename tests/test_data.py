@@ -154,7 +154,7 @@ def test_loader_is_deterministic_for_a_seed_and_differs_across_seeds():
     a = [x for x, _ in _loader(split, flip=True)]
     b = [x for x, _ in _loader(split, flip=True)]
     c = [x for x, _ in _loader(split, flip=True, seed=1)]
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0])
 
 

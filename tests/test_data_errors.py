@@ -26,7 +26,7 @@ def test_truncated_gz(cli, in_tmp):
     folder = write_idx(in_tmp / "data" / "mnist", truncate="train-images-idx3-ubyte.gz")
     code, _, err = cli("data", "info", "--dataset", "mnist")
     assert code == 2
-    assert err.startswith(f"nas-kd: error: data/mnist/train-images-idx3-ubyte.gz is truncated or corrupt (")
+    assert err.startswith("nas-kd: error: data/mnist/train-images-idx3-ubyte.gz is truncated or corrupt (")
     assert err.endswith("): delete it and fetch the file again\n") and err.count("\n") == 1
     assert folder.is_dir()
 

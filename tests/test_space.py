@@ -9,18 +9,13 @@ import optuna
 import pytest
 
 from nas_kd.config import parse_budget
-from nas_kd.cost import analytic_cost, measure, torch_threads
+from nas_kd.cost import analytic_cost, measure
 from nas_kd.errors import UserError
 from nas_kd.space import SearchSpace
 
 MBV2, RESNET = "search_spaces/mbv2.yaml", "search_spaces/resnet.yaml"
 FMNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 GOOD = """\

@@ -9,7 +9,6 @@ import optuna
 import pytest
 import torch
 
-from nas_kd.cost import torch_threads
 from nas_kd.errors import UserError
 from nas_kd.models.staged import ClassifierHead, StagedNet
 from nas_kd.models.student import StageConfig, StudentConfig, build_student
@@ -17,11 +16,6 @@ from nas_kd.space import SearchSpace
 
 SPACES = ["search_spaces/mbv2.yaml", "search_spaces/resnet.yaml"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 IR = StudentConfig(
