@@ -7,12 +7,12 @@ list. The stem fixes ``kernel`` and ``stride`` and offers ``width`` choices. Opt
 are named ``stem.width``, ``stage1.depth``, ``stage1.width``, ... (stages numbered from 1), and
 only decisions with more than one choice are suggested.
 
-Uniform members (the hand-designed baselines, scaled the way MobileNetV2 and ResNet usually are):
-member ``i`` takes the i-th smallest width and the i-th smallest depth of the stem and of every
-stage (clamped to the last choice where a list is shorter), the smallest kernel, the largest
-expansion (MobileNetV2's t=6 where offered, t=1 where a stage offers only 1) and no
-squeeze-excitation where that is a choice. There are as many members as the longest width or
-depth list.
+Uniform members (the hand-designed baselines, scaled the way MobileNetV2 and ResNet usually are:
+one width multiplier, one depth and one expansion ratio for the whole network): member (w, d, e)
+takes the w-th smallest width, the d-th smallest depth and the e-th smallest expansion of the stem
+and of every stage (clamped to the last choice where a list is shorter), the smallest kernel and
+no squeeze-excitation. Every (w, d, e) combination is a member; distinct members are numbered by
+ascending parameter count (independent of the input size), so ``uniform(0)`` is the smallest.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from nas_kd.models.blocks import BLOCK_TYPES
 from nas_kd.models.student import StageConfig, StudentConfig
 
 __all__ = ["StageChoices", "SearchSpace"]
+
+_UNIFORM_CACHE: dict = {}  # SearchSpace (frozen, hashable) -> its sorted uniform members
 
 _TOP = "(top level)"
 _TOP_KEYS = {"name", "description", "block", "stem", "stages"}
@@ -245,31 +247,47 @@ class SearchSpace:
         """The most expensive member: every choice at its maximum."""
         return self._make(lambda _name, choices: choices[-1])
 
+    def _uniform_grid(self) -> list[StudentConfig]:
+        def longest(field: str) -> int:
+            return max(len(c) for name, c in self.decisions() if name.endswith("." + field))
+
+        members: dict[StudentConfig, None] = {}
+        for w in range(longest("width")):
+            for d in range(longest("depth")):
+                for e in range(longest("expand")):
+                    index = {"width": w, "depth": d, "expand": e}
+
+                    def pick(name: str, choices: tuple, index=index) -> Any:
+                        field = name.rsplit(".", 1)[1]
+                        if field in index:
+                            return choices[min(index[field], len(choices) - 1)]
+                        return choices[0]  # smallest kernel, no SE
+
+                    members.setdefault(self._make(pick))
+        # Parameter count orders members the same way on every input size (MACs would not).
+        return sorted(members, key=lambda cfg: (measure(cfg, (1, 32, 32), 10).params, cfg.to_json()))
+
     def num_uniform(self) -> int:
-        return max(len(c) for name, c in self.decisions() if name.endswith((".width", ".depth")))
+        return len(self.uniform_members())
 
     def uniform(self, scale: int) -> StudentConfig:
-        """Uniform member ``scale`` (0 = smallest); the rule is in the module docstring."""
-        if not 0 <= scale < self.num_uniform():
-            raise UserError(f"uniform scale must be 0..{self.num_uniform() - 1} for {self.name}, got {scale}")
-
-        def pick(name: str, choices: tuple) -> Any:
-            field = name.rsplit(".", 1)[1]
-            if field in ("width", "depth"):
-                return choices[min(scale, len(choices) - 1)]
-            return choices[-1] if field == "expand" else choices[0]
-
-        return self._make(pick)
+        """Uniform member ``scale`` (0 = fewest parameters); the rule is in the module docstring."""
+        members = self.uniform_members()
+        if not 0 <= scale < len(members):
+            raise UserError(f"uniform scale must be 0..{len(members) - 1} for {self.name}, got {scale}")
+        return members[scale]
 
     def uniform_members(self) -> list[StudentConfig]:
-        return [self.uniform(i) for i in range(self.num_uniform())]
+        if self not in _UNIFORM_CACHE:
+            _UNIFORM_CACHE[self] = self._uniform_grid()
+        return list(_UNIFORM_CACHE[self])
 
     def baseline(
         self, budget: Budget, input_shape: tuple[int, int, int], num_classes: int = 10
     ) -> StudentConfig:
         """The largest uniform member whose measured cost fits ``budget``."""
         costs = [(measure(cfg, input_shape, num_classes), cfg) for cfg in self.uniform_members()]
-        fitting = [
+        fitting = [  # the most MACs that fit: the baseline a user would pick for this budget
             (cost.macs, cost.params, i)
             for i, (cost, _) in enumerate(costs)
             if budget.fits(cost.macs, cost.params)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nas_kd.cli import main
+from nas_kd.config import format_count, parse_budget
 from nas_kd.cost import measure
 from nas_kd.space import SearchSpace
 
@@ -39,7 +40,7 @@ def test_budget_2m_on_fashion_mnist(capsys, in_tmp):
     assert table["smallest"].startswith(measure(space.smallest(), (1, 28, 28), 10).describe())
     assert table["largest"].startswith(measure(space.largest(), (1, 28, 28), 10).describe())
     assert table["budget"] == "MACs <= 2.00M"
-    baseline = space.uniform(0)
+    baseline = space.baseline(parse_budget("2M"), (1, 28, 28), 10)
     assert table["baseline"] == f"{measure(baseline, (1, 28, 28), 10).describe()}  {baseline.describe()}"
     fit, of = table["fit"].split(" random members")[0].split(" of ")
     assert of == "1000" and 0 < int(fit) < 1000
@@ -51,7 +52,12 @@ def test_no_budget_lists_uniform_members_only(capsys):
     )
     table = rows(out)
     assert code == 0 and "baseline" not in table and "fit" not in table
-    assert [k for k in table if k.startswith("uniform")] == [f"uniform {i}" for i in range(4)]
+    space = SearchSpace.load(ROOT / "search_spaces" / "resnet.yaml")
+    macs = [measure(m, (1, 16, 16), 10).macs for m in space.uniform_members()]
+    assert table["uniform"] == (
+        f"{len(macs)} members (one width, depth and expansion for all stages), "
+        f"{format_count(min(macs))} to {format_count(max(macs))} MACs"
+    )
     assert table["input"] == "synthetic: 1x16x16, 10 classes"
 
 

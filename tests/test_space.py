@@ -156,30 +156,42 @@ def test_random_config_is_seeded():
 def test_uniform_rule():
     space = SearchSpace.load(MBV2)
     members = space.uniform_members()
-    assert len(members) == 4  # the longest width lists have four choices
+    # 4 width indices x 3 depth indices x 3 expansion indices, all distinct in mbv2.
+    assert len(members) == 36 == space.num_uniform() and len(set(members)) == 36
     first, last = members[0], members[-1]
-    assert first.stem_width == 8 and [s.width for s in first.stages] == [8, 12, 16, 32, 48]
-    assert [s.depth for s in first.stages] == [1, 1, 1, 1, 1]
+    assert first == space.smallest() and first.stem_width == 8
+    assert [s.width for s in first.stages] == [8, 12, 16, 32, 48] and [s.depth for s in first.stages] == [1] * 5
     # Shorter lists clamp to their last choice.
     assert last.stem_width == 16 and [s.depth for s in last.stages] == [1, 3, 3, 3, 2]
+    assert [s.expand for s in last.stages] == [1, 6, 6, 6, 6]
     for cfg in members:
         assert all(s.kernel == 3 and not s.se for s in cfg.stages)
-        assert [s.expand for s in cfg.stages] == [1, 6, 6, 6, 6]  # MobileNetV2's t
-    macs = [measure(cfg, FMNIST, 10).macs for cfg in members]
-    assert macs == sorted(macs) and len(set(macs)) == len(macs)
-    with pytest.raises(UserError, match="uniform scale must be 0..3 for mbv2, got 4"):
-        space.uniform(4)
+        # One expansion ratio for the whole network (stage 1 offers only t=1).
+        assert len({s.expand for s in cfg.stages[1:]}) == 1
+        # One width index w for every stage (clamped where a stage offers fewer widths).
+        lists = [space.stages[i].width for i in range(len(cfg.stages))]
+        assert any(
+            all(s.width == choices[min(w, len(choices) - 1)] for s, choices in zip(cfg.stages, lists, strict=True))
+            for w in range(max(map(len, lists)))
+        )
+    params = [measure(cfg, FMNIST, 10).params for cfg in members]
+    assert params == sorted(params)
+    with pytest.raises(UserError, match="uniform scale must be 0..35 for mbv2, got 36"):
+        space.uniform(36)
 
 
 def test_baseline_is_largest_fitting_uniform_member():
     space = SearchSpace.load(MBV2)
     members = space.uniform_members()
     costs = [measure(cfg, FMNIST, 10) for cfg in members]
-    assert space.baseline(parse_budget("2M"), FMNIST, 10) == members[0]
-    assert space.baseline(parse_budget(str(costs[2].macs)), FMNIST, 10) == members[2]
-    assert space.baseline(parse_budget(str(costs[2].macs - 1)), FMNIST, 10) == members[1]
-    assert space.baseline(parse_budget("1G"), FMNIST, 10) == members[-1]
-    assert space.baseline(parse_budget(f"params:{costs[1].params}"), FMNIST, 10) == members[1]
+    for budget in ("500k", "2M", "3M", "10M"):
+        limit = parse_budget(budget).macs
+        expected = max((c.macs, i) for i, c in enumerate(costs) if c.macs <= limit)[1]
+        got = space.baseline(parse_budget(budget), FMNIST, 10)
+        assert got == members[expected] and measure(got, FMNIST, 10).macs <= limit
+    assert space.baseline(parse_budget("1G"), FMNIST, 10) == max(members, key=lambda c: measure(c, FMNIST, 10).macs)
+    tight = space.baseline(parse_budget(f"params:{costs[5].params}"), FMNIST, 10)
+    assert measure(tight, FMNIST, 10).params <= costs[5].params
 
 
 def test_baseline_below_smallest_uniform_member_names_its_cost():

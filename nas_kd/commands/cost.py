@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from nas_kd.config import parse_budget
+    from nas_kd.config import format_count, parse_budget
     from nas_kd.cost import analytic_cost, measure
     from nas_kd.data import dataset_info
     from nas_kd.errors import UserError
@@ -53,8 +53,12 @@ def run(args) -> int:
         ("smallest", f"{small_cost.describe()}  {smallest.describe()}"),
         ("largest", f"{measure(largest, shape, k).describe()}  {largest.describe()}"),
     ]
-    for i, member in enumerate(space.uniform_members()):
-        rows.append((f"uniform {i}", f"{measure(member, shape, k).describe()}  {member.describe()}"))
+    uniform = [measure(member, shape, k) for member in space.uniform_members()]
+    rows.append((
+        "uniform",
+        f"{len(uniform)} members (one width, depth and expansion for all stages), "
+        f"{format_count(min(c.macs for c in uniform))} to {format_count(max(c.macs for c in uniform))} MACs",
+    ))
     if budget is not None:
         baseline = space.baseline(budget, shape, k)
         rows.append(("budget", budget.describe()))
