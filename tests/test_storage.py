@@ -1,0 +1,72 @@
+import multiprocessing as mp
+import time
+
+import pytest
+
+from nas_kd.errors import UserError
+from nas_kd.storage import normalise_url, open_storage, study_lock
+from tests.postgres_server import postgres_bin, postgres_server
+
+needs_pg = pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL is not installed (.ci/run installs it)")
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("banana", "invalid storage URL 'banana': use sqlite:///path/study.db or postgresql://user@host:port/dbname"),
+        ("sqlite://", "invalid storage URL 'sqlite://': use sqlite:///path/study.db or postgresql://user@host:port/dbname"),
+        ("sqlite:///", "invalid storage URL 'sqlite:///': SQLite needs a file, e.g. sqlite:///runs/my-study/study.db"),
+        ("sqlite:///:memory:", "storage URL 'sqlite:///:memory:' is in memory: a study must outlive the process; use a file, e.g. sqlite:///study.db"),
+        ("sqlite:////no/such/dir/x.db", "storage URL 'sqlite:////no/such/dir/x.db': folder '/no/such/dir' does not exist: create it or choose another path"),
+        ("redis://localhost/0", "unsupported storage URL scheme 'redis' in 'redis://localhost/0': use sqlite:///path/study.db or postgresql://user@host:port/dbname"),
+        ("postgresql+nosuchdriver://h/db", "storage URL 'postgresql+nosuchdriver://h/db' names driver 'nosuchdriver', which is not installed: use postgresql://... (psycopg 3)"),
+    ],
+)
+def test_bad_urls(url, message):
+    with pytest.raises(UserError) as e:
+        normalise_url(url)
+    assert str(e.value) == message
+
+
+def test_postgres_url_gets_psycopg_driver():
+    assert normalise_url("postgresql://u@127.0.0.1:5432/db") == "postgresql+psycopg://u@127.0.0.1:5432/db"
+    assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_unreachable_server_is_a_user_error():
+    with pytest.raises(UserError, match=r"cannot open storage 'postgresql\+psycopg://nobody@127.0.0.1:1/x' .*check that the database server runs"):
+        open_storage("postgresql://nobody@127.0.0.1:1/x")
+
+
+def _hold(url, name, out):
+    with study_lock(url, name):
+        out.put(("in", time.time()))
+        time.sleep(0.5)
+        out.put(("out", time.time()))
+
+
+def _two_holders(url):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_hold, args=(url, "s", q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    events = sorted((q.get(timeout=5) for _ in range(4)), key=lambda e: e[1])
+    # Never both inside: in, out, in, out.
+    assert [e[0] for e in events] == ["in", "out", "in", "out"]
+
+
+def test_sqlite_lock_is_exclusive_across_processes(tmp_path):
+    _two_holders(f"sqlite:///{tmp_path}/study.db")
+
+
+@needs_pg
+def test_postgres_lock_is_exclusive_across_processes():
+    with postgres_server() as url:
+        _two_holders(url)
+        storage = open_storage(url, heartbeat_interval=1)
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        assert is_heartbeat_enabled(storage) and storage.get_heartbeat_interval() == 1
