@@ -1,0 +1,67 @@
+"""`nas-kd search`: find the best student within a budget, retrain it, report and export it."""
+
+from __future__ import annotations
+
+import argparse
+
+from nas_kd.commands.common import add_data_args, add_run_args, add_teacher_args
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="Optuna search over a space under a budget; then final retrain, report and export")
+    p.add_argument("--budget", default="2M", help="cost limit: 2M (MACs, the default), params:200k, macs:2M,params:200k")
+    p.add_argument("--space", default="search_spaces/mbv2.yaml", help="search space YAML (default search_spaces/mbv2.yaml)")
+    add_data_args(p)
+    add_teacher_args(p)
+    p.add_argument("--mode", default="full", help="distiller mode for every candidate and the winner: ce, kd, ktan, ksanc, xu, zhang, full (default)")
+    p.add_argument("--trials", type=int, default=None, help="trained candidates the study should hold (default: the preset's; over-budget rejections do not count)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    p.add_argument("--study", default=None, help="study name (default <dataset>_<space>_<budget>, e.g. fashion-mnist_mbv2_macs2M)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///runs/<study>/study.db)")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "random"], help="tpe (default), nsga2 or random")
+    p.add_argument("--objectives", default="accuracy", choices=["accuracy", "accuracy,macs"], help="accuracy (default) or accuracy,macs (Pareto search; no pruning)")
+    p.add_argument("--retrain-seeds", type=int, default=3, help="seeds of the final retrain of the winner and the baselines (default 3)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip training the uniform baseline with modes ce and kd")
+    p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas_kd.search import SearchOptions, run_search
+
+    opts = SearchOptions(
+        budget=args.budget,
+        space=args.space,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        teacher=args.teacher,
+        teacher_recon=args.teacher_recon,
+        mode=args.mode,
+        trials=args.trials,
+        timeout=args.timeout,
+        study=args.study,
+        storage=args.storage,
+        sampler=args.sampler,
+        objectives=args.objectives,
+        preset=args.preset,
+        seed=args.seed,
+        retrain_seeds=args.retrain_seeds,
+        baselines=args.baselines,
+        device=args.device,
+        progress=args.progress,
+    )
+    result = run_search(opts, log=_log, finish=args.finalize)
+    if result["report"] is None:
+        from nas_kd.report import write_report
+        from nas_kd.study import load_study
+
+        paths = write_report(load_study(result["study"], result["storage"]), partial=True)
+        _log(f"search: partial report {paths['report.md']} (run 'nas-kd finalize --study {result['study']}' later)")
+    return 0
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)

@@ -1,0 +1,215 @@
+"""The run report in ``runs/<study>/``: ``report.md``, ``report.json``, ``trials.csv``, ``pareto.png``.
+
+Everything is read from the study (its stored configuration and trials) and, unless the report
+is ``partial``, from the final retrain's ``final.json``. A partial report (an interrupted or
+unfinished search) has the same files, with the winner's search figures but no test accuracy
+and no baselines: the test split is only read by the final retrain.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from nas_kd.config import format_count
+from nas_kd.study import is_feasible, run_dir, study_config, write_json
+
+__all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
+
+CSV_FIELDS = ["number", "state", "feasible", "val_accuracy", "macs", "params", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
+
+
+def trial_state(t) -> str:
+    """Optuna's state name, except that a COMPLETE trial over budget is ``INFEASIBLE``."""
+    return "INFEASIBLE" if t.state.name == "COMPLETE" and not is_feasible(t) else t.state.name
+
+
+def trial_rows(study) -> list[dict]:
+    """One flat record per trial (what ``trials.csv`` and ``report.json`` hold)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        state = trial_state(t)
+        acc = t.values[0] if state == "COMPLETE" and t.values else None
+        if acc is None and state == "PRUNED" and t.intermediate_values:
+            acc = t.intermediate_values[max(t.intermediate_values)]  # its last reported epoch
+        a = t.user_attrs
+        rows.append({
+            "number": t.number,
+            "state": state,
+            "feasible": a.get("feasible"),
+            "val_accuracy": acc,
+            "macs": a.get("macs"),
+            "params": a.get("params"),
+            "train_seconds": a.get("train_seconds"),
+            "images_per_second": a.get("images_per_second"),
+            "duration_seconds": t.duration.total_seconds() if t.duration else None,
+            "fail_reason": a.get("fail_reason"),
+            "config": a.get("describe"),
+        })
+    return rows
+
+
+def plot_pareto(rows: list[dict], budget_macs: int | None, winner: int | None, path: Path, title: str) -> Path:
+    """Validation accuracy vs MACs for every costed trial: infeasible ones at the bottom as
+    crosses, pruned ones hollow, the budget as a vertical line, the winner as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = {
+        "COMPLETE": dict(marker="o", color="tab:blue", label="trained"),
+        "PRUNED": dict(marker="o", facecolors="none", edgecolors="tab:gray", label="pruned (last epoch)"),
+        "INFEASIBLE": dict(marker="x", color="tab:red", label="over budget (not trained)"),
+    }
+    for state, style in styles.items():
+        pts = [(r["macs"], r["val_accuracy"] or 0.0) for r in rows if r["state"] == state and r["macs"] is not None]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), s=28, alpha=0.8, **style)
+    if budget_macs is not None:
+        ax.axvline(budget_macs, color="black", linestyle="--", linewidth=1, label=f"budget {format_count(budget_macs)} MACs")
+    best = [r for r in rows if r["number"] == winner]
+    if best:
+        ax.scatter([best[0]["macs"]], [best[0]["val_accuracy"]], marker="*", s=260, color="gold", edgecolors="black", zorder=5, label=f"winner (trial {winner})")
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (fvcore)")
+    ax.set_ylabel("validation accuracy (brief schedule)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _mean_std(s: dict) -> str:
+    return f"{100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f}%"
+
+
+def build_report(study, final: dict | None, partial: bool) -> dict:
+    """The content of ``report.json``."""
+    from nas_kd.cost import thop_macs
+    from nas_kd.finalize import pick_winner
+    from nas_kd.models.student import StudentConfig
+
+    config = study_config(study)
+    rows = trial_rows(study)
+    winner = pick_winner(study)
+    report = {
+        "study": study.study_name,
+        "partial": partial,
+        "budget": config["budget"],
+        "space": {"name": config["space"], "path": config["space_path"], "size": config["space_size"]},
+        "dataset": config["dataset"],
+        "teacher": {k: config["teacher"][k] for k in ("arch", "path", "sha256", "test_accuracy")},
+        "mode": config["mode"],
+        "preset": config["preset"],
+        "schedules": config["schedules"],
+        "sampler": config["sampler"],
+        "objectives": config["objectives"],
+        "trials_by_state": dict(Counter(r["state"] for r in rows)),
+        "search_wall_seconds": study.user_attrs.get("search_wall_seconds"),
+        "trial_seconds": sum(r["duration_seconds"] or 0.0 for r in rows),
+        "command": config["command"],
+        "winner": None,
+        "baselines": None,
+        "trials": rows,
+    }
+    if winner is not None:
+        cfg = StudentConfig.from_json(winner.user_attrs["config"])
+        shape, k = tuple(config["input_shape"]), config["num_classes"]
+        report["winner"] = {
+            "trial": winner.number,
+            "config": cfg.to_dict(),
+            "describe": cfg.describe(),
+            "search_val_accuracy": winner.values[0],
+            "macs": winner.user_attrs["macs"],
+            "params": winner.user_attrs["params"],
+            "thop_macs": thop_macs(cfg, shape, k),
+        }
+    if final is not None and not partial:
+        w = final["winner"]
+        report["winner"].update({"test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"]})
+        report["baselines"] = final["baselines"]
+        report["final_schedule"] = final["schedule"]
+    return report
+
+
+def _markdown(r: dict) -> str:
+    b, t = r["budget"], r["teacher"]
+    title = f"# nas-kd report: {r['study']}" + (" (partial: search unfinished, no final retrain)" if r["partial"] else "")
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["trials_by_state"].items()))
+    wall = r["search_wall_seconds"]
+    lines = [
+        title,
+        "",
+        f"- **Budget**: {b['describe']} (`{b['text']}`)",
+        f"- **Space**: {r['space']['name']} (`{r['space']['path']}`, {r['space']['size']:,} students)",
+        f"- **Dataset**: {r['dataset']}",
+        f"- **Teacher**: {t['arch']}, test accuracy {_pct(t['test_accuracy'])} (`{t['path']}`, sha256 {t['sha256'][:12]})",
+        f"- **Search**: preset {r['preset']}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}; "
+        f"trials: {states}" + (f"; wall time {wall:.0f} s (summed over sessions)" if wall is not None else ""),
+    ]
+    w = r["winner"]
+    if w is None:
+        lines += ["", "No candidate within budget has finished yet."]
+    else:
+        lines += [
+            "",
+            "## Winner",
+            "",
+            f"Trial {w['trial']}: `{w['describe']}`",
+            "",
+            "| | value |",
+            "| --- | --- |",
+            f"| MACs (fvcore) | {w['macs']:,} ({format_count(w['macs'])}) |",
+            f"| MACs (thop) | {w['thop_macs']:,} ({format_count(w['thop_macs'])}) |",
+            f"| params | {w['params']:,} ({format_count(w['params'])}) |",
+            f"| validation accuracy in the search (brief schedule) | {_pct(w['search_val_accuracy'])} |",
+        ]
+        if "test_mean" in w:
+            runs = w["retrain_runs"]
+            lines.append(f"| **test accuracy**, full schedule, {len(runs)} seed(s), mode {w['retrain_mode']} | **{_mean_std(w)}** |")
+    base = r["baselines"]
+    if base:
+        lines += [
+            "",
+            "## Against the uniform baseline (same budget, same full schedule and seeds)",
+            "",
+            "| student | MACs | params | mode | test accuracy (mean ± std) |",
+            "| --- | --- | --- | --- | --- |",
+            f"| searched (trial {w['trial']}) | {format_count(w['macs'])} | {format_count(w['params'])} | {w['retrain_mode']} | {_mean_std(w)} |",
+        ]
+        for mode, s in base["modes"].items():
+            lines.append(f"| uniform `{base['describe']}` | {format_count(base['macs'])} | {format_count(base['params'])} | {mode} | {_mean_std(s)} |")
+    lines += ["", "## Reproduce", "", "```", r["command"], "```", "", "Files: `trials.csv` (every trial), `pareto.png`, `report.json`, `export/` (after the final retrain)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study, *, final: dict | None = None, partial: bool = False) -> dict[str, Path]:
+    """Write the four report files; ``final`` defaults to ``final/final.json`` when it exists
+    (ignored when ``partial``). Returns {file name: path}."""
+    out = run_dir(study.study_name)
+    out.mkdir(parents=True, exist_ok=True)
+    if final is None and not partial:
+        path = out / "final" / "final.json"
+        final = json.loads(path.read_text()) if path.is_file() else None
+    report = build_report(study, final, partial or final is None)
+    paths = {name: out / name for name in ("report.md", "report.json", "trials.csv", "pareto.png")}
+    with open(paths["trials.csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(report["trials"])
+    winner = report["winner"]["trial"] if report["winner"] else None
+    plot_pareto(report["trials"], report["budget"]["macs"], winner, paths["pareto.png"], f"{report['study']}: {report['budget']['describe']}")
+    write_json(paths["report.json"], report)
+    paths["report.md"].write_text(_markdown(report))
+    return paths
