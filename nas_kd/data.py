@@ -297,11 +297,13 @@ def _load_npz(path_text: str):
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise UserError(f"npz file '{path}' does not exist: pass npz:PATH to an .npz with arrays x and y")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable .npz file (not a zip archive): write it with np.savez(path, x=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
-        raise UserError(f"{path} holds object (pickled) arrays, which are refused ({e}): save plain numeric arrays with np.savez") from None
+        raise UserError(f"{path} holds object (pickled) arrays, which are refused ({str(e).split('.')[0]}): save plain numeric arrays with np.savez") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"{path} is not a readable .npz file ({e.__class__.__name__}): write it with np.savez(path, x=..., y=...)") from None
     for key in ("x", "y"):

@@ -32,6 +32,7 @@ import platform
 import re
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -422,10 +423,13 @@ def load_teacher(path: str | os.PathLike, info: DatasetInfo, device: torch.devic
         meta = {"arch": f"torchscript:{path.name}", "dataset": info.name, "num_classes": info.num_classes, "input_shape": list(info.input_shape), "reconstruction": False}
     else:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. torch's note on pickle protocols: noise for a user
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else e.__class__.__name__
-            raise UserError(f"refusing to load '{path}': it is not a weights-only nas-kd checkpoint ({first}); train a teacher with 'nas-kd teacher'") from None
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            why = f"it would import {found.group(1)}" if found else f"{e.__class__.__name__}: not a torch.save file of tensors and plain data"
+            raise UserError(f"refusing to load '{path}': it is not a weights-only nas-kd checkpoint ({why}); train a teacher with 'nas-kd teacher'") from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("meta"), dict):
             raise UserError(f"'{path}' is not a nas-kd teacher checkpoint (no '{CHECKPOINT_FORMAT}' header): train one with 'nas-kd teacher'")
         meta = ckpt["meta"]
