@@ -366,6 +366,9 @@ def save_teacher(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
             torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache should follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
