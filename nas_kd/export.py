@@ -22,11 +22,19 @@ from torch import nn
 
 from nas_kd.errors import UserError
 
-__all__ = ["PARITY_TOLERANCE", "ARCH_FORMAT", "export_student", "load_exported", "export_study"]
+__all__ = ["PARITY_TOLERANCE", "ARCH_FORMAT", "export_student", "load_exported", "export_study", "varied_batch"]
 
 PARITY_TOLERANCE = 1e-4  # max |logit difference| between a format and the PyTorch model
 ARCH_FORMAT = "nas-kd-student/1"
 _TRACE_BATCH, _CHECK_BATCH = 2, 5  # different sizes, so a fixed batch dimension cannot pass
+
+
+def varied_batch(n: int, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """Noise with a per-image scale and offset: after global pooling, plain i.i.d. noise gives
+    nearly the same logits for every image, which would make a parity check vacuous."""
+    scale = 0.5 + 2 * torch.rand(n, *([1] * len(shape)), generator=g)
+    offset = torch.randn(n, *([1] * len(shape)), generator=g)
+    return torch.randn(n, *shape, generator=g) * scale + offset
 
 
 def _max_diff(a, b) -> float:
@@ -58,8 +66,8 @@ def export_student(model: nn.Module, arch: dict, out_dir: str | Path) -> dict:
     model = model.to("cpu").eval()
     shape = tuple(arch["input_shape"])
     g = torch.Generator().manual_seed(0)
-    example = torch.randn(_TRACE_BATCH, *shape, generator=g)
-    check = torch.randn(_CHECK_BATCH, *shape, generator=g)
+    example = varied_batch(_TRACE_BATCH, shape, g)
+    check = varied_batch(_CHECK_BATCH, shape, g)
     (out / "arch.json").write_text(json.dumps({"format": ARCH_FORMAT, **arch}, indent=2) + "\n")
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out / "student.pt")
     with torch.no_grad():

@@ -1,0 +1,73 @@
+"""Report files from a hand-made study: states, winner choice, partial reports, the plot."""
+
+import csv
+import json
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from nas_kd.finalize import pick_winner
+from nas_kd.report import trial_rows, write_report
+from nas_kd.study import CONFIG_ATTR
+
+CONFIG = {
+    "budget": {"text": "1M", "macs": 1_000_000, "params": None, "describe": "MACs <= 1.00M"},
+    "space": "mbv2", "space_path": "search_spaces/mbv2.yaml", "space_size": 1000,
+    "dataset": "synthetic", "input_shape": [1, 16, 16], "num_classes": 10,
+    "teacher": {"arch": "resnet8", "path": "t.pt", "sha256": "ab" * 32, "test_accuracy": 0.9},
+    "mode": "full", "preset": "quick", "schedules": {}, "sampler": "tpe", "objectives": ["accuracy"],
+    "command": "nas-kd search --budget 1M",
+}
+CFG = '{"block": "inverted_residual", "stem_width": 8, "stem_kernel": 3, "stem_stride": 1, "stages": [{"depth": 1, "width": 8, "stride": 2, "kernel": 3, "expand": 1, "se": false}]}'
+DIST = {"stem.width": CategoricalDistribution([8, 16])}
+
+
+def add(study, state, value, macs, extra=None):
+    attrs = {"macs": macs, "params": 1000, "config": CFG, "describe": "ir c8", "feasible": macs <= 1_000_000, **(extra or {})}
+    study.add_trial(create_trial(
+        state=state, value=value if state == TrialState.COMPLETE else None, params={"stem.width": 8}, distributions=DIST,
+        user_attrs=attrs, system_attrs={"constraints:macs": macs / 1_000_000 - 1},
+        intermediate_values={1: value} if state == TrialState.PRUNED else None,
+    ))
+
+
+def make_study(in_tmp):
+    study = optuna.create_study(study_name="hand", storage=f"sqlite:///{in_tmp / 'hand.db'}", direction="maximize")
+    study.set_user_attr(CONFIG_ATTR, CONFIG)
+    add(study, TrialState.COMPLETE, 0.60, 500_000)
+    add(study, TrialState.COMPLETE, 0.0, 3_000_000)  # over budget, rejected untrained
+    add(study, TrialState.COMPLETE, 0.75, 900_000)  # the winner
+    add(study, TrialState.COMPLETE, 0.75, 950_000)  # ties lose on MACs
+    add(study, TrialState.PRUNED, 0.40, 700_000)
+    add(study, TrialState.FAIL, None, 800_000, {"fail_reason": "NonFiniteLossError: loss became nan"})
+    return study
+
+
+def test_states_and_winner(in_tmp):
+    study = make_study(in_tmp)
+    rows = trial_rows(study)
+    assert [r["state"] for r in rows] == ["COMPLETE", "INFEASIBLE", "COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    assert rows[4]["val_accuracy"] == 0.40 and rows[1]["val_accuracy"] is None
+    assert pick_winner(study).number == 2
+
+
+def test_partial_report_without_final_retrain(in_tmp):
+    study = make_study(in_tmp)
+    paths = write_report(study, partial=True)
+    report = json.loads(paths["report.json"].read_text())
+    assert report["partial"] and report["baselines"] is None and "test_mean" not in report["winner"]
+    assert report["trials_by_state"] == {"COMPLETE": 3, "INFEASIBLE": 1, "PRUNED": 1, "FAIL": 1}
+    assert report["winner"]["trial"] == 2 and report["winner"]["thop_macs"] > 0
+    with open(paths["trials.csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[5]["fail_reason"].startswith("NonFiniteLossError")
+    md = paths["report.md"].read_text()
+    assert "partial" in md and "MACs <= 1.00M" in md and "resnet8" in md and "nas-kd search --budget 1M" in md
+    png = paths["pareto.png"].read_bytes()
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
+def test_without_a_final_json_a_full_report_falls_back_to_partial(in_tmp):
+    paths = write_report(make_study(in_tmp))
+    assert json.loads(paths["report.json"].read_text())["partial"]

@@ -1,0 +1,146 @@
+"""The search machinery with the distiller replaced by a fast fake: constraints, failures,
+resume counting, Ctrl-C, multi-objective studies and the settings check."""
+
+import json
+
+import optuna
+import pytest
+import torch
+
+import nas_kd.distill
+from nas_kd.config import Schedule
+from nas_kd.errors import UserError
+from nas_kd.search import SearchOptions, run_search
+from nas_kd.study import INTERRUPTED, check_settings, default_study_name, finished_trials, load_study
+from nas_kd.train import NonFiniteLossError
+
+SPACE = """\
+name: mini
+block: inverted_residual
+stem: {width: [4, 8], kernel: 3, stride: 1}
+stages:
+  - {stride: 2, depth: [1, 2], width: [8, 16], expand: [1, 3]}
+"""
+TINY_TEACHER = Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=256)
+
+
+@pytest.fixture
+def setup(in_tmp, monkeypatch):
+    """A tiny space, a one-epoch teacher and a fake distiller whose accuracy grows with width."""
+    from nas_kd.models.teachers import ensure_teacher
+
+    (in_tmp / "mini.yaml").write_text(SPACE)
+    _, _, teacher = ensure_teacher("synthetic", "resnet8", TINY_TEACHER, preset="test", device=torch.device("cpu"), log=lambda *_: None)
+    calls = []
+
+    def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, **kw):
+        calls.append(mode)
+        acc = min(0.99, sum(p.numel() for p in student.parameters()) / 20000)
+        for epoch in range(1, schedule.epochs + 1):
+            if epoch_callback:
+                epoch_callback(epoch, acc)
+        return {"val_accuracy": acc, "test_accuracy": acc, "history": [], "train_seconds": 0.01, "images_per_second": 1e5}
+
+    monkeypatch.setattr(nas_kd.distill, "train", fake_train)
+    opts = SearchOptions(budget="10M", space="mini.yaml", dataset="synthetic", teacher=str(teacher), mode="kd", trials=3, study="mini", preset="quick", device="cpu", retrain_seeds=1)
+    return opts, calls
+
+
+def quiet(*_):
+    pass
+
+
+def test_default_names_and_settings_check():
+    assert default_study_name("fashion-mnist", "mbv2", "macs2M") == "fashion-mnist_mbv2_macs2M"
+    stored = {"dataset": "synthetic", "mode": "kd", "budget": {"macs": 1}}
+    check_settings(stored, dict(stored), "s")
+    with pytest.raises(UserError, match="mode='kd'.*mode='full'"):
+        check_settings(stored, {**stored, "mode": "full"}, "s")
+
+
+def test_over_budget_candidates_are_rejected_untrained_and_do_not_count(setup):
+    opts, calls = setup
+    from nas_kd.cost import analytic_cost
+    from nas_kd.space import SearchSpace
+
+    space = SearchSpace.load("mini.yaml")
+    lo = analytic_cost(space.smallest(), (1, 16, 16), 10).macs
+    hi = analytic_cost(space.largest(), (1, 16, 16), 10).macs
+    opts.budget, opts.baselines = str((lo + hi) // 2), False
+    result = run_search(opts, log=quiet, finish=False)
+    study = load_study("mini")
+    rejected = [t for t in study.trials if t.user_attrs.get("feasible") is False]
+    trained = [t for t in study.trials if t.user_attrs.get("feasible")]
+    assert len(finished_trials(study.trials)) == result["finished"] == 3 == len(trained) == len(calls)
+    assert all(t.values == [0.0] and t.constraints["macs"] > 0 and t.user_attrs["macs"] > int(opts.budget) for t in rejected)
+    assert all(t.constraints["macs"] <= 0 and t.user_attrs["macs"] == t.user_attrs["analytic_macs"] for t in trained)
+    assert all({"config", "macs", "params", "train_seconds", "images_per_second", "feasible"} <= set(t.user_attrs) for t in trained)
+    # the same command again adds nothing; asking for more adds exactly the difference
+    assert run_search(opts, log=quiet, finish=False)["new_trials"] == 0
+    opts.trials = 4
+    run_search(opts, log=quiet, finish=False)
+    assert len(finished_trials(load_study("mini").trials)) == 4 == len(calls)
+
+
+def test_a_diverged_trial_fails_with_its_reason_and_the_study_goes_on(setup, monkeypatch):
+    opts, calls = setup
+    real = nas_kd.distill.train
+
+    def diverge_once(*a, **kw):
+        if not calls:
+            calls.append("boom")
+            raise NonFiniteLossError("loss became nan")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(nas_kd.distill, "train", diverge_once)
+    opts.baselines = False
+    run_search(opts, log=quiet, finish=False)
+    trials = load_study("mini").trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "NonFiniteLossError: loss became nan"
+    assert len(finished_trials(trials)) == 3 and sum(t.state.name == "COMPLETE" for t in trials) == 2
+
+
+def test_ctrl_c_fails_the_trial_writes_a_partial_report_and_exits_130(setup, monkeypatch, cli):
+    opts, _ = setup
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nas_kd.distill, "train", interrupt)
+    code, _, err = cli("search", "--dataset", "synthetic", "--space", "mini.yaml", "--budget", "10M", "--teacher", opts.teacher, "--mode", "kd", "--study", "mini", "--trials", "2", "--preset", "quick", "--device", "cpu")
+    assert code == 130 and "interrupted" in err
+    (trial,) = load_study("mini").trials
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["fail_reason"] == INTERRUPTED
+    assert finished_trials([trial]) == []  # a resumed run trains it again
+    report = json.loads(open("runs/mini/report.json").read())
+    assert report["partial"] and report["trials_by_state"] == {"FAIL": 1} and report["winner"] is None
+    assert "partial" in open("runs/mini/report.md").read()
+
+
+def test_two_objectives_no_pruning_pareto_winner_and_full_finish(setup):
+    opts, calls = setup
+    opts.objectives, opts.sampler, opts.trials = "accuracy,macs", "nsga2", 4
+    result = run_search(opts, log=quiet)
+    study = load_study("mini")
+    assert len(study.directions) == 2 and study.metric_names == ["val_accuracy", "macs"]
+    report = json.loads(open("runs/mini/report.json").read())
+    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.values[0])
+    assert report["winner"]["trial"] == best.number and not report["partial"]
+    assert calls.count("ce") == calls.count("kd") - 4 - 1 == 1  # 4 trials + winner + baselines ce/kd
+    assert (result["run_dir"] + "/export/student.onnx").endswith("onnx")
+    from nas_kd.export import load_exported
+
+    model, arch = load_exported("runs/mini/export")
+    assert arch["student"] == report["winner"]["config"]
+
+
+def test_bad_options_fail_before_any_work(in_tmp, cli):
+    code, _, err = cli("search", "--budget", "2X")
+    assert code == 2 and "invalid budget" in err
+    code, _, err = cli("search", "--dataset", "synthetic", "--trials", "0")
+    assert code == 2 and "--trials" in err
+    code, _, err = cli("finalize", "--study", "nope")
+    assert code == 2 and "no study 'nope'" in err
+    code, _, err = cli("export", "--study", "nope")
+    assert code == 2 and "no study 'nope'" in err
