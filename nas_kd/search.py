@@ -16,6 +16,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,9 @@ def _open_study(config: dict, multi: bool, log: Callable[[str], None]):
             log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
     directions = ["maximize", "minimize"] if multi else ["maximize"]
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions, load_if_exists=True)
-    study.set_metric_names(["val_accuracy", "macs"] if multi else ["val_accuracy"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2 in practice
+        study.set_metric_names(["val_accuracy", "macs"] if multi else ["val_accuracy"])
     study.set_user_attr(CONFIG_ATTR, config)
     return study, previous
 
