@@ -195,7 +195,13 @@ def main(argv=None) -> None:
     ap.add_argument("--steptime-reps", type=int, default=5)
     ap.add_argument("--parts", default="ablation,predictive,steptime")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 beats 2 on a busy 2-core CPU)")
     args = ap.parse_args(argv)
+    with torch_threads(args.threads or torch.get_num_threads()):
+        run(args, argv)
+
+
+def run(args, argv) -> None:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     for mode in args.modes.split(",") + [args.predict_mode]:
         get_mode(mode)

@@ -81,14 +81,14 @@ MODES: dict[str, Mode] = {
     "kd": Mode("kd", LossWeights(ce=0.5, kd=0.5), summary="Hinton et al.: soft targets at temperature T"),
     "ktan": Mode(
         "ktan",
-        LossWeights(ce=0.5, kd=0.5, feat=1.0, adv_feat=0.1),
+        LossWeights(ce=0.5, kd=0.5, feat=0.1, adv_feat=0.1),
         stages="last",
         adv_warmup=0.1,
         summary="KTAN: KD + T2S feature MSE + a discriminator on the deepest feature maps",
     ),
     "ksanc": Mode(
         "ksanc",
-        LossWeights(ce=0.5, l2=0.1, desc=1.0, adv_logit=0.1),
+        LossWeights(ce=0.5, l2=0.1, desc=0.1, adv_logit=0.1),
         disc_penalty=1e-5,
         adv_warmup=0.1,
         summary="KSANC: logit L2 + attention-squeezed descriptors at every stage + logit discriminator",
@@ -101,7 +101,7 @@ MODES: dict[str, Mode] = {
     ),
     "zhang": Mode(
         "zhang",
-        LossWeights(ce=0.5, kd=0.5, feat=1.0, adv_feat=0.1),
+        LossWeights(ce=0.5, kd=0.5, feat=0.1, adv_feat=0.1),
         stages="all",
         adv_warmup=0.1,
         needs_reconstruction=True,
@@ -109,7 +109,7 @@ MODES: dict[str, Mode] = {
     ),
     "full": Mode(
         "full",
-        LossWeights(ce=0.5, kd=0.5, feat=1.0, desc=1.0, adv_logit=0.1, adv_feat=0.1),
+        LossWeights(ce=0.5, kd=0.5, feat=0.1, desc=0.1, adv_logit=0.1, adv_feat=0.1),
         disc_penalty=1e-5,
         adv_warmup=0.1,
         summary="everything: KD + feature MSE + squeezed descriptors at every paired stage + both discriminators",
