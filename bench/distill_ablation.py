@@ -45,6 +45,10 @@ from nas_kd.train import make_loaders
 
 SPACE = "search_spaces/mbv2.yaml"
 TARGETS = {"small": 0.5e6, "large": 3e6}  # MACs
+CPU_NOTE = (
+    "**CPU-reduced run** (2 cores shared with other jobs): tens of optimisation steps per student, so "
+    "differences of several points are noise. The GPU table (standard preset, 3 seeds, every mode) is owed."
+)
 
 
 def pick_students(space: SearchSpace, input_shape, num_classes, samples: int = 3000, seed: int = 0) -> dict:
@@ -84,6 +88,7 @@ def header(title: str, args, device, schedule_text: str) -> list[str]:
         f"Hardware: {hardware()}  ",
         f"Seeds: {args.seeds}. {schedule_text}",
         "",
+        *([CPU_NOTE, ""] if device.type == "cpu" else []),
     ]
 
 
@@ -211,7 +216,8 @@ def run(args, argv) -> None:
     full = preset.full.replace(epochs=args.epochs, train_subset=args.train_subset)
     brief = preset.brief.replace(epochs=args.brief_epochs, train_subset=args.brief_subset)
     parts = args.parts.split(",")
-    need_recon = any(MODES[m].needs_reconstruction for m in args.modes.split(",")) or MODES[args.predict_mode].needs_reconstruction
+    used = (args.modes.split(",") if {"ablation", "steptime"} & set(parts) else []) + ([args.predict_mode] if "predictive" in parts else [])
+    need_recon = any(MODES[m].needs_reconstruction for m in used)
     teachers = {
         recon: resolve_teacher(args.teacher, args.dataset, preset.teacher, preset=preset.name, seed=0, device=device, data_dir=args.data_dir, reconstruction=recon)[0]
         for recon in ([False, True] if need_recon else [False])
