@@ -1,0 +1,158 @@
+"""Run a study's trials from any number of worker processes, exactly ``target`` of them.
+
+`study.optimize` checks a trial budget only *after* each trial, so N workers overshoot by up to
+N-1 trials, and a trial left RUNNING by a killed worker would block or be lost. `run_trials` is
+Optuna's ask/tell loop with three additions:
+
+1. **Claims under a lock.** Each worker takes `nas_kd.storage.study_lock` (a PostgreSQL
+   advisory lock, or a file lock for SQLite), fails stale trials, counts finished + running +
+   waiting trials and only then asks for a new one. Never more than ``target`` are started.
+2. **Heartbeats.** While a trial runs, Optuna's heartbeat thread updates it every
+   ``heartbeat_interval`` seconds. A worker killed with SIGKILL stops beating; after the grace
+   period the next worker to claim marks its trial FAIL, and the storage's retry callback
+   enqueues the same parameters as a WAITING trial, which the next claim picks up.
+3. **One finaliser.** `claim_finalize` lets exactly one worker (the first to see the target
+   reached) run the final retrain, report and export.
+
+Which trials count towards ``target`` is `nas_kd.study.finished_trials`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from nas_kd.storage import study_lock
+
+__all__ = ["run_trials", "claim_finalize", "mark_finalized", "worker_id", "FINALIZE_ATTR"]
+
+FINALIZE_ATTR = "nas_kd_finalize"
+POLL_SECONDS = 2.0  # how often an idle worker looks again while others finish the last trials
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claim(study, url: str, target: int | None):
+    """Under the study lock: a new trial to run, "wait" (others are finishing), or None (done)."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    from nas_kd.study import finished_trials
+
+    with study_lock(url, study.study_name):
+        fail_stale_trials(study)  # a dead worker's trial -> FAIL, and its retry -> WAITING
+        trials = study.get_trials(deepcopy=False)
+        if target is not None:
+            done = len(finished_trials(trials))
+            live = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if done >= target:
+                return None
+            if done + live >= target and not waiting:
+                return "wait"
+        with _quiet(optuna):
+            return study.ask()
+
+
+class _quiet:
+    """Optuna logs an INFO line per ask; the search prints its own line per trial."""
+
+    def __init__(self, optuna):
+        self.logging = optuna.logging
+
+    def __enter__(self):
+        self.level = self.logging.get_verbosity()
+        self.logging.set_verbosity(self.logging.WARNING)
+
+    def __exit__(self, *exc):
+        self.logging.set_verbosity(self.level)
+
+
+def run_trials(
+    study,
+    objective: Callable,
+    *,
+    url: str,
+    target: int | None,
+    timeout: float | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+    after_trial: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run trials until ``target`` are finished study-wide (or ``timeout`` s, or ``should_stop()``).
+
+    ``objective(trial)`` returns the value(s) to tell, or raises: `optuna.TrialPruned` -> PRUNED;
+    an exception in ``catch`` -> FAIL, and the loop goes on; anything else (KeyboardInterrupt
+    included) -> the trial is told FAIL and the exception propagates. Returns trials run here.
+    """
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + timeout if timeout else None
+    ran = 0
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if should_stop is not None and should_stop():
+            break
+        trial = _claim(study, url, target)
+        if trial is None:
+            break
+        if trial == "wait":
+            time.sleep(POLL_SECONDS)
+            continue
+        state, values = TrialState.FAIL, None
+        try:
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                values = objective(trial)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except catch:
+            state = TrialState.FAIL
+        finally:
+            # Runs for KeyboardInterrupt too, so a Ctrl-C never leaves the trial RUNNING.
+            with _quiet(optuna):
+                study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+            ran += 1
+            if after_trial is not None:
+                after_trial(study, study._storage.get_trial(trial._trial_id))
+    return ran
+
+
+def _alive(owner: str) -> bool:
+    """False only when ``owner`` ("host:pid") is a process of this host that no longer exists."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's worker: trust it (nas-kd finalize redoes it by hand)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_finalize(study, url: str) -> bool:
+    """True for exactly one caller per study: the worker that finalises. Others get False.
+
+    A finalisation whose process died on this machine (killed mid-retrain) is taken over, so
+    running the same command again completes it."""
+    with study_lock(url, study.study_name):
+        current = study._storage.get_study_user_attrs(study._study_id).get(FINALIZE_ATTR)
+        if current is not None and (current.get("done") or _alive(current.get("by", ""))):
+            return False
+        study.set_user_attr(FINALIZE_ATTR, {"by": worker_id(), "started": time.time(), "done": False})
+        return True
+
+
+def mark_finalized(study) -> None:
+    info = dict(study._storage.get_study_user_attrs(study._study_id).get(FINALIZE_ATTR) or {})
+    study.set_user_attr(FINALIZE_ATTR, {**info, "done": True, "finished": time.time()})
