@@ -406,10 +406,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         _add_wall(study, time.perf_counter() - start)
         if bar is not None:
             bar.close()
-        from nas_kd.report import write_report
-
-        paths = write_report(study, partial=True)
-        log(f"search: interrupted; partial report {paths['report.md']}")
+        _partial_report(study, log)
         raise
     if bar is not None:
         bar.close()
@@ -417,8 +414,19 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     finished = len(finished_trials(study.get_trials(deepcopy=False)))
     result = {"study": config["study"], "storage": config["storage"], "run_dir": config["run_dir"], "new_trials": new_trials, "finished": finished, "report": None}
     if finish:
-        result["report"] = finish_study(config["study"], config["storage"], device=device, teacher=teacher, log=log, show_progress=opts.progress)
+        try:
+            result["report"] = finish_study(config["study"], config["storage"], device=device, teacher=teacher, log=log, show_progress=opts.progress)
+        except KeyboardInterrupt:
+            _partial_report(study, log)  # the search is complete; the final retrain was cut short
+            raise
     return result
+
+
+def _partial_report(study, log: Callable[[str], None]) -> None:
+    from nas_kd.report import write_report
+
+    paths = write_report(study, partial=True)
+    log(f"search: interrupted; partial report {paths['report.md']}")
 
 
 def finish_study(study_name: str, storage: str | None, *, device=None, teacher=None, log=print, show_progress=None) -> dict:
