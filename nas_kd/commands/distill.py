@@ -48,7 +48,10 @@ def load_student_config(args):
             text = Path(args.student_config).read_text()
         except OSError as e:
             raise UserError(f"cannot read student config {args.student_config}: {e.strerror or e}") from None
-        return StudentConfig.from_json(text)
+        try:
+            return StudentConfig.from_json(text)
+        except UserError as e:
+            raise UserError(f"{args.student_config}: {e}") from None
     if args.uniform is None:
         raise UserError("--space needs --uniform S to pick a member (0 = smallest)")
     from nas_kd.space import SearchSpace
@@ -59,12 +62,12 @@ def load_student_config(args):
 def run(args) -> int:
     from nas_kd.config import get_preset
     from nas_kd.data import dataset_info, load_splits
-    from nas_kd.device import resolve_device
+    from nas_kd.device import resolve_device, seed_everything
     from nas_kd.distill import check_teacher, get_mode, parse_loss_weights, train
     from nas_kd.distill.trainer import RECON_HINT
     from nas_kd.errors import UserError
     from nas_kd.models.student import build_student
-    from nas_kd.models.teachers import parse_arch, resolve_teacher
+    from nas_kd.models.teachers import is_teacher_path, parse_arch, resolve_teacher
 
     # Every cheap check before any data is read or any teacher trained.
     mode = get_mode(args.mode).override(parse_loss_weights(args.loss_weights))
@@ -77,7 +80,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     teacher = None
     if mode.uses_teacher:
-        is_path = Path(args.teacher).expanduser().is_file()
+        is_path = is_teacher_path(args.teacher)
         if not is_path:
             parse_arch(args.teacher)
         if mode.needs_reconstruction and not is_path and not args.teacher_recon:
@@ -89,6 +92,7 @@ def run(args) -> int:
         print(f"teacher: {meta['arch']} ({path})")
     # The validation split is the teacher's: its seed keeps the teacher's training examples out.
     splits = load_splits(args.dataset, args.data_dir, seed=args.teacher_seed, train_subset=schedule.train_subset)
+    seed_everything(args.seed)  # the student's initial weights follow --seed
     student = build_student(cfg, info.channels, info.num_classes)
     print(f"student: {cfg.describe()}")
     print(f"mode: {mode.describe()}")

@@ -57,6 +57,7 @@ __all__ = [
     "load_teacher",
     "ensure_teacher",
     "resolve_teacher",
+    "is_teacher_path",
     "teacher_meta",
     "CHECKPOINT_FORMAT",
     "TEACHER_DIR",
@@ -494,6 +495,11 @@ def ensure_teacher(
     return model, meta, path
 
 
+def is_teacher_path(spec: str) -> bool:
+    """A file spec (existing, or spelled like a path), as opposed to a registry name."""
+    return Path(spec).expanduser().is_file() or any(sep in spec for sep in ("/", "\\")) or spec.endswith((".pt", ".ts", ".pth"))
+
+
 def resolve_teacher(
     spec: str,
     dataset: str,
@@ -510,7 +516,7 @@ def resolve_teacher(
     cached teacher of that architecture for the dataset (trained first if missing)."""
     from nas_kd.data import dataset_info
 
-    if Path(spec).expanduser().is_file() or any(sep in spec for sep in ("/", "\\")) or spec.endswith((".pt", ".ts", ".pth")):
+    if is_teacher_path(spec):
         path = Path(spec).expanduser()
         model, meta = load_teacher(path, dataset_info(dataset, data_dir), device)
         return model, meta, path
