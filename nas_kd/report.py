@@ -79,7 +79,7 @@ def plot_pareto(rows: list[dict], budget_macs: int | None, winner: int | None, p
     ax.set_ylabel("validation accuracy (brief schedule)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
