@@ -414,6 +414,11 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     finished = len(finished_trials(study.get_trials(deepcopy=False)))
     result = {"study": config["study"], "storage": config["storage"], "run_dir": config["run_dir"], "new_trials": new_trials, "finished": finished, "report": None}
     if finish:
+        from nas_kd.finalize import pick_winner
+
+        if pick_winner(study) is None:
+            _partial_report(study, log, why="no candidate within budget")
+            raise UserError(f"no candidate within budget finished in study '{config['study']}' (see {config['run_dir']}/report.md): raise --trials or the budget, or use --sampler tpe, which learns the budget")
         try:
             result["report"] = finish_study(config["study"], config["storage"], device=device, teacher=teacher, log=log, show_progress=opts.progress)
         except KeyboardInterrupt:
@@ -422,11 +427,11 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     return result
 
 
-def _partial_report(study, log: Callable[[str], None]) -> None:
+def _partial_report(study, log: Callable[[str], None], why: str = "interrupted") -> None:
     from nas_kd.report import write_report
 
     paths = write_report(study, partial=True)
-    log(f"search: interrupted; partial report {paths['report.md']}")
+    log(f"search: {why}; partial report {paths['report.md']}")
 
 
 def finish_study(study_name: str, storage: str | None, *, device=None, teacher=None, log=print, show_progress=None) -> dict:

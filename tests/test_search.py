@@ -144,3 +144,17 @@ def test_bad_options_fail_before_any_work(in_tmp, cli):
     assert code == 2 and "no study 'nope'" in err
     code, _, err = cli("export", "--study", "nope")
     assert code == 2 and "no study 'nope'" in err
+
+
+def test_no_candidate_within_budget_leaves_a_partial_report_and_one_line(setup, monkeypatch, cli):
+    import nas_kd.search as S
+    from nas_kd.cost import analytic_cost
+    from nas_kd.space import SearchSpace
+
+    opts, calls = setup
+    monkeypatch.setattr(S, "REJECTIONS_PER_TRIAL", 1)  # stop after two rejections
+    smallest = analytic_cost(SearchSpace.load("mini.yaml").smallest(), (1, 16, 16), 10).macs
+    code, out, err = cli("search", "--dataset", "synthetic", "--space", "mini.yaml", "--budget", smallest, "--teacher", opts.teacher, "--mode", "kd", "--study", "mini", "--trials", "1", "--sampler", "random", "--no-baselines", "--preset", "quick", "--device", "cpu")
+    assert code == 2 and "no candidate within budget" in err and err.count("\n") == 1 and calls == []
+    report = json.loads(open("runs/mini/report.json").read())
+    assert report["partial"] and report["winner"] is None and report["trials_by_state"] == {"INFEASIBLE": 2}
