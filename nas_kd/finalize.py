@@ -77,6 +77,7 @@ def _train_seeds(cfg, teacher, splits, schedule, mode: str, seeds: list[int], de
 
     runs, best = [], None
     for seed in seeds:
+        torch.manual_seed(seed)  # the seed decides the initial weights too, not the order of earlier runs
         student = build_student(cfg, splits.info.channels, splits.info.num_classes)
         m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True, show_progress=show_progress)
         runs.append({"seed": seed, "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"], "images_per_second": m["images_per_second"]})
@@ -132,7 +133,7 @@ def finalize(
         teacher = load_configured_teacher(config, device, log)
     shape, n_classes = tuple(config["input_shape"]), config["num_classes"]
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
-    splits = load_splits(config["dataset"], config["data_dir"], seed=config["seed"], train_subset=schedule.train_subset)
+    splits = load_splits(config["dataset"], config["data_dir"], seed=config.get("split_seed", 0), train_subset=schedule.train_subset)
     mode = get_mode(config["mode"])
     log(f"finalize: winner trial {winner.number} ({cfg.describe()}), {k} seed(s) x {schedule.epochs} epochs on {len(splits.train)} examples")
     runs, state = _train_seeds(cfg, teacher if mode.uses_teacher else None, splits, schedule, mode.name, seeds, device, log, show_progress, "winner")

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from nas_kd.config import format_count
-from nas_kd.study import is_feasible, run_dir, study_config, write_json
+from nas_kd.study import finished_trials, is_feasible, run_dir, study_config, write_json
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
@@ -116,6 +116,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
         "sampler": config["sampler"],
         "objectives": config["objectives"],
         "trials_by_state": dict(Counter(r["state"] for r in rows)),
+        "finished_trials": len(finished_trials(study.get_trials(deepcopy=False))),  # what --trials counts
         "search_wall_seconds": study.user_attrs.get("search_wall_seconds"),
         "trial_seconds": sum(r["duration_seconds"] or 0.0 for r in rows),
         "command": config["command"],

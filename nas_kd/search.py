@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from nas_kd.errors import UserError
+from nas_kd.storage import open_storage
 from nas_kd.study import (
     CONFIG_ATTR,
     INTERRUPTED,
@@ -82,6 +83,8 @@ class SearchOptions:
     baselines: bool = True
     device: str = "auto"
     progress: bool | None = None
+    heartbeat: int = 10  # seconds; see nas_kd.storage
+    teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
 
 
 def parse_objectives(text: str) -> list[str]:
@@ -167,6 +170,10 @@ def resolve_config(opts: SearchOptions, teacher_meta: dict, teacher_path: Path) 
         "preset": preset.name,
         "schedules": preset.to_dict(),
         "seed": opts.seed,
+        # The validation split is the teacher's: carving it with any other seed would validate
+        # candidates on examples the teacher was trained on.
+        "split_seed": int(teacher_meta.get("seed", opts.teacher_seed)),
+        "heartbeat": opts.heartbeat,
         "retrain_seeds": opts.retrain_seeds,
         "baselines": opts.baselines,
         "device": opts.device,
@@ -210,7 +217,7 @@ class Objective:
             from nas_kd.data import load_splits
             from nas_kd.train import make_loaders
 
-            self._splits = load_splits(self.config["dataset"], self.config["data_dir"], seed=self.config["seed"], train_subset=self.schedule.train_subset)
+            self._splits = load_splits(self.config["dataset"], self.config["data_dir"], seed=self.config.get("split_seed", 0), train_subset=self.schedule.train_subset)
             self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.config["seed"])
         return self._splits, self._loaders
 
@@ -246,6 +253,7 @@ class Objective:
 
         splits, loaders = self.data()
         loaders[0].generator.manual_seed(self.config["seed"])  # every candidate sees the same batch order
+        torch.manual_seed(self.config["seed"])  # every candidate starts from the same seed
         student = build_student(cfg, self.shape[0], self.num_classes)
         history: list[float] = []
 
@@ -297,7 +305,8 @@ def _open_study(config: dict, multi: bool, log: Callable[[str], None]):
     from nas_kd.config import get_preset
 
     Path(config["run_dir"]).mkdir(parents=True, exist_ok=True)
-    name, storage = config["study"], config["storage"]
+    name = config["study"]
+    storage = open_storage(config["storage"], heartbeat_interval=config.get("heartbeat", 10))
     try:
         existing = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -352,6 +361,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     from nas_kd.distill import get_mode
     from nas_kd.models.teachers import resolve_teacher
     from nas_kd.space import SearchSpace
+    from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized, run_trials
 
     _check_options(opts)
     budget = parse_budget(opts.budget)
@@ -365,7 +375,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     if opts.sampler == "nsga2" and not multi:
         log("search: NSGA-II on one objective is a genetic algorithm; TPE is usually better there")
 
-    teacher, meta, path = resolve_teacher(opts.teacher, opts.dataset, preset.teacher, preset=preset.name, seed=0, device=device, data_dir=opts.data_dir, reconstruction=opts.teacher_recon, log=log)
+    teacher, meta, path = resolve_teacher(opts.teacher, opts.dataset, preset.teacher, preset=preset.name, seed=opts.teacher_seed, device=device, data_dir=opts.data_dir, reconstruction=opts.teacher_recon, log=log)
     config = resolve_config(opts, meta, path)
     _budget_note(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -390,18 +400,25 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
             bar.write(line)
         else:
             log(line)
-        rejected = sum(1 for x in st.get_trials(deepcopy=False) if x.state == optuna.trial.TrialState.COMPLETE and not is_feasible(x))
-        if target is not None and len(finished) >= target:
-            st.stop()
-        elif rejected > REJECTIONS_PER_TRIAL * (target or 20):
-            log(f"search: stopping, {rejected} candidates were over budget; raise the budget or narrow the space")
-            st.stop()
+
+    stop_reason: list[str] = []
+
+    def too_many_rejections() -> bool:
+        trials = study.get_trials(deepcopy=False)
+        rejected = sum(1 for x in trials if x.state == optuna.trial.TrialState.COMPLETE and not is_feasible(x))
+        if rejected > REJECTIONS_PER_TRIAL * (target or 20):
+            stop_reason.append(f"search: stopping, {rejected} candidates were over budget; raise the budget or narrow the space")
+            return True
+        return False
 
     try:
         if target is not None and done >= target:
             log(f"search: {done} of {target} trials already finished; nothing to run")
         else:
-            study.optimize(objective, n_trials=None, timeout=opts.timeout, catch=failure_types(), callbacks=[after_trial], gc_after_trial=False)
+            # Claims under the study lock, heartbeats, retries of dead workers' trials: see nas_kd.workers.
+            run_trials(study, objective, url=config["storage"], target=target, timeout=opts.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections)
+        for reason in stop_reason[:1]:
+            log(reason)
     except KeyboardInterrupt:
         _add_wall(study, time.perf_counter() - start)
         if bar is not None:
@@ -416,14 +433,24 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     if finish:
         from nas_kd.finalize import pick_winner
 
-        if pick_winner(study) is None:
+        winner = pick_winner(study)
+        if winner is None:
             _partial_report(study, log, why="no candidate within budget")
             raise UserError(f"no candidate within budget finished in study '{config['study']}' (see {config['run_dir']}/report.md): raise --trials or the budget, or use --sampler tpe, which learns the budget")
+        # Exactly one worker finalises (the first to get here); the others leave it to that one.
+        if not claim_finalize(study, config["storage"], key=f"trial {winner.number}"):
+            owner = study.user_attrs.get(FINALIZE_ATTR, {})
+            state = "finalized" if owner.get("done") else f"being finalized by {owner.get('by')}"
+            log(f"search: study {config['study']} is {state}; report in {config['run_dir']}/ (redo with 'nas-kd finalize --study {config['study']}')")
+            result["report"] = "elsewhere"
+            return result
+        log(f"search: finalizing study {config['study']} (final retrain, report, export)")
         try:
             result["report"] = finish_study(config["study"], config["storage"], device=device, teacher=teacher, log=log, show_progress=opts.progress)
         except KeyboardInterrupt:
             _partial_report(study, log)  # the search is complete; the final retrain was cut short
             raise
+        mark_finalized(study)
     return result
 
 

@@ -87,17 +87,17 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 10, grace_period:
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     url = normalise_url(url)
-    kwargs = {}
-    if heartbeat_interval:
-        kwargs = dict(
-            heartbeat_interval=int(heartbeat_interval),
-            grace_period=int(grace_period or 3 * heartbeat_interval),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        )
     engine_kwargs = {"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in practice since 2.8
+            kwargs = {}
+            if heartbeat_interval:
+                kwargs = dict(
+                    heartbeat_interval=int(heartbeat_interval),
+                    grace_period=int(grace_period or 3 * heartbeat_interval),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                )
             return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except optuna.exceptions.StorageInternalError as e:
         cause = e.__cause__ or e.__context__ or e

@@ -92,8 +92,11 @@ def load_study(study_name: str, storage: str | None = None):
     import optuna
 
     url = _storage_or_default(study_name, storage)
+    from nas_kd.storage import open_storage
+
+    storage = open_storage(url, heartbeat_interval=None)
     try:
-        return optuna.load_study(study_name=study_name, storage=url)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise UserError(f"storage {url} holds no study '{study_name}': check --study and --storage") from None
 
@@ -138,14 +141,16 @@ def is_feasible(trial) -> bool:
 
 def finished_trials(trials) -> list:
     """Trials that count towards ``--trials``: trained candidates that ended, however they ended
-    (COMPLETE and within budget, PRUNED, FAIL). Over-budget candidates are rejected in about a
-    millisecond without training and do not count; neither do RUNNING ones (live, or left by a
-    killed process) nor trials stopped by Ctrl-C, which a resumed run trains again."""
+    (COMPLETE and within budget, PRUNED, FAIL with a recorded reason such as NaN or out of
+    memory). Over-budget candidates are rejected in about a millisecond without training and do
+    not count; neither do RUNNING ones, trials stopped by Ctrl-C, nor FAIL trials without a reason:
+    those were left by a killed worker and failed by a heartbeat check, and their parameters are
+    retried (nas_kd.workers), so counting them would lose a candidate."""
     from optuna.trial import TrialState
 
     def counts(t) -> bool:
         if t.state == TrialState.FAIL:
-            return t.user_attrs.get("fail_reason") != INTERRUPTED
+            return t.user_attrs.get("fail_reason") not in (None, INTERRUPTED)
         return t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and is_feasible(t))
 
     return [t for t in trials if counts(t)]

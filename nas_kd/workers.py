@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 
 from nas_kd.storage import study_lock
@@ -45,7 +46,9 @@ def _claim(study, url: str, target: int | None):
     from nas_kd.study import finished_trials
 
     with study_lock(url, study.study_name):
-        fail_stale_trials(study)  # a dead worker's trial -> FAIL, and its retry -> WAITING
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a dead worker's trial -> FAIL, and its retry -> WAITING
         trials = study.get_trials(deepcopy=False)
         if target is not None:
             done = len(finished_trials(trials))
@@ -55,7 +58,9 @@ def _claim(study, url: str, target: int | None):
                 return None
             if done + live >= target and not waiting:
                 return "wait"
-        with _quiet(optuna):
+        with _quiet(optuna), warnings.catch_warnings():
+            # Optuna expects heartbeats only inside study.optimize; run_trials runs the heartbeat thread itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             return study.ask()
 
 
@@ -140,16 +145,17 @@ def _alive(owner: str) -> bool:
     return True
 
 
-def claim_finalize(study, url: str) -> bool:
-    """True for exactly one caller per study: the worker that finalises. Others get False.
+def claim_finalize(study, url: str, key: str) -> bool:
+    """True for exactly one caller per study and ``key`` (e.g. the winning trial): the worker that
+    finalises. Others get False.
 
-    A finalisation whose process died on this machine (killed mid-retrain) is taken over, so
-    running the same command again completes it."""
+    A new key (more trials found a new winner) is finalised again; a finalisation whose process
+    died on this machine (killed mid-retrain) is taken over, so the same command completes it."""
     with study_lock(url, study.study_name):
         current = study._storage.get_study_user_attrs(study._study_id).get(FINALIZE_ATTR)
-        if current is not None and (current.get("done") or _alive(current.get("by", ""))):
+        if current is not None and current.get("key") == key and (current.get("done") or _alive(current.get("by", ""))):
             return False
-        study.set_user_attr(FINALIZE_ATTR, {"by": worker_id(), "started": time.time(), "done": False})
+        study.set_user_attr(FINALIZE_ATTR, {"by": worker_id(), "key": key, "started": time.time(), "done": False})
         return True
 
 

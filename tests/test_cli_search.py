@@ -114,7 +114,7 @@ def test_same_command_resumes_and_finishes_at_once(searched, capsys):
         study = load_study(STUDY)
     finally:
         os.chdir(old)
-    assert "nothing to run" in out and "reusing" in out
+    assert "nothing to run" in out and f"study {STUDY} is finalized" in out
     assert len(study.trials) == before == len(_csv(run))
     assert (run / "final" / "final.json").stat().st_mtime_ns == stamp  # no retrain either
 

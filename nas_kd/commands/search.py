@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--objectives", default="accuracy", choices=["accuracy", "accuracy,macs"], help="accuracy (default) or accuracy,macs (Pareto search; no pruning)")
     p.add_argument("--retrain-seeds", type=int, default=3, help="seeds of the final retrain of the winner and the baselines (default 3)")
     p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip training the uniform baseline with modes ce and kd")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; a trial silent for 3 is taken as dead and retried (default 10)")
+    p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher and of the validation split it left out (default 0)")
     p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         baselines=args.baselines,
         device=args.device,
         progress=args.progress,
+        heartbeat=args.heartbeat,
+        teacher_seed=args.teacher_seed,
     )
     result = run_search(opts, log=_log, finish=args.finalize)
     if result["report"] is None:

@@ -1,0 +1,197 @@
+"""Many workers on one study: a real PostgreSQL server, SIGKILL, SIGINT, SQLite kill-and-resume.
+
+Workers are real `python -m nas_kd search` processes on tiny synthetic data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_kd.config import Schedule
+from tests.postgres_server import postgres_bin, postgres_server
+
+needs_pg = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"), reason="PostgreSQL is not installed (.ci/run installs it)")
+
+SPACE = """\
+name: tiny
+block: inverted_residual
+stem: {width: [4, 8], kernel: 3, stride: 1}
+stages:
+  - {stride: 2, depth: [1, 2], width: [8, 16], expand: [1, 3]}
+  - {stride: 2, depth: [1], width: [16, 32], kernel: [3, 5]}
+"""
+TEACHER = Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=512)
+HEARTBEAT = 1  # seconds; the grace period is 3 heartbeats
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from nas_kd.models.teachers import ensure_teacher
+
+    root = tmp_path_factory.mktemp("workers")
+    (root / "tiny.yaml").write_text(SPACE)
+    _, _, path = ensure_teacher("synthetic", "resnet8", TEACHER, preset="test", device=torch.device("cpu"), root=root / "runs" / "teachers", log=lambda *_: None)
+    return root, path
+
+
+def _cmd(teacher: Path, study: str, trials: int, storage: str | None = None, extra=()):
+    cmd = [sys.executable, "-m", "nas_kd", "search", "--dataset", "synthetic", "--teacher", str(teacher), "--space", "tiny.yaml",
+           "--budget", "130k", "--trials", str(trials), "--retrain-seeds", "1", "--no-baselines", "--mode", "kd", "--study", study,
+           "--preset", "quick", "--device", "cpu", "--heartbeat", str(HEARTBEAT), "--no-progress", *extra]
+    if storage:
+        cmd += ["--storage", storage]
+    return cmd
+
+
+def _env():
+    # One thread per worker: three workers share two cores.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _trials(storage: str, study: str):
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def _counted(trials):
+    from nas_kd.study import finished_trials
+
+    return finished_trials(trials)
+
+
+def _wait_for_running(storage: str, study: str, timeout: float = 120) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("feasible") for t in _trials(storage, study)):
+                return
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError("no trial started training in time")
+
+
+@needs_pg
+def test_three_workers_on_postgres_survive_a_sigkill(workdir):
+    from optuna.trial import TrialState
+
+    root, teacher = workdir
+    study = "pg-workers"
+    with postgres_server() as url:
+        # A first worker starts; it is killed with SIGKILL in the middle of a training trial.
+        victim = subprocess.Popen(_cmd(teacher, study, 12, url), cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _wait_for_running(url, study)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+        killed = [t.number for t in _trials(url, study) if t.state == TrialState.RUNNING]
+        assert killed, "the kill left no RUNNING trial to recover"
+
+        workers = [subprocess.Popen(_cmd(teacher, study, 12, url), cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+        outputs = []
+        for w in workers:
+            out, _ = w.communicate(timeout=600)
+            outputs.append(out)
+            assert w.returncode == 0, out[-3000:]
+
+        trials = _trials(url, study)
+        numbers = [t.number for t in trials]
+        assert len(numbers) == len(set(numbers))
+        assert len(_counted(trials)) == 12, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        # The killed trial was failed by a heartbeat check and its parameters retried.
+        for n in killed:
+            assert trials[n].state == TrialState.FAIL
+            assert any(t.system_attrs.get("failed_trial") == n and t.state != TrialState.FAIL for t in trials)
+        # Every worker ran trials; exactly one of them finalised.
+        per_worker = [sum(line.startswith("trial ") for line in out.splitlines()) for out in outputs]
+        assert all(n > 0 for n in per_worker), per_worker
+        assert sum("search: finalizing" in out for out in outputs) == 1, [o[-800:] for o in outputs]
+        report = json.loads((root / "runs" / study / "report.json").read_text())
+        assert report["finished_trials"] == 12 and not report["partial"]
+
+
+def test_sqlite_sigkill_then_same_command_resumes_without_losing_trials(workdir):
+    from optuna.trial import TrialState
+
+    root, teacher = workdir
+    study = "sqlite-kill"
+    storage = f"sqlite:///{root}/runs/{study}/study.db"
+    cmd = _cmd(teacher, study, 6)
+    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # let at least two trials finish, then kill during the next
+        time.sleep(0.5)
+        if not (root / "runs" / study / "study.db").exists():
+            continue
+        try:
+            trials = _trials(storage, study)
+        except Exception:
+            continue
+        if len(_counted(trials)) >= 2 and any(t.state == TrialState.RUNNING for t in trials):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    before = {t.number: (t.state, t.values) for t in _counted(_trials(storage, study))}
+    assert len(before) >= 2
+
+    time.sleep(3 * HEARTBEAT + 1)  # past the grace period: the killed trial is stale
+    again = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    trials = _trials(storage, study)
+    assert len(_counted(trials)) == 6
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    after = {t.number: (t.state, t.values) for t in trials}
+    for number, state_values in before.items():
+        assert after[number] == state_values  # no finished trial lost or changed
+
+
+def test_sigint_marks_the_trial_writes_a_partial_report_and_exits_130(workdir):
+    from optuna.trial import TrialState
+
+    root, teacher = workdir
+    study = "sigint"
+    storage = f"sqlite:///{root}/runs/{study}/study.db"
+    proc = subprocess.Popen(_cmd(teacher, study, 50), cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("feasible") for t in _trials(storage, study)):
+                break
+        except Exception:
+            continue
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "Traceback" not in out
+    trials = _trials(storage, study)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert (root / "runs" / study / "report.md").exists()
+    assert "partial" in (root / "runs" / study / "report.md").read_text().lower()
+
+
+def test_two_processes_on_one_sqlite_study_share_it(workdir):
+    root, teacher = workdir
+    study = "sqlite-two"
+    storage = f"sqlite:///{root}/runs/{study}/study.db"
+    (root / "runs" / study).mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen(_cmd(teacher, study, 6, storage), cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    trials = _trials(storage, study)
+    assert len(_counted(trials)) == 6
+    assert sum("search: finalizing" in out for out in outs) == 1
