@@ -43,17 +43,23 @@ search: setup
 	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
 	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE))
 
+# One worker of a shared study: the same command on every machine/GPU (docs/DISTRIBUTED.md).
 worker: setup
+	@test -n "$(STORAGE)" || { echo "make worker needs STORAGE=postgresql://user@host:port/db (see docs/DISTRIBUTED.md)" >&2; exit 2; }
+	@test -n "$(STUDY)" || { echo "make worker needs STUDY=NAME, the same on every worker" >&2; exit 2; }
 	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
-	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) --storage $(STORAGE) --worker
+	  $(call opt,--trials,$(TRIALS)) --study $(STUDY) --storage $(STORAGE)
 
 finalize: setup
+	@test -n "$(STUDY)" || { echo "make finalize needs STUDY=NAME (see runs/)" >&2; exit 2; }
 	$(BIN)/nas-kd finalize --study $(STUDY) $(call opt,--storage,$(STORAGE))
 
 export: setup
+	@test -n "$(STUDY)" || { echo "make export needs STUDY=NAME (see runs/)" >&2; exit 2; }
 	$(BIN)/nas-kd export --study $(STUDY) $(call opt,--storage,$(STORAGE))
 
 dashboard: setup
+	@test -n "$(STUDY)" || { echo "make dashboard needs STUDY=NAME (see runs/)" >&2; exit 2; }
 	$(BIN)/nas-kd dashboard --study $(STUDY) $(call opt,--storage,$(STORAGE)) --port $(PORT)
 
 bench: setup
