@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from nas_kd.errors import UserError
-from nas_kd.storage import open_storage
+from nas_kd.storage import is_sqlite, normalise_url, open_storage
 from nas_kd.study import (
     CONFIG_ATTR,
     INTERRUPTED,
@@ -120,6 +120,16 @@ def _check_options(opts: SearchOptions) -> None:
         raise UserError(f"--retrain-seeds must be at least 1, got {opts.retrain_seeds}")
     if opts.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
+    if opts.heartbeat < 1:
+        raise UserError(f"--heartbeat must be at least 1 second, got {opts.heartbeat}")
+    if opts.study is not None:
+        run_dir(opts.study)  # UserError for names that are no folder name
+    if opts.storage:
+        # Before any teacher is trained or folder made: a bad URL or an unreachable server
+        # leaves runs/ untouched. A SQLite file is created on first use, so only its URL is checked.
+        if is_sqlite(normalise_url(opts.storage)):
+            return
+        open_storage(opts.storage, heartbeat_interval=None).engine.dispose()
 
 
 def resolve_config(opts: SearchOptions, teacher_meta: dict, teacher_path: Path) -> dict:

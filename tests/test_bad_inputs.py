@@ -142,6 +142,29 @@ CASES = [
     ("uniform-out-of-range", ["distill", "--space", MBV2, "--uniform", "999", "--mode", "ce", *SYN, *FAST], "uniform scale must be 0..35 for mbv2, got 999", None),
     ("student-config-not-json", ["distill", "--student-config", "{}", "--mode", "ce", *SYN, *FAST], "cfg.json", _text("cfg.json", "{not json")),
     ("student-and-space", ["distill", "--student-config", "a.json", "--space", MBV2, *SYN], "not allowed with argument", None),
+    # search: options, storage URLs, mismatched studies
+    *[
+        (f"search-{name}", ["search", *SYN, "--space", MBV2, "--teacher", "resnet8", "--budget", "200k", *opts, *FAST], fragment, None)
+        for name, opts, fragment in [
+            ("trials-0", ["--trials", "0"], "--trials must be at least 1, got 0"),
+            ("retrain-seeds-0", ["--retrain-seeds", "0"], "--retrain-seeds must be at least 1"),
+            ("timeout-negative", ["--timeout=-5"], "--timeout must be positive"),
+            ("heartbeat-0", ["--heartbeat", "0"], "--heartbeat must be at least 1 second"),
+            ("sampler", ["--sampler", "grid"], "invalid choice: 'grid'"),
+            ("objectives", ["--objectives", "speed"], "invalid choice: 'speed'"),
+            ("study-name", ["--study", "../escape"], "invalid study name '../escape'"),
+            ("storage-scheme", ["--storage", "redis://localhost/0"], "unsupported storage URL scheme 'redis'"),
+            ("storage-folder", ["--storage", "sqlite:////no/such/dir/s.db"], "folder '/no/such/dir' does not exist"),
+            ("storage-memory", ["--storage", "sqlite:///:memory:"], "is in memory"),
+            ("storage-unreachable", ["--storage", "postgresql://nobody@127.0.0.1:1/x"], "check that the database server runs"),
+            ("storage-not-url", ["--storage", "runs/study.db"], "invalid storage URL 'runs/study.db'"),
+            ("budget", ["--budget", "2 MACs"], "invalid budget '2 MACs'"),
+            ("mode", ["--mode", "distill-harder"], "distill-harder"),
+        ]
+    ],
+    ("finalize-unknown-study", ["finalize", "--study", "nope"], "no study 'nope'", None),
+    ("export-unknown-study", ["export", "--study", "nope"], "no study 'nope'", None),
+    ("dashboard-unknown-study", ["dashboard", "--study", "nope"], "no study 'nope'", None),
     ("unknown-option", ["cost", "--space", MBV2, "--bugdet", "2M"], "unrecognized arguments: --bugdet 2M", None),
     ("unknown-command", ["serach"], "invalid choice: 'serach'", None),
 ]
