@@ -22,7 +22,9 @@ from pathlib import Path
 
 from bench._report import hardware, write_section
 from nas_kd.config import format_count
+from nas_kd.errors import UserError
 from nas_kd.search import SearchOptions, run_search
+from nas_kd.study import run_dir
 
 __all__ = ["main", "run_one", "table"]
 
@@ -32,8 +34,13 @@ def run_one(budget: str, sampler: str, args, baselines: bool) -> dict:
     study = f"bench{'-reduced' if args.reduced else ''}_{args.dataset}_{budget}_{sampler}"
     opts = SearchOptions(budget=budget, space=args.space, dataset=args.dataset, mode=args.mode, trials=args.trials, study=study, sampler=sampler, preset=args.preset, seed=args.seed, retrain_seeds=args.seeds, baselines=baselines, device=args.device)
     start = time.perf_counter()
-    result = run_search(opts, log=lambda text: print(text, flush=True))
-    report = json.loads(Path(result["report"]["report.json"]).read_text())
+    try:
+        result = run_search(opts, log=lambda text: print(text, flush=True))
+        path = Path(result["report"]["report.json"])
+    except UserError as e:  # e.g. random search found nothing within a tight budget
+        print(f"bench: {e}", flush=True)
+        path = run_dir(study) / "report.json"
+    report = json.loads(path.read_text())
     report["bench_seconds"] = time.perf_counter() - start
     return report
 
@@ -53,9 +60,12 @@ def table(results: list[tuple[str, str, dict]]) -> str:
         w, states = r["winner"], r["trials_by_state"]
         base = baselines.get(budget) or {}
         trained = sum(n for s, n in states.items() if s != "INFEASIBLE")
+        if w is None:
+            rows.append(f"| {budget} | {sampler} | {trained} / {states.get('INFEASIBLE', 0)} | no candidate within budget | - | - | - | - | - | - | {r['bench_seconds']:.0f} |")
+            continue
         rows.append(
             f"| {budget} | {sampler} | {trained} / {states.get('INFEASIBLE', 0)} | {100 * w['search_val_accuracy']:.2f} | "
-            f"{format_count(w['macs'])} | {format_count(w['params'])} | {_acc(w)} | {_acc(base.get('modes', {}).get('ce'))} | "
+            f"{format_count(w['macs'])} | {format_count(w['params'])} | {_acc(w) if 'test_mean' in w else '-'} | {_acc(base.get('modes', {}).get('ce'))} | "
             f"{_acc(base.get('modes', {}).get('kd'))} | {format_count(base['macs']) if base else '-'} | {r['bench_seconds']:.0f} |"
         )
     return head + "\n".join(rows) + "\n"
