@@ -98,7 +98,13 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 10, grace_period:
                     grace_period=int(grace_period or 3 * heartbeat_interval),
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                 )
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            if is_sqlite(url):
+                # Two processes creating the same SQLite schema at once race on alembic's version
+                # row (IntegrityError): create it under the study file's lock.
+                with _file_lock(sqlite_path(url)):
+                    return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            with study_lock(url, "(schema)"):  # N workers starting at once on an empty database
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except optuna.exceptions.StorageInternalError as e:
         cause = e.__cause__ or e.__context__ or e
         first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [cause.__class__.__name__])[0][:200]
@@ -114,18 +120,23 @@ def _lock_key(study_name: str) -> int:
 
 
 @contextlib.contextmanager
+def _file_lock(db_path: Path):
+    """An exclusive flock on ``<db>.lock`` (the file persists; the lock dies with the process)."""
+    with open(db_path.with_name(db_path.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def study_lock(url: str, study_name: str):
     """Hold a lock that every worker of ``study_name`` on ``url`` respects (see module docstring)."""
     url = normalise_url(url)
     if is_sqlite(url):
-        path = sqlite_path(url)
-        lock_path = path.with_name(path.name + ".lock")
-        with open(lock_path, "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with _file_lock(sqlite_path(url)):
+            yield
         return
     import sqlalchemy
 

@@ -70,3 +70,33 @@ def test_postgres_lock_is_exclusive_across_processes():
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
         assert is_heartbeat_enabled(storage) and storage.get_heartbeat_interval() == 1
+
+
+def _open(url, q):
+    try:
+        open_storage(url, heartbeat_interval=1)
+        q.put("ok")
+    except Exception as e:  # pragma: no cover - the failure is the assertion's message
+        q.put(repr(e))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_creating_one_schema_at_once(backend, tmp_path):
+    if backend == "postgresql" and postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed")
+    ctx = mp.get_context("spawn")
+
+    def race(url):
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_open, args=(url, q)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert sorted(q.get(timeout=5) for _ in procs) == ["ok"] * 4
+
+    if backend == "sqlite":
+        race(f"sqlite:///{tmp_path}/study.db")
+    else:
+        with postgres_server() as url:
+            race(url)

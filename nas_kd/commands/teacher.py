@@ -27,7 +27,7 @@ def run(args) -> int:
     from nas_kd.device import resolve_device
     from nas_kd.models.teachers import ensure_teacher, parse_arch
 
-    info = dataset_info(args.dataset, args.data_dir)  # bad names fail before anything else
+    dataset_info(args.dataset, args.data_dir)  # bad names fail before anything else
     parse_arch(args.arch)
     preset = get_preset(args.preset)
     schedule = preset.teacher.replace(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
