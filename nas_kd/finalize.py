@@ -52,7 +52,7 @@ def load_configured_teacher(config: dict, device: torch.device, log: Callable[[s
     if path.is_file() and digest(path) == want:
         model, _ = load_teacher(path, dataset_info(config["dataset"], config["data_dir"]), device)
         return model
-    model, _, path = resolve_teacher(config["teacher"]["spec"], config["dataset"], Schedule(**config["schedules"]["teacher"]), preset=config["preset"], seed=0, device=device, data_dir=config["data_dir"], reconstruction=config["teacher"]["reconstruction"], log=log)
+    model, _, path = resolve_teacher(config["teacher"]["spec"], config["dataset"], Schedule(**config["schedules"]["teacher"]), preset=config["preset"], seed=config.get("split_seed", 0), device=device, data_dir=config["data_dir"], reconstruction=config["teacher"]["reconstruction"], log=log)
     if digest(path) != want:
         raise UserError(f"the teacher at {path} is not the one study '{config['study']}' was searched with (SHA-256 differs): restore {config['teacher']['path']}")
     return model

@@ -228,7 +228,7 @@ class Objective:
             from nas_kd.train import make_loaders
 
             self._splits = load_splits(self.config["dataset"], self.config["data_dir"], seed=self.config.get("split_seed", 0), train_subset=self.schedule.train_subset)
-            self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.config["seed"])
+            self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.config["seed"], crop=self.schedule.crop)
         return self._splits, self._loaders
 
     def _values(self, accuracy: float, macs: int):

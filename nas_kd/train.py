@@ -66,12 +66,14 @@ def make_loaders(
     batch_size: int,
     device: torch.device,
     seed: int,
+    crop: bool = True,
     eval_batch_size: int = 1024,
 ) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
-    """(train, val, test) loaders on ``device`` with the dataset's augmentation rules."""
+    """(train, val, test) loaders on ``device`` with the dataset's augmentation rules
+    (``crop=False``: no random crop; see `Schedule.crop`)."""
     fmt = memory_format(device)
     common = dict(device=device, mean=splits.mean, std=splits.std, memory_format=fmt)
-    train = DeviceLoader(splits.train, batch_size=batch_size, train=True, seed=seed, flip=splits.info.flip, **common)
+    train = DeviceLoader(splits.train, batch_size=batch_size, train=True, seed=seed, flip=splits.info.flip, pad=None if crop else 0, **common)
     val = DeviceLoader(splits.val, batch_size=eval_batch_size, train=False, **common)
     test = DeviceLoader(splits.test, batch_size=eval_batch_size, train=False, **common)
     return train, val, test

@@ -101,7 +101,7 @@ def train(
         for p in teacher.parameters():
             p.requires_grad_(False)
     seed_everything(seed)
-    train_dl, val_dl, test_dl = loaders or make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=seed)
+    train_dl, val_dl, test_dl = loaders or make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=seed, crop=schedule.crop)
     step = build_step(student, teacher, mode, schedule, input_shape=splits.info.input_shape, num_classes=splits.info.num_classes, steps_per_epoch=len(train_dl), device=device)
     # The student's adversarial terms switch on after this many steps (discriminators learn from step 0).
     adversarial_from = int(mode.adv_warmup * schedule.epochs * len(train_dl))

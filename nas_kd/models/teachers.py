@@ -312,7 +312,7 @@ def train_teacher(
 
     seed_everything(seed)
     model.to(device, memory_format=memory_format(device)).train()
-    train_dl, val_dl, test_dl = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=seed)
+    train_dl, val_dl, test_dl = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=seed, crop=schedule.crop)
     opt = build_optimizer(model.named_parameters(), schedule)
     sched = build_scheduler(opt, schedule, len(train_dl))
     decoder = getattr(model, "decoder", None)
