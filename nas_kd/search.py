@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from optuna.pruners import BasePruner
 
 from nas_kd.errors import UserError
 from nas_kd.storage import is_sqlite, normalise_url, open_storage
@@ -85,6 +86,26 @@ class SearchOptions:
     progress: bool | None = None
     heartbeat: int = 10  # seconds; see nas_kd.storage
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
+
+
+class TrainedMedianPruner(BasePruner):
+    """Optuna's MedianPruner, with startup counted in *trained* candidates.
+
+    MedianPruner waits for ``n_startup_trials`` COMPLETE trials, but an over-budget candidate
+    is COMPLETE too (untrained, no intermediate values): with many rejections, pruning started
+    after a single trained candidate and then pruned nearly every other one."""
+
+    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 1):
+        import optuna
+
+        self.n_startup_trials = n_startup_trials
+        self._median = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=n_warmup_steps)
+
+    def prune(self, study, trial) -> bool:
+        from optuna.trial import TrialState
+
+        trained = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("feasible")]
+        return len(trained) >= self.n_startup_trials and self._median.prune(study, trial)
 
 
 def parse_objectives(text: str) -> list[str]:
@@ -331,7 +352,7 @@ def _open_study(config: dict, multi: bool, log: Callable[[str], None]):
         log("search: two objectives, so no pruning (Optuna prunes single-objective studies only)")
     else:
         # Candidates train only a few epochs: prune after the first, once 5 trials set the median.
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        pruner = TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1)
         if get_preset(config["preset"]).brief.epochs < 2:
             log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
     directions = ["maximize", "minimize"] if multi else ["maximize"]

@@ -158,3 +158,31 @@ def test_no_candidate_within_budget_leaves_a_partial_report_and_one_line(setup, 
     assert code == 2 and "no candidate within budget" in err and err.count("\n") == 1 and calls == []
     report = json.loads(open("runs/mini/report.json").read())
     assert report["partial"] and report["winner"] is None and report["trials_by_state"] == {"INFEASIBLE": 2}
+
+
+def test_pruning_waits_for_five_trained_candidates_not_rejections():
+    import optuna
+
+    from nas_kd.search import TrainedMedianPruner
+
+    study = optuna.create_study(direction="maximize", pruner=TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1))
+    for _ in range(10):  # over-budget rejections: COMPLETE, untrained, no intermediate values
+        t = study.ask()
+        t.set_user_attr("feasible", False)
+        study.tell(t, 0.0)
+    good = study.ask()
+    good.set_user_attr("feasible", True)
+    good.report(0.9, 1)
+    study.tell(good, 0.9)
+    weak = study.ask()
+    weak.report(0.1, 1)
+    assert not weak.should_prune()  # plain MedianPruner would prune here: 11 COMPLETE trials
+    study.tell(weak, state=optuna.trial.TrialState.PRUNED)
+    for v in (0.8, 0.7, 0.85, 0.75):
+        t = study.ask()
+        t.set_user_attr("feasible", True)
+        t.report(v, 1)
+        study.tell(t, v)
+    late = study.ask()
+    late.report(0.1, 1)
+    assert late.should_prune()  # five trained candidates now set the median
