@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from nas_kd.errors import EXIT_USAGE, UserError
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A Ctrl-C that lands inside a database call makes SQLAlchemy's pool log the interrupted
+    # connection reset with a traceback; the CLI already reports the interrupt in one line.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -120,18 +119,13 @@ def space_from_config(config: dict):
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Atomic write (temp file + rename): an interrupted run never leaves half a JSON file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from nas_kd.files import atomic_write
+
+    def dump(f) -> None:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+
+    return atomic_write(path, dump, binary=False)
 
 
 def is_feasible(trial) -> bool:

@@ -18,17 +18,10 @@ import torch
 
 from nas_kd.config import Schedule
 from tests.postgres_server import postgres_bin, postgres_server
+from tests.test_cli_search import TINY_SPACE as SPACE  # the same tiny space as the CLI search test
 
 needs_pg = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"), reason="PostgreSQL is not installed (.ci/run installs it)")
 
-SPACE = """\
-name: tiny
-block: inverted_residual
-stem: {width: [4, 8], kernel: 3, stride: 1}
-stages:
-  - {stride: 2, depth: [1, 2], width: [8, 16], expand: [1, 3]}
-  - {stride: 2, depth: [1], width: [16, 32], kernel: [3, 5]}
-"""
 TEACHER = Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=512)
 HEARTBEAT = 1  # seconds; the grace period is 3 heartbeats
 
@@ -176,7 +169,7 @@ def test_sigint_marks_the_trial_writes_a_partial_report_and_exits_130(workdir):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:]
-    assert "Traceback" not in out
+    assert "Traceback" not in out, out[-3000:]
     trials = _trials(storage, study)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert (root / "runs" / study / "report.md").exists()

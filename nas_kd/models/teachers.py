@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 import warnings
 import zipfile
@@ -358,23 +357,10 @@ def teacher_key(dataset: str, arch: str, schedule: Schedule, seed: int, reconstr
 
 def save_teacher(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
     """Atomically write ``{"format", "state_dict", "meta"}``: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from nas_kd.files import atomic_write
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache should follow the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f))
 
 
 def teacher_meta(info: DatasetInfo, arch: str, schedule: Schedule, seed: int, reconstruction: bool, metrics: dict, preset: str) -> dict:
