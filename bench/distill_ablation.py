@@ -46,7 +46,7 @@ from nas_kd.train import make_loaders
 SPACE = "search_spaces/mbv2.yaml"
 TARGETS = {"small": 0.5e6, "large": 3e6}  # MACs
 CPU_NOTE = (
-    "**CPU-reduced run** (2 cores shared with other jobs): tens of optimisation steps per student, so "
+    "**CPU-reduced run** (2-core CPU; see the load note in the hardware line): tens of optimisation steps per student, so "
     "differences of several points are noise. The GPU table (standard preset, 3 seeds, every mode) is owed."
 )
 
