@@ -554,12 +554,3 @@ class DeviceLoader:
             xb = torch.where(mask[:, None, None, None], xb.flip(3), xb)
         return xb
 
-
-def digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file (teacher fingerprints)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-

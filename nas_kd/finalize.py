@@ -44,7 +44,8 @@ def load_configured_teacher(config: dict, device: torch.device, log: Callable[[s
     """The teacher the study was searched with: its recorded file if its SHA-256 still matches,
     else the registry teacher again (cache or retrain) - refused if the fingerprint differs."""
     from nas_kd.config import Schedule
-    from nas_kd.data import dataset_info, digest
+    from nas_kd.data import dataset_info
+    from nas_kd.files import digest
     from nas_kd.models.teachers import load_teacher, resolve_teacher
 
     want = config["teacher"]["sha256"]

@@ -158,7 +158,8 @@ def resolve_config(opts: SearchOptions, teacher_meta: dict, teacher_path: Path) 
     ``config.json`` holds and what ``finalize`` needs to run later from the study alone."""
     import nas_kd
     from nas_kd.config import get_preset, parse_budget
-    from nas_kd.data import dataset_info, digest
+    from nas_kd.data import dataset_info
+    from nas_kd.files import digest
     from nas_kd.space import SearchSpace
 
     budget = parse_budget(opts.budget)
@@ -168,6 +169,7 @@ def resolve_config(opts: SearchOptions, teacher_meta: dict, teacher_path: Path) 
     preset = get_preset(opts.preset)
     study = opts.study or default_study_name(info.name, space.name, budget.slug())
     trials = opts.trials if opts.trials is not None or opts.timeout is not None else preset.trials
+    teacher_sha256 = digest(teacher_path)  # one read of the checkpoint, used twice below
 
     return {
         "study": study,
@@ -191,9 +193,9 @@ def resolve_config(opts: SearchOptions, teacher_meta: dict, teacher_path: Path) 
             "reconstruction": bool(teacher_meta.get("reconstruction")),
             "test_accuracy": teacher_meta.get("test_accuracy"),
             "val_accuracy": teacher_meta.get("val_accuracy"),
-            "sha256": digest(teacher_path),
+            "sha256": teacher_sha256,
         },
-        "teacher_sha256": digest(teacher_path),
+        "teacher_sha256": teacher_sha256,
         "trials": trials,
         "timeout": opts.timeout,
         "sampler": opts.sampler,

@@ -172,6 +172,10 @@ class _TorchvisionResNet(StagedNet):
         self.stage_channels, self.num_classes = tuple(chans), num_classes
 
 
+def _no_stage_maps():
+    raise UserError("this teacher exposes no stage feature maps: use a logit-only mode (kd, xu) or a registry teacher (resnet20, wrn-16-4, tv:resnet18)")
+
+
 class _LogitsOnly(nn.Module):
     """A model whose internals nas-kd cannot tap: logits only."""
 
@@ -185,7 +189,7 @@ class _LogitsOnly(nn.Module):
         return self.net(x.expand(-1, self.repeat, -1, -1) if self.repeat > x.shape[1] else x)
 
     def forward_stages(self, x):
-        raise UserError("this teacher exposes no stage feature maps: use a logit-only mode (kd, xu) or a registry teacher (resnet20, wrn-16-4, tv:resnet18)")
+        _no_stage_maps()
 
 
 def _torchvision_teacher(name: str, in_channels: int, num_classes: int) -> nn.Module:
@@ -222,7 +226,7 @@ class ScriptedTeacher(nn.Module):
 
     def forward_stages(self, x):
         if not self.has_stages:
-            return _LogitsOnly.forward_stages(self, x)
+            _no_stage_maps()
         maps, logits = self.module.forward_stages(x)
         return list(maps), logits
 
