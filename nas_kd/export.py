@@ -106,22 +106,23 @@ def export_study(study_name: str, storage: str | None = None, *, log: Callable[[
     """Export a finalized study's winner to ``runs/<study>/export/``."""
     from nas_kd.finalize import FINAL_DIR
     from nas_kd.models.student import StudentConfig, build_student
-    from nas_kd.study import load_study, run_dir, study_config
+    from nas_kd.plan import plan_of
+    from nas_kd.study import load_study, run_dir
 
-    config = study_config(load_study(study_name, storage))
+    plan = plan_of(load_study(study_name, storage))
     final_dir = run_dir(study_name) / FINAL_DIR
     if not (final_dir / "final.json").is_file() or not (final_dir / "winner.pt").is_file():
         raise UserError(f"study '{study_name}' has no retrained winner in {final_dir}: run 'nas-kd finalize --study {study_name}' first")
     final = json.loads((final_dir / "final.json").read_text())
     cfg = StudentConfig.from_dict(final["winner"]["config"])
-    model = build_student(cfg, config["input_shape"][0], config["num_classes"])
+    model = build_student(cfg, plan.input_shape[0], plan.num_classes)
     model.load_state_dict(torch.load(final_dir / "winner.pt", map_location="cpu", weights_only=True))
     arch = {
         "student": cfg.to_dict(),
-        "in_channels": config["input_shape"][0],
-        "input_shape": config["input_shape"],
-        "num_classes": config["num_classes"],
-        "dataset": config["dataset"],
+        "in_channels": plan.input_shape[0],
+        "input_shape": list(plan.input_shape),
+        "num_classes": plan.num_classes,
+        "dataset": plan.dataset,
         "normalisation": final["normalisation"],
         "macs": final["winner"]["macs"],
         "params": final["winner"]["params"],

@@ -14,7 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 from nas_kd.config import format_count
-from nas_kd.study import finished_trials, is_feasible, run_dir, study_config, write_json
+from nas_kd.plan import plan_of
+from nas_kd.stats import PairedDifference
+from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_json
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
@@ -91,7 +93,15 @@ def _pct(x: float | None) -> str:
 
 
 def _mean_std(s: dict) -> str:
+    if s.get("test_std") is None:
+        return f"{100 * s['test_mean']:.2f}% (one seed)"
     return f"{100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f}%"
+
+
+def _interval(d: dict) -> str:
+    if d["low"] is None:
+        return "one seed: no interval"
+    return f"{100 * d['low']:+.2f} to {100 * d['high']:+.2f}"
 
 
 def build_report(study, final: dict | None, partial: bool) -> dict:
@@ -99,34 +109,41 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
     from nas_kd.cost import thop_macs
     from nas_kd.finalize import pick_winner
     from nas_kd.models.student import StudentConfig
+    from nas_kd.verdict import verdict_sentence
 
-    config = study_config(study)
+    plan = plan_of(study)
+    trials = study.get_trials(deepcopy=False)
     rows = trial_rows(study)
     winner = pick_winner(study)
+    counts = trial_counts(trials)
     report = {
         "study": study.study_name,
         "partial": partial,
-        "budget": config["budget"],
-        "space": {"name": config["space"], "path": config["space_path"], "size": config["space_size"]},
-        "dataset": config["dataset"],
-        "teacher": {k: config["teacher"][k] for k in ("arch", "path", "sha256", "test_accuracy")},
-        "mode": config["mode"],
-        "preset": config["preset"],
-        "schedules": config["schedules"],
-        "sampler": config["sampler"],
-        "objectives": config["objectives"],
+        "budget": {"text": plan.budget.text, "macs": plan.budget.macs, "params": plan.budget.params, "describe": plan.budget.describe()},
+        "space": {"name": plan.space.name, "path": plan.space_path, "size": plan.space.size()},
+        "dataset": plan.dataset,
+        "teacher": {"arch": plan.teacher.arch, "path": plan.teacher.path, "sha256": plan.teacher.sha256, "test_accuracy": plan.teacher.test_accuracy},
+        "mode": plan.mode.describe(),
+        "preset": plan.preset.name,
+        "schedules": plan.preset.to_dict(),
+        "sampler": plan.sampler,
+        "objectives": list(plan.objectives),
+        "seeds": {"search": plan.seeds.search, "split": plan.seeds.split, "retrain": list(plan.seeds.retrain)},
+        "requested_trials": plan.trials,
+        "trial_counts": {**counts.__dict__, "finished": counts.finished},
         "trials_by_state": dict(Counter(r["state"] for r in rows)),
-        "finished_trials": len(finished_trials(study.get_trials(deepcopy=False))),  # what --trials counts
+        "cut_short": cut_short(study, plan.trials),
         "search_wall_seconds": study.user_attrs.get("search_wall_seconds"),
         "trial_seconds": sum(r["duration_seconds"] or 0.0 for r in rows),
-        "command": config["command"],
+        "command": plan.command(),
         "winner": None,
         "baselines": None,
+        "comparisons": None,
+        "verdict": None,
         "trials": rows,
     }
     if winner is not None:
         cfg = StudentConfig.from_json(winner.user_attrs["config"])
-        shape, k = tuple(config["input_shape"]), config["num_classes"]
         report["winner"] = {
             "trial": winner.number,
             "config": cfg.to_dict(),
@@ -134,30 +151,41 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
             "search_val_accuracy": winner.values[0],
             "macs": winner.user_attrs["macs"],
             "params": winner.user_attrs["params"],
-            "thop_macs": thop_macs(cfg, shape, k),
+            "thop_macs": thop_macs(cfg, plan.input_shape, plan.num_classes),
         }
     if final is not None and not partial:
         w = final["winner"]
-        report["winner"].update({"test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"]})
+        report["winner"].update({"test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"], "mode": w["mode"]})
         report["baselines"] = final["baselines"]
+        report["comparisons"] = final.get("comparisons")
         report["final_schedule"] = final["schedule"]
+        comparisons = {m: PairedDifference(tuple(d["seeds"]), tuple(d["differences"]), d["mean"], d["low"], d["high"], d["confidence"]) for m, d in (final.get("comparisons") or {}).items()}
+        report["verdict"] = verdict_sentence(report["winner"], final["baselines"], comparisons, report["cut_short"])
     return report
 
 
 def _markdown(r: dict) -> str:
     b, t = r["budget"], r["teacher"]
     title = f"# nas-kd report: {r['study']}" + (" (partial: search unfinished, no final retrain)" if r["partial"] else "")
-    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["trials_by_state"].items()))
+    c = r["trial_counts"]
     wall = r["search_wall_seconds"]
-    lines = [
-        title,
-        "",
+    asked = f"{r['requested_trials']} requested" if r["requested_trials"] is not None else "bounded by --timeout"
+    trials = f"{c['finished']} finished of {asked}: {c['trained']} trained, {c['pruned']} pruned, {c['failed']} failed; {c['rejected']} rejected over budget (never trained)"
+    if c["abandoned"]:
+        trials += f"; {c['abandoned']} abandoned (Ctrl-C or a dead worker)"
+    lines = [title, ""]
+    if r["verdict"]:
+        lines += [f"**Verdict.** {r['verdict']}", ""]
+    if r["cut_short"]:
+        lines += [f"**The search was cut short**: {r['cut_short']}.", ""]
+    lines += [
         f"- **Budget**: {b['describe']} (`{b['text']}`)",
         f"- **Space**: {r['space']['name']} (`{r['space']['path']}`, {r['space']['size']:,} students)",
         f"- **Dataset**: {r['dataset']}",
         f"- **Teacher**: {t['arch']}, test accuracy {_pct(t['test_accuracy'])} (`{t['path']}`, sha256 {t['sha256'][:12]})",
-        f"- **Search**: preset {r['preset']}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}; "
-        f"trials: {states}" + (f"; wall time {wall:.0f} s (summed over sessions)" if wall is not None else ""),
+        f"- **Search**: preset {r['preset']}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}, seed {r['seeds']['search']}"
+        + (f"; wall time {wall:.0f} s (summed over sessions)" if wall is not None else ""),
+        f"- **Trials**: {trials}",
     ]
     w = r["winner"]
     if w is None:
@@ -181,16 +209,28 @@ def _markdown(r: dict) -> str:
             lines.append(f"| **test accuracy**, full schedule, {len(runs)} seed(s), mode {w['retrain_mode']} | **{_mean_std(w)}** |")
     base = r["baselines"]
     if base:
+        seeds = [run["seed"] for run in w["retrain_runs"]]
         lines += [
             "",
-            "## Against the uniform baseline (same budget, same full schedule and seeds)",
+            "## Against the uniform baseline (same budget, full schedule, retrain seeds and mode)",
             "",
-            "| student | MACs | params | mode | test accuracy (mean ± std) |",
-            "| --- | --- | --- | --- | --- |",
-            f"| searched (trial {w['trial']}) | {format_count(w['macs'])} | {format_count(w['params'])} | {w['retrain_mode']} | {_mean_std(w)} |",
+            f"Retrain seeds {', '.join(map(str, seeds))} (the search used seed {r['seeds']['search']}); test accuracy per seed, %:",
+            "",
+            "| student | MACs | params | mode | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
+            "| --- | --- | --- | --- | " + " | ".join("---" for _ in seeds) + " | --- |",
         ]
+
+        def row(name: str, macs: int, params: int, mode: str, summary: dict) -> str:
+            acc = {run["seed"]: run["test_accuracy"] for run in summary["runs"]}
+            return f"| {name} | {format_count(macs)} | {format_count(params)} | {mode} | " + " | ".join(f"{100 * acc[s]:.2f}" if s in acc else "-" for s in seeds) + f" | {_mean_std(summary)} |"
+
+        lines.append(row(f"searched (trial {w['trial']})", w["macs"], w["params"], w["retrain_mode"], {"runs": w["retrain_runs"], "test_mean": w["test_mean"], "test_std": w["test_std"]}))
         for mode, s in base["modes"].items():
-            lines.append(f"| uniform `{base['describe']}` | {format_count(base['macs'])} | {format_count(base['params'])} | {mode} | {_mean_std(s)} |")
+            lines.append(row(f"uniform `{base['describe']}`", base["macs"], base["params"], mode, s))
+        if r["comparisons"]:
+            lines += ["", "| searched - baseline | paired seeds | mean difference (points) | 95% t-interval | |", "| --- | --- | --- | --- | --- |"]
+            for mode, d in r["comparisons"].items():
+                lines.append(f"| baseline in mode {mode} | {d['n']} | {100 * d['mean']:+.2f} | {_interval(d)} | {d['direction']} |")
     lines += ["", "## Reproduce", "", "```", r["command"], "```", "", "Files: `trials.csv` (every trial), `pareto.png`, `report.json`, `export/` (after the final retrain)."]
     return "\n".join(lines) + "\n"
 

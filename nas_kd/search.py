@@ -10,33 +10,35 @@ stopped is in docs/SEARCH.md.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import platform
-import shlex
+import json
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from optuna.pruners import BasePruner
 
 from nas_kd.errors import UserError
-from nas_kd.storage import is_sqlite, normalise_url, open_storage
+from nas_kd.plan import (
+    OBJECTIVES,
+    PLAN_ATTR,
+    SAMPLERS,
+    SearchOptions,
+    SearchPlan,
+    build_plan,
+    parse_objectives,
+    plan_of,
+)
+from nas_kd.storage import open_storage
 from nas_kd.study import (
-    CONFIG_ATTR,
     INTERRUPTED,
+    STOP_ATTR,
     check_settings,
-    default_storage,
-    default_study_name,
     finished_trials,
     is_feasible,
-    run_dir,
-    settings_of,
-    space_from_config,
+    trial_counts,
     write_json,
 )
 from nas_kd.train import NonFiniteLossError
@@ -47,45 +49,16 @@ __all__ = [
     "SAMPLERS",
     "OBJECTIVES",
     "run_search",
-    "resolve_config",
+    "finish_study",
     "make_sampler",
     "parse_objectives",
     "failure_types",
     "trial_line",
 ]
 
-SAMPLERS = ("tpe", "nsga2", "random")
-OBJECTIVES = ("accuracy", "accuracy,macs")
 # Stop a session once this many over-budget candidates per wanted trial were rejected: a budget
 # almost nothing fits would otherwise fill the study with rejections.
 REJECTIONS_PER_TRIAL = 50
-
-
-@dataclass
-class SearchOptions:
-    """Everything `nas-kd search` accepts; None means "the documented default"."""
-
-    budget: str = "2M"
-    space: str = "search_spaces/mbv2.yaml"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    teacher: str = "resnet20"
-    teacher_recon: bool = False
-    mode: str = "full"
-    trials: int | None = None
-    timeout: float | None = None
-    study: str | None = None
-    storage: str | None = None
-    sampler: str = "tpe"
-    objectives: str = "accuracy"
-    preset: str | None = None
-    seed: int = 0
-    retrain_seeds: int = 3
-    baselines: bool = True
-    device: str = "auto"
-    progress: bool | None = None
-    heartbeat: int = 10  # seconds; see nas_kd.storage
-    teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
 
 
 class TrainedMedianPruner(BasePruner):
@@ -108,13 +81,6 @@ class TrainedMedianPruner(BasePruner):
         return len(trained) >= self.n_startup_trials and self._median.prune(study, trial)
 
 
-def parse_objectives(text: str) -> list[str]:
-    names = [p.strip() for p in str(text).split(",") if p.strip()]
-    if ",".join(names) not in OBJECTIVES:
-        raise UserError(f"invalid --objectives '{text}': use {' or '.join(OBJECTIVES)}")
-    return names
-
-
 def make_sampler(name: str, seed: int, multi: bool):
     import optuna
 
@@ -132,116 +98,14 @@ def failure_types() -> tuple[type[Exception], ...]:
     return (NonFiniteLossError, torch.cuda.OutOfMemoryError)
 
 
-def _check_options(opts: SearchOptions) -> None:
-    if opts.trials is not None and opts.trials < 1:
-        raise UserError(f"--trials must be at least 1, got {opts.trials}")
-    if opts.timeout is not None and not opts.timeout > 0:
-        raise UserError(f"--timeout must be positive seconds, got {opts.timeout}")
-    if opts.retrain_seeds < 1:
-        raise UserError(f"--retrain-seeds must be at least 1, got {opts.retrain_seeds}")
-    if opts.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
-    if opts.heartbeat < 1:
-        raise UserError(f"--heartbeat must be at least 1 second, got {opts.heartbeat}")
-    if opts.study is not None:
-        run_dir(opts.study)  # UserError for names that are no folder name
-    if opts.storage:
-        # Before any teacher is trained or folder made: a bad URL or an unreachable server
-        # leaves runs/ untouched. A SQLite file is created on first use, so only its URL is checked.
-        if is_sqlite(normalise_url(opts.storage)):
-            return
-        open_storage(opts.storage, heartbeat_interval=None).engine.dispose()
-
-
-def resolve_config(opts: SearchOptions, teacher_meta: dict, teacher_path: Path) -> dict:
-    """Every resolved option, the preset's schedules and the teacher's fingerprint: what
-    ``config.json`` holds and what ``finalize`` needs to run later from the study alone."""
-    import nas_kd
-    from nas_kd.config import get_preset, parse_budget
-    from nas_kd.data import dataset_info
-    from nas_kd.files import digest
-    from nas_kd.space import SearchSpace
-
-    budget = parse_budget(opts.budget)
-    space_text = Path(opts.space).read_text()
-    space = SearchSpace.load(opts.space)
-    info = dataset_info(opts.dataset, opts.data_dir)
-    preset = get_preset(opts.preset)
-    study = opts.study or default_study_name(info.name, space.name, budget.slug())
-    trials = opts.trials if opts.trials is not None or opts.timeout is not None else preset.trials
-    teacher_sha256 = digest(teacher_path)  # one read of the checkpoint, used twice below
-
-    return {
-        "study": study,
-        "storage": opts.storage or default_storage(study),
-        "run_dir": str(run_dir(study)),
-        "dataset": info.name,
-        "data_dir": opts.data_dir,
-        "input_shape": list(info.input_shape),
-        "num_classes": info.num_classes,
-        "space": space.name,
-        "space_path": str(opts.space),
-        "space_sha256": hashlib.sha256(space_text.encode()).hexdigest(),
-        "space_yaml": space_text,
-        "space_size": space.size(),
-        "budget": {"text": budget.text, "macs": budget.macs, "params": budget.params, "describe": budget.describe()},
-        "mode": opts.mode,
-        "teacher": {
-            "spec": opts.teacher,
-            "path": str(teacher_path),
-            "arch": teacher_meta.get("arch"),
-            "reconstruction": bool(teacher_meta.get("reconstruction")),
-            "test_accuracy": teacher_meta.get("test_accuracy"),
-            "val_accuracy": teacher_meta.get("val_accuracy"),
-            "sha256": teacher_sha256,
-        },
-        "teacher_sha256": teacher_sha256,
-        "trials": trials,
-        "timeout": opts.timeout,
-        "sampler": opts.sampler,
-        "objectives": parse_objectives(opts.objectives),
-        "preset": preset.name,
-        "schedules": preset.to_dict(),
-        "seed": opts.seed,
-        # The validation split is the teacher's: carving it with any other seed would validate
-        # candidates on examples the teacher was trained on.
-        "split_seed": int(teacher_meta.get("seed", opts.teacher_seed)),
-        "heartbeat": opts.heartbeat,
-        "retrain_seeds": opts.retrain_seeds,
-        "baselines": opts.baselines,
-        "device": opts.device,
-        "command": _command_for(dataclasses.replace(opts, preset=preset.name, trials=trials), study),
-        "versions": {"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
-    }
-
-
-def _command_for(opts: SearchOptions, study: str) -> str:
-    """The CLI line that reproduces ``opts``, preset and trial count spelt out (a GPU machine would
-    otherwise pick another preset)."""
-    parts = ["nas-kd", "search", "--budget", opts.budget, "--space", opts.space, "--dataset", opts.dataset]
-    parts += ["--teacher", opts.teacher, "--mode", opts.mode, "--sampler", opts.sampler, "--objectives", opts.objectives]
-    parts += ["--study", study, "--seed", str(opts.seed), "--retrain-seeds", str(opts.retrain_seeds)]
-    for flag, value in (("--preset", opts.preset), ("--trials", opts.trials), ("--timeout", opts.timeout), ("--storage", opts.storage), ("--data-dir", opts.data_dir)):
-        if value is not None:
-            parts += [flag, str(value)]
-    if not opts.baselines:
-        parts.append("--no-baselines")
-    return shlex.join(parts)
-
-
 class Objective:
     """Optuna objective: cost, reject or distil one candidate (see module docstring)."""
 
-    def __init__(self, config: dict, *, teacher, device: torch.device, multi: bool, prune: bool):
-        from nas_kd.config import Schedule, parse_budget
-
-        self.config = config
-        self.space = space_from_config(config)
-        self.budget = parse_budget(config["budget"]["text"])
-        self.shape = tuple(config["input_shape"])
-        self.num_classes = config["num_classes"]
-        self.schedule = Schedule(**config["schedules"]["brief"])
-        self.teacher, self.device, self.multi, self.prune = teacher, device, multi, prune
+    def __init__(self, plan: SearchPlan, *, teacher, device: torch.device, prune: bool):
+        self.plan, self.space, self.budget = plan, plan.space, plan.budget
+        self.shape, self.num_classes = plan.input_shape, plan.num_classes
+        self.schedule, self.mode, self.multi = plan.brief, plan.mode, plan.multi
+        self.teacher, self.device, self.prune = teacher, device, prune
         self._splits = self._loaders = None
 
     def data(self):
@@ -250,8 +114,8 @@ class Objective:
             from nas_kd.data import load_splits
             from nas_kd.train import make_loaders
 
-            self._splits = load_splits(self.config["dataset"], self.config["data_dir"], seed=self.config.get("split_seed", 0), train_subset=self.schedule.train_subset)
-            self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.config["seed"], crop=self.schedule.crop)
+            self._splits = load_splits(self.plan.dataset, self.plan.data_dir, seed=self.plan.seeds.split, train_subset=self.schedule.train_subset)
+            self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.plan.seeds.search, crop=self.schedule.crop)
         return self._splits, self._loaders
 
     def _values(self, accuracy: float, macs: int):
@@ -285,8 +149,9 @@ class Objective:
             return self._values(0.0, cost.macs)
 
         splits, loaders = self.data()
-        loaders[0].generator.manual_seed(self.config["seed"])  # every candidate sees the same batch order
-        torch.manual_seed(self.config["seed"])  # every candidate starts from the same seed
+        seed = self.plan.seeds.search
+        loaders[0].generator.manual_seed(seed)  # every candidate sees the same batch order
+        torch.manual_seed(seed)  # every candidate starts from the same seed
         student = build_student(cfg, self.shape[0], self.num_classes)
         history: list[float] = []
 
@@ -300,7 +165,7 @@ class Objective:
                 raise optuna.TrialPruned(f"epoch {epoch}: validation accuracy {accuracy:.4f}")
 
         try:
-            metrics = train(student, self.teacher, splits, self.schedule, self.config["mode"], device=self.device, seed=self.config["seed"], epoch_callback=on_epoch, show_progress=False, loaders=loaders)
+            metrics = train(student, self.teacher, splits, self.schedule, self.mode, device=self.device, seed=seed, epoch_callback=on_epoch, show_progress=False, loaders=loaders)
         except failure_types() as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
             if self.device.type == "cuda":
@@ -332,92 +197,70 @@ def trial_line(t) -> str:
     return text
 
 
-def _open_study(config: dict, multi: bool, log: Callable[[str], None]):
+def _open_study(plan: SearchPlan, log: Callable[[str], None]):
     import optuna
 
-    from nas_kd.config import get_preset
-
-    Path(config["run_dir"]).mkdir(parents=True, exist_ok=True)
-    name = config["study"]
-    storage = open_storage(config["storage"], heartbeat_interval=config.get("heartbeat", 10))
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(plan.storage, heartbeat_interval=plan.heartbeat)
     try:
-        existing = optuna.load_study(study_name=name, storage=storage)
+        existing = optuna.load_study(study_name=plan.study, storage=storage)
     except KeyError:
         existing = None
-    if existing is not None:
-        check_settings(settings_of(existing.user_attrs.get(CONFIG_ATTR) or {}), settings_of(config), name)
+    if existing is not None and PLAN_ATTR in existing.user_attrs:
+        check_settings(plan_of(existing).settings(), plan.settings(), plan.study)
     previous = len(existing.trials) if existing is not None else 0
     # A resumed session must not replay the first session's random draws: offset the seed.
-    sampler = make_sampler(config["sampler"], config["seed"] + previous, multi)
-    if multi:
+    sampler = make_sampler(plan.sampler, plan.seeds.search + previous, plan.multi)
+    if plan.multi:
         pruner = optuna.pruners.NopPruner()
         log("search: two objectives, so no pruning (Optuna prunes single-objective studies only)")
     else:
         # Candidates train only a few epochs: prune after the first, once 5 trials set the median.
         pruner = TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1)
-        if get_preset(config["preset"]).brief.epochs < 2:
+        if plan.brief.epochs < 2:
             log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
-    directions = ["maximize", "minimize"] if multi else ["maximize"]
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions, load_if_exists=True)
+    directions = ["maximize", "minimize"] if plan.multi else ["maximize"]
+    study = optuna.create_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner, directions=directions, load_if_exists=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2 in practice
-        study.set_metric_names(["val_accuracy", "macs"] if multi else ["val_accuracy"])
-    study.set_user_attr(CONFIG_ATTR, config)
+        study.set_metric_names(["val_accuracy", "macs"] if plan.multi else ["val_accuracy"])
+    study.set_user_attr(PLAN_ATTR, plan.to_dict())  # settings are equal; trials, seeds, device follow this session
+    study.set_user_attr(STOP_ATTR, None)
     return study, previous
-
-
-def _budget_note(config: dict) -> None:
-    from nas_kd.config import parse_budget
-    from nas_kd.cost import analytic_cost
-
-    space = space_from_config(config)
-    budget = parse_budget(config["budget"]["text"])
-    cost = analytic_cost(space.smallest(), tuple(config["input_shape"]), config["num_classes"])
-    if not budget.fits(cost.macs, cost.params):
-        raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({cost.describe()}): raise the budget")
-    if config["baselines"]:
-        space.baseline(budget, tuple(config["input_shape"]), config["num_classes"])  # UserError when none fits
 
 
 def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finish: bool = True) -> dict:
     """Create or resume the study, run trials until ``--trials`` trained candidates ended (or
     ``--timeout``), then (``finish``) retrain the winner, write the report and export it.
 
-    Returns {"study", "storage", "run_dir", "new_trials", "finished", "report": paths or None}.
-    A Ctrl-C fails the running trial, writes a partial report and re-raises KeyboardInterrupt.
+    Every option is checked (`build_plan`) before the teacher is trained or any file written.
+    Returns {"study", "storage", "run_dir", "new_trials", "finished", "report": paths or None,
+    "verdict": the sentence or None}. A Ctrl-C fails the running trial, writes a partial report
+    and re-raises KeyboardInterrupt.
     """
     import optuna
 
-    from nas_kd.config import get_preset, parse_budget
-    from nas_kd.data import dataset_info
     from nas_kd.device import resolve_device
-    from nas_kd.distill import get_mode
     from nas_kd.models.teachers import resolve_teacher
-    from nas_kd.space import SearchSpace
     from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized, run_trials
 
-    _check_options(opts)
-    budget = parse_budget(opts.budget)
-    SearchSpace.load(opts.space)
-    dataset_info(opts.dataset, opts.data_dir)
-    mode = get_mode(opts.mode)
-    multi = len(parse_objectives(opts.objectives)) > 1
-    preset = get_preset(opts.preset)
-    device = resolve_device(opts.device)
-    log(f"search: preset {preset.name} (brief {preset.brief.epochs} epoch(s) on {preset.brief.train_subset or 'all'} examples; device {device.type}), budget {budget.describe()}, mode {mode.name}")
-    if opts.sampler == "nsga2" and not multi:
+    plan = build_plan(opts)
+    device = resolve_device(plan.device)
+    mode = plan.mode
+    log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
+    if plan.sampler == "nsga2" and not plan.multi:
         log("search: NSGA-II on one objective is a genetic algorithm; TPE is usually better there")
 
-    teacher, meta, path = resolve_teacher(opts.teacher, opts.dataset, preset.teacher, preset=preset.name, seed=opts.teacher_seed, device=device, data_dir=opts.data_dir, reconstruction=opts.teacher_recon, log=log)
-    config = resolve_config(opts, meta, path)
-    _budget_note(config)
+    ref = plan.teacher
+    teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
+    plan = plan.with_teacher(meta, path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, previous = _open_study(config, multi, log)
-    write_json(Path(config["run_dir"]) / "config.json", config)
-    log(f"search: study {config['study']} in {config['storage']} ({previous} trials so far)")
+    study, previous = _open_study(plan, log)
+    write_json(plan.run_dir / "config.json", plan.to_dict())
+    log(f"search: study {plan.study} in {plan.storage} ({previous} trials so far)")
 
-    target = config["trials"]
-    objective = Objective(config, teacher=teacher if mode.uses_teacher else None, device=device, multi=multi, prune=not multi)
+    target = plan.trials
+    objective = Objective(plan, teacher=teacher if mode.uses_teacher else None, device=device, prune=not plan.multi)
     done = len(finished_trials(study.get_trials(deepcopy=False)))
     new_trials, start = 0, time.perf_counter()
     bar = _bar(target, done, opts.progress)
@@ -434,13 +277,10 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         else:
             log(line)
 
-    stop_reason: list[str] = []
-
     def too_many_rejections() -> bool:
-        trials = study.get_trials(deepcopy=False)
-        rejected = sum(1 for x in trials if x.state == optuna.trial.TrialState.COMPLETE and not is_feasible(x))
+        rejected = trial_counts(study.get_trials(deepcopy=False)).rejected
         if rejected > REJECTIONS_PER_TRIAL * (target or 20):
-            stop_reason.append(f"search: stopping, {rejected} candidates were over budget; raise the budget or narrow the space")
+            study.set_user_attr(STOP_ATTR, f"stopped after {rejected} over-budget candidates; raise the budget or narrow the space")
             return True
         return False
 
@@ -449,10 +289,9 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
             log(f"search: {done} of {target} trials already finished; nothing to run")
         else:
             # Claims under the study lock, heartbeats, retries of dead workers' trials: see nas_kd.workers.
-            run_trials(study, objective, url=config["storage"], target=target, timeout=opts.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections)
-        for reason in stop_reason[:1]:
-            log(reason)
+            run_trials(study, objective, url=plan.storage, target=target, timeout=plan.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections)
     except KeyboardInterrupt:
+        study.set_user_attr(STOP_ATTR, INTERRUPTED)
         _add_wall(study, time.perf_counter() - start)
         if bar is not None:
             bar.close()
@@ -461,28 +300,35 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     if bar is not None:
         bar.close()
     _add_wall(study, time.perf_counter() - start)
-    finished = len(finished_trials(study.get_trials(deepcopy=False)))
-    result = {"study": config["study"], "storage": config["storage"], "run_dir": config["run_dir"], "new_trials": new_trials, "finished": finished, "report": None}
+    counts = trial_counts(study.get_trials(deepcopy=False))
+    if plan.timeout is not None and target is not None and counts.finished < target and not study.user_attrs.get(STOP_ATTR):
+        study.set_user_attr(STOP_ATTR, f"--timeout {plan.timeout:g} s reached")
+    if study.user_attrs.get(STOP_ATTR):
+        log(f"search: {study.user_attrs[STOP_ATTR]}")
+    log(f"search: trials: {counts.describe()}")
+    result = {"study": plan.study, "storage": plan.storage, "run_dir": str(plan.run_dir), "new_trials": new_trials, "finished": counts.finished, "report": None, "verdict": None}
     if finish:
         from nas_kd.finalize import pick_winner
 
         winner = pick_winner(study)
         if winner is None:
             _partial_report(study, log, why="no candidate within budget")
-            raise UserError(f"no candidate within budget finished in study '{config['study']}' (see {config['run_dir']}/report.md): raise --trials or the budget, or use --sampler tpe, which learns the budget")
+            raise UserError(f"no candidate within budget finished in study '{plan.study}' (see {plan.run_dir}/report.md): raise --trials or the budget, or use --sampler tpe, which learns the budget")
         # Exactly one worker finalises (the first to get here); the others leave it to that one.
-        if not claim_finalize(study, config["storage"], key=f"trial {winner.number}"):
+        if not claim_finalize(study, plan.storage, key=f"trial {winner.number}"):
             owner = study.user_attrs.get(FINALIZE_ATTR, {})
             state = "finalized" if owner.get("done") else f"being finalized by {owner.get('by')}"
-            log(f"search: study {config['study']} is {state}; report in {config['run_dir']}/ (redo with 'nas-kd finalize --study {config['study']}')")
+            log(f"search: study {plan.study} is {state}; report in {plan.run_dir}/ (redo with 'nas-kd finalize --study {plan.study}')")
             result["report"] = "elsewhere"
             return result
-        log(f"search: finalizing study {config['study']} (final retrain, report, export)")
+        log(f"search: finalizing study {plan.study} (final retrain, report, export)")
         try:
-            result["report"] = finish_study(config["study"], config["storage"], device=device, teacher=teacher, log=log, show_progress=opts.progress)
+            done_paths = finish_study(plan.study, plan.storage, device=device, teacher=teacher, log=log, show_progress=opts.progress)
         except KeyboardInterrupt:
             _partial_report(study, log)  # the search is complete; the final retrain was cut short
             raise
+        result["verdict"] = done_paths.pop("verdict")
+        result["report"] = done_paths
         mark_finalized(study)
     return result
 
@@ -494,19 +340,22 @@ def _partial_report(study, log: Callable[[str], None], why: str = "interrupted")
     log(f"search: {why}; partial report {paths['report.md']}")
 
 
-def finish_study(study_name: str, storage: str | None, *, device=None, teacher=None, log=print, show_progress=None) -> dict:
-    """Final retrain, report and export of a study that has a feasible winner."""
+def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, log=print, show_progress=None) -> dict:
+    """Final retrain, report and export of a study that has a feasible winner: the one path that
+    `nas-kd search` and `nas-kd finalize` share. Returns the report and export paths and the
+    verdict sentence (key ``verdict``)."""
     from nas_kd.export import export_study
     from nas_kd.finalize import finalize
     from nas_kd.report import write_report
     from nas_kd.study import load_study
 
-    final = finalize(study_name, storage, device=device, teacher=teacher, log=log, show_progress=show_progress)
+    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, log=log, show_progress=show_progress)
     study = load_study(study_name, storage)
     paths = write_report(study, final=final)
     export_dir = export_study(study_name, storage, log=log)
+    report = json.loads(Path(paths["report.json"]).read_text())
     log(f"search: report {paths['report.md']}, export {export_dir}")
-    return {**{k: str(v) for k, v in paths.items()}, "export": str(export_dir)}
+    return {**{k: str(v) for k, v in paths.items()}, "export": str(export_dir), "verdict": report["verdict"]}
 
 
 def _add_wall(study, seconds: float) -> None:

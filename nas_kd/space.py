@@ -166,22 +166,29 @@ class SearchSpace:
     source: str = "<memory>"
 
     @classmethod
-    def load(cls, path: str | Path) -> SearchSpace:
-        """Read and validate a YAML space; any problem is a one-line `UserError`."""
+    def read(cls, path: str | Path) -> tuple[SearchSpace, str]:
+        """Read and validate a YAML space; returns (space, the file's text). Any problem is a
+        one-line `UserError`."""
         path = Path(path)
         try:
             text = path.read_text()
         except OSError as e:
             raise UserError(f"cannot read search space {path}: {e.strerror or e}") from None
+        return cls.from_yaml(text, source=str(path)), text
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        return cls.read(path)[0]
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<memory>") -> SearchSpace:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else "(file)"
-            raise UserError(
-                f"search space {path}: {where}: not valid YAML ({getattr(e, 'problem', e)})"
-            ) from None
-        return cls.from_dict(data, source=str(path))
+            raise UserError(f"search space {source}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        return cls.from_dict(data, source=source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<memory>") -> SearchSpace:

@@ -1,13 +1,9 @@
-"""Where a search lives and what it was made with: study names, storage, run folder, settings.
+"""Where a search lives and how its trials stand: study names, storage, run folder, trial counts.
 
 A study is named ``<dataset>_<space>_<budget slug>`` unless ``--study`` says otherwise, its
 storage defaults to ``sqlite:///runs/<study>/study.db`` and its run folder is always
-``runs/<study>/``. The fully resolved configuration is written to ``runs/<study>/config.json``
-*and* stored as the study user attribute ``nas_kd_config``, so ``finalize``, ``export`` and
-``report`` work from the study alone (also against a remote storage without the run folder).
-
-`SETTINGS_KEYS` are the options every worker of one study must share (they change what a trial
-value means); `check_settings` refuses a mismatch with a one-line `UserError`.
+``runs/<study>/``. Its settings are a `nas_kd.plan.SearchPlan`, stored with the study.
+`check_settings` refuses a worker whose plan would change what a trial value means.
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +19,24 @@ from nas_kd.errors import UserError
 
 __all__ = [
     "RUNS_DIR",
-    "CONFIG_ATTR",
-    "SETTINGS_KEYS",
     "default_study_name",
     "default_storage",
     "run_dir",
-    "settings_of",
     "check_settings",
     "load_study",
-    "study_config",
+    "TrialCounts",
+    "trial_counts",
+    "cut_short",
+    "STOP_ATTR",
     "write_json",
     "finished_trials",
     "is_feasible",
     "INTERRUPTED",
-    "space_from_config",
 ]
 
 RUNS_DIR = Path("runs")
 INTERRUPTED = "interrupted (Ctrl-C)"  # the fail_reason of a trial stopped by KeyboardInterrupt
-CONFIG_ATTR = "nas_kd_config"
-# Options that change what a trial's value means: a worker with other values must not join.
-SETTINGS_KEYS = ("dataset", "space_sha256", "budget", "mode", "preset", "teacher_sha256", "objectives")
+STOP_ATTR = "stop_reason"  # why the last session stopped before its requested trial count
 
 
 def default_study_name(dataset: str, space_name: str, budget_slug: str) -> str:
@@ -62,17 +56,13 @@ def default_storage(study_name: str, root: str | os.PathLike = RUNS_DIR) -> str:
     return f"sqlite:///{run_dir(study_name, root) / 'study.db'}"
 
 
-def settings_of(config: dict) -> dict[str, Any]:
-    """The subset of a resolved configuration that `check_settings` compares."""
-    return {key: config.get(key) for key in SETTINGS_KEYS}
-
-
 def check_settings(stored: dict, wanted: dict, study_name: str) -> None:
-    """Refuse to add trials to a study made with other settings (the first differing key is named)."""
-    for key in SETTINGS_KEYS:
-        if key in stored and stored.get(key) != wanted.get(key):
+    """Refuse to add trials to a study made with other settings (`SearchPlan.settings`; the first
+    differing key is named)."""
+    for key, value in stored.items():
+        if wanted.get(key) != value:
             raise UserError(
-                f"study '{study_name}' was created with {key}={stored.get(key)!r} but this run has "
+                f"study '{study_name}' was created with {key}={value!r} but this run has "
                 f"{key}={wanted.get(key)!r}: use the same options, or start a new study with --study NAME"
             )
 
@@ -98,23 +88,6 @@ def load_study(study_name: str, storage: str | None = None):
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise UserError(f"storage {url} holds no study '{study_name}': check --study and --storage") from None
-
-
-def study_config(study) -> dict:
-    """The resolved configuration the search stored in the study."""
-    config = study.user_attrs.get(CONFIG_ATTR)
-    if not isinstance(config, dict):
-        raise UserError(f"study '{study.study_name}' was not made by 'nas-kd search' (no {CONFIG_ATTR} attribute)")
-    return config
-
-
-def space_from_config(config: dict):
-    """The search space exactly as searched: parsed from the YAML text stored in the config."""
-    import yaml
-
-    from nas_kd.space import SearchSpace
-
-    return SearchSpace.from_dict(yaml.safe_load(config["space_yaml"]), source=config["space_path"])
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -148,3 +121,54 @@ def finished_trials(trials) -> list:
         return t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and is_feasible(t))
 
     return [t for t in trials if counts(t)]
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Every trial of a study, by what happened to it."""
+
+    trained: int  # COMPLETE within budget: a validation accuracy
+    pruned: int  # stopped after an epoch by the pruner
+    rejected: int  # over budget, never trained
+    failed: int  # NaN loss, out of memory, ... (a recorded reason)
+    abandoned: int  # interrupted by Ctrl-C or left by a dead worker (their parameters are retried)
+    running: int
+
+    @property
+    def finished(self) -> int:
+        """What ``--trials`` counts (see `finished_trials`)."""
+        return self.trained + self.pruned + self.failed
+
+    def describe(self) -> str:
+        parts = [f"{self.trained} trained", f"{self.pruned} pruned", f"{self.rejected} rejected over budget (untrained)", f"{self.failed} failed"]
+        parts += [f"{n} {name}" for n, name in ((self.abandoned, "abandoned"), (self.running, "running")) if n]
+        return ", ".join(parts)
+
+
+def trial_counts(trials) -> TrialCounts:
+    from optuna.trial import TrialState
+
+    def n(pred) -> int:
+        return sum(1 for t in trials if pred(t))
+
+    def failed_with_reason(t) -> bool:
+        return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in (None, INTERRUPTED)
+
+    return TrialCounts(
+        trained=n(lambda t: t.state == TrialState.COMPLETE and is_feasible(t)),
+        pruned=n(lambda t: t.state == TrialState.PRUNED),
+        rejected=n(lambda t: t.state == TrialState.COMPLETE and not is_feasible(t)),
+        failed=n(failed_with_reason),
+        abandoned=n(lambda t: t.state == TrialState.FAIL and not failed_with_reason(t)),
+        running=n(lambda t: t.state in (TrialState.RUNNING, TrialState.WAITING)),
+    )
+
+
+def cut_short(study, requested: int | None) -> str | None:
+    """Why the study holds fewer finished trials than requested, or None when it has them all
+    (or when only ``--timeout`` bounded it)."""
+    counts = trial_counts(study.get_trials(deepcopy=False))
+    if requested is None or counts.finished >= requested:
+        return None
+    why = study.user_attrs.get(STOP_ATTR) or "the search was stopped"
+    return f"{counts.finished} of {requested} requested candidates finished; {why}"

@@ -70,8 +70,15 @@ def test_search_leaves_report_plot_and_export(searched):
         assert (run / "export" / name).is_file(), name
     assert (run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((run / "config.json").read_text())
-    assert config["trials"] == 4 and config["preset"] == "quick" and config["schedules"]["brief"]["epochs"] >= 1
-    assert config["teacher"]["sha256"] and config["space_yaml"] == TINY_SPACE
+    assert config["trials"] == 4 and config["preset"]["name"] == "quick" and config["preset"]["brief"]["epochs"] >= 1
+    assert config["teacher"]["sha256"] and config["space"]["yaml"] == TINY_SPACE
+    # the plan in config.json is the one stored with the study, and it round-trips exactly
+    from nas_kd.plan import SearchPlan, plan_of
+    from nas_kd.study import load_study
+
+    plan = plan_of(load_study("tinytest"))
+    assert SearchPlan.from_dict(config) == plan and plan.to_dict() == config
+    assert plan.seeds.search not in plan.seeds.retrain
 
 
 def test_report_numbers_match_the_trials(searched):
@@ -131,7 +138,7 @@ def test_other_settings_refuse_to_join(searched, capsys):
     finally:
         os.chdir(old)
     err = capsys.readouterr().err
-    assert "mode='kd'" in err and "--study" in err and err.count("\n") == 1
+    assert "mode='kd (ce=0.5, kd=0.5" in err and "--study" in err and err.count("\n") == 1
 
 
 def test_exported_student_rebuilds_without_the_study(searched):

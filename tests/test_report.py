@@ -1,24 +1,27 @@
 """Report files from a hand-made study: states, winner choice, partial reports, the plot."""
 
 import csv
+import dataclasses
 import json
+from pathlib import Path
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from nas_kd.finalize import pick_winner
+from nas_kd.plan import PLAN_ATTR, SearchOptions, TeacherRef, build_plan
 from nas_kd.report import trial_rows, write_report
-from nas_kd.study import CONFIG_ATTR
 
-CONFIG = {
-    "budget": {"text": "1M", "macs": 1_000_000, "params": None, "describe": "MACs <= 1.00M"},
-    "space": "mbv2", "space_path": "search_spaces/mbv2.yaml", "space_size": 1000,
-    "dataset": "synthetic", "input_shape": [1, 16, 16], "num_classes": 10,
-    "teacher": {"arch": "resnet8", "path": "t.pt", "sha256": "ab" * 32, "test_accuracy": 0.9},
-    "mode": "full", "preset": "quick", "schedules": {}, "sampler": "tpe", "objectives": ["accuracy"],
-    "command": "nas-kd search --budget 1M",
-}
+SPACE = str(Path(__file__).resolve().parents[1] / "search_spaces" / "mbv2.yaml")
+
+
+def hand_plan():
+    """A real plan for synthetic data, bound to a made-up teacher (the report only reads it)."""
+    plan = build_plan(SearchOptions(budget="1M", space=SPACE, dataset="synthetic", mode="full", study="hand", preset="quick", baselines=False, trials=5))
+    return dataclasses.replace(plan, teacher=TeacherRef(spec="resnet8", path="t.pt", sha256="ab" * 32, arch="resnet8", test_accuracy=0.9))
+
+
 CFG = '{"block": "inverted_residual", "stem_width": 8, "stem_kernel": 3, "stem_stride": 1, "stages": [{"depth": 1, "width": 8, "stride": 2, "kernel": 3, "expand": 1, "se": false}]}'
 DIST = {"stem.width": CategoricalDistribution([8, 16])}
 
@@ -34,7 +37,7 @@ def add(study, state, value, macs, extra=None):
 
 def make_study(in_tmp):
     study = optuna.create_study(study_name="hand", storage=f"sqlite:///{in_tmp / 'hand.db'}", direction="maximize")
-    study.set_user_attr(CONFIG_ATTR, CONFIG)
+    study.set_user_attr(PLAN_ATTR, hand_plan().to_dict())
     add(study, TrialState.COMPLETE, 0.60, 500_000)
     add(study, TrialState.COMPLETE, 0.0, 3_000_000)  # over budget, rejected untrained
     add(study, TrialState.COMPLETE, 0.75, 900_000)  # the winner
@@ -62,8 +65,11 @@ def test_partial_report_without_final_retrain(in_tmp):
     with open(paths["trials.csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and rows[5]["fail_reason"].startswith("NonFiniteLossError")
+    assert report["trial_counts"] == {"trained": 3, "pruned": 1, "rejected": 1, "failed": 1, "abandoned": 0, "running": 0, "finished": 5}
+    assert report["cut_short"] is None and report["verdict"] is None
     md = paths["report.md"].read_text()
     assert "partial" in md and "MACs <= 1.00M" in md and "resnet8" in md and "nas-kd search --budget 1M" in md
+    assert "5 finished of 5 requested: 3 trained, 1 pruned, 1 failed; 1 rejected over budget (never trained)" in md
     png = paths["pareto.png"].read_bytes()
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
 

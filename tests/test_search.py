@@ -31,10 +31,11 @@ def setup(in_tmp, monkeypatch):
 
     (in_tmp / "mini.yaml").write_text(SPACE)
     _, _, teacher = ensure_teacher("synthetic", "resnet8", TINY_TEACHER, preset="test", device=torch.device("cpu"), log=lambda *_: None)
-    calls = []
+    calls, seeds = [], []
 
     def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, **kw):
-        calls.append(mode)
+        calls.append(getattr(mode, "name", mode))
+        seeds.append(seed)
         acc = min(0.99, sum(p.numel() for p in student.parameters()) / 20000)
         for epoch in range(1, schedule.epochs + 1):
             if epoch_callback:
@@ -43,6 +44,7 @@ def setup(in_tmp, monkeypatch):
 
     monkeypatch.setattr(nas_kd.distill, "train", fake_train)
     opts = SearchOptions(budget="10M", space="mini.yaml", dataset="synthetic", teacher=str(teacher), mode="kd", trials=3, study="mini", preset="quick", device="cpu", retrain_seeds=1)
+    fake_train.seeds = seeds
     return opts, calls
 
 
@@ -127,7 +129,7 @@ def test_two_objectives_no_pruning_pareto_winner_and_full_finish(setup):
     report = json.loads(open("runs/mini/report.json").read())
     best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.values[0])
     assert report["winner"]["trial"] == best.number and not report["partial"]
-    assert calls.count("ce") == calls.count("kd") - 4 - 1 == 1  # 4 trials + winner + baselines ce/kd
+    assert (calls.count("kd"), calls.count("ce")) == (4 + 1 + 1, 1)  # 4 trials, winner kd, baseline kd and ce
     assert (result["run_dir"] + "/export/student.onnx").endswith("onnx")
     from nas_kd.export import load_exported
 

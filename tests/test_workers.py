@@ -113,7 +113,7 @@ def test_three_workers_on_postgres_survive_a_sigkill(workdir):
         assert all(n > 0 for n in per_worker), per_worker
         assert sum("search: finalizing" in out for out in outputs) == 1, [o[-800:] for o in outputs]
         report = json.loads((root / "runs" / study / "report.json").read_text())
-        assert report["finished_trials"] == 12 and not report["partial"]
+        assert report["trial_counts"]["finished"] == 12 and not report["partial"]
 
 
 def test_sqlite_sigkill_then_same_command_resumes_without_losing_trials(workdir):

@@ -11,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("finalize", help="retrain the winner of a study (and the uniform baseline) and test it")
     p.add_argument("--study", required=True, help="study name (its run folder is runs/<study>/)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///runs/<study>/study.db)")
-    p.add_argument("--retrain-seeds", type=int, default=None, help="seeds (default: what the search was run with)")
+    p.add_argument("--retrain-seeds", type=int, default=None, help="how many retrain seeds (default: what the search was run with)")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=None, help="train the uniform baseline too (default: as the search)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda[:N] (default: as the search)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: only on a terminal)")
@@ -19,16 +19,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas_kd.export import export_study
-    from nas_kd.finalize import finalize
-    from nas_kd.report import write_report
-    from nas_kd.study import load_study
+    from nas_kd.search import finish_study
 
-    final = finalize(args.study, args.storage, retrain_seeds=args.retrain_seeds, baselines=args.baselines, device=args.device, log=_log, show_progress=args.progress)
-    paths = write_report(load_study(args.study, args.storage), final=final)
-    export_study(args.study, args.storage, log=_log)
-    w = final["winner"]
-    _log(f"{paths['report.md']}  winner trial {w['trial']}  test accuracy {100 * w['test_mean']:.2f} ± {100 * w['test_std']:.2f}%")
+    done = finish_study(args.study, args.storage, retrain_seeds=args.retrain_seeds, baselines=args.baselines, device=args.device, log=_log, show_progress=args.progress)
+    _log(f"verdict: {done['verdict']}")
     return 0
 
 

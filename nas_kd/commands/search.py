@@ -16,14 +16,15 @@ def register(sub) -> None:
     add_data_args(p)
     add_teacher_args(p)
     p.add_argument("--mode", default="full", help="distiller mode for every candidate and the winner: ce, kd, ktan, ksanc, xu, zhang, full (default)")
+    p.add_argument("--loss-weights", default=None, help="override the mode's weights and knobs for every candidate and the final retrain, e.g. kd=0.7,adv_feat=0")
     p.add_argument("--trials", type=int, default=None, help="trained candidates the study should hold (default: the preset's; over-budget rejections do not count)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
     p.add_argument("--study", default=None, help="study name (default <dataset>_<space>_<budget>, e.g. fashion-mnist_mbv2_macs2M)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///runs/<study>/study.db)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "random"], help="tpe (default), nsga2 or random")
     p.add_argument("--objectives", default="accuracy", choices=["accuracy", "accuracy,macs"], help="accuracy (default) or accuracy,macs (Pareto search; no pruning)")
-    p.add_argument("--retrain-seeds", type=int, default=3, help="seeds of the final retrain of the winner and the baselines (default 3)")
-    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip training the uniform baseline with modes ce and kd")
+    p.add_argument("--retrain-seeds", type=int, default=3, help="how many seeds the winner and the baseline are retrained with, the same for both: seed+1, seed+2, ... (default 3)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip training the uniform baseline (in the search's mode and with ce), and so the verdict")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; a trial silent for 3 is taken as dead and retried (default 10)")
     p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher and of the validation split it left out (default 0)")
     p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         teacher_recon=args.teacher_recon,
         mode=args.mode,
+        loss_weights=args.loss_weights,
         trials=args.trials,
         timeout=args.timeout,
         study=args.study,
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
         paths = write_report(load_study(result["study"], result["storage"]), partial=True)
         _log(f"search: partial report {paths['report.md']} (run 'nas-kd finalize --study {result['study']}' later)")
+    if result.get("verdict"):
+        _log(f"verdict: {result['verdict']}")  # the last thing a search prints
     return 0
 
 

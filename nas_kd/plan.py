@@ -1,0 +1,379 @@
+"""`SearchPlan`: every setting of one search, resolved and validated once.
+
+`build_plan(options)` turns what the user typed (`SearchOptions`) into a frozen `SearchPlan`
+*before* any teacher is trained or any file written: budget, space, dataset, mode and its
+loss-weight overrides, sampler, objectives, preset, study name, storage URL, and whether anything
+in the space (and a uniform baseline) fits the budget. Bad input is a one-line `UserError` there
+and nothing else happens. Once the teacher is resolved, `SearchPlan.with_teacher` binds its file,
+hash and split seed; that plan is stored with the study (user attribute ``nas_kd_plan``) and in
+``runs/<study>/config.json``, and `search`, `finalize`, `report` and `export` all read it
+(`plan_of(study)`), so a study can be finalised later, elsewhere, from its storage alone.
+
+Seeds have one name each: ``seeds.search`` drives the sampler, the batch order and every
+candidate's initial weights; ``seeds.split`` is the cached teacher's seed and so the validation
+split the teacher left out (any other split would validate on examples the teacher trained on);
+``seeds.retrain`` are the final retrain's seeds, disjoint from ``seeds.search`` so that the winner
+gets no luck the baseline never had (the search selected it with exactly that init and order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+import shlex
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from nas_kd.config import Budget, Preset, Schedule, get_preset, parse_budget
+from nas_kd.errors import UserError
+
+__all__ = [
+    "SearchOptions",
+    "TeacherRef",
+    "Seeds",
+    "SearchPlan",
+    "build_plan",
+    "plan_of",
+    "PLAN_ATTR",
+    "PLAN_FORMAT",
+    "SAMPLERS",
+    "OBJECTIVES",
+    "parse_objectives",
+]
+
+PLAN_ATTR = "nas_kd_plan"
+PLAN_FORMAT = "nas-kd-plan/1"
+SAMPLERS = ("tpe", "nsga2", "random")
+OBJECTIVES = ("accuracy", "accuracy,macs")
+
+
+@dataclass
+class SearchOptions:
+    """Everything `nas-kd search` accepts, as typed; None means "the documented default"."""
+
+    budget: str = "2M"
+    space: str = "search_spaces/mbv2.yaml"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    teacher: str = "resnet20"
+    teacher_recon: bool = False
+    mode: str = "full"
+    loss_weights: str | None = None
+    trials: int | None = None
+    timeout: float | None = None
+    study: str | None = None
+    storage: str | None = None
+    sampler: str = "tpe"
+    objectives: str = "accuracy"
+    preset: str | None = None
+    seed: int = 0
+    retrain_seeds: int = 3
+    baselines: bool = True
+    device: str = "auto"
+    progress: bool | None = None
+    heartbeat: int = 10  # seconds; see nas_kd.storage
+    teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """Which teacher: what the user asked for, and once resolved, the exact file (by hash)."""
+
+    spec: str  # registry name ("resnet20") or a checkpoint / TorchScript path
+    reconstruction: bool = False
+    path: str | None = None
+    sha256: str | None = None
+    arch: str | None = None
+    test_accuracy: float | None = None
+    val_accuracy: float | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """See the module docstring: one name per seed."""
+
+    search: int
+    split: int
+    retrain: tuple[int, ...]
+
+    @classmethod
+    def make(cls, search: int, split: int, retrain_count: int) -> Seeds:
+        if retrain_count < 1:
+            raise UserError(f"--retrain-seeds must be at least 1, got {retrain_count}")
+        return cls(search=search, split=split, retrain=tuple(search + 1 + i for i in range(retrain_count)))
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    names = [p.strip() for p in str(text).split(",") if p.strip()]
+    if ",".join(names) not in OBJECTIVES:
+        raise UserError(f"invalid --objectives '{text}': use {' or '.join(OBJECTIVES)}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    study: str
+    storage: str
+    budget: Budget
+    space_path: str
+    space_yaml: str
+    dataset: str
+    data_dir: str | None
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    teacher: TeacherRef
+    mode_name: str
+    loss_weights: tuple[tuple[str, float], ...]  # overrides of the mode's weights and knobs
+    preset: Preset
+    sampler: str
+    objectives: tuple[str, ...]
+    trials: int | None
+    timeout: float | None
+    seeds: Seeds
+    baselines: bool
+    device: str
+    heartbeat: int
+    versions: dict[str, str] = field(default_factory=dict, compare=False)
+
+    # ------------------------------------------------------------------ derived, never stored
+
+    @cached_property
+    def space(self):
+        """The space exactly as searched: parsed from the stored YAML text, once per plan."""
+        from nas_kd.space import SearchSpace
+
+        return SearchSpace.from_yaml(self.space_yaml, source=self.space_path)
+
+    @property
+    def mode(self):
+        """The distiller `Mode`, overrides applied."""
+        from nas_kd.distill.modes import get_mode
+
+        return get_mode(self.mode_name).override(dict(self.loss_weights))
+
+    @property
+    def space_sha256(self) -> str:
+        return hashlib.sha256(self.space_yaml.encode()).hexdigest()
+
+    @property
+    def run_dir(self) -> Path:
+        from nas_kd.study import run_dir
+
+        return run_dir(self.study)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def brief(self) -> Schedule:
+        return self.preset.brief
+
+    @property
+    def full(self) -> Schedule:
+        return self.preset.full
+
+    def settings(self) -> dict[str, Any]:
+        """What every worker of one study must share: these change what a trial's value means."""
+        return {
+            "dataset": self.dataset,
+            "space_sha256": self.space_sha256,
+            "budget": self.budget.describe(),
+            "mode": self.mode.describe(),
+            "preset": self.preset.name,
+            "brief": self.preset.brief.to_dict(),
+            "teacher_sha256": self.teacher.sha256,
+            "objectives": list(self.objectives),
+            "split_seed": self.seeds.split,
+        }
+
+    def command(self) -> str:
+        """The CLI line that reproduces this plan (preset and trials spelt out, so a machine with
+        a GPU, whose default preset differs, runs the same thing)."""
+        parts = ["nas-kd", "search", "--budget", self.budget.text, "--space", self.space_path, "--dataset", self.dataset]
+        parts += ["--teacher", self.teacher.path or self.teacher.spec, "--mode", self.mode_name, "--sampler", self.sampler]
+        parts += ["--objectives", ",".join(self.objectives), "--study", self.study, "--preset", self.preset.name]
+        parts += ["--seed", str(self.seeds.search), "--teacher-seed", str(self.seeds.split), "--retrain-seeds", str(len(self.seeds.retrain))]
+        if self.loss_weights:
+            parts += ["--loss-weights", ",".join(f"{k}={v:g}" for k, v in self.loss_weights)]
+        for flag, value in (("--trials", self.trials), ("--timeout", self.timeout), ("--data-dir", self.data_dir)):
+            if value is not None:
+                parts += [flag, str(value)]
+        if not self.storage.startswith(f"sqlite:///{self.run_dir}"):
+            parts += ["--storage", self.storage]
+        if not self.baselines:
+            parts.append("--no-baselines")
+        return shlex.join(parts)
+
+    # ------------------------------------------------------------------ binding and storage
+
+    def with_teacher(self, meta: dict, path: Path) -> SearchPlan:
+        """The plan bound to the resolved teacher file; its seed decides the validation split."""
+        from nas_kd.files import digest
+
+        ref = dataclasses.replace(
+            self.teacher,
+            path=str(path),
+            sha256=digest(path),
+            arch=meta.get("arch"),
+            test_accuracy=meta.get("test_accuracy"),
+            val_accuracy=meta.get("val_accuracy"),
+        )
+        seeds = dataclasses.replace(self.seeds, split=int(meta.get("seed", self.seeds.split)))
+        return dataclasses.replace(self, teacher=ref, seeds=seeds)
+
+    def with_retrain_seeds(self, count: int) -> SearchPlan:
+        return dataclasses.replace(self, seeds=Seeds.make(self.seeds.search, self.seeds.split, count))
+
+    def to_dict(self) -> dict:
+        """JSON-ready; `from_dict` inverts it exactly. Derived figures ride along for readers."""
+        return {
+            "format": PLAN_FORMAT,
+            "study": self.study,
+            "storage": self.storage,
+            "budget": {"text": self.budget.text, "macs": self.budget.macs, "params": self.budget.params, "describe": self.budget.describe()},
+            "space": {"path": self.space_path, "yaml": self.space_yaml, "sha256": self.space_sha256, "name": self.space.name, "size": self.space.size()},
+            "dataset": {"name": self.dataset, "data_dir": self.data_dir, "input_shape": list(self.input_shape), "num_classes": self.num_classes},
+            "teacher": dataclasses.asdict(self.teacher),
+            "mode": {"name": self.mode_name, "loss_weights": [list(kv) for kv in self.loss_weights], "describe": self.mode.describe()},
+            "preset": self.preset.to_dict(),
+            "sampler": self.sampler,
+            "objectives": list(self.objectives),
+            "trials": self.trials,
+            "timeout": self.timeout,
+            "seeds": {"search": self.seeds.search, "split": self.seeds.split, "retrain": list(self.seeds.retrain)},
+            "baselines": self.baselines,
+            "device": self.device,
+            "heartbeat": self.heartbeat,
+            "command": self.command(),
+            "versions": dict(self.versions),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchPlan:
+        if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
+            raise UserError(f"not a {PLAN_FORMAT} search plan (format {d.get('format') if isinstance(d, dict) else None!r}): start a new study with this version of nas-kd")
+        p = d["preset"]
+        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"])
+        data, seeds = d["dataset"], d["seeds"]
+        return cls(
+            study=d["study"],
+            storage=d["storage"],
+            budget=parse_budget(d["budget"]["text"]),
+            space_path=d["space"]["path"],
+            space_yaml=d["space"]["yaml"],
+            dataset=data["name"],
+            data_dir=data["data_dir"],
+            input_shape=tuple(data["input_shape"]),
+            num_classes=int(data["num_classes"]),
+            teacher=TeacherRef(**d["teacher"]),
+            mode_name=d["mode"]["name"],
+            loss_weights=tuple((str(k), float(v)) for k, v in d["mode"]["loss_weights"]),
+            preset=preset,
+            sampler=d["sampler"],
+            objectives=tuple(d["objectives"]),
+            trials=d["trials"],
+            timeout=d["timeout"],
+            seeds=Seeds(search=int(seeds["search"]), split=int(seeds["split"]), retrain=tuple(int(s) for s in seeds["retrain"])),
+            baselines=bool(d["baselines"]),
+            device=d["device"],
+            heartbeat=int(d["heartbeat"]),
+            versions=dict(d.get("versions") or {}),
+        )
+
+
+def _check_numbers(opts: SearchOptions) -> None:
+    if opts.trials is not None and opts.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {opts.trials}")
+    if opts.timeout is not None and not opts.timeout > 0:
+        raise UserError(f"--timeout must be positive seconds, got {opts.timeout}")
+    if opts.retrain_seeds < 1:
+        raise UserError(f"--retrain-seeds must be at least 1, got {opts.retrain_seeds}")
+    if opts.sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
+    if opts.heartbeat < 1:
+        raise UserError(f"--heartbeat must be at least 1 second, got {opts.heartbeat}")
+
+
+def _check_storage(url: str | None) -> None:
+    """A bad URL or an unreachable server fails here, before any teacher or folder. A SQLite
+    file is created on first use, so only its URL is checked."""
+    from nas_kd.storage import is_sqlite, normalise_url, open_storage
+
+    if url and not is_sqlite(normalise_url(url)):
+        open_storage(url, heartbeat_interval=None).engine.dispose()
+
+
+def _check_budget_fits(space, budget: Budget, shape: tuple[int, int, int], num_classes: int, baselines: bool) -> None:
+    from nas_kd.cost import analytic_cost
+
+    smallest = analytic_cost(space.smallest(), shape, num_classes)
+    if not budget.fits(smallest.macs, smallest.params):
+        raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({smallest.describe()}): raise the budget")
+    if baselines:
+        space.baseline(budget, shape, num_classes)  # UserError when no uniform member fits
+
+
+def build_plan(opts: SearchOptions) -> SearchPlan:
+    """Validate every option and resolve every default; the teacher is left unresolved (see
+    `SearchPlan.with_teacher`). Raises `UserError` before anything is trained or written."""
+    import torch
+
+    import nas_kd
+    from nas_kd.data import dataset_info
+    from nas_kd.distill.modes import get_mode, parse_loss_weights
+    from nas_kd.space import SearchSpace
+    from nas_kd.study import default_storage, default_study_name, run_dir
+
+    _check_numbers(opts)
+    budget = parse_budget(opts.budget)
+    objectives = parse_objectives(opts.objectives)
+    overrides = parse_loss_weights(opts.loss_weights)
+    get_mode(opts.mode).override(overrides)  # unknown mode: UserError now
+    preset = get_preset(opts.preset)
+    space, space_yaml = SearchSpace.read(opts.space)
+    info = dataset_info(opts.dataset, opts.data_dir)
+    study = opts.study or default_study_name(info.name, space.name, budget.slug())
+    run_dir(study)  # UserError for names that are no folder name
+    _check_storage(opts.storage)
+    _check_budget_fits(space, budget, info.input_shape, info.num_classes, opts.baselines)
+    trials = opts.trials if opts.trials is not None or opts.timeout is not None else preset.trials
+    return SearchPlan(
+        study=study,
+        storage=opts.storage or default_storage(study),
+        budget=budget,
+        space_path=str(opts.space),
+        space_yaml=space_yaml,
+        dataset=info.name,
+        data_dir=opts.data_dir,
+        input_shape=tuple(info.input_shape),
+        num_classes=info.num_classes,
+        teacher=TeacherRef(spec=opts.teacher, reconstruction=opts.teacher_recon),
+        mode_name=opts.mode,
+        loss_weights=tuple(overrides.items()),
+        preset=preset,
+        sampler=opts.sampler,
+        objectives=objectives,
+        trials=trials,
+        timeout=opts.timeout,
+        seeds=Seeds.make(opts.seed, opts.teacher_seed, opts.retrain_seeds),
+        baselines=opts.baselines,
+        device=opts.device,
+        heartbeat=opts.heartbeat,
+        versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
+    )
+
+
+def plan_of(study) -> SearchPlan:
+    """The plan a study was searched with; `UserError` if it was not made by `nas-kd search`."""
+    stored = study.user_attrs.get(PLAN_ATTR)
+    if not isinstance(stored, dict):
+        raise UserError(f"study '{study.study_name}' was not made by this version of 'nas-kd search' (no {PLAN_ATTR} attribute): start a new study")
+    return SearchPlan.from_dict(stored)

@@ -1,0 +1,53 @@
+"""The one-sentence verdict of a finished search: did the searched student beat the hand-scaled one?
+
+Both were retrained on the same seeds (`nas_kd.plan.Seeds.retrain`, which the search never used),
+the baseline once in the search's own mode and, unless that mode is ``ce``, once with plain
+cross-entropy. For each, the per-seed test accuracy differences (searched - baseline) give a mean
+and a 95% t-interval (`nas_kd.stats`); the sentence says better, worse or no detectable
+difference, by how much, at which MACs, and whether the search was cut short.
+"""
+
+from __future__ import annotations
+
+from nas_kd.config import format_count
+from nas_kd.stats import PairedDifference, paired_difference
+
+__all__ = ["compare_runs", "verdict_sentence"]
+
+
+def _by_seed(summary: dict) -> dict[int, float]:
+    return {int(r["seed"]): float(r["test_accuracy"]) for r in summary["runs"]}
+
+
+def compare_runs(winner: dict, baseline_modes: dict[str, dict]) -> dict[str, PairedDifference]:
+    """Searched minus baseline, paired by seed, for every mode the baseline was trained in."""
+    ours = _by_seed(winner)
+    return {mode: paired_difference(ours, _by_seed(summary)) for mode, summary in baseline_modes.items()}
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def _clause(mode: str, d: PairedDifference, baseline: str) -> str:
+    if d.low is None:
+        return f"{_points(d.mean)} points against {baseline} in mode {mode} (one seed: no interval, so no verdict)"
+    interval = f"95% CI {_points(d.low)} to {_points(d.high)}"
+    if d.direction == "no detectable difference":
+        return f"not detectably different from {baseline} in mode {mode} ({_points(d.mean)} points, {interval})"
+    return f"{d.direction} than {baseline} in mode {mode} by {abs(100 * d.mean):.2f} points ({interval})"
+
+
+def verdict_sentence(winner: dict, baselines: dict | None, comparisons: dict[str, PairedDifference], cut_short: str | None = None) -> str:
+    """``winner``/``baselines`` as in ``final.json``; ``cut_short`` says why the search stopped
+    early (None when it ran to its requested trial count)."""
+    prefix = f"Search cut short ({cut_short}): " if cut_short else ""
+    who = f"the searched student ({format_count(winner['macs'])} MACs, mode {winner['mode']})"
+    if not baselines or not comparisons:
+        return f"{prefix}{who[0].upper()}{who[1:]} reached {100 * winner['test_mean']:.2f}% test accuracy; no baseline was trained, so there is no verdict."
+    n = next(iter(comparisons.values())).n
+    names = [f"the uniform baseline ({format_count(baselines['macs'])} MACs)"] + ["the same baseline"] * (len(comparisons) - 1)
+    clauses = [_clause(mode, d, name) for (mode, d), name in zip(comparisons.items(), names, strict=True)]
+    joined = " and ".join(clauses) if len(clauses) <= 2 else ", ".join(clauses[:-1]) + ", and " + clauses[-1]
+    over = f"over {n} paired seeds" if n > 1 else "on one seed"
+    return f"{prefix}{over[0].upper() if not prefix else over[0]}{over[1:]}, {who} is {joined}."

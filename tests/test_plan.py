@@ -1,0 +1,79 @@
+"""`SearchPlan`: built and checked before any work, stored with the study, round-tripped exactly."""
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import nas_kd.models.teachers
+from nas_kd.errors import UserError
+from nas_kd.plan import SearchOptions, SearchPlan, Seeds, TeacherRef, build_plan
+
+MBV2 = str(Path(__file__).resolve().parents[1] / "search_spaces" / "mbv2.yaml")
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its bytes' hash: 'byte-for-byte unchanged' made checkable."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_impossible_budget_changes_nothing_and_trains_nothing(in_tmp, cli, monkeypatch):
+    (in_tmp / "runs" / "earlier").mkdir(parents=True)
+    (in_tmp / "runs" / "earlier" / "report.md").write_text("an earlier study\n")
+    before = snapshot(in_tmp)
+
+    def no_training(*a, **kw):
+        raise AssertionError("a teacher was trained before the budget was checked")
+
+    monkeypatch.setattr(nas_kd.models.teachers, "train_teacher", no_training)
+    code, out, err = cli("search", "--budget", "1k", "--space", MBV2, "--dataset", "synthetic", "--teacher", "resnet8", "--device", "cpu")
+    assert code == 2 and err.count("\n") == 1 and "below the smallest member" in err and "raise the budget" in err
+    assert snapshot(in_tmp) == before and sorted(os.listdir(in_tmp / "runs")) == ["earlier"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"budget": "2X"}, "invalid budget"),
+        ({"space": "missing.yaml"}, "cannot read search space"),
+        ({"dataset": "nope"}, "unknown dataset"),
+        ({"mode": "nope"}, "unknown distillation mode"),
+        ({"loss_weights": "kd=-1"}, "kd"),
+        ({"objectives": "macs"}, "--objectives"),
+        ({"sampler": "grid"}, "unknown sampler"),
+        ({"study": "a/b"}, "invalid study name"),
+        ({"retrain_seeds": 0}, "--retrain-seeds"),
+    ],
+)
+def test_every_option_is_checked_by_build_plan(in_tmp, change, message):
+    opts = dataclasses.replace(SearchOptions(space=MBV2, dataset="synthetic", baselines=False), **change)
+    with pytest.raises(UserError, match=message):
+        build_plan(opts)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_plan_round_trips_and_resolves_once(in_tmp):
+    plan = build_plan(SearchOptions(budget="macs:2M,params:50k", space=MBV2, dataset="synthetic", mode="full", loss_weights="kd=0.7,adv_feat=0", seed=5, teacher_seed=2, retrain_seeds=4, preset="quick"))
+    plan = dataclasses.replace(plan, teacher=TeacherRef(spec="resnet8", path="t.pt", sha256="cd" * 32, arch="resnet8", test_accuracy=0.9))
+    assert plan.seeds == Seeds(search=5, split=2, retrain=(6, 7, 8, 9))  # disjoint from the search seed
+    assert plan.mode.weights.kd == 0.7 and plan.mode.weights.adv_feat == 0 and plan.mode.name == "full"
+    assert plan.budget.macs == 2_000_000 and plan.budget.params == 50_000 and plan.study == "synthetic_mbv2_macs2M-params50k"
+    again = SearchPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan and again.mode == plan.mode and again.space == plan.space and again.to_dict() == plan.to_dict()
+    assert "--loss-weights kd=0.7,adv_feat=0" in plan.command() and "--seed 5" in plan.command()
+
+
+def test_settings_tell_workers_apart(in_tmp):
+    base = build_plan(SearchOptions(space=MBV2, dataset="synthetic", baselines=False, preset="quick"))
+    same = build_plan(SearchOptions(space=MBV2, dataset="synthetic", baselines=False, preset="quick", trials=50, retrain_seeds=5))
+    other = build_plan(SearchOptions(space=MBV2, dataset="synthetic", baselines=False, preset="quick", loss_weights="kd=0.9"))
+    assert base.settings() == same.settings()  # how many trials or retrain seeds do not change a trial's value
+    assert base.settings()["mode"] != other.settings()["mode"]
+
+
+def test_an_old_or_foreign_plan_is_refused():
+    with pytest.raises(UserError, match="start a new study"):
+        SearchPlan.from_dict({"study": "x", "mode": "full"})
