@@ -1,16 +1,30 @@
-"""Export formats agree with the PyTorch model; arch.json + student.pt rebuild it alone."""
+"""Export formats agree with the PyTorch model; arch.json + student.pt rebuild it alone; the
+TorchScript and ONNX graphs take raw uint8 pixels and normalise inside."""
 
 import json
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 
+from nas_kd.data import DeviceLoader, Split
 from nas_kd.errors import UserError
-from nas_kd.export import PARITY_TOLERANCE, export_student, load_exported, varied_batch
+from nas_kd.export import (
+    MIN_AGREEMENT,
+    PARITY_TOLERANCE,
+    class_names,
+    export_student,
+    load_exported,
+    random_pixels,
+    varied_batch,
+)
 from nas_kd.models.student import build_student
 from nas_kd.space import SearchSpace
 
 SHAPE = (3, 12, 12)
+# Different per channel, so a normalisation that mixed channels up would show.
+NORM = {"mean": [0.2, 0.5, 0.7], "std": [0.1, 0.25, 0.4]}
 
 
 def randomised_student():
@@ -32,38 +46,126 @@ def randomised_student():
     return cfg, model.eval()
 
 
+def arch_of(cfg, **extra):
+    return {"student": cfg.to_dict(), "in_channels": 3, "input_shape": list(SHAPE), "num_classes": 7, "normalisation": NORM, **extra}
+
+
+def normalised(pixels, norm=NORM):
+    """What the training and evaluation loaders feed the student for these raw pixels."""
+    loader = DeviceLoader(Split(pixels, torch.zeros(len(pixels), dtype=torch.long)), batch_size=len(pixels), device="cpu", mean=norm["mean"], std=norm["std"], train=False)
+    return next(iter(loader))[0]
+
+
 def test_every_format_matches_and_rebuilds(tmp_path):
     cfg, model = randomised_student()
-    arch = {"student": cfg.to_dict(), "in_channels": 3, "input_shape": list(SHAPE), "num_classes": 7, "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    record = export_student(model, arch, tmp_path)
-    parity = record["max_abs_diff"]
-    assert set(parity) == {"state_dict", "torchscript", "onnx"}
-    assert all(isinstance(v, float) and v < PARITY_TOLERANCE for v in parity.values())
+    names = [f"class {k}" for k in range(7)]
+    arch = arch_of(cfg, class_names=names)
+    record = export_student(model, arch, tmp_path)  # no images: random pixel images
+    assert record["images"] == 64 and "random" in record["images_source"]
+    assert set(record["max_abs_diff"]) == set(record["agreement"]) == {"state_dict", "torchscript", "onnx"}
+    assert all(isinstance(v, float) and v < PARITY_TOLERANCE for v in record["max_abs_diff"].values())
+    assert all(v >= MIN_AGREEMENT for v in record["agreement"].values())
     assert json.loads((tmp_path / "parity.json").read_text()) == record
-    x = varied_batch(9, SHAPE, torch.Generator().manual_seed(2))
+
+    pixels = random_pixels(9, SHAPE, torch.Generator().manual_seed(2))  # a batch size it was not traced with
     with torch.no_grad():
-        expected = model(x)
+        expected = model(normalised(pixels))
         assert expected.std(0).max() > 0.05  # the logits depend on the input: the check means something
         rebuilt, got_arch = load_exported(tmp_path)
-        assert got_arch["normalisation"] == arch["normalisation"]
-        assert torch.allclose(rebuilt(x), expected, atol=PARITY_TOLERANCE)
-        assert torch.allclose(torch.jit.load(str(tmp_path / "student.ts"))(x), expected, atol=PARITY_TOLERANCE)
+        assert got_arch["normalisation"] == NORM
+        assert torch.allclose(rebuilt(normalised(pixels)), expected, atol=PARITY_TOLERANCE)
+        assert torch.allclose(torch.jit.load(str(tmp_path / "student.ts"))(pixels), expected, atol=PARITY_TOLERANCE)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"input": x.numpy()})  # a batch size it was not traced with
+    (logits,) = session.run(None, {"input": pixels.numpy()})
     assert abs(logits - expected.numpy()).max() < PARITY_TOLERANCE
     # weights only: the state dict file loads under the safe unpickler
     assert isinstance(torch.load(tmp_path / "student.pt", weights_only=True), dict)
 
 
-def test_a_disagreeing_format_is_refused(tmp_path, monkeypatch):
-    import nas_kd.export as E
-
+def test_the_input_contract_is_written_where_the_graphs_go(tmp_path):
     cfg, model = randomised_student()
-    monkeypatch.setattr(E, "_max_diff", lambda a, b: 1.0)
-    with pytest.raises(RuntimeError, match="disagree"):
-        export_student(model, {"student": cfg.to_dict(), "in_channels": 3, "input_shape": list(SHAPE), "num_classes": 7}, tmp_path)
+    export_student(model, arch_of(cfg, class_names=list("abcdefg")), tmp_path)
+    contract = json.loads((tmp_path / "arch.json").read_text())["exported_input"]
+    assert contract["dtype"] == "uint8" and contract["layout"] == "NCHW" and contract["range"] == [0, 255]
+    assert contract["shape"] == ["N", *SHAPE] and contract["name"] == "input"
+    assert (contract["mean"], contract["std"]) == (NORM["mean"], NORM["std"])
+    assert contract["class_names"] == list("abcdefg") and contract["output"]["shape"] == ["N", 7]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["nas_kd_input"]) == contract
+    (inp,) = session.get_inputs()
+    assert inp.type == "tensor(uint8)" and inp.shape[1:] == list(SHAPE)
+    with zipfile.ZipFile(tmp_path / "student.ts") as z:
+        (member,) = [n for n in z.namelist() if n.endswith("extra/nas_kd_input.json")]
+        assert json.loads(z.read(member)) == contract
+    # class names: given ones win, else the dataset's where known
+    assert class_names({"dataset": "Fashion-MNIST"})[9] == "Ankle boot" and class_names({"dataset": "cifar10"})[0] == "airplane"
+    assert class_names({"dataset": "synthetic"}) is None and class_names({"dataset": "mnist", "class_names": ["x"]}) == ["x"]
+
+
+def test_the_graphs_refuse_anything_but_uint8_pixels(tmp_path):
+    """A float image (0..1 or 0..255) fed by mistake fails loudly instead of being misclassified."""
+    cfg, model = randomised_student()
+    export_student(model, arch_of(cfg), tmp_path)
+    floats = random_pixels(3, SHAPE, torch.Generator().manual_seed(3)).float() / 255
+    with pytest.raises(torch.jit.Error, match="takes raw pixels as uint8"):
+        torch.jit.load(str(tmp_path / "student.ts"))(floats)
+    import onnxruntime
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    with pytest.raises(InvalidArgument, match=r"expected: \(tensor\(uint8\)\)"):
+        session.run(None, {"input": floats.numpy()})
+    # the right dtype in the wrong layout (N x H x W x C) is refused too, not reinterpreted
+    with pytest.raises(InvalidArgument, match="invalid dimensions"):
+        session.run(None, {"input": np.ascontiguousarray((floats * 255).to(torch.uint8).numpy().transpose(0, 2, 3, 1))})
+
+
+def test_a_format_that_disagrees_is_refused(tmp_path):
+    """A forward with data-dependent Python control flow, which tracing freezes: the exported
+    graphs and the rebuilt student miss the branch that bright images take in eager mode."""
+    cfg, model = randomised_student()
+    model.register_forward_hook(lambda module, inputs, output: -output if bool(inputs[0].mean() > 0) else output)
+    pixels = random_pixels(32, SHAPE, torch.Generator().manual_seed(4))
+    dark = normalised(pixels).mean((1, 2, 3)) < 0
+    images = torch.cat([pixels[dark][:2], pixels[~dark]])  # traced on the first two: dark ones
+    assert len(images) > 10
+    with pytest.warns(torch.jit.TracerWarning), pytest.raises(RuntimeError, match=r"disagree .* on \d+ images: state_dict \(agreement 0\.\d+"):
+        export_student(model, arch_of(cfg), tmp_path, images)
+    parity = json.loads((tmp_path / "parity.json").read_text())
+    assert all(v < MIN_AGREEMENT for v in parity["agreement"].values())
+
+
+@pytest.mark.parametrize("case", ["shift", "tie"])
+def test_each_parity_criterion_refuses_on_its_own(tmp_path, case):
+    """A forward hook is traced into the graphs but not saved in the state dict, so only the
+    rebuilt student misses it. ``shift``: every logit moves by 1e-3, no class changes: only the
+    logit difference catches it. ``tie``: two classes tied at the top, nudged apart by 5e-5 (under
+    the tolerance): only the class agreement catches it."""
+    cfg, model = randomised_student()
+    nudge = torch.zeros(7)
+    if case == "shift":
+        nudge += 1e-3
+    else:
+        with torch.no_grad():
+            model.head.fc.weight[1] = model.head.fc.weight[0]
+            model.head.fc.bias[:2] = 50.0  # classes 0 and 1 lead on every image, exactly tied
+        nudge[1] = 5e-5
+    model.register_forward_hook(lambda module, inputs, output: output + nudge)
+    expected = r"state_dict \(agreement 1\.0000, max \|diff\| 1\.0e-03\)" if case == "shift" else r"state_dict \(agreement 0\.0000, max \|diff\| 5\.\de-05\)"
+    with pytest.raises(RuntimeError, match=r"disagree with the PyTorch model on 64 images: " + expected + "; need"):
+        export_student(model, arch_of(cfg), tmp_path)
+
+
+def test_parity_images_must_be_raw_pixels_of_the_input_shape(tmp_path):
+    cfg, model = randomised_student()
+    pixels = random_pixels(8, SHAPE, torch.Generator().manual_seed(5))
+    for bad in (pixels.float(), pixels[:, :1], pixels[:2]):
+        with pytest.raises(ValueError, match="parity images must be uint8"):
+            export_student(model, arch_of(cfg), tmp_path, bad)
 
 
 def test_load_exported_refuses_what_is_not_an_export(tmp_path):
