@@ -272,7 +272,7 @@ def export_study(study_name: str, storage: str | None = None, *, log: Callable[[
         "study": study_name,
     }
     out = run_dir(study_name) / "export"
-    images, source = validation_images(config["dataset"], config["data_dir"], config.get("split_seed", 0), parity_images)
+    images, source = validation_images(plan.dataset, plan.data_dir, plan.seeds.split, parity_images)
     record = export_student(model, arch, out, images, images_source=source)
     figures = ", ".join(f"{k} {record['agreement'][k]:.2%} / {v:.1e}" if isinstance(v, float) else f"{k} {v}" for k, v in record["max_abs_diff"].items())
     log(f"export: {out} (on {record['images']} validation images, agreement / max |diff|: {figures})")
