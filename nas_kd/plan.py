@@ -58,7 +58,7 @@ class SearchOptions:
     space: str = "search_spaces/mbv2.yaml"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    teacher: str = "resnet20"
+    teacher: str = "default"  # the shipped teacher of the dataset (nas_kd.models.shipped)
     teacher_recon: bool = False
     mode: str = "full"
     loss_weights: str | None = None
@@ -75,6 +75,7 @@ class SearchOptions:
     device: str = "auto"
     progress: bool | None = None
     heartbeat: int = 10  # seconds; see nas_kd.storage
+    min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
 
 
@@ -82,7 +83,7 @@ class SearchOptions:
 class TeacherRef:
     """Which teacher: what the user asked for, and once resolved, the exact file (by hash)."""
 
-    spec: str  # registry name ("resnet20") or a checkpoint / TorchScript path
+    spec: str  # "default" (shipped), a registry name ("resnet20") or a checkpoint / TorchScript path
     reconstruction: bool = False
     path: str | None = None
     sha256: str | None = None
@@ -140,6 +141,7 @@ class SearchPlan:
     baselines: bool
     device: str
     heartbeat: int
+    min_fill: float = 0.85
     versions: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ------------------------------------------------------------------ derived, never stored
@@ -201,6 +203,8 @@ class SearchPlan:
         parts += ["--teacher", self.teacher.path or self.teacher.spec, "--mode", self.mode_name, "--sampler", self.sampler]
         parts += ["--objectives", ",".join(self.objectives), "--study", self.study, "--preset", self.preset.name]
         parts += ["--seed", str(self.seeds.search), "--teacher-seed", str(self.seeds.split), "--retrain-seeds", str(len(self.seeds.retrain))]
+        if self.min_fill != SearchOptions.min_fill:
+            parts += ["--min-fill", f"{self.min_fill:g}"]
         if self.loss_weights:
             parts += ["--loss-weights", ",".join(f"{k}={v:g}" for k, v in self.loss_weights)]
         for flag, value in (("--trials", self.trials), ("--timeout", self.timeout), ("--data-dir", self.data_dir)):
@@ -252,6 +256,7 @@ class SearchPlan:
             "baselines": self.baselines,
             "device": self.device,
             "heartbeat": self.heartbeat,
+            "min_fill": self.min_fill,
             "command": self.command(),
             "versions": dict(self.versions),
         }
@@ -285,6 +290,7 @@ class SearchPlan:
             baselines=bool(d["baselines"]),
             device=d["device"],
             heartbeat=int(d["heartbeat"]),
+            min_fill=float(d["min_fill"]),
             versions=dict(d.get("versions") or {}),
         )
 
@@ -298,6 +304,8 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise UserError(f"--retrain-seeds must be at least 1, got {opts.retrain_seeds}")
     if opts.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
+    if not 0.0 <= opts.min_fill <= 1.0:
+        raise UserError(f"--min-fill must be between 0 and 1 (a share of the budget), got {opts.min_fill}")
     if opts.heartbeat < 1:
         raise UserError(f"--heartbeat must be at least 1 second, got {opts.heartbeat}")
 
@@ -367,6 +375,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         baselines=opts.baselines,
         device=opts.device,
         heartbeat=opts.heartbeat,
+        min_fill=opts.min_fill,
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
     )
 

@@ -31,6 +31,7 @@ from nas_kd.plan import (
     parse_objectives,
     plan_of,
 )
+from nas_kd.proposals import BudgetSampler
 from nas_kd.storage import open_storage
 from nas_kd.study import (
     INTERRUPTED,
@@ -117,6 +118,11 @@ class Objective:
             self._splits = load_splits(self.plan.dataset, self.plan.data_dir, seed=self.plan.seeds.split, train_subset=self.schedule.train_subset)
             self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.plan.seeds.search, crop=self.schedule.crop)
         return self._splits, self._loaders
+
+    def prepare(self, trial) -> None:
+        """Draw the candidate (the sampler repairs it into the budget band) and store its
+        parameters; `nas_kd.workers` calls this under the study lock."""
+        self.space.sample(trial)
 
     def _values(self, accuracy: float, macs: int):
         return (accuracy, float(macs)) if self.multi else accuracy
@@ -210,7 +216,8 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
         check_settings(plan_of(existing).settings(), plan.settings(), plan.study)
     previous = len(existing.trials) if existing is not None else 0
     # A resumed session must not replay the first session's random draws: offset the seed.
-    sampler = make_sampler(plan.sampler, plan.seeds.search + previous, plan.multi)
+    seed = plan.seeds.search + previous
+    sampler = BudgetSampler(make_sampler(plan.sampler, seed, plan.multi), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed)
     if plan.multi:
         pruner = optuna.pruners.NopPruner()
         log("search: two objectives, so no pruning (Optuna prunes single-objective studies only)")
@@ -225,8 +232,20 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2 in practice
         study.set_metric_names(["val_accuracy", "macs"] if plan.multi else ["val_accuracy"])
     study.set_user_attr(PLAN_ATTR, plan.to_dict())  # settings are equal; trials, seeds, device follow this session
+    if existing is None:
+        _enqueue_baseline(study, plan, log)
     study.set_user_attr(STOP_ATTR, None)
     return study, previous
+
+
+def _enqueue_baseline(study, plan: SearchPlan, log: Callable[[str], None]) -> None:
+    """The hand-scaled answer is the study's first candidate: the search starts from it."""
+    try:
+        base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes)
+    except UserError:
+        return  # no uniform member fits (only possible with --no-baselines)
+    study.enqueue_trial(plan.space.params_of(base), user_attrs={"baseline": True})
+    log(f"search: the uniform baseline {base.describe()} is the first candidate")
 
 
 def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finish: bool = True) -> dict:
@@ -289,7 +308,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
             log(f"search: {done} of {target} trials already finished; nothing to run")
         else:
             # Claims under the study lock, heartbeats, retries of dead workers' trials: see nas_kd.workers.
-            run_trials(study, objective, url=plan.storage, target=target, timeout=plan.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections)
+            run_trials(study, objective, url=plan.storage, target=target, timeout=plan.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections, prepare=objective.prepare)
     except KeyboardInterrupt:
         study.set_user_attr(STOP_ATTR, INTERRUPTED)
         _add_wall(study, time.perf_counter() - start)
@@ -305,6 +324,8 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         study.set_user_attr(STOP_ATTR, f"--timeout {plan.timeout:g} s reached")
     if study.user_attrs.get(STOP_ATTR):
         log(f"search: {study.user_attrs[STOP_ATTR]}")
+    if isinstance(study.sampler, BudgetSampler) and study.sampler.counts.proposals:
+        log(f"search: {study.sampler.counts.describe()}")
     log(f"search: trials: {counts.describe()}")
     result = {"study": plan.study, "storage": plan.storage, "run_dir": str(plan.run_dir), "new_trials": new_trials, "finished": counts.finished, "report": None, "verdict": None}
     if finish:

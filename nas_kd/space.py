@@ -242,6 +242,16 @@ class SearchSpace:
 
         return self._make(pick)
 
+    def params_of(self, cfg: StudentConfig) -> dict:
+        """The Optuna parameters that make ``cfg`` (the inverse of `config_from_params`)."""
+        values = {"stem.width": cfg.stem_width}
+        for i, stage in enumerate(cfg.stages, 1):
+            values.update({f"stage{i}.{k}": getattr(stage, k) for k in _CHOICE_KEYS})
+        params = {name: values[name] for name, choices in self.decisions() if len(choices) > 1}
+        if self.config_from_params(params) != cfg:
+            raise UserError(f"{cfg.describe()} is not a member of search space {self.name}")
+        return params
+
     def random_config(self, rng: random.Random) -> StudentConfig:
         """A uniformly random member (each decision drawn independently)."""
         return self._make(lambda _name, choices: rng.choice(choices))

@@ -37,7 +37,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _claim(study, url: str, target: int | None):
+def _claim(study, url: str, target: int | None, prepare: Callable | None = None):
     """Under the study lock: a new trial to run, "wait" (others are finishing), or None (done)."""
     import optuna
     from optuna.storages import fail_stale_trials
@@ -61,7 +61,12 @@ def _claim(study, url: str, target: int | None):
         with _quiet(optuna), warnings.catch_warnings():
             # Optuna expects heartbeats only inside study.optimize; run_trials runs the heartbeat thread itself.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            return study.ask()
+            trial = study.ask()
+        if prepare is not None:
+            # Still under the lock: the trial's parameters reach the storage before any other
+            # worker's sampler reads the study (so two workers never draw the same config).
+            prepare(trial)
+        return trial
 
 
 class _quiet:
@@ -88,12 +93,14 @@ def run_trials(
     catch: tuple[type[BaseException], ...] = (),
     after_trial: Callable | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prepare: Callable | None = None,
 ) -> int:
     """Run trials until ``target`` are finished study-wide (or ``timeout`` s, or ``should_stop()``).
 
     ``objective(trial)`` returns the value(s) to tell, or raises: `optuna.TrialPruned` -> PRUNED;
     an exception in ``catch`` -> FAIL, and the loop goes on; anything else (KeyboardInterrupt
-    included) -> the trial is told FAIL and the exception propagates. Returns trials run here.
+    included) -> the trial is told FAIL and the exception propagates. ``prepare(trial)`` runs
+    under the study lock right after the trial is created. Returns trials run here.
     """
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread
@@ -106,7 +113,7 @@ def run_trials(
             break
         if should_stop is not None and should_stop():
             break
-        trial = _claim(study, url, target)
+        trial = _claim(study, url, target, prepare)
         if trial is None:
             break
         if trial == "wait":

@@ -7,6 +7,7 @@ import optuna
 import pytest
 import torch
 
+import nas_kd.config
 import nas_kd.distill
 from nas_kd.config import Schedule
 from nas_kd.errors import UserError
@@ -60,7 +61,7 @@ def test_default_names_and_settings_check():
         check_settings(stored, {**stored, "mode": "full"}, "s")
 
 
-def test_over_budget_candidates_are_rejected_untrained_and_do_not_count(setup):
+def test_candidates_are_repaired_into_the_budget_never_rejected_and_never_repeated(setup):
     opts, calls = setup
     from nas_kd.cost import analytic_cost
     from nas_kd.space import SearchSpace
@@ -71,11 +72,10 @@ def test_over_budget_candidates_are_rejected_untrained_and_do_not_count(setup):
     opts.budget, opts.baselines = str((lo + hi) // 2), False
     result = run_search(opts, log=quiet, finish=False)
     study = load_study("mini")
-    rejected = [t for t in study.trials if t.user_attrs.get("feasible") is False]
     trained = [t for t in study.trials if t.user_attrs.get("feasible")]
-    assert len(finished_trials(study.trials)) == result["finished"] == 3 == len(trained) == len(calls)
-    assert all(t.values == [0.0] and t.constraints["macs"] > 0 and t.user_attrs["macs"] > int(opts.budget) for t in rejected)
-    assert all(t.constraints["macs"] <= 0 and t.user_attrs["macs"] == t.user_attrs["analytic_macs"] for t in trained)
+    assert len(study.trials) == len(finished_trials(study.trials)) == result["finished"] == 3 == len(trained) == len(calls)
+    assert all(t.constraints["macs"] <= 0 and t.user_attrs["macs"] == t.user_attrs["analytic_macs"] <= int(opts.budget) for t in trained)
+    assert len({t.user_attrs["config"] for t in trained}) == 3
     assert all({"config", "macs", "params", "train_seconds", "images_per_second", "feasible"} <= set(t.user_attrs) for t in trained)
     # the same command again adds nothing; asking for more adds exactly the difference
     assert run_search(opts, log=quiet, finish=False)["new_trials"] == 0
@@ -148,18 +148,29 @@ def test_bad_options_fail_before_any_work(in_tmp, cli):
     assert code == 2 and "no study 'nope'" in err
 
 
-def test_no_candidate_within_budget_leaves_a_partial_report_and_one_line(setup, monkeypatch, cli):
-    import nas_kd.search as S
-    from nas_kd.cost import analytic_cost
+def test_no_finished_candidate_leaves_a_partial_report_and_one_line(setup, monkeypatch, cli):
+    opts, calls = setup
+
+    def diverge(*a, **kw):
+        calls.append("nan")
+        raise NonFiniteLossError("loss became nan")
+
+    monkeypatch.setattr(nas_kd.distill, "train", diverge)
+    code, out, err = cli("search", "--dataset", "synthetic", "--space", "mini.yaml", "--budget", "10M", "--teacher", opts.teacher, "--mode", "kd", "--study", "mini", "--trials", "2", "--sampler", "random", "--no-baselines", "--preset", "quick", "--device", "cpu")
+    assert code == 2 and "no candidate within budget finished" in err and err.count("\n") == 1 and calls == ["nan", "nan"]
+    report = json.loads(open("runs/mini/report.json").read())
+    assert report["partial"] and report["winner"] is None and report["trials_by_state"] == {"FAIL": 2}
+
+
+def test_the_uniform_baseline_is_the_first_candidate(setup):
+    opts, calls = setup
     from nas_kd.space import SearchSpace
 
-    opts, calls = setup
-    monkeypatch.setattr(S, "REJECTIONS_PER_TRIAL", 1)  # stop after two rejections
-    smallest = analytic_cost(SearchSpace.load("mini.yaml").smallest(), (1, 16, 16), 10).macs
-    code, out, err = cli("search", "--dataset", "synthetic", "--space", "mini.yaml", "--budget", smallest, "--teacher", opts.teacher, "--mode", "kd", "--study", "mini", "--trials", "1", "--sampler", "random", "--no-baselines", "--preset", "quick", "--device", "cpu")
-    assert code == 2 and "no candidate within budget" in err and err.count("\n") == 1 and calls == []
-    report = json.loads(open("runs/mini/report.json").read())
-    assert report["partial"] and report["winner"] is None and report["trials_by_state"] == {"INFEASIBLE": 2}
+    opts.trials = 2
+    run_search(opts, log=quiet, finish=False)
+    first = load_study("mini").trials[0]
+    base = SearchSpace.load("mini.yaml").baseline(nas_kd.config.parse_budget(opts.budget), (1, 16, 16), 10)
+    assert first.user_attrs.get("baseline") is True and first.user_attrs["config"] == base.to_json()
 
 
 def test_pruning_waits_for_five_trained_candidates_not_rejections():

@@ -62,6 +62,15 @@ def _counted(trials):
     return finished_trials(trials)
 
 
+def _assert_no_config_twice(trials, retried=()) -> None:
+    """Workers started together drew the same configs before proposals were made under the lock;
+    only a dead worker's trial may be trained again (its retry)."""
+    from collections import Counter
+
+    configs = Counter(t.user_attrs.get("config") for t in trials if t.number not in retried and t.user_attrs.get("config"))
+    assert max(configs.values()) == 1, [c for c, n in configs.items() if n > 1]
+
+
 def _wait_for_running(storage: str, study: str, timeout: float = 120) -> None:
     import optuna
     from optuna.trial import TrialState
@@ -187,4 +196,5 @@ def test_two_processes_on_one_sqlite_study_share_it(workdir):
         assert p.returncode == 0, out[-3000:]
     trials = _trials(storage, study)
     assert len(_counted(trials)) == 6
+    _assert_no_config_twice(trials)
     assert sum("search: finalizing" in out for out in outs) == 1

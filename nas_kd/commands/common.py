@@ -20,5 +20,5 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_teacher_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="resnet20", help="registry name (resnet20, resnet56, wrn-16-4, tv:resnet18; the cached teacher for the dataset, trained if missing) or a checkpoint/TorchScript path")
+    p.add_argument("--teacher", default="default", help="default (the teacher that ships with nas-kd for the dataset; resnet20 trained here if none ships), a registry name (resnet20, resnet56, wrn-16-4, tv:resnet18: the cached teacher for the dataset, trained if missing) or a checkpoint/TorchScript path")
     p.add_argument("--teacher-recon", action="store_true", help="a teacher trained with the reconstruction head (needed by mode zhang)")

@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--objectives", default="accuracy", choices=["accuracy", "accuracy,macs"], help="accuracy (default) or accuracy,macs (Pareto search; no pruning)")
     p.add_argument("--retrain-seeds", type=int, default=3, help="how many seeds the winner and the baseline are retrained with, the same for both: seed+1, seed+2, ... (default 3)")
     p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip training the uniform baseline (in the search's mode and with ce), and so the verdict")
+    p.add_argument("--min-fill", type=float, default=0.85, help="every proposed candidate uses at least this share of the budget's binding limit; proposals are repaired in-process, never trained over budget (default 0.85)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; a trial silent for 3 is taken as dead and retried (default 10)")
     p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher and of the validation split it left out (default 0)")
     p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=args.progress,
         heartbeat=args.heartbeat,
+        min_fill=args.min_fill,
         teacher_seed=args.teacher_seed,
     )
     result = run_search(opts, log=_log, finish=args.finalize)

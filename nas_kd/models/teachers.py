@@ -502,10 +502,23 @@ def resolve_teacher(
     reconstruction: bool = False,
     log=print,
 ) -> tuple[nn.Module, dict, Path]:
-    """``spec`` is a file (cached checkpoint or TorchScript) or a registry name, which means the
-    cached teacher of that architecture for the dataset (trained first if missing)."""
+    """``spec`` is ``default`` (the teacher shipped for the dataset, `nas_kd.models.shipped`, or
+    resnet20 trained here when none ships), a file (cached checkpoint or TorchScript) or a registry
+    name, which means the cached teacher of that architecture for the dataset (trained first if
+    missing)."""
     from nas_kd.data import dataset_info
+    from nas_kd.models.shipped import DEFAULT_SPEC, FALLBACK_ARCH, shipped_teacher, verified_path
 
+    if spec == DEFAULT_SPEC:
+        entry = shipped_teacher(dataset_info(dataset, data_dir).name)
+        if entry is None:
+            log(f"teacher: no teacher ships for {dataset}; using {FALLBACK_ARCH} trained on this machine")
+            spec = FALLBACK_ARCH
+        else:
+            path = verified_path(entry)
+            model, meta = load_teacher(path, dataset_info(dataset, data_dir), device)
+            log(f"teacher: the shipped {entry.arch} for {entry.dataset} (test accuracy {entry.test_accuracy:.4f}, sha256 {entry.sha256[:12]}; made by '{entry.command}')")
+            return model, meta, path
     if is_teacher_path(spec):
         path = Path(spec).expanduser()
         model, meta = load_teacher(path, dataset_info(dataset, data_dir), device)

@@ -1,0 +1,73 @@
+"""`BudgetSampler`: proposals repaired into the budget band, distinct, the sampler still learning."""
+
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas_kd.config import parse_budget
+from nas_kd.cost import analytic_cost
+from nas_kd.proposals import BudgetSampler, fill_of
+from nas_kd.search import make_sampler
+from nas_kd.space import SearchSpace
+
+MBV2 = SearchSpace.load(Path(__file__).resolve().parents[1] / "search_spaces" / "mbv2.yaml")
+SHAPE = (1, 28, 28)
+
+
+def run_study(sampler_name: str, budget_text: str, trials: int, min_fill: float = 0.85):
+    budget = parse_budget(budget_text)
+    sampler = BudgetSampler(make_sampler(sampler_name, 0, False), MBV2, budget, SHAPE, 10, min_fill=min_fill, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fills = []
+
+    def objective(trial):
+        cfg = MBV2.sample(trial)
+        cost = analytic_cost(cfg, SHAPE, 10)
+        fills.append(fill_of(budget, cost.macs, cost.params))
+        return -abs(cost.params - 20_000)  # something for TPE to learn
+
+    study.optimize(objective, n_trials=trials)
+    return study, sampler, fills
+
+
+@pytest.mark.parametrize("sampler_name", ["random", "tpe", "nsga2"])
+@pytest.mark.parametrize("budget_text", ["0.5M", "2M", "macs:2M,params:15k"])
+def test_every_proposal_fits_fills_the_budget_and_is_new(sampler_name, budget_text):
+    study, sampler, fills = run_study(sampler_name, budget_text, 20)
+    assert len(fills) == 20 and max(fills) <= 1.0  # never over budget: nothing to reject
+    assert statistics.median(fills) >= 0.85 and min(fills) >= 0.85
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 20
+    c = sampler.counts
+    assert c.proposals == 20 and c.exhausted == 0 and 1e3 * c.seconds / c.proposals < 20  # milliseconds
+
+
+def test_raw_proposals_would_mostly_be_rejected():
+    """What the repair is for: at 0.5M about 1 in 1,400 uniform draws fits at all."""
+    import random
+
+    rng = random.Random(0)
+    budget = parse_budget("0.5M")
+    fits = sum(fill_of(budget, *(lambda c: (c.macs, c.params))(analytic_cost(MBV2.random_config(rng), SHAPE, 10))) <= 1.0 for _ in range(300))
+    assert fits <= 3
+
+
+def test_min_fill_zero_keeps_the_sampler_proposal_when_it_fits():
+    budget = parse_budget("26M")  # above the largest member: every proposal fits as drawn
+    sampler = BudgetSampler(optuna.samplers.RandomSampler(seed=1), MBV2, budget, SHAPE, 10, min_fill=0.0)
+    proposal = MBV2.params_of(MBV2.uniform(3))
+    assert sampler.repair(dict(proposal), seen=set()) == proposal and sampler.counts.over_budget == 0
+
+
+def test_a_budget_above_the_space_is_filled_relative_to_its_largest_member():
+    _, sampler, fills = run_study("random", "1G", 5)
+    largest = analytic_cost(MBV2.largest(), SHAPE, 10).macs / 1e9
+    assert min(fills) >= 0.85 * largest and sampler.counts.exhausted == 0
+
+
+def test_params_of_inverts_config_from_params():
+    for i in range(0, MBV2.num_uniform(), 7):
+        cfg = MBV2.uniform(i)
+        assert MBV2.config_from_params(MBV2.params_of(cfg)) == cfg
