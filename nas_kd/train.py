@@ -1,6 +1,6 @@
 """Training pieces shared by teacher training and the distiller: optimiser, LR schedule,
 evaluation, and per-epoch bookkeeping. The loops themselves live where they are read
-(`nas_kd.models.teachers.train_teacher`, `nas_kd.distill.trainer.train`)."""
+(`nas_kd.models.teacher_training.train_teacher`, `nas_kd.distill.trainer.train`)."""
 
 from __future__ import annotations
 
