@@ -20,7 +20,7 @@ from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_js
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
-CSV_FIELDS = ["number", "state", "feasible", "val_accuracy", "macs", "params", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
+CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
 
 
 def trial_state(t) -> str:
@@ -40,6 +40,7 @@ def trial_rows(study) -> list[dict]:
         rows.append({
             "number": t.number,
             "state": state,
+            "baseline": bool(a.get("baseline")),
             "feasible": a.get("feasible"),
             "val_accuracy": acc,
             "macs": a.get("macs"),
@@ -182,7 +183,7 @@ def _markdown(r: dict) -> str:
         f"- **Budget**: {b['describe']} (`{b['text']}`)",
         f"- **Space**: {r['space']['name']} (`{r['space']['path']}`, {r['space']['size']:,} students)",
         f"- **Dataset**: {r['dataset']}",
-        f"- **Teacher**: {t['arch']}, test accuracy {_pct(t['test_accuracy'])} (`{t['path']}`, sha256 {t['sha256'][:12]})",
+        f"- **Teacher**: {t['arch']}, test accuracy {_pct(t['test_accuracy'])} (`{t['path']}`, sha256 {t['sha256'][:12]})" if t["sha256"] else "- **Teacher**: none (the mode learns from labels alone)",
         f"- **Search**: preset {r['preset']}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}, seed {r['seeds']['search']}"
         + (f"; wall time {wall:.0f} s (summed over sessions)" if wall is not None else ""),
         f"- **Trials**: {trials}",

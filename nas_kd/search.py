@@ -270,9 +270,12 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     if plan.sampler == "nsga2" and not plan.multi:
         log("search: NSGA-II on one objective is a genetic algorithm; TPE is usually better there")
 
-    ref = plan.teacher
-    teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
-    plan = plan.with_teacher(meta, path)
+    ref, teacher = plan.teacher, None
+    if mode.uses_teacher:
+        teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
+        plan = plan.with_teacher(meta, path)
+    else:
+        log(f"search: mode {mode.name} learns from labels alone; no teacher is loaded or trained")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, previous = _open_study(plan, log)
     write_json(plan.run_dir / "config.json", plan.to_dict())

@@ -199,3 +199,18 @@ def test_pruning_waits_for_five_trained_candidates_not_rejections():
     late = study.ask()
     late.report(0.1, 1)
     assert late.should_prune()  # five trained candidates now set the median
+
+
+def test_mode_ce_loads_no_teacher_and_the_report_says_so(setup, monkeypatch):
+    import nas_kd.models.teachers
+
+    opts, calls = setup
+
+    def no_teacher(*a, **kw):
+        raise AssertionError("mode ce resolved a teacher")
+
+    monkeypatch.setattr(nas_kd.models.teachers, "resolve_teacher", no_teacher)
+    opts.mode, opts.teacher, opts.trials = "ce", "default", 2
+    result = run_search(opts, log=quiet)
+    assert set(calls) == {"ce"} and result["verdict"] and "mode ce" in result["verdict"]
+    assert "Teacher**: none" in open("runs/mini/report.md").read()
