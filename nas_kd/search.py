@@ -327,10 +327,11 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         study.set_user_attr(STOP_ATTR, f"--timeout {plan.timeout:g} s reached")
     if study.user_attrs.get(STOP_ATTR):
         log(f"search: {study.user_attrs[STOP_ATTR]}")
-    if isinstance(study.sampler, BudgetSampler) and study.sampler.counts.proposals:
-        log(f"search: {study.sampler.counts.describe()}")
+    proposals = study.sampler.counts if isinstance(study.sampler, BudgetSampler) else None
+    if proposals is not None and proposals.proposals:
+        log(f"search: {proposals.describe()}")
     log(f"search: trials: {counts.describe()}")
-    result = {"study": plan.study, "storage": plan.storage, "run_dir": str(plan.run_dir), "new_trials": new_trials, "finished": counts.finished, "report": None, "verdict": None}
+    result = {"study": plan.study, "storage": plan.storage, "run_dir": str(plan.run_dir), "new_trials": new_trials, "finished": counts.finished, "report": None, "verdict": None, "proposals": proposals}
     if finish:
         from nas_kd.finalize import pick_winner
 

@@ -242,6 +242,11 @@ class SearchSpace:
 
         return self._make(pick)
 
+    def config_at(self, index: dict[str, int]) -> StudentConfig:
+        """The member with choice ``index[name]`` of each decision (index 0 where absent); no
+        validation, for hot loops such as `nas_kd.proposals`."""
+        return self._make(lambda name, choices: choices[index.get(name, 0)])
+
     def params_of(self, cfg: StudentConfig) -> dict:
         """The Optuna parameters that make ``cfg`` (the inverse of `config_from_params`)."""
         values = {"stem.width": cfg.stem_width}
