@@ -86,7 +86,9 @@ def main(argv=None) -> int:
         "",
         f"`OMP_NUM_THREADS=1 python -m bench.search_fill --trials {args.trials}` on real Fashion-MNIST, mbv2 space, mode ce, quick preset, "
         f"seed {args.seed}, no final retrain; {hardware()}. Every proposal of the sampler is repaired in-process into "
-        "[0.85, 1] of the budget (`nas_kd.proposals`), so no trial is over budget and none is trained twice.",
+        "[0.85, 1] of the budget (`nas_kd.proposals`), so no trial is over budget and none is trained twice. "
+        "Trial 0 is the uniform baseline. TPE samples at random for its first 10 trials (Optuna's `n_startup_trials`), so with as few "
+        "trials as here its rows repeat the random sampler's; 'trained' counts pruned candidates too, as `--trials` does.",
         "",
         "| budget | sampler | trained / requested | over-budget trials | distinct | median fill | min fill | proposals: shrunk / grown / redrawn | ms per proposal | raw uniform draws that fit |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
