@@ -34,10 +34,10 @@ def test_adapters_between_real_networks():
     s_sizes, t_sizes = stage_sizes(student, (1, 12, 12)), stage_sizes(teacher, (1, 12, 12))
     assert s_sizes == t_sizes == [(12, 12), (6, 6), (3, 3)]
     pairs = pair_stages(s_sizes, t_sizes)
-    adapters = StageAdapters(pairs, student.stage_channels, teacher.stage_channels)
+    adapters = StageAdapters(pairs, student.stage_channels, teacher.stage_channels, t_sizes)
     x = torch.randn(3, 1, 12, 12)
     s_maps, _ = student.forward_stages(x)
     t_maps, _ = teacher.forward_stages(x)
-    out = adapters(s_maps, [t_maps[j] for _, j in pairs])
+    out = adapters(s_maps)
     assert [o.shape for o in out] == [t.shape for t in t_maps]
     assert student.training  # the probe restored the mode

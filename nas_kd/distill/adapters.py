@@ -84,14 +84,15 @@ class StageAdapter(nn.Module):
 
 
 class StageAdapters(nn.Module):
-    """One adapter per (student stage, teacher stage) pair."""
+    """One adapter per (student stage, teacher stage) pair; ``teacher_sizes`` are the paired
+    teacher maps' (H, W), the adapters' output sizes."""
 
-    def __init__(self, pairs: Sequence[tuple[int, int]], student_channels: Sequence[int], teacher_channels: Sequence[int]):
+    def __init__(self, pairs: Sequence[tuple[int, int]], student_channels: Sequence[int], teacher_channels: Sequence[int], teacher_sizes: Sequence[Size]):
         super().__init__()
         self.pairs = list(pairs)
+        self.sizes = [tuple(teacher_sizes[j]) for _, j in self.pairs]
         self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j]) for i, j in self.pairs)
 
-    def forward(self, student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Adapted student maps, one per pair; ``teacher_maps`` holds the paired teacher maps in
-        pair order (their sizes are the targets)."""
-        return [adapter(student_maps[i], tuple(t.shape[-2:])) for adapter, (i, _), t in zip(self.adapters, self.pairs, teacher_maps, strict=True)]
+    def forward(self, student_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Adapted student maps, one per pair, shallow to deep."""
+        return [adapter(student_maps[i], size) for adapter, (i, _), size in zip(self.adapters, self.pairs, self.sizes, strict=True)]

@@ -13,25 +13,28 @@ literal recipe, without an N×C×H×W temporary forward and backward (the 28×28
 student made that ~30% of a KD step on the CPU). It also shows what the paper's form implies:
 g shifts the descriptor but cannot steer where the attention looks. We keep the paper's form.
 
-Teacher-side attention: trained jointly, driven by the task (our choice)
-------------------------------------------------------------------------
-KSANC leaves open how the teacher's attention modules are trained. Ours train *jointly* with the
-student, but on their own objective: a linear classifier per stage reads the teacher descriptor
-and is trained with cross-entropy on the labels (`TaskHeads`), and the descriptor enters the
-student's L_is as a constant target (detached). Why: pre-fitting on the frozen teacher would
-cost an extra pass over the data per distillation run (every search trial), while letting L_is
-train the teacher side would let it drift toward whatever the *student* finds easy instead of
-what the *task* needs. The student-side attention is trained by L_is alone.
+Task-driven on both sides (how is our choice; KSANC leaves it open)
+-------------------------------------------------------------------
+`TeacherAttention` is a squeeze plus one linear classifier per stage (`TaskHeads`). The teacher's
+is fitted once on the frozen teacher by cross-entropy on the labels (`nas_kd.distill.attention_fit`)
+and then frozen, so the L_is target cannot drift during distillation and every distillation run
+with that teacher reuses it. The student's starts as a copy of the teacher's (restricted to the
+paired stages) and keeps learning from two signals: L_is, and the same task cross-entropy through
+its own heads on its descriptors (on *detached* adapted maps, so that signal shapes where the
+student's attention looks, not the student's backbone).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["GLOBAL_DIM", "AttentionSqueeze", "TaskHeads", "attention_pool"]
+from nas_kd.distill import losses
+
+__all__ = ["GLOBAL_DIM", "AttentionSqueeze", "TaskHeads", "TeacherAttention", "attention_pool"]
 
 GLOBAL_DIM = 128  # KSANC's example width of the global descriptor g
 
@@ -61,7 +64,7 @@ class AttentionSqueeze(nn.Module):
 
 
 class TaskHeads(nn.Module):
-    """Per-stage linear classifiers that make the teacher-side attention task-driven."""
+    """Per-stage linear classifiers on descriptors: what makes an attention squeeze task-driven."""
 
     def __init__(self, channels: Sequence[int], num_classes: int):
         super().__init__()
@@ -69,3 +72,29 @@ class TaskHeads(nn.Module):
 
     def forward(self, descriptors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [head(d) for head, d in zip(self.heads, descriptors, strict=True)]
+
+
+class TeacherAttention(nn.Module):
+    """A squeeze and its task heads over every stage of one teacher (``channels``)."""
+
+    def __init__(self, channels: Sequence[int], num_classes: int):
+        super().__init__()
+        self.channels, self.num_classes = tuple(channels), num_classes
+        self.squeeze = AttentionSqueeze(channels)
+        self.heads = TaskHeads(channels, num_classes)
+
+    def subset(self, stages: Sequence[int]) -> TeacherAttention:
+        """An independent copy restricted to ``stages`` (teacher stage indices, shallow to deep,
+        ending with the deepest: g is computed from the last map given)."""
+        if not stages or stages[-1] != len(self.channels) - 1:
+            raise ValueError(f"stages {list(stages)} must end with the deepest stage {len(self.channels) - 1}")
+        out = TeacherAttention([self.channels[j] for j in stages], self.num_classes)
+        out.squeeze.global_conv = copy.deepcopy(self.squeeze.global_conv)
+        out.squeeze.project = nn.ModuleList(copy.deepcopy(self.squeeze.project[j]) for j in stages)
+        out.squeeze.score = nn.ModuleList(copy.deepcopy(self.squeeze.score[j]) for j in stages)
+        out.heads.heads = nn.ModuleList(copy.deepcopy(self.heads.heads[j]) for j in stages)
+        return out
+
+    def task_loss(self, descriptors: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Mean over stages of the heads' cross-entropy with the labels."""
+        return torch.stack([losses.cross_entropy(c, labels) for c in self.heads(descriptors)]).mean()

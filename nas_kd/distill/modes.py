@@ -26,6 +26,7 @@ class LossWeights:
     desc: float = 0.0  # squared L2 between attention-squeezed descriptors (KSANC's L_is)
     adv_logit: float = 0.0  # student's GAN + auxiliary-class loss against the logit discriminator
     adv_feat: float = 0.0  # student's GAN loss against the feature-map discriminator (spatial level)
+    recon: float = 0.0  # the teacher's frozen decoder must rebuild the image from the adapted deepest map (Zhang et al.)
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v != 0}
@@ -49,8 +50,12 @@ class Mode:
     disc_lr: float = 1e-3
     disc_penalty: float = 0.0  # coefficient of the L1 + L2 weight penalty on the logit discriminator
     adv_warmup: float = 0.0  # fraction of training steps before the student's adversarial terms start
-    needs_reconstruction: bool = False
     summary: str = ""
+
+    @property
+    def needs_reconstruction(self) -> bool:
+        """The ``recon`` term runs the teacher's decoder, which only a reconstruction-trained teacher has."""
+        return bool(self.weights.recon)
 
     @property
     def uses_teacher(self) -> bool:
@@ -59,7 +64,13 @@ class Mode:
     @property
     def uses_maps(self) -> bool:
         w = self.weights
-        return bool(w.feat or w.desc or w.adv_feat)
+        return bool(w.feat or w.desc or w.adv_feat or w.recon)
+
+    @property
+    def uses_teacher_maps(self) -> bool:
+        """Whether the losses read teacher stage maps (``desc`` reads only squeezed descriptors)."""
+        w = self.weights
+        return bool(w.feat or w.adv_feat or w.recon)
 
     @property
     def uses_discriminator(self) -> bool:
@@ -101,11 +112,10 @@ MODES: dict[str, Mode] = {
     ),
     "zhang": Mode(
         "zhang",
-        LossWeights(ce=0.5, kd=0.5, feat=0.1, adv_feat=0.1),
+        LossWeights(ce=0.5, kd=0.5, feat=0.1, adv_feat=0.1, recon=0.1),
         stages="all",
         adv_warmup=0.1,
-        needs_reconstruction=True,
-        summary="Zhang et al.: a reconstruction-trained teacher; pixel-level feature MSE + spatial-level adversarial loss",
+        summary="Zhang et al.: a reconstruction-trained teacher; pixel-level feature MSE + spatial-level adversarial loss + its decoder reading the student",
     ),
     "full": Mode(
         "full",
