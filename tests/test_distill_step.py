@@ -76,7 +76,7 @@ def test_zero_weights_build_nothing():
     assert kd_step.objective.adapters is None and kd_step.objective.discriminators() == [] and kd_step.disc_optimizer is None
     assert list(kd_step.objective.parameters()) == []
     ktan = make("ktan")[0].objective
-    assert ktan.logit_disc is None and ktan.student_attention is None and len(ktan.pairs) == 1
+    assert ktan.logit_disc is None and ktan.attention is None and len(ktan.pairs) == 1
     full = make("full")[0].objective
     assert full.pairs == [(0, 0), (1, 1), (3, 2)] and len(full.discriminators()) == 2
 

@@ -43,10 +43,16 @@ GATE_MOMENTUM = 0.9  # running accuracy: about the last ten discriminator steps
 
 
 def feature_view(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """What the feature discriminator sees of an (N, C, H, W) map: ReLU, then divided by its
-    root mean square over (C, H, W), per image. The same function for teacher and student."""
-    x = torch.relu(maps.float())
-    return x * torch.rsqrt(x.pow(2).mean((1, 2, 3), keepdim=True) + eps)
+    """What the feature discriminator sees of an (N, C, H, W) map, the same function for teacher
+    and student: each channel shifted by its median over the batch and positions, ReLU, divided by
+    the channel's root mean square. Every channel is then active at exactly half of its positions
+    with unit scale on both sides, so only *where* and *together with which channels* it is
+    active can tell teacher from student. The statistics are constants for the gradient."""
+    x = maps.float()
+    median = x.detach().transpose(0, 1).flatten(1).median(dim=1).values
+    x = torch.relu(x - median.view(1, -1, 1, 1))
+    rms = x.detach().pow(2).mean((0, 2, 3), keepdim=True).add(eps).sqrt()
+    return x / rms
 
 
 class FeatureDiscriminator(nn.Module):

@@ -1,23 +1,20 @@
 """What a mode trains besides the student, and the losses it adds up.
 
 `DistillObjective` builds only the parts a mode's non-zero weights need: stage adapters (for
-``feat``, ``desc``, ``adv_feat``, ``recon``), the student-side attention and the frozen
-teacher-side attention (``desc``), the feature discriminator (``adv_feat``) and the logit
-discriminator (``adv_logit``) with their accuracy gates. It splits its parameters in two:
-`student_side` (trained with the student by its optimiser) and `discriminators` (trained by their
-own optimiser in their own step). The teacher-side attention and the teacher's decoder are
-frozen and trained by nobody.
+``feat``, ``desc``, ``adv_feat``, ``recon``), the frozen task-driven attention (``desc``), the
+feature discriminator (``adv_feat``) and the logit discriminator (``adv_logit``) with their
+accuracy gates. It splits its parameters in two: `student_side` (trained with the student by its
+optimiser: the adapters) and `discriminators` (trained by their own optimiser in their own step).
+The attention and the teacher's decoder are frozen and trained by nobody.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
 
 from nas_kd.distill import losses
-from nas_kd.distill.adapters import StageAdapters, pair_stages, stage_sizes
+from nas_kd.distill.adapters import NONE, Adapted, StageAdapters, pair_stages, pool_to, stage_sizes
 from nas_kd.distill.attention_fit import load_teacher_attention
 from nas_kd.distill.discriminators import (
     AccuracyGate,
@@ -31,10 +28,9 @@ from nas_kd.distill.outputs import TeacherOutputs
 
 __all__ = ["DistillObjective", "TERM_WEIGHT"]
 
-# Loss parts that have no mode weight of their own: the mode weight that scales them (None: 1).
-TERM_WEIGHT: dict[str, str | None] = {
+# Loss parts that have no mode weight of their own: the mode weight that scales them.
+TERM_WEIGHT: dict[str, str] = {
     "adv_logit_class": "adv_logit",  # the AC-GAN class half of the logit adversarial term
-    "attn_task": None,  # trains only the student-side attention and its heads (inputs detached)
 }
 
 
@@ -59,13 +55,12 @@ class DistillObjective(nn.Module):
             pairs = pair_stages(stage_sizes(student, input_shape, device), teacher_sizes)
             self.pairs = pairs if mode.stages == "all" else pairs[-1:]
             self.adapters = StageAdapters(self.pairs, student.stage_channels, teacher.stage_channels, teacher_sizes)
-        self.teacher_attention = self.student_attention = None
+        self.attention = None
         if w.desc:
             if teacher_attention is None:
                 raise ValueError("a mode with desc needs the fitted teacher attention: see nas_kd.distill.attention_fit")
-            self.teacher_attention = load_teacher_attention(teacher_attention, teacher, num_classes).subset(self.teacher_stages)
-            # The student's own attention starts task-driven: a trainable copy of the teacher's.
-            self.student_attention = copy.deepcopy(self.teacher_attention).train().requires_grad_(True)
+            # Frozen, and the same function on both sides (see nas_kd.distill.attention).
+            self.attention = load_teacher_attention(teacher_attention, teacher, num_classes).subset(self.teacher_stages).requires_grad_(False)
         self.feature_disc = FeatureDiscriminator(teacher.stage_channels[self.pairs[-1][1]]) if w.adv_feat else None
         self.logit_disc = LogitDiscriminator(num_classes) if w.adv_logit else None
         self.gates = nn.ModuleDict()
@@ -93,21 +88,22 @@ class DistillObjective(nn.Module):
         return self.teacher_stages if self.mode.weights.desc else []
 
     def student_side(self) -> list[tuple[str, nn.Parameter]]:
-        """Parameters the student's optimiser trains (adapters, student-side attention)."""
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("feature_disc.", "logit_disc.", "teacher_attention."))]
+        """Parameters the student's optimiser trains (the adapters)."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("feature_disc.", "logit_disc.", "attention."))]
 
     def discriminators(self) -> list[nn.Module]:
         return [d for d in (self.feature_disc, self.logit_disc) if d is not None]
 
-    def adapt(self, student_maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [] if self.adapters is None else self.adapters(student_maps)
+    def adapt(self, student_maps: list[torch.Tensor]) -> Adapted:
+        return NONE if self.adapters is None else self.adapters(student_maps)
 
-    def discriminator_loss(self, adapted: list[torch.Tensor], student_logits: torch.Tensor, teacher: TeacherOutputs, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_loss(self, adapted: Adapted, student_logits: torch.Tensor, teacher: TeacherOutputs, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Both discriminators' loss and their accuracies on this batch (keyed like the gates);
         pass *detached* student outputs so only the discriminators learn."""
         total, accuracy = torch.zeros((), device=student_logits.device), {}
         if self.feature_disc is not None:
-            real, fake = self.feature_disc(feature_view(teacher.maps[-1])), self.feature_disc(feature_view(adapted[-1]))
+            real = self.feature_disc(feature_view(pool_to(teacher.maps[-1], adapted.coarse.shape[-2:])))
+            fake = self.feature_disc(feature_view(adapted.coarse))
             total = total + losses.discriminator_bce(real, fake)
             accuracy["adv_feat"] = verdict_accuracy(real.detach(), fake.detach())
         if self.logit_disc is not None:
@@ -137,7 +133,7 @@ class DistillObjective(nn.Module):
     def student_losses(
         self,
         student_logits: torch.Tensor,
-        adapted: list[torch.Tensor],
+        adapted: Adapted,
         teacher: TeacherOutputs | None,
         labels: torch.Tensor,
         images: torch.Tensor,
@@ -157,17 +153,15 @@ class DistillObjective(nn.Module):
         if w.l2:
             parts["l2"] = losses.logit_l2(student_logits, teacher.logits)
         if w.feat:
-            parts["feat"] = losses.feature_mse(adapted, teacher.maps)
+            parts["feat"] = losses.feature_mse(adapted.maps, teacher.maps)
         if w.desc:
-            attention = self.student_attention
-            parts["desc"] = losses.descriptor_l2(attention.squeeze(adapted), teacher.descriptors)
-            parts["attn_task"] = attention.task_loss(attention.squeeze([a.detach() for a in adapted]), labels)
+            parts["desc"] = losses.descriptor_l2(self.attention.squeeze(adapted.maps), teacher.descriptors)
         if w.recon:
             # The decoder was trained on the teacher's deepest map, which is post-ReLU in every
             # registry teacher (the only ones with a decoder).
-            parts["recon"] = losses.reconstruction_mse(self._decoder[0](torch.relu(adapted[-1])), images)
+            parts["recon"] = losses.reconstruction_mse(self._decoder[0](torch.relu(adapted.maps[-1])), images)
         if adversarial and w.adv_feat:
-            parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted[-1])))
+            parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted.coarse)))
         if adversarial and w.adv_logit:
             n = len(labels)
             scores, classes = self._judge_logits(teacher.logits, student_logits)
@@ -177,8 +171,7 @@ class DistillObjective(nn.Module):
         return parts
 
     def weight(self, term: str) -> float:
-        key = TERM_WEIGHT.get(term, term)
-        return 1.0 if key is None else getattr(self.mode.weights, key)
+        return getattr(self.mode.weights, TERM_WEIGHT.get(term, term))
 
     def weighted_sum(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ weight × part, adversarial parts also times their gate's factor."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nas_kd.device import autocast
+from nas_kd.distill.adapters import NONE, Adapted
 from nas_kd.distill.cache import TeacherCache
 from nas_kd.distill.objective import DistillObjective
 from nas_kd.distill.outputs import TeacherOutputs, teacher_outputs
@@ -72,22 +73,22 @@ class DistillStep:
             if index is None or flipped is None:
                 raise ValueError("a step with a teacher cache needs each batch's example indices and flip flags (DeviceLoader.batches)")
             return self.cache.lookup(index, flipped, o.map_stages, o.desc_stages)
-        return teacher_outputs(self.teacher, x, o.map_stages, o.teacher_attention, o.desc_stages)
+        return teacher_outputs(self.teacher, x, o.map_stages, o.attention, o.desc_stages)
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor], TeacherOutputs | None]:
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, Adapted, TeacherOutputs | None]:
         """(student logits, adapted student maps, teacher outputs) for a batch."""
         t = self.teacher_outputs(x, index, flipped)
         with autocast(x.device):
             if self.objective.adapters is not None:
                 maps, logits = self.student.forward_stages(x)
                 return logits, self.objective.adapt(maps), t
-            return self.student(x), [], t
+            return self.student(x), NONE, t
 
-    def discriminator_update(self, adapted: list[torch.Tensor], logits: torch.Tensor, t: TeacherOutputs, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_update(self, adapted: Adapted, logits: torch.Tensor, t: TeacherOutputs, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimiser step of the discriminators on detached student outputs; feeds the gates.
         Returns the loss and the accuracies measured before the update."""
         with autocast(y.device):
-            loss, accuracy = self.objective.discriminator_loss([a.detach() for a in adapted], logits.detach(), t, y)
+            loss, accuracy = self.objective.discriminator_loss(adapted.detach(), logits.detach(), t, y)
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.disc_optimizer.step()

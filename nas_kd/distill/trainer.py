@@ -69,13 +69,9 @@ def build_step(
     objective = DistillObjective(mode, student, teacher, input_shape, num_classes, teacher_attention).to(device, memory_format=fmt).train()
     optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule)
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch)
-    disc_params = [p for d in objective.discriminators() for p in d.parameters()]
-    disc_optimizer = None
-    if disc_params:
-        if mode.disc_optimizer == "sgd":
-            disc_optimizer = torch.optim.SGD(disc_params, lr=mode.disc_lr, momentum=0.9)
-        else:
-            disc_optimizer = torch.optim.Adam(disc_params, lr=mode.disc_lr, betas=(0.5, 0.999))
+    # Adam with the usual GAN betas; each discriminator at its own learning rate.
+    groups = [{"params": list(d.parameters()), "lr": lr} for d, lr in ((objective.feature_disc, mode.disc_lr), (objective.logit_disc, mode.logit_disc_lr)) if d is not None]
+    disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999)) if groups else None
     return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing, cache)
 
 
