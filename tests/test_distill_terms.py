@@ -16,6 +16,7 @@ from test_distill_step import CLASSES, attention_state, batch, make
 
 from nas_kd.distill import MODES
 from nas_kd.distill.attention_fit import load_teacher_attention
+from nas_kd.distill.objective import RECON_SAMPLES
 
 # The terms each mode's student loss is made of (hard-coded: a preset weight silently set to
 # zero must fail a test, not shrink this list).
@@ -87,7 +88,8 @@ def reference_terms(step, teacher, x, y, mode_name):
         s_desc = fitted.squeeze(adapted)
         out["desc"] = torch.stack([((a - b) ** 2).mean() for a, b in zip(s_desc, t_desc, strict=True)]).mean()
     if getattr(teacher, "decoder", None) is not None:
-        out["recon"] = ((teacher.decoder(adapted[-1].clamp(min=0)) - x) ** 2).mean()
+        n = RECON_SAMPLES
+        out["recon"] = ((teacher.decoder(adapted[-1][:n].clamp(min=0)) - x[:n]) ** 2).mean()
     if o.feature_disc is not None:
         out["adv_feat"] = F.softplus(-o.feature_disc(view(coarse))).mean()  # -log sigmoid: "call it real"
     if o.logit_disc is not None:
@@ -117,7 +119,7 @@ def test_every_term_matches_its_formula_in_value_and_student_gradient(name):
     step, student, teacher = make(name)
     no_dropout(step)
     open_gates(step)
-    x, y = batch()
+    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
     logits, adapted, t = step.forward(x)
     if step.disc_optimizer is not None:
         step.discriminator_update(adapted, logits, t, y)
@@ -139,7 +141,7 @@ def test_the_step_applies_the_weighted_sum_of_all_terms(name):
     no_dropout(step)
     open_gates(step)
     twin = copy.deepcopy(step)
-    x, y = batch()
+    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
     step(x, y)
     got = [p.grad for p in student.parameters() if p.requires_grad]
 
@@ -159,7 +161,7 @@ def test_closed_gates_keep_adversarial_terms_from_the_student(name):
     """A discriminator at chance (running accuracy 0.5) must not push the student."""
     step, student, _ = make(name)
     no_dropout(step)
-    x, y = batch()
+    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
     logits, adapted, t = step.forward(x)
     parts = step.student_losses(logits, adapted, t, y, x, adversarial=True)
     for gate in step.objective.gates.values():
@@ -181,7 +183,7 @@ def full_batch():
     """A `full` step (no dropout) and one batch's forward pass through it."""
     step, _, _ = make("full")
     no_dropout(step)
-    x, y = batch()
+    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
     logits, adapted, t = step.forward(x)
     return step, step.objective, y, logits, adapted, t
 
