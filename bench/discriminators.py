@@ -13,8 +13,10 @@ Two parts, one section (``distill-discriminators-<device>`` of docs/BENCHMARKS.m
 2. A control for the feature discriminator's input space: a fresh discriminator trained for
    ``--control-steps`` steps to tell teacher maps from (a) the student's adapted maps at
    initialisation, (b) teacher maps of *other* images (both real: it must stay at chance), (c)
-   teacher maps with their channels permuted, (d) Gaussian noise. Winning on (c) and (d) but not
-   (b) says it judges structure and nothing in the pipeline gives the sides away.
+   the same, standardised per channel (signed and unit-scaled like a BN output: the cue the raw
+   maps gave away before `feature_view`; it must stay at chance too), (d) teacher maps with
+   their channels permuted, (e) Gaussian noise. Winning on (d) and (e) but not (b) or (c) says it
+   judges structure and nothing in the pipeline gives the sides away.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def control(args, new_step, cache: TeacherCache, loader) -> list[str]:
         return pool_to(cache.lookup(b.index, b.flipped, [deepest], []).maps[0], size)
 
     rows = []
-    for kind in ("student at initialisation", "teacher, other images", "teacher, channels permuted", "Gaussian noise"):
+    kinds = ("student at initialisation", "teacher, other images", "teacher, other images, standardised like BN output", "teacher, channels permuted", "Gaussian noise")
+    for kind in kinds:
         torch.manual_seed(1)
         disc = FeatureDiscriminator(cache.teacher.stage_channels[deepest])
         opt = torch.optim.Adam(disc.parameters(), lr=get_mode("ktan").disc_lr, betas=(0.5, 0.999))
@@ -122,10 +125,12 @@ def control(args, new_step, cache: TeacherCache, loader) -> list[str]:
             with torch.no_grad():
                 student = step.forward(b.x, b.index, b.flipped)[1].coarse
             size = student.shape[-2:]
+            others = teacher_map(other, size)
             fake = {
                 "student at initialisation": student,
-                "teacher, other images": teacher_map(other, size),
-                "teacher, channels permuted": teacher_map(other, size)[:, torch.randperm(student.shape[1])],
+                "teacher, other images": others,
+                "teacher, other images, standardised like BN output": (others - others.mean((0, 2, 3), keepdim=True)) / (others.std((0, 2, 3), keepdim=True) + 1e-5),
+                "teacher, channels permuted": others[:, torch.randperm(student.shape[1])],
                 "Gaussian noise": torch.randn_like(student),
             }[kind]
             real, fake = disc(feature_view(teacher_map(b, size))), disc(feature_view(fake))

@@ -215,8 +215,49 @@ def test_reported_accuracies_are_those_of_the_verdicts_before_the_update():
         real, fake = feature_disc(view(t.maps[-1])), feature_disc(view(adapted.coarse))
         logit_disc.standardise.observe(t.logits)  # as the update does before judging
         scores, classes = logit_disc(torch.cat([t.logits, logits]))
+    before = {k: g.accuracy.clone() for k, g in o.gates.items()}
     _, accuracy = step.discriminator_update(adapted, logits, t, y)
     n = len(y)
+    # The logit discriminator's yardstick comes from the teacher's logits alone.
+    standardise = o.logit_disc.standardise
+    assert standardise.count.item() == n and torch.allclose(standardise.total.float(), t.logits.sum(0), atol=1e-4)
+    for key, gate in o.gates.items():  # each verdict feeds its own gate's running accuracy
+        assert gate.accuracy.item() == pytest.approx(0.9 * before[key].item() + 0.1 * accuracy[key].item())
     assert accuracy["adv_feat"].item() == pytest.approx(0.5 * ((real > 0).float().mean() + (fake < 0).float().mean()).item())
     assert accuracy["adv_logit"].item() == pytest.approx(0.5 * ((scores[:n] > 0).float().mean() + (scores[n:] < 0).float().mean()).item())
     assert accuracy["adv_logit_class"].item() == pytest.approx((classes[:n].argmax(1) == y).float().mean().item())
+
+
+def test_the_feature_discriminator_judges_both_sides_at_the_coarser_resolution():
+    """A student whose deepest map (2 px) is smaller than the teacher's (4 px): the
+    discriminator sees the adapted map *before* upsampling and the teacher's area-pooled to it."""
+    import dataclasses
+
+    from test_distill_step import SCHEDULE, SHAPE, TINY
+
+    from nas_kd.distill import get_mode
+    from nas_kd.distill.trainer import build_step
+    from nas_kd.models.student import build_student
+    from nas_kd.models.teachers import build_teacher
+
+    torch.manual_seed(0)
+    deep = dataclasses.replace(TINY, stages=(*TINY.stages[:-1], dataclasses.replace(TINY.stages[-1], stride=2)))
+    student, teacher = build_student(deep, 1, CLASSES), build_teacher("resnet8", 1, CLASSES).eval().requires_grad_(False)
+    step = build_step(student, teacher, get_mode("ktan"), SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=4, device=torch.device("cpu"))
+    open_gates(step)
+    o = step.objective
+    x, y = batch(40)
+    logits, adapted, t = step.forward(x)
+    assert adapted.maps[-1].shape[-2:] == (4, 4) and adapted.coarse.shape[-2:] == (2, 2)
+    feature_disc = copy.deepcopy(o.feature_disc)
+    with torch.no_grad():
+        pooled = F.avg_pool2d(teacher.forward_stages(x)[0][-1], 2)  # 4 px -> 2 px, area
+        real, fake = feature_disc(view(pooled)), feature_disc(view(adapted.coarse))
+    _, accuracy = step.discriminator_update(adapted, logits, t, y)
+    assert accuracy["adv_feat"].item() == pytest.approx(0.5 * ((real > 0).float().mean() + (fake < 0).float().mean()).item())
+    maps, _ = student.forward_stages(x)
+    coarse = o.adapters.adapters[-1].bn(o.adapters.adapters[-1].conv(maps[-1]))  # no resize: 2 px is the coarser
+    want = F.softplus(-o.feature_disc(view(coarse))).mean()
+    got = step.student_losses(logits, adapted, t, y, x, adversarial=True)["adv_feat"]
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    assert close(student_grads(got, student), student_grads(want, student))
