@@ -1,9 +1,10 @@
-"""Distiller ablation, "is brief training predictive", and the full-vs-kd step cost.
+"""Distiller ablation and "is brief training predictive".
 
     python -m bench.distill_ablation [--preset standard] [--seeds 0,1,2] [--modes ce,kd,...]
-        [--epochs N] [--train-subset N] [--predict-students 12] [--parts ablation,predictive,steptime]
+        [--epochs N] [--train-subset N] [--predict-students 12] [--parts ablation,predictive]
 
-Three sections of docs/BENCHMARKS.md, each with its command, hardware, seeds and date:
+Two sections of docs/BENCHMARKS.md, each with its command, hardware, seeds and date (the step
+time per mode is `bench.step_time`'s):
 
 ``distill-ablation-<device>``
     Two students from the mbv2 space (the sampled members closest to 0.5M and 3M MACs, analytic
@@ -15,9 +16,6 @@ Three sections of docs/BENCHMARKS.md, each with its command, hardware, seeds and
     schedule vs test accuracy after the full schedule (mode ``--predict-mode``, default full),
     and their Spearman rank correlation. A high value means the search's brief training ranks
     candidates as the full retrain would.
-``distill-steptime-<device>``
-    Median time of one training step per mode relative to kd, same pair and batch (CPU: process
-    time with one thread, which other load on the machine does not inflate).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import argparse
 import random
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -37,11 +34,9 @@ from nas_kd.cost import analytic_macs, torch_threads
 from nas_kd.data import load_splits
 from nas_kd.device import resolve_device
 from nas_kd.distill import MODES, get_mode, train
-from nas_kd.distill.trainer import build_step
 from nas_kd.models.student import build_student
 from nas_kd.models.teachers import resolve_teacher
 from nas_kd.space import SearchSpace
-from nas_kd.train import make_loaders
 
 SPACE = "search_spaces/mbv2.yaml"
 TARGETS = {"small": 0.5e6, "large": 3e6}  # MACs
@@ -151,38 +146,6 @@ def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> s
     return "\n".join(lines)
 
 
-def run_steptime(args, device, preset, schedule, splits, teachers, students) -> str:
-    modes = [m for m in args.modes.split(",") if m != "kd"]
-    x, y = next(iter(make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0)[0]))
-    rows = []
-    with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
-        for name, (_, cfg) in students.items():
-            steps = {}
-            for mode in ["kd", *modes]:
-                torch.manual_seed(0)
-                student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-                steps[mode] = build_step(student, teachers[MODES[mode].needs_reconstruction], get_mode(mode), schedule, input_shape=splits.info.input_shape, num_classes=splits.info.num_classes, steps_per_epoch=100, device=device)
-                for _ in range(2):  # warm-up: allocator, cuDNN/oneDNN kernel choice
-                    steps[mode](x, y)
-            times: dict[str, list[float]] = {m: [] for m in steps}
-            for _ in range(args.steptime_reps):  # interleaved, so drifting load hits all modes alike
-                for mode, step in steps.items():
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    t0 = time.perf_counter() if device.type == "cuda" else time.process_time()
-                    step(x, y)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times[mode].append((time.perf_counter() if device.type == "cuda" else time.process_time()) - t0)
-            kd = statistics.median(times["kd"])
-            for mode, ts in times.items():
-                rows.append(f"| {name} | {mode} | {1000 * statistics.median(ts):.1f} | {statistics.median(ts) / kd:.2f} |")
-    clock = "CUDA-synchronised wall time" if device.type == "cuda" else "process CPU time, 1 thread"
-    lines = header(f"Distiller step time relative to kd: {args.dataset}, {device.type.upper()}", args, device, f"Batch {len(y)}, median of {args.steptime_reps} interleaved steps per mode after 2 warm-up steps ({clock}). Target: full <= 1.6x kd.")
-    lines += ["| student | mode | ms / step | x kd |", "|---|---|---:|---:|", *rows]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -197,8 +160,7 @@ def main(argv=None) -> None:
     ap.add_argument("--brief-subset", type=int, default=None)
     ap.add_argument("--predict-students", type=int, default=12)
     ap.add_argument("--predict-mode", default="full")
-    ap.add_argument("--steptime-reps", type=int, default=5)
-    ap.add_argument("--parts", default="ablation,predictive,steptime")
+    ap.add_argument("--parts", default="ablation,predictive")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 beats 2 on a busy 2-core CPU)")
     args = ap.parse_args(argv)
@@ -216,7 +178,7 @@ def run(args, argv) -> None:
     full = preset.full.replace(epochs=args.epochs, train_subset=args.train_subset)
     brief = preset.brief.replace(epochs=args.brief_epochs, train_subset=args.brief_subset)
     parts = args.parts.split(",")
-    used = (args.modes.split(",") if {"ablation", "steptime"} & set(parts) else []) + ([args.predict_mode] if "predictive" in parts else [])
+    used = (args.modes.split(",") if "ablation" in parts else []) + ([args.predict_mode] if "predictive" in parts else [])
     need_recon = any(MODES[m].needs_reconstruction for m in used)
     teachers = {
         recon: resolve_teacher(args.teacher, args.dataset, preset.teacher, preset=preset.name, seed=0, device=device, data_dir=args.data_dir, reconstruction=recon)[0]
@@ -237,10 +199,8 @@ def run(args, argv) -> None:
             body = run_ablation(args, device, preset, full, splits_for(full), teachers, students)
         elif part == "predictive":
             body = run_predictive(args, device, preset, brief, full, splits_for, teachers)
-        elif part == "steptime":
-            body = run_steptime(args, device, preset, full, splits_for(full), teachers, students)
         else:
-            raise SystemExit(f"unknown part '{part}': use ablation, predictive, steptime")
+            raise SystemExit(f"unknown part '{part}': use ablation, predictive (step time: python -m bench.step_time)")
         write_section(f"distill-{part}-{device.type}", body)
         print(body, flush=True)
 

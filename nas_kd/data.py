@@ -31,7 +31,9 @@ Loader
 `DeviceLoader` keeps the whole split on the device as uint8, shuffles with a device-side
 permutation, augments **per batch** on the device (random crop with zero padding; horizontal
 flip only where the dataset allows it, never for digits) and normalises there. It is
-deterministic for a seed. No per-sample Python work happens in the hot path.
+deterministic for a seed. No per-sample Python work happens in the hot path. `DeviceLoader.batches`
+also yields each batch's example indices and flip flags, so that a frozen teacher's outputs can be
+computed once per example and view and looked up afterwards (`nas_kd.distill.cache`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import pickle
 import re
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +65,7 @@ __all__ = [
     "stratified_split",
     "stratified_subset",
     "DeviceLoader",
+    "Batch",
     "SYSTEM_DATA_DIR",
 ]
 
@@ -473,6 +477,16 @@ def load_splits(
 # --------------------------------------------------------------------------- the loader
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One training batch and where it came from."""
+
+    x: torch.Tensor  # normalised float32, N×C×H×W
+    y: torch.Tensor  # int64 labels, N
+    index: torch.Tensor  # int64 positions of the examples in the split, N
+    flipped: torch.Tensor  # bool, N: which examples were horizontally flipped
+
+
 class DeviceLoader:
     """Batches from a uint8 split that lives on ``device``.
 
@@ -523,19 +537,48 @@ class DeviceLoader:
     def num_examples(self) -> int:
         return len(self.y)
 
+    @property
+    def views(self) -> int | None:
+        """How many distinct inputs one example can become: 1 (no augmentation), 2 (identity and
+        horizontal flip), or None when random crops make them too many to enumerate."""
+        if not self.augment:
+            return 1
+        if self.pad > 0:
+            return None
+        return 2 if self.flip else 1
+
     def __iter__(self):
+        for b in self.batches():
+            yield b.x, b.y
+
+    def batches(self) -> Iterator[Batch]:
+        """Like iterating the loader, but each batch also says which examples it holds and which
+        of them were flipped (what `nas_kd.distill.cache.TeacherCache` looks its outputs up by)."""
         n = len(self.y)
         order = torch.randperm(n, device=self.device, generator=self.generator) if self.train else None
+        no_flip = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device)
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
-            idx = order[sl] if order is not None else sl
-            xb, yb = self.x[idx], self.y[idx]
+            start, stop = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            # Evaluation slices (a view, no copy); training gathers its shuffled indices.
+            idx = order[start:stop] if order is not None else torch.arange(start, stop, device=self.device)
+            xb, yb = (self.x[idx], self.y[idx]) if order is not None else (self.x[start:stop], self.y[start:stop])
+            flipped = no_flip[: stop - start]
             if self.augment:
-                xb = self._augment(xb)
-            xb = (xb.float() - self.mean) * self.inv_std
-            yield xb.contiguous(memory_format=self.memory_format), yb
+                xb, flipped = self._augment(xb)
+            yield Batch(self.normalise(xb), yb, idx, flipped)
 
-    def _augment(self, xb: torch.Tensor) -> torch.Tensor:
+    def normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        """uint8 N×C×H×W -> normalised float32 in the loader's memory format."""
+        return ((xb.float() - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
+
+    def view(self, index: torch.Tensor, flip: bool) -> torch.Tensor:
+        """The normalised examples ``index``, horizontally flipped if ``flip``: exactly what
+        `batches` yields for them in that view (for loaders without random crops)."""
+        xb = self.x[index]
+        return self.normalise(xb.flip(3) if flip else xb)
+
+    def _augment(self, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(augmented uint8 batch, per-example flip flags)."""
         b, _, h, w = xb.shape
         g = self.generator
         if self.pad > 0:
@@ -549,8 +592,8 @@ class DeviceLoader:
             bi = torch.arange(b, device=self.device)[:, None, None, None]
             ci = torch.arange(xb.shape[1], device=self.device)[None, :, None, None]
             xb = xp[bi, ci, rows, cols]
+        mask = torch.zeros(b, dtype=torch.bool, device=self.device)
         if self.flip:
             mask = torch.rand(b, device=self.device, generator=g) < 0.5
             xb = torch.where(mask[:, None, None, None], xb.flip(3), xb)
-        return xb
-
+        return xb, mask

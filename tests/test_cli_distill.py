@@ -33,6 +33,8 @@ def test_distils_one_student_and_prints_val_and_test_accuracy(cli, teacher_file,
     code, out, err = cli("distill", "--student-config", student_file, "--teacher", teacher_file(), "--mode", "full", "--loss-weights", "kd=0.7", *COMMON)
     assert code == 0, err
     assert "mode: full (ce=0.5, kd=0.7," in out
+    epoch = [line for line in out.splitlines() if line.startswith("full epoch 1/1")]
+    assert len(epoch) == 1 and "discriminator accuracy feat " in epoch[0] and " logit " in epoch[0] and " logit-class " in epoch[0]
     val = [line for line in out.splitlines() if line.startswith("val accuracy:")]
     test = [line for line in out.splitlines() if line.startswith("test accuracy:")]
     assert len(val) == len(test) == 1 and 0 <= float(test[0].split()[-1]) <= 1

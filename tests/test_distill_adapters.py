@@ -2,7 +2,7 @@
 
 import torch
 
-from nas_kd.distill.adapters import StageAdapter, StageAdapters, pair_stages, stage_sizes
+from nas_kd.distill.adapters import StageAdapter, StageAdapters, pair_stages, pool_to, stage_sizes
 from nas_kd.models.teachers import build_teacher
 
 
@@ -34,10 +34,25 @@ def test_adapters_between_real_networks():
     s_sizes, t_sizes = stage_sizes(student, (1, 12, 12)), stage_sizes(teacher, (1, 12, 12))
     assert s_sizes == t_sizes == [(12, 12), (6, 6), (3, 3)]
     pairs = pair_stages(s_sizes, t_sizes)
-    adapters = StageAdapters(pairs, student.stage_channels, teacher.stage_channels)
+    adapters = StageAdapters(pairs, student.stage_channels, teacher.stage_channels, t_sizes)
     x = torch.randn(3, 1, 12, 12)
     s_maps, _ = student.forward_stages(x)
     t_maps, _ = teacher.forward_stages(x)
-    out = adapters(s_maps, [t_maps[j] for _, j in pairs])
-    assert [o.shape for o in out] == [t.shape for t in t_maps]
+    out = adapters(s_maps)
+    assert [o.shape for o in out.maps] == [t.shape for t in t_maps]
+    assert out.coarse is not None and torch.equal(out.coarse, out.maps[-1])  # equal sizes: nothing resized
     assert student.training  # the probe restored the mode
+
+
+def test_the_deepest_map_is_also_kept_before_upsampling():
+    """The feature discriminator judges the coarse map: upsampling would betray the student."""
+    torch.manual_seed(0)
+    adapters = StageAdapters([(0, 0), (1, 1)], [3, 5], [4, 6], [(8, 8), (6, 6)])
+    out = adapters([torch.randn(2, 3, 16, 16), torch.randn(2, 5, 3, 3)])
+    assert out.maps[0].shape == (2, 4, 8, 8) and out.maps[1].shape == (2, 6, 6, 6)
+    assert out.coarse.shape == (2, 6, 3, 3)
+    # The upsampled map is the coarse one, bilinearly interpolated.
+    assert torch.allclose(out.maps[1], torch.nn.functional.interpolate(out.coarse, size=(6, 6), mode="bilinear", align_corners=False))
+    # pool_to brings a teacher map down to the same size by area averaging, and leaves smaller ones.
+    t = torch.arange(36.0).view(1, 1, 6, 6)
+    assert pool_to(t, (3, 3))[0, 0, 0, 0].item() == (0 + 1 + 6 + 7) / 4 and pool_to(t, (8, 8)) is t

@@ -30,7 +30,11 @@ def test_train_reports_per_epoch_and_reads_test_only_when_asked(splits):
     assert [e for e, _ in seen] == [1, 2] and m["val_accuracy"] == seen[-1][1]
     assert "test_accuracy" not in m and m["mode"] == "full"
     assert {"ce", "kd", "feat", "desc", "disc"} <= set(m["history"][-1]["losses"])
-    assert m["images_per_second"] > 0 and m["train_seconds"] > 0
+    for record in m["history"]:  # each discriminator's accuracy per epoch, and how far it pushed
+        assert set(record["disc_accuracy"]) == {"adv_feat", "adv_logit", "adv_logit_class"}
+        assert all(0 <= v <= 1 for v in record["disc_accuracy"].values())
+        assert set(record["adv_gate"]) <= {"adv_feat", "adv_logit", "adv_logit_class"} and all(0 <= v <= 1 for v in record["adv_gate"].values())
+    assert m["images_per_second"] > 0 and m["train_seconds"] > 0 and m["teacher_seconds"] > 0
     m = train(build_student(TINY, 1, 10), None, splits, schedule.replace(epochs=1), "ce", device=CPU, seed=0, evaluate_test=True)
     assert 0 <= m["test_accuracy"] <= 1
 

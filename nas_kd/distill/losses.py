@@ -25,6 +25,7 @@ __all__ = [
     "generator_bce",
     "auxiliary_ce",
     "weight_penalty",
+    "reconstruction_mse",
 ]
 
 
@@ -65,6 +66,12 @@ def descriptor_l2(student_desc: Sequence[torch.Tensor], teacher_desc: Sequence[t
     """KSANC's L_is: squared L2 between squeezed descriptors (N, C) per stage, averaged over stages."""
     losses = [F.mse_loss(s.float(), t.float()) for s, t in zip(student_desc, teacher_desc, strict=True)]
     return torch.stack(losses).mean()
+
+
+def reconstruction_mse(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Zhang et al.'s reconstruction loss, as the teacher was trained with it: MSE to the
+    normalised input image, per pixel."""
+    return F.mse_loss(reconstruction.float(), images.float())
 
 
 def discriminator_bce(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

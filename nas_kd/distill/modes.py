@@ -26,6 +26,7 @@ class LossWeights:
     desc: float = 0.0  # squared L2 between attention-squeezed descriptors (KSANC's L_is)
     adv_logit: float = 0.0  # student's GAN + auxiliary-class loss against the logit discriminator
     adv_feat: float = 0.0  # student's GAN loss against the feature-map discriminator (spatial level)
+    recon: float = 0.0  # the teacher's frozen decoder must rebuild the image from the adapted deepest map (Zhang et al.)
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v != 0}
@@ -33,7 +34,7 @@ class LossWeights:
 
 WEIGHT_KEYS = tuple(f.name for f in dataclasses.fields(LossWeights))
 # Knobs that `parse_loss_weights` also accepts, with what each must satisfy.
-KNOB_KEYS = ("temperature", "disc_lr", "disc_penalty", "adv_warmup")
+KNOB_KEYS = ("temperature", "disc_lr", "logit_disc_lr", "disc_penalty", "adv_warmup")
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,18 @@ class Mode:
     weights: LossWeights
     temperature: float = 4.0
     stages: str = "all"
-    disc_optimizer: str = "adam"  # "adam" (betas 0.5, 0.999) or "sgd" (momentum 0.9)
-    disc_lr: float = 1e-3
+    disc_lr: float = 1e-3  # Adam, feature-map discriminator
+    # Adam, logit discriminator. 1e-3 (and Xu et al.'s SGD at 1e-3) left it near chance after the
+    # 62 steps of the quick brief schedule; see docs/DISTILLER.md.
+    logit_disc_lr: float = 1e-2
     disc_penalty: float = 0.0  # coefficient of the L1 + L2 weight penalty on the logit discriminator
     adv_warmup: float = 0.0  # fraction of training steps before the student's adversarial terms start
-    needs_reconstruction: bool = False
     summary: str = ""
+
+    @property
+    def needs_reconstruction(self) -> bool:
+        """The ``recon`` term runs the teacher's decoder, which only a reconstruction-trained teacher has."""
+        return bool(self.weights.recon)
 
     @property
     def uses_teacher(self) -> bool:
@@ -59,7 +66,13 @@ class Mode:
     @property
     def uses_maps(self) -> bool:
         w = self.weights
-        return bool(w.feat or w.desc or w.adv_feat)
+        return bool(w.feat or w.desc or w.adv_feat or w.recon)
+
+    @property
+    def uses_teacher_maps(self) -> bool:
+        """Whether the losses read teacher stage maps (``desc`` reads only squeezed descriptors)."""
+        w = self.weights
+        return bool(w.feat or w.adv_feat or w.recon)
 
     @property
     def uses_discriminator(self) -> bool:
@@ -96,16 +109,14 @@ MODES: dict[str, Mode] = {
     "xu": Mode(
         "xu",
         LossWeights(ce=1.0, l1=1.0, adv_logit=1.0),
-        disc_optimizer="sgd",
         summary="Xu et al.: CE + L1 on logits + a logit discriminator with an auxiliary classifier, all weights 1",
     ),
     "zhang": Mode(
         "zhang",
-        LossWeights(ce=0.5, kd=0.5, feat=0.1, adv_feat=0.1),
+        LossWeights(ce=0.5, kd=0.5, feat=0.1, adv_feat=0.1, recon=0.1),
         stages="all",
         adv_warmup=0.1,
-        needs_reconstruction=True,
-        summary="Zhang et al.: a reconstruction-trained teacher; pixel-level feature MSE + spatial-level adversarial loss",
+        summary="Zhang et al.: a reconstruction-trained teacher; pixel-level feature MSE + spatial-level adversarial loss + its decoder reading the student",
     ),
     "full": Mode(
         "full",
@@ -129,7 +140,7 @@ def get_mode(name: str | Mode) -> Mode:
 def parse_loss_weights(text: str | None) -> dict[str, float]:
     """'kd=0.5,feat=1' -> {'kd': 0.5, 'feat': 1.0}; `UserError` on unknown keys or bad values.
 
-    Weights must be finite and >= 0; ``temperature`` and ``disc_lr`` > 0; ``disc_penalty`` >= 0;
+    Weights must be finite and >= 0; ``temperature``, ``disc_lr`` and ``logit_disc_lr`` > 0; ``disc_penalty`` >= 0;
     ``adv_warmup`` in [0, 1).
     """
     valid = f"valid keys: {', '.join(WEIGHT_KEYS + KNOB_KEYS)}"
@@ -149,7 +160,7 @@ def parse_loss_weights(text: str | None) -> dict[str, float]:
             number = float(value)
         except ValueError:
             raise UserError(f"invalid loss weights '{text}': '{value.strip()}' for '{key}' is not a number") from None
-        positive = key in ("temperature", "disc_lr")
+        positive = key in ("temperature", "disc_lr", "logit_disc_lr")
         if not math.isfinite(number) or number < 0 or (positive and number == 0) or (key == "adv_warmup" and number >= 1):
             need = "in [0, 1)" if key == "adv_warmup" else "positive" if positive else "finite and >= 0"
             raise UserError(f"invalid loss weights '{text}': '{key}' must be {need}, got {value.strip()}")

@@ -1,37 +1,28 @@
-"""One distillation update on one batch: teacher pass, discriminator step, student step.
+"""One distillation update on one batch: teacher outputs, discriminator step, student step.
 
 The order is Xu et al.'s: the discriminators learn first (on detached student outputs), then the
 student learns against the updated discriminators, whose parameters are frozen for that step so
-no gradient reaches them. The student's forward pass is shared by both steps.
+no gradient reaches them. The student's forward pass is shared by both steps. The teacher's
+outputs come from a `TeacherCache` when there is one, else from a live pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nas_kd.device import autocast
-from nas_kd.distill.objective import DistillObjective, TeacherOutputs
+from nas_kd.distill.adapters import NONE, Adapted
+from nas_kd.distill.cache import TeacherCache
+from nas_kd.distill.objective import DistillObjective
+from nas_kd.distill.outputs import TeacherOutputs, teacher_outputs
 from nas_kd.train import check_finite
 
-__all__ = ["DistillStep", "teacher_outputs", "frozen"]
-
-
-@torch.no_grad()
-def teacher_outputs(teacher: nn.Module, x: torch.Tensor, stages: list[int]) -> TeacherOutputs:
-    """The frozen teacher's logits and the maps of ``stages``, computed once per batch.
-
-    ``no_grad`` rather than ``inference_mode``: the loss graphs save these tensors for backward,
-    which inference tensors forbid, and a copy per batch would cost memory traffic for nothing.
-    """
-    with autocast(x.device):
-        if stages:
-            maps, logits = teacher.forward_stages(x)
-            return TeacherOutputs(logits, [maps[j] for j in stages])
-        return TeacherOutputs(teacher(x), [])
+__all__ = ["DistillStep", "StepResult", "frozen"]
 
 
 @contextlib.contextmanager
@@ -47,8 +38,17 @@ def frozen(modules: list[nn.Module]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """Detached per-batch figures, left on the device (the trainer reads them once per epoch)."""
+
+    losses: dict[str, torch.Tensor]  # unweighted student terms, plus "disc" for the discriminators' loss
+    disc_accuracy: dict[str, torch.Tensor]  # per verdict (adv_feat, adv_logit, adv_logit_class), before this step's update
+    gates: dict[str, torch.Tensor]  # the factor each adversarial term was scaled by
+
+
 class DistillStep:
-    """Callable ``step(x, y, adversarial) -> {term: detached loss}`` for one batch."""
+    """Callable ``step(x, y, adversarial, index=, flipped=) -> StepResult`` for one batch."""
 
     def __init__(
         self,
@@ -59,34 +59,47 @@ class DistillStep:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None,
         disc_optimizer: torch.optim.Optimizer | None,
         label_smoothing: float = 0.0,
+        cache: TeacherCache | None = None,
     ):
         self.student, self.teacher, self.objective = student, teacher, objective
         self.optimizer, self.scheduler, self.disc_optimizer = optimizer, scheduler, disc_optimizer
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.cache = label_smoothing, cache
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], TeacherOutputs | None]:
+    def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor | None, flipped: torch.Tensor | None) -> TeacherOutputs | None:
+        o = self.objective
+        if not o.mode.uses_teacher:
+            return None
+        if self.cache is not None:
+            if index is None or flipped is None:
+                raise ValueError("a step with a teacher cache needs each batch's example indices and flip flags (DeviceLoader.batches)")
+            return self.cache.lookup(index, flipped, o.map_stages, o.desc_stages)
+        return teacher_outputs(self.teacher, x, o.map_stages, o.attention, o.desc_stages)
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, Adapted, TeacherOutputs | None]:
         """(student logits, adapted student maps, teacher outputs) for a batch."""
-        t = teacher_outputs(self.teacher, x, self.objective.teacher_stages) if self.objective.mode.uses_teacher else None
+        t = self.teacher_outputs(x, index, flipped)
         with autocast(x.device):
             if self.objective.adapters is not None:
                 maps, logits = self.student.forward_stages(x)
-                return logits, self.objective.adapt(maps, t), t
-            return self.student(x), [], t
+                return logits, self.objective.adapt(maps), t
+            return self.student(x), NONE, t
 
-    def discriminator_update(self, adapted: list[torch.Tensor], logits: torch.Tensor, t: TeacherOutputs, y: torch.Tensor) -> torch.Tensor:
-        """One optimiser step of the discriminators on detached student outputs; returns the loss."""
+    def discriminator_update(self, adapted: Adapted, logits: torch.Tensor, t: TeacherOutputs, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimiser step of the discriminators on detached student outputs; feeds the gates.
+        Returns the loss and the accuracies measured before the update."""
         with autocast(y.device):
-            loss = self.objective.discriminator_loss([a.detach() for a in adapted], logits.detach(), t, y)
+            loss, accuracy = self.objective.discriminator_loss(adapted.detach(), logits.detach(), t, y)
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.disc_optimizer.step()
         # Drop the gradients now: the student's step must find none on the discriminators.
         self.disc_optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        self.objective.observe(accuracy)
+        return loss.detach(), accuracy
 
-    def student_losses(self, logits, adapted, t, y, adversarial: bool) -> dict[str, torch.Tensor]:
+    def student_losses(self, logits, adapted, t, y, x, adversarial: bool) -> dict[str, torch.Tensor]:
         with frozen(self.objective.discriminators()), autocast(y.device):
-            return self.objective.student_losses(logits, adapted, t, y, adversarial=adversarial, label_smoothing=self.label_smoothing)
+            return self.objective.student_losses(logits, adapted, t, y, x, adversarial=adversarial, label_smoothing=self.label_smoothing)
 
     def student_update(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -95,10 +108,11 @@ class DistillStep:
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, adversarial: bool = True) -> dict[str, torch.Tensor]:
-        logits, adapted, t = self.forward(x)
-        disc_loss = self.discriminator_update(adapted, logits, t, y) if self.disc_optimizer is not None else None
-        parts = self.student_losses(logits, adapted, t, y, adversarial)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, adversarial: bool = True, *, index: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> StepResult:
+        logits, adapted, t = self.forward(x, index, flipped)
+        disc_loss, accuracy = self.discriminator_update(adapted, logits, t, y) if self.disc_optimizer is not None else (None, {})
+        parts = self.student_losses(logits, adapted, t, y, x, adversarial)
+        gates = {k: v.detach() for k, v in self.objective.gate_factors().items() if k in parts}
         loss = self.objective.weighted_sum(parts)
         # One host sync per step covers both losses.
         check_finite(loss.detach() if disc_loss is None else loss.detach() + disc_loss, "distillation loss")
@@ -106,4 +120,4 @@ class DistillStep:
         out = {k: v.detach() for k, v in parts.items()}
         if disc_loss is not None:
             out["disc"] = disc_loss
-        return out
+        return StepResult(out, accuracy, gates)

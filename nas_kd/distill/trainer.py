@@ -1,7 +1,8 @@
 """`train`: distil one student from a frozen teacher under one schedule and mode.
 
-One loop, read top to bottom: build the parts the mode needs, then per epoch run `DistillStep`
-on every batch (discriminators first, then the student), evaluate on the validation split and
+One loop, read top to bottom: get the teacher's outputs ready (a `TeacherCache` filled once where
+the loader's views are finite, else a live pass per batch), build the parts the mode needs, then
+per epoch run `DistillStep` on every batch (discriminators first, then the student), evaluate on the validation split and
 hand the accuracy to ``epoch_callback`` (the search prunes there; whatever it raises, such as
 ``optuna.TrialPruned``, propagates). The test split is read only when ``evaluate_test`` is set:
 the search selects on validation accuracy.
@@ -19,13 +20,17 @@ from torch import nn
 from nas_kd.config import Schedule
 from nas_kd.data import DeviceLoader, Splits
 from nas_kd.device import memory_format, seed_everything
+from nas_kd.distill.attention_fit import fit_teacher_attention
+from nas_kd.distill.cache import TeacherCache
 from nas_kd.distill.modes import Mode, get_mode
 from nas_kd.distill.objective import DistillObjective
 from nas_kd.distill.step import DistillStep
 from nas_kd.errors import UserError
 from nas_kd.train import build_optimizer, build_scheduler, evaluate, make_loaders, progress
 
-__all__ = ["train", "check_teacher", "build_step"]
+__all__ = ["train", "check_teacher", "build_step", "prepare_teacher", "MAX_CACHE_BYTES"]
+
+MAX_CACHE_BYTES = 8 * 2**30  # above this a run keeps the live teacher pass instead of a cache
 
 RECON_HINT = "train one with 'nas-kd teacher --reconstruction' and pass it with --teacher-recon (or its .pt path)"
 
@@ -52,23 +57,55 @@ def build_step(
     num_classes: int,
     steps_per_epoch: int,
     device: torch.device,
+    cache: TeacherCache | None = None,
+    teacher_attention: dict[str, torch.Tensor] | None = None,
 ) -> DistillStep:
-    """Move the student to ``device`` and build the objective and optimisers around it."""
+    """Move the student to ``device`` and build the objective and optimisers around it.
+    ``teacher_attention`` (a `fit_teacher_attention` state) is required by modes with ``desc``."""
     fmt = memory_format(device)
     student.to(device, memory_format=fmt).train()
     if teacher is not None:
         teacher.to(device, memory_format=fmt).eval()
-    objective = DistillObjective(mode, student, teacher, input_shape, num_classes).to(device, memory_format=fmt).train()
+    objective = DistillObjective(mode, student, teacher, input_shape, num_classes, teacher_attention).to(device, memory_format=fmt).train()
     optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule)
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch)
-    disc_params = [p for d in objective.discriminators() for p in d.parameters()]
-    disc_optimizer = None
-    if disc_params:
-        if mode.disc_optimizer == "sgd":
-            disc_optimizer = torch.optim.SGD(disc_params, lr=mode.disc_lr, momentum=0.9)
-        else:
-            disc_optimizer = torch.optim.Adam(disc_params, lr=mode.disc_lr, betas=(0.5, 0.999))
-    return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing)
+    # Adam with the usual GAN betas; each discriminator at its own learning rate.
+    groups = [{"params": list(d.parameters()), "lr": lr} for d, lr in ((objective.feature_disc, mode.disc_lr), (objective.logit_disc, mode.logit_disc_lr)) if d is not None]
+    disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999)) if groups else None
+    return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing, cache)
+
+
+def prepare_teacher(
+    teacher: nn.Module | None,
+    loader: DeviceLoader,
+    mode: Mode,
+    num_classes: int,
+    *,
+    teacher_cache: TeacherCache | None,
+    teacher_attention: dict[str, torch.Tensor] | None,
+    max_cache_bytes: int,
+    input_shape: tuple[int, int, int],
+    log: Callable[[str], None] | None,
+) -> tuple[TeacherCache | None, dict[str, torch.Tensor] | None]:
+    """(cache, fitted teacher attention state) for a run: the caller's cache if it fits, else a
+    new one where the loader's views are finite and it fits in ``max_cache_bytes``, else none
+    (the teacher runs live). The attention is fitted here only when nobody passed one."""
+    if not mode.uses_teacher:
+        return None, None
+    if teacher_cache is not None:
+        if not (teacher_cache.matches(teacher, loader) and teacher_cache.covers(mode)):
+            raise ValueError(f"teacher_cache was built for another teacher, training data or mode than this '{mode.name}' run")
+        return teacher_cache, teacher_cache.attention_state
+    if loader.views is not None:
+        size = TeacherCache.estimate_bytes(teacher, loader, mode, input_shape, num_classes)
+        if size <= max_cache_bytes:
+            cache = TeacherCache(teacher, loader, mode, num_classes=num_classes, attention_state=teacher_attention)
+            return cache, cache.attention_state
+        if log:
+            log(f"teacher cache would take {size / 2**30:.1f} GiB (limit {max_cache_bytes / 2**30:.1f} GiB): running the teacher live")
+    if mode.weights.desc and teacher_attention is None:
+        teacher_attention = fit_teacher_attention(teacher, loader, num_classes)
+    return None, teacher_attention
 
 
 def train(
@@ -85,44 +122,62 @@ def train(
     loaders: tuple[DeviceLoader, DeviceLoader, DeviceLoader] | None = None,
     evaluate_test: bool = False,
     log: Callable[[str], None] | None = None,
+    teacher_cache: TeacherCache | None = None,
+    teacher_attention: dict[str, torch.Tensor] | None = None,
+    max_cache_bytes: int = MAX_CACHE_BYTES,
 ) -> dict:
     """Distil ``student`` from ``teacher`` (frozen; may be None for mode ``ce``); return metrics.
 
     ``loaders`` = (train, val, test) reuses device-resident loaders across calls (the search);
-    otherwise they are built from ``splits`` with ``schedule.batch_size``. ``epoch_callback`` gets
-    (epoch from 1, validation accuracy) after every epoch. Metrics: ``val_accuracy`` (last
-    epoch), ``history`` (per epoch: val accuracy, mean loss terms, seconds), ``train_seconds``
-    (optimisation only, evaluation excluded), ``images_per_second``, ``mode``, ``weights`` and,
-    with ``evaluate_test``, ``test_accuracy``.
+    otherwise they are built from ``splits`` with ``schedule.batch_size``. ``teacher_cache``
+    reuses the teacher's outputs across calls (build it once with ``TeacherCache(teacher,
+    loaders[0], mode, num_classes=...)``); without one, a cache is built here where the loader
+    allows it. ``teacher_attention`` is a `fit_teacher_attention` state for modes with ``desc``
+    (fitted here if absent). ``epoch_callback`` gets (epoch from 1, validation accuracy) after
+    every epoch. Metrics: ``val_accuracy`` (last epoch), ``history`` (per epoch: val accuracy,
+    mean loss terms, mean discriminator accuracies ``disc_accuracy`` and adversarial gate
+    factors ``adv_gate``, seconds), ``train_seconds`` (optimisation only), ``teacher_seconds``
+    (building the cache or fitting the attention in this call), ``images_per_second``,
+    ``mode``, ``weights`` and, with ``evaluate_test``, ``test_accuracy``.
     """
     mode = get_mode(mode)
     check_teacher(mode, teacher)
     if teacher is not None:
         for p in teacher.parameters():
             p.requires_grad_(False)
+        teacher.to(device, memory_format=memory_format(device)).eval()
     seed_everything(seed)
     train_dl, val_dl, test_dl = loaders or make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=seed, crop=schedule.crop)
-    step = build_step(student, teacher, mode, schedule, input_shape=splits.info.input_shape, num_classes=splits.info.num_classes, steps_per_epoch=len(train_dl), device=device)
+    info = splits.info
+    t0 = time.perf_counter()
+    cache, attention = prepare_teacher(
+        teacher, train_dl, mode, info.num_classes, teacher_cache=teacher_cache, teacher_attention=teacher_attention, max_cache_bytes=max_cache_bytes, input_shape=info.input_shape, log=log
+    )
+    teacher_seconds = time.perf_counter() - t0  # ~0 when the caller passed a cache
+    step = build_step(
+        student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=attention
+    )
     # The student's adversarial terms switch on after this many steps (discriminators learn from step 0).
     adversarial_from = int(mode.adv_warmup * schedule.epochs * len(train_dl))
     history, train_seconds, seen, global_step = [], 0.0, 0, 0
     for epoch in range(schedule.epochs):
         t0 = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        for x, y in progress(train_dl, total=len(train_dl), desc=f"{mode.name} epoch {epoch + 1}/{schedule.epochs}", enabled=show_progress):
-            parts = step(x, y, adversarial=global_step >= adversarial_from)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0) + v
+        sums = {"losses": _Means(), "disc_accuracy": _Means(), "adv_gate": _Means()}
+        for b in progress(train_dl.batches(), total=len(train_dl), desc=f"{mode.name} epoch {epoch + 1}/{schedule.epochs}", enabled=show_progress):
+            r = step(b.x, b.y, adversarial=global_step >= adversarial_from, index=b.index, flipped=b.flipped)
+            sums["losses"].add(r.losses)
+            sums["disc_accuracy"].add(r.disc_accuracy)
+            sums["adv_gate"].add(r.gates)
             global_step += 1
-            seen += len(y)
+            seen += len(b.y)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - t0
         val_acc = evaluate(student, val_dl)
-        losses = {k: float(v) / len(train_dl) for k, v in sums.items()}
-        history.append({"epoch": epoch + 1, "val_accuracy": val_acc, "losses": losses, "seconds": train_seconds})
+        record = {"epoch": epoch + 1, "val_accuracy": val_acc, **{k: v.means() for k, v in sums.items()}, "seconds": train_seconds}
+        history.append(record)
         if log:
-            log(f"{mode.name} epoch {epoch + 1}/{schedule.epochs}: val accuracy {val_acc:.4f} ({train_seconds:.1f}s)")
+            log(f"{mode.name} epoch {epoch + 1}/{schedule.epochs}: val accuracy {val_acc:.4f} ({train_seconds:.1f}s){_describe_discriminators(record)}")
         if epoch_callback is not None:
             epoch_callback(epoch + 1, val_acc)
     metrics = {
@@ -131,8 +186,37 @@ def train(
         "val_accuracy": history[-1]["val_accuracy"],
         "history": history,
         "train_seconds": train_seconds,
+        "teacher_seconds": teacher_seconds,
         "images_per_second": seen / max(train_seconds, 1e-9),
     }
     if evaluate_test:
         metrics["test_accuracy"] = evaluate(student, test_dl)
     return metrics
+
+
+class _Means:
+    """Per-key running sums of device scalars, read once (one host sync) at the end of an epoch."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
+def _describe_discriminators(record: dict) -> str:
+    """', discriminator accuracy feat 0.71 logit 0.64 (class 0.83), gate ...' or ''."""
+    acc, gate = record["disc_accuracy"], record["adv_gate"]
+    if not acc:
+        return ""
+    names = {"adv_feat": "feat", "adv_logit": "logit", "adv_logit_class": "logit-class"}
+    text = ", discriminator accuracy " + " ".join(f"{names[k]} {v:.2f}" for k, v in acc.items())
+    if gate:
+        text += ", gates " + " ".join(f"{names[k]} {v:.2f}" for k, v in gate.items())
+    return text

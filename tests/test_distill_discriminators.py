@@ -1,0 +1,86 @@
+"""What the discriminators see, how fast they learn, and when they may push the student."""
+
+import pytest
+import torch
+
+from nas_kd.distill import losses
+from nas_kd.distill.discriminators import (
+    GATE_MARGIN,
+    GATE_RAMP,
+    AccuracyGate,
+    LogitDiscriminator,
+    TeacherStandardise,
+    feature_view,
+    verdict_accuracy,
+)
+
+
+def test_feature_view_removes_sign_scale_and_sparsity_per_channel():
+    """A post-ReLU teacher map and a signed BN-like student map with the same spatial pattern
+    look identical: the discriminator cannot win on sign, scale or offset."""
+    torch.manual_seed(0)
+    pattern = torch.randn(8, 5, 4, 4)
+    teacher_like = torch.relu(pattern + 0.7) * 3.0  # non-negative, mostly active, scaled
+    student_like = pattern * torch.tensor([0.5, 1, 2, 4, 8]).view(1, -1, 1, 1) - 1.5  # signed, per-channel scales
+    a, b = feature_view(teacher_like), feature_view(student_like)
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)  # equal up to the eps in the scale
+    # Half of each channel's positions are active, with unit root mean square.
+    assert torch.allclose((a > 0).float().mean((0, 2, 3)), torch.full((5,), 0.5), atol=1 / 128)
+    assert torch.allclose(a.pow(2).mean((0, 2, 3)), torch.ones(5), atol=1e-3)
+    # ... while a different spatial pattern stays different.
+    assert not torch.allclose(a, feature_view(torch.randn(8, 5, 4, 4)), atol=0.1)
+
+
+def test_teacher_standardise_uses_teacher_moments_and_never_amplifies():
+    s = TeacherStandardise(2)
+    x = torch.tensor([[1.0, 2.0]])
+    assert torch.equal(s(x), x)  # nothing observed yet: the identity
+    s.observe(torch.tensor([[0.0, 10.0], [4.0, 10.2]]))  # class 0: mean 2, var 4; class 1: mean 10.1, var 0.01
+    s.observe(torch.tensor([[2.0, 10.1]]))  # running moments over all three rows
+    mean0, var0 = 2.0, (0 + 16 + 4) / 3 - 4.0
+    out = s(torch.tensor([[5.0, 11.1]]))
+    assert out[0, 0].item() == pytest.approx((5.0 - mean0) / var0**0.5, rel=1e-5)
+    assert out[0, 1].item() == pytest.approx(11.1 - 10.1, rel=1e-5)  # variance floored at 1: no amplification
+
+
+def test_gate_is_closed_at_chance_and_open_above_it():
+    gate = AccuracyGate(0.5)
+    assert gate.factor().item() == 0.0
+    gate.accuracy.fill_(0.5 + GATE_MARGIN + GATE_RAMP / 2)
+    assert gate.factor().item() == pytest.approx(0.5)
+    gate.accuracy.fill_(0.99)
+    assert gate.factor().item() == 1.0
+    gate.accuracy.fill_(0.5)
+    for _ in range(30):
+        gate.observe(torch.tensor(1.0))
+    assert gate.accuracy.item() == pytest.approx(1 - 0.5 * 0.9**30) and gate.factor().item() == 1.0
+
+
+def test_verdict_accuracy_weights_real_and_fake_alike():
+    real, fake = torch.tensor([1.0, 1.0, -1.0, 1.0]), torch.tensor([-1.0, 1.0])
+    assert verdict_accuracy(real, fake).item() == pytest.approx(0.5 * (0.75 + 0.5))
+
+
+def test_the_logit_discriminator_learns_within_a_short_schedule():
+    """Teacher-like logits (confident, right class) against student-like ones (small, noisy):
+    at the mode's learning rate, both verdicts are far above chance within 30 steps."""
+    from nas_kd.distill import MODES
+
+    torch.manual_seed(0)
+    disc = LogitDiscriminator(10)
+    opt = torch.optim.Adam(disc.parameters(), lr=MODES["full"].logit_disc_lr, betas=(0.5, 0.999))
+    for _ in range(30):
+        y = torch.randint(0, 10, (64,))
+        teacher = 6 * torch.nn.functional.one_hot(y, 10).float() + torch.randn(64, 10)
+        student = 0.5 * torch.randn(64, 10)
+        disc.standardise.observe(teacher)
+        scores, classes = disc(torch.cat([teacher, student]))
+        loss = losses.discriminator_bce(scores[:64], scores[64:]) + losses.auxiliary_ce(classes, torch.cat([y, y]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    disc.eval()
+    with torch.no_grad():
+        scores, classes = disc(torch.cat([teacher, student]))
+    assert verdict_accuracy(scores[:64], scores[64:]).item() > 0.9
+    assert (classes[:64].argmax(1) == y).float().mean().item() > 0.9
