@@ -40,15 +40,17 @@ def main(argv=None) -> None:
         first, log = _timed(["make", "search", f"BUDGET={args.budget}"], clone)
         again, _ = _timed(["make", "search", f"BUDGET={args.budget}"], clone)
         report_path = next((clone / "runs").glob("*/report.json"))
-        excerpt = "\n".join((report_path.parent / "report.md").read_text().splitlines()[:30])
-        teacher_line = next((line for line in log.splitlines() if line.startswith("teacher: test accuracy")), "")
+        excerpt = "\n".join(line for line in (report_path.parent / "report.md").read_text().splitlines() if not line.startswith(("## Reproduce", "```", "Files:", "nas-kd search")))
+        teacher_line = next((line for line in log.splitlines() if line.startswith(("teacher: test accuracy", "teacher: the shipped"))), "")
+        last_line = log.strip().splitlines()[-1]  # the verdict: the last thing make search prints
     body = "\n".join([
         f"## `make search BUDGET={args.budget}` from a fresh clone (CPU)",
         "",
         f"Command: `python -m bench.e2e_search --budget {args.budget}` (commit {commit})  ",
         f"Hardware: {hardware()}  ",
         "Steps: `git clone`, then `make search` (new .venv, pinned torch, package and extras, quick teacher trained, 8 trials, "
-        "3-seed retrain of the winner and of the uniform baseline with ce and kd, report, export), then the same command again.",
+        "3-seed retrain of the winner and of the uniform baseline in the same mode and with ce, on seeds the search never used, "
+        "report, export), then the same command again.",
         "",
         "| run | wall time |",
         "|---|---:|",
@@ -57,7 +59,9 @@ def main(argv=None) -> None:
         "",
         f"Target: under 15 minutes, and the second run at once. {teacher_line.strip()}",
         "",
-        "Headline of the report it wrote:",
+        f"Its last line: `{last_line}`",
+        "",
+        "The report it wrote (without the reproduce block):",
         "",
         "```",
         excerpt,

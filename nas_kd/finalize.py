@@ -77,7 +77,20 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
-def _train_seeds(cfg, teacher, splits, schedule, mode, seeds: tuple[int, ...], device, log, show_progress, label: str):
+def _teacher_pass(teacher, splits, schedule, mode, device) -> dict:
+    """The teacher's outputs for the full schedule's training data, computed once and shared by
+    every seed of the winner and of the baseline in the same mode (`nas_kd.distill.cache`)."""
+    from nas_kd.distill.trainer import MAX_CACHE_BYTES, prepare_teacher
+    from nas_kd.train import make_loaders
+
+    if teacher is None or not mode.uses_teacher:
+        return {}
+    train_dl = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)[0]
+    cache, attention = prepare_teacher(teacher, train_dl, mode, splits.info.num_classes, teacher_cache=None, teacher_attention=None, max_cache_bytes=MAX_CACHE_BYTES, input_shape=splits.info.input_shape, log=None)
+    return {"teacher_cache": cache, "teacher_attention": attention}
+
+
+def _train_seeds(cfg, teacher, splits, schedule, mode, seeds: tuple[int, ...], device, log, show_progress, label: str, shared: dict | None = None):
     """Train ``cfg`` once per seed; return (per-seed records, state dict of the best-val seed)."""
     from nas_kd.distill import train
     from nas_kd.models.student import build_student
@@ -86,7 +99,7 @@ def _train_seeds(cfg, teacher, splits, schedule, mode, seeds: tuple[int, ...], d
     for seed in seeds:
         torch.manual_seed(seed)  # the seed decides the initial weights too, not the order of earlier runs
         student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-        m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True, show_progress=show_progress)
+        m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True, show_progress=show_progress, **(shared or {}))
         runs.append({"seed": seed, "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"], "images_per_second": m["images_per_second"]})
         log(f"finalize: {label} mode {mode.name} seed {seed}: test {m['test_accuracy']:.4f} val {m['val_accuracy']:.4f} ({m['train_seconds']:.1f}s)")
         if best is None or m["val_accuracy"] > best[0]:
@@ -139,7 +152,8 @@ def finalize(
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
     splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=schedule.train_subset)
     log(f"finalize: winner trial {winner.number} ({cfg.describe()}), seeds {', '.join(map(str, seeds))} x {schedule.epochs} epochs on {len(splits.train)} examples, mode {mode.name}")
-    runs, state = _train_seeds(cfg, teacher if mode.uses_teacher else None, splits, schedule, mode, seeds, device, log, show_progress, "winner")
+    shared = _teacher_pass(teacher, splits, schedule, mode, device)
+    runs, state = _train_seeds(cfg, teacher if mode.uses_teacher else None, splits, schedule, mode, seeds, device, log, show_progress, "winner", shared)
     cost = measure(cfg, plan.input_shape, plan.num_classes)
     final = {
         **key,
@@ -155,7 +169,7 @@ def finalize(
         final["baselines"] = {"config": base.to_dict(), "describe": base.describe(), "macs": bcost.macs, "params": bcost.params, "modes": {}}
         for name in baseline_modes(mode.name):
             b_mode = mode if name == mode.name else get_mode(name)
-            b_runs, _ = _train_seeds(base, teacher if b_mode.uses_teacher else None, splits, schedule, b_mode, seeds, device, log, show_progress, "baseline")
+            b_runs, _ = _train_seeds(base, teacher if b_mode.uses_teacher else None, splits, schedule, b_mode, seeds, device, log, show_progress, "baseline", shared if b_mode is mode else None)
             final["baselines"]["modes"][name] = summarise(b_runs)
         final["comparisons"] = {m: d.to_dict() for m, d in compare_runs(final["winner"], final["baselines"]["modes"]).items()}
     out.mkdir(parents=True, exist_ok=True)

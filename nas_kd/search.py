@@ -108,6 +108,7 @@ class Objective:
         self.schedule, self.mode, self.multi = plan.brief, plan.mode, plan.multi
         self.teacher, self.device, self.prune = teacher, device, prune
         self._splits = self._loaders = None
+        self._cache = self._attention = None
 
     def data(self):
         """The brief schedule's splits and device loaders, loaded on first use and then reused."""
@@ -117,6 +118,12 @@ class Objective:
 
             self._splits = load_splits(self.plan.dataset, self.plan.data_dir, seed=self.plan.seeds.split, train_subset=self.schedule.train_subset)
             self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.plan.seeds.search, crop=self.schedule.crop)
+            # The frozen teacher's outputs, once per study and process: every trial reuses them.
+            from nas_kd.distill.trainer import MAX_CACHE_BYTES, prepare_teacher
+
+            self._cache, self._attention = prepare_teacher(
+                self.teacher, self._loaders[0], self.mode, self.num_classes, teacher_cache=None, teacher_attention=None, max_cache_bytes=MAX_CACHE_BYTES, input_shape=self.shape, log=None
+            )
         return self._splits, self._loaders
 
     def prepare(self, trial) -> None:
@@ -171,7 +178,7 @@ class Objective:
                 raise optuna.TrialPruned(f"epoch {epoch}: validation accuracy {accuracy:.4f}")
 
         try:
-            metrics = train(student, self.teacher, splits, self.schedule, self.mode, device=self.device, seed=seed, epoch_callback=on_epoch, show_progress=False, loaders=loaders)
+            metrics = train(student, self.teacher, splits, self.schedule, self.mode, device=self.device, seed=seed, epoch_callback=on_epoch, show_progress=False, loaders=loaders, teacher_cache=self._cache, teacher_attention=self._attention)
         except failure_types() as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
             if self.device.type == "cuda":

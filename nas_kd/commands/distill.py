@@ -66,6 +66,7 @@ def run(args) -> int:
     from nas_kd.distill import check_teacher, get_mode, parse_loss_weights, train
     from nas_kd.distill.trainer import RECON_HINT
     from nas_kd.errors import UserError
+    from nas_kd.models.shipped import DEFAULT_SPEC, shipped_teacher
     from nas_kd.models.student import build_student
     from nas_kd.models.teachers import is_teacher_path, parse_arch, resolve_teacher
 
@@ -81,9 +82,10 @@ def run(args) -> int:
     teacher = None
     if mode.uses_teacher:
         is_path = is_teacher_path(args.teacher)
-        if not is_path:
+        shipped = args.teacher == DEFAULT_SPEC and shipped_teacher(info.name) is not None  # ships with its decoder
+        if not is_path and args.teacher != DEFAULT_SPEC:
             parse_arch(args.teacher)
-        if mode.needs_reconstruction and not is_path and not args.teacher_recon:
+        if mode.needs_reconstruction and not is_path and not shipped and not args.teacher_recon:
             raise UserError(f"mode '{mode.name}' needs a teacher trained with the reconstruction head: add --teacher-recon, or {RECON_HINT}")
         teacher, meta, path = resolve_teacher(
             args.teacher, args.dataset, preset.teacher, preset=preset.name, seed=args.teacher_seed, device=device, data_dir=args.data_dir, reconstruction=args.teacher_recon
@@ -91,7 +93,8 @@ def run(args) -> int:
         check_teacher(mode, teacher)
         print(f"teacher: {meta['arch']} ({path})")
     # The validation split is the teacher's: its seed keeps the teacher's training examples out.
-    splits = load_splits(args.dataset, args.data_dir, seed=args.teacher_seed, train_subset=schedule.train_subset)
+    split_seed = int(meta.get("seed", args.teacher_seed)) if teacher is not None else args.teacher_seed
+    splits = load_splits(args.dataset, args.data_dir, seed=split_seed, train_subset=schedule.train_subset)
     seed_everything(args.seed)  # the student's initial weights follow --seed
     student = build_student(cfg, info.channels, info.num_classes)
     print(f"student: {cfg.describe()}")
