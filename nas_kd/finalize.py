@@ -51,13 +51,12 @@ def load_planned_teacher(plan: SearchPlan, device: torch.device, log: Callable[[
     else the registry teacher again (cache or retrain) - refused if the fingerprint differs."""
     from nas_kd.data import dataset_info
     from nas_kd.files import digest
-    from nas_kd.models.teachers import load_teacher, resolve_teacher
+    from nas_kd.models.teachers import load_verified, resolve_teacher
 
     ref = plan.teacher
-    path = Path(ref.path)
-    if path.is_file() and digest(path) == ref.sha256:
-        model, _ = load_teacher(path, dataset_info(plan.dataset, plan.data_dir), device)
-        return model
+    loaded = load_verified(ref.path, ref.sha256, dataset_info(plan.dataset, plan.data_dir), device)
+    if loaded is not None:
+        return loaded[0]
     model, _, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
     if digest(path) != ref.sha256:
         raise UserError(f"the teacher at {path} is not the one study '{plan.study}' was searched with (SHA-256 differs): restore {ref.path}")
@@ -112,13 +111,14 @@ def finalize(
     """
     from nas_kd.cost import measure
     from nas_kd.data import load_splits
-    from nas_kd.device import resolve_device
+    from nas_kd.device import configure_step, resolve_device
     from nas_kd.distill.modes import get_mode
     from nas_kd.models.student import StudentConfig
     from nas_kd.verdict import compare_runs
 
     study = load_study(study_name, storage)
     plan = plan_of(study)
+    configure_step(plan.step)  # the retrain computes as the search's trials did
     winner = pick_winner(study)
     if winner is None:
         raise UserError(f"study '{study_name}' has no finished candidate within budget yet: run more trials (nas-kd search --study {study_name})")
