@@ -30,7 +30,6 @@ from nas_kd.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_NOTE = "**Smoke run** (`make bench-gpu SMOKE=1`): every code path of this section in miniature on a CPU with synthetic data; the figures mean nothing."
-MARGIN_S = 45.0  # left at the end of a call for the trials in flight and the pack
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -54,7 +53,7 @@ TITLES = {
     "loader": "GPU: device-resident loader vs DataLoader",
     "step": "GPU: where a tiny student's step goes, and what each switch is worth",
     "steptime": "GPU: distiller step time per mode",
-    "jobs": "GPU: --jobs 1 vs --jobs N on one device",
+    "jobs": "GPU: --jobs N trial processes on one device",
     "ablation": "GPU: distiller ablation",
 }
 
@@ -134,15 +133,15 @@ def _search_options(cfg, budget: str, sampler: str, study: str, **more):
 
 
 def jobs(cfg) -> dict:
-    """The same search (trials only, no final retrain) with --jobs 1 and --jobs N, from scratch."""
+    """The same search (trials only, no final retrain) with each --jobs value, from scratch."""
     from optuna.trial import TrialState
 
     from nas_kd.search import run_search
     from nas_kd.study import load_study
 
-    budget, trials, n = cfg.sizes.jobs
+    budget, trials, counts = cfg.sizes.jobs
     rows = []
-    for count in (1, n):
+    for count in counts:
         study = f"gpu_jobs{count}"
         shutil.rmtree(Path("runs") / study, ignore_errors=True)  # this section times a search from its start
         opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False)
@@ -173,9 +172,10 @@ def search(budget: str, sampler: str) -> Callable:
 
         sz = cfg.sizes
         opts = _search_options(cfg, budget, sampler, f"gpu_{sz.dataset}_{budget}_{sampler}", jobs=sz.search_jobs)
-        retrain_s = sz.search_estimate(opts.baselines) - sz.search_trials_s
+        retrain_s = sz.retrain_estimate(opts.baselines)
         t0 = time.perf_counter()
-        first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - retrain_s - MARGIN_S)), finish=False)
+        # Trials stop starting in time for the final retrain (or, if it will not fit, the call's end).
+        first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - retrain_s - sz.margin_s)), finish=False)
         if first["finished"] < sz.trials or cfg.left() < retrain_s:
             return None
         report = search_gpu.run_one(opts)  # resumes: no trial left to run; retrain, report, export
@@ -245,22 +245,25 @@ def ablation(cfg) -> dict | None:
     def file(job) -> Path:
         return cache / f"{job['mode']}_{job['student']}_{job['seed']}.json"
 
-    todo = [j for j in jobs if not file(j).is_file()]
-    if todo:
+    queue = [j for j in jobs if not file(j).is_file()]
+    if queue:
         # spawn on a GPU (CUDA cannot run in a forked child); fork on a CPU, which skips
         # re-importing torch in every worker.
         ctx = multiprocessing.get_context("spawn" if cfg.device.type == "cuda" else "fork")
-        with cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(todo)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs),)) as pool:
-            futures = {pool.submit(_ablation_run, j): j for j in todo}
-            try:
-                for fut in cf.as_completed(futures, timeout=max(1.0, cfg.left() - MARGIN_S)):
-                    file(futures[fut]).write_text(json.dumps(fut.result()))
-            except cf.TimeoutError:
-                pool.shutdown(wait=True, cancel_futures=True)  # the runs in flight finish and are kept
-                for fut, job in futures.items():
-                    if fut.done() and not fut.cancelled() and fut.exception() is None and not file(job).is_file():
-                        file(job).write_text(json.dumps(fut.result()))
-                return None
+        with cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs),)) as pool:
+            running: dict = {}
+            while queue or running:
+                # A run starts only if it can end inside this call; the next call does the rest.
+                while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= sz.ablation_run_s:
+                    job = queue.pop(0)
+                    running[pool.submit(_ablation_run, job)] = job
+                if not running:
+                    break
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    file(running.pop(fut)).write_text(json.dumps(fut.result()))
+        if queue:
+            return None
     runs: dict[tuple[str, str], list[dict]] = {}
     for j in jobs:
         runs.setdefault((j["mode"], j["student"]), []).append(json.loads(file(j).read_text()))

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["default_jobs", "threads_per_job", "LocalWorkers", "GPU_JOBS", "STOP_SECONDS", "main"]
+__all__ = ["default_jobs", "threads_per_job", "LocalWorkers", "map_processes", "GPU_JOBS", "STOP_SECONDS", "main"]
 
 # Trial processes per GPU by default: each needs a CPU core to launch kernels, and four tiny
 # students' launch streams are what one device can interleave (docs/BENCHMARKS.md, gpu-jobs, has
@@ -124,6 +124,37 @@ class LocalWorkers:
     def __exit__(self, *exc) -> None:
         if any(p.poll() is None for _, p in self.procs):
             self.stop()
+
+
+def _pool_worker(threads: int) -> None:
+    # The parent alone answers Ctrl-C (it terminates the pool): a worker interrupted mid-run
+    # would only add a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
+def map_processes(fn: Callable, items: list, jobs: int, on_result: Callable | None = None) -> list:
+    """``[fn(x) for x in items]``, up to ``jobs`` of them at once in spawned processes (``fn`` and
+    the items must pickle; spawn, because CUDA cannot run in a forked child). Results keep the
+    items' order; ``on_result(item, result)`` sees each as soon as it and those before it are
+    done. An exception in a run, or Ctrl-C, terminates the other workers and is raised here."""
+    import multiprocessing
+
+    count = min(jobs, len(items))
+    pool = multiprocessing.get_context("spawn").Pool(count, initializer=_pool_worker, initargs=(threads_per_job(count),))
+    out = []
+    try:
+        for item, result in zip(items, pool.imap(fn, items, chunksize=1), strict=True):
+            out.append(result)
+            if on_result is not None:
+                on_result(item, result)
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+    return out
 
 
 def _watch_parent(parent: int) -> None:

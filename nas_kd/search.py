@@ -442,7 +442,7 @@ def _partial_report(study, log: Callable[[str], None], why: str = "interrupted")
     log(f"search: {why}; partial report {paths['report.md']}")
 
 
-def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, log=print, show_progress=None) -> dict:
+def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, jobs: int | None = None, log=print, show_progress=None) -> dict:
     """Final retrain, report and export of a study that has a feasible winner: the one path that
     `nas-kd search` and `nas-kd finalize` share. Returns the report and export paths and the
     verdict sentence (key ``verdict``)."""
@@ -451,7 +451,7 @@ def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | N
     from nas_kd.report import write_report
     from nas_kd.study import load_study
 
-    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, log=log, show_progress=show_progress)
+    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, jobs=jobs, log=log, show_progress=show_progress)
     study = load_study(study_name, storage)
     paths = write_report(study, final=final)
     export_dir = export_study(study_name, storage, log=log)

@@ -59,7 +59,7 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     done = _done(tmp_path)
     assert sorted(done) == sorted(["jobs", *SEARCHES])
     rows = done["jobs"]["result"]["rows"]
-    assert [r["jobs"] for r in rows] == [1, SMOKE.jobs[2]] and all(r["trained"] == SMOKE.jobs[1] for r in rows)
+    assert [r["jobs"] for r in rows] == list(SMOKE.jobs[2]) and all(r["trained"] == SMOKE.jobs[1] for r in rows)
     assert out.count("search: worker 1 started") == 1  # only the --jobs 2 search starts a child
     for name in SEARCHES:
         assert done[name]["result"]["report"]["trial_counts"]["finished"] == SMOKE.trials
@@ -67,15 +67,16 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     assert "<!-- BEGIN gpu-search -->" in markdown and "<!-- BEGIN gpu-jobs -->" in markdown
 
 
-def test_smoke_ablation_cut_short_resumes_without_retraining_and_packs(tmp_path):
-    # A call with a few seconds left starts the (resumable) ablation and stops it at its end:
-    # the runs that finished are kept, the rest wait for the next call.
-    first = _bench(tmp_path, "--section", "ablation", "--call-seconds", str(SMOKE.estimates["ablation"] + 2))
-    assert "ablation cut short" in first and "run the same command again" in first
-    kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ablation").glob("*.json")}
+def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tmp_path):
+    _bench(tmp_path, "--section", "ablation")
     total = len(SMOKE.ablation_modes) * 2 * len(SMOKE.ablation_seeds)  # modes x 2 students x seeds
-    assert 0 < len(kept) < total and "ablation" not in _done(tmp_path)
-
+    assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
+    # As a call that ended after half of the runs leaves it: the other half trains next time.
+    (tmp_path / "results" / "gpu_ablation.json").unlink()
+    files = sorted((tmp_path / "ablation").glob("*.json"))
+    for p in files[: total // 2]:
+        p.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in files[total // 2 :]}
     _bench(tmp_path, "--section", "ablation")
     assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
     assert all((tmp_path / "ablation" / name).stat().st_mtime_ns == t for name, t in kept.items())  # not trained again
@@ -88,3 +89,17 @@ def test_smoke_ablation_cut_short_resumes_without_retraining_and_packs(tmp_path)
     assert f"{base}/results/gpu_ablation.json" in names and f"{base}/BENCHMARKS.md" in names
     assert sum(n.startswith(f"{base}/ablation/") for n in names) == total
     assert [n for n in names if "/runs/teachers/" in n] == [f"{base}/runs/teachers/{t}" for t in SMOKE.keep_teachers(None)]
+
+
+def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
+    import time
+
+    import torch
+
+    from bench.gpu import Config
+    from bench.gpu_sections import ablation
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
+    assert ablation(cfg) is None  # cut short: the next call trains them
+    assert list((tmp_path / "ablation").glob("*.json")) == []

@@ -34,7 +34,7 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
-def _wait_for_training(storage: str, study: str, count: int, timeout: float = 150) -> None:
+def _wait_for_training(storage: str, study: str, count: int, log: Path, timeout: float = 300) -> None:
     """Until ``count`` trials train at the same moment (so every process holds one)."""
     from optuna.trial import TrialState
 
@@ -46,7 +46,7 @@ def _wait_for_training(storage: str, study: str, count: int, timeout: float = 15
                 return
         except Exception:  # the study is still being created
             continue
-    raise AssertionError(f"{count} trials never trained at once")
+    raise AssertionError(f"{count} trials never trained at once; log:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -84,20 +84,25 @@ def test_two_jobs_train_exactly_the_trials_from_one_teacher_training(tmp_path):
     _assert_no_config_twice(trials)
 
 
-def _start(tmp_path: Path, teacher: Path, study: str, **popen):
+def _start(tmp_path: Path, teacher: Path, study: str):
+    """A --jobs 2 search of many trials, its output (parent's and child's) in log.txt."""
     (tmp_path / "tiny.yaml").write_text(TINY)
     cmd = _cmd(teacher, study, 50, extra=["--jobs", "2"])
-    return subprocess.Popen(cmd, cwd=tmp_path, env=_env(), text=True, **popen), f"sqlite:///{tmp_path}/runs/{study}/study.db"
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), text=True, stdout=out, stderr=subprocess.STDOUT)
+    return proc, f"sqlite:///{tmp_path}/runs/{study}/study.db", log
 
 
 def test_ctrl_c_stops_every_worker_and_leaves_a_partial_report(tmp_path, teacher_path):
     from optuna.trial import TrialState
 
     study = "jobs-sigint"
-    proc, storage = _start(tmp_path, teacher_path, study, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_for_training(storage, study, 2)
+    proc, storage, log = _start(tmp_path, teacher_path, study)
+    _wait_for_training(storage, study, 2, log)
     proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT` would; it forwards it
-    out, _ = proc.communicate(timeout=120)  # returns only once every child closed the pipe, too
+    proc.wait(120)
+    out = log.read_text()
     assert proc.returncode == 130, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     (child,) = _started_workers(out)
@@ -114,19 +119,43 @@ def test_a_worker_whose_parent_was_killed_stops_by_itself(tmp_path, teacher_path
     from optuna.trial import TrialState
 
     study = "jobs-orphan"
-    log = open(tmp_path / "log.txt", "w+")
-    proc, storage = _start(tmp_path, teacher_path, study, stdout=log, stderr=subprocess.STDOUT)
-    _wait_for_training(storage, study, 2)
+    proc, storage, log = _start(tmp_path, teacher_path, study)
+    _wait_for_training(storage, study, 2, log)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    log.flush()
-    (child,) = _started_workers((tmp_path / "log.txt").read_text())
+    (child,) = _started_workers(log.read_text())
     deadline = time.time() + 60
     while not _gone(child) and time.time() < deadline:
         time.sleep(0.3)
-    assert _gone(child), (tmp_path / "log.txt").read_text()[-3000:]
+    assert _gone(child), log.read_text()[-3000:]
     # The child recorded its own trial as interrupted; the parent's, killed, stays RUNNING until
     # a later worker's heartbeat check fails and retries it (test_workers.py).
     trials = _trials(storage, study)
     assert len([t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED and t.state == TrialState.FAIL]) == 1
     assert len([t for t in trials if t.state == TrialState.RUNNING]) == 1
+
+
+def test_final_retrain_in_two_processes_matches_one(in_tmp, teacher_path):
+    """The retrain's runs are seeded alone: two worker processes give the very same figures and weights."""
+    import shutil
+
+    from nas_kd.finalize import FINAL_DIR, finalize
+    from nas_kd.search import SearchOptions, run_search
+
+    (in_tmp / "tiny.yaml").write_text(TINY)
+    opts = SearchOptions(dataset="synthetic", teacher=str(teacher_path), space="tiny.yaml", budget="130k", trials=2, retrain_seeds=2, baselines=False, mode="kd", study="fin", preset="quick", device="cpu", progress=False)
+    run_search(opts, log=lambda _: None, finish=False)
+    final = in_tmp / "runs" / "fin" / FINAL_DIR
+
+    def figures(result: dict) -> list:
+        return [(r["seed"], r["val_accuracy"], r["test_accuracy"]) for r in result["winner"]["runs"]]
+
+    one = finalize("fin", jobs=1, log=lambda _: None)
+    weights = torch.load(final / "winner.pt")
+    shutil.rmtree(final)
+    lines: list[str] = []
+    two = finalize("fin", jobs=2, log=lines.append)
+    assert "finalize: 2 runs, 2 at once (--jobs)" in lines
+    assert figures(two) == figures(one) and len(figures(one)) == 2
+    again = torch.load(final / "winner.pt")
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
