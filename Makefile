@@ -17,10 +17,19 @@ SPACE ?= search_spaces/mbv2.yaml
 TRIALS ?=
 STUDY ?=
 STORAGE ?=
+JOBS ?=
 PORT ?= 8080
+# bench-gpu runs where no set-up can (the offline GPU machine: python3 + wheels on PYTHONPATH).
+BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+SMOKE ?=
+FORCE ?=
+SECTION ?=
+DATA_DIR ?=
+PACK ?=
+WORK ?=
 opt = $(if $(2),$(1) $(2),)
 
-.PHONY: setup test teacher search export dashboard worker finalize bench lint clean
+.PHONY: setup test teacher search export dashboard worker finalize bench bench-gpu gpu-prep lint clean
 
 setup: $(STAMP)
 
@@ -41,14 +50,14 @@ teacher: setup
 
 search: setup
 	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
-	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE))
+	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE)) $(call opt,--jobs,$(JOBS))
 
 # One worker of a shared study: the same command on every machine/GPU (docs/DISTRIBUTED.md).
 worker: setup
 	@test -n "$(STORAGE)" || { echo "make worker needs STORAGE=postgresql://user@host:port/db (see docs/DISTRIBUTED.md)" >&2; exit 2; }
 	@test -n "$(STUDY)" || { echo "make worker needs STUDY=NAME, the same on every worker" >&2; exit 2; }
 	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
-	  $(call opt,--trials,$(TRIALS)) --study $(STUDY) --storage $(STORAGE)
+	  $(call opt,--trials,$(TRIALS)) --study $(STUDY) --storage $(STORAGE) $(call opt,--jobs,$(JOBS))
 
 finalize: setup
 	@test -n "$(STUDY)" || { echo "make finalize needs STUDY=NAME (see runs/)" >&2; exit 2; }
@@ -65,6 +74,18 @@ dashboard: setup
 bench: setup
 	$(BIN)/python -m bench.cost_speed
 	$(BIN)/python -m bench.loader_speed
+
+# Every GPU figure of docs/BENCHMARKS.md, resumable, in calls of at most 10 minutes (docs/BENCHMARKS.md,
+# "GPU runs"). SMOKE=1: the same code paths in miniature on a CPU (into .bench-gpu-smoke/), FORCE=1:
+# redo finished sections, SECTION=name[,name]: only those. No set-up step: the GPU machine is offline.
+bench-gpu:
+	$(BENCH_PYTHON) -m bench.gpu $(if $(SMOKE),--smoke) $(if $(FORCE),--force) $(call opt,--section,$(SECTION)) \
+	  $(call opt,--data-dir,$(DATA_DIR)) $(call opt,--pack,$(PACK)) $(call opt,--work,$(WORK))
+
+# What the offline GPU machine lacks (wheels, Fashion-MNIST), and the device calls that run bench-gpu.
+gpu-prep:
+	bash ../shared/device/wheels.sh
+	@$(BENCH_PYTHON) -m bench.gpu --calls
 
 lint: setup
 	$(BIN)/ruff check nas_kd tests bench

@@ -24,6 +24,8 @@ import argparse
 import random
 import statistics
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from nas_kd.models.student import build_student
 from nas_kd.models.teachers import resolve_teacher
 from nas_kd.space import SearchSpace
 
-SPACE = "search_spaces/mbv2.yaml"
+SPACE = str(Path(__file__).resolve().parent.parent / "search_spaces" / "mbv2.yaml")  # any working folder
 TARGETS = {"small": 0.5e6, "large": 3e6}  # MACs
 CPU_NOTE = (
     "**CPU-reduced run** (2-core CPU; see the load note in the hardware line): tens of optimisation steps per student, so "
@@ -92,28 +94,46 @@ def describe(schedule, subset_note: str = "") -> str:
     return f"{schedule.epochs} epochs on {n} training examples{subset_note}, batch {schedule.batch_size}, lr {schedule.lr}"
 
 
-def run_ablation(args, device, preset, schedule, splits, teachers, students) -> str:
-    seeds = [int(s) for s in args.seeds.split(",")]
-    modes = args.modes.split(",")
+def train_one(cfg, teacher, splits, schedule, mode: str, seed: int, device) -> dict:
+    """One student, one mode, one seed under ``schedule``: accuracies and training speed."""
+    torch.manual_seed(seed)
+    student = build_student(cfg, splits.info.channels, splits.info.num_classes)
+    m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True)
+    return {"mode": mode, "seed": seed, "test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"], "images_per_second": m["images_per_second"], "train_seconds": m["train_seconds"]}
+
+
+def ablation_table(runs: dict[tuple[str, str], list[dict]], modes: list[str], students: dict) -> list[str]:
+    """Markdown rows, one per mode: mean ± std test accuracy and mean img/s per student; ``runs``
+    maps (mode, student name) to `train_one` results over seeds."""
     rows = []
     for mode in modes:
         cells = []
-        for name, (_, cfg) in students.items():
-            accs, ips = [], []
-            for seed in seeds:
-                torch.manual_seed(seed)
-                student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-                m = train(student, teachers[MODES[mode].needs_reconstruction], splits, schedule, mode, device=device, seed=seed, evaluate_test=True)
-                accs.append(100 * m["test_accuracy"])
-                ips.append(m["images_per_second"])
-                print(f"{mode:6s} {name:5s} seed {seed}: test {accs[-1]:.2f}%  val {100 * m['val_accuracy']:.2f}%  {ips[-1]:.0f} img/s", flush=True)
+        for name in students:
+            accs = [100 * r["test_accuracy"] for r in runs[(mode, name)]]
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.2f} ± {std:.2f} | {statistics.mean(ips):,.0f}")
+            cells.append(f"{statistics.mean(accs):.2f} ± {std:.2f} | {statistics.mean(r['images_per_second'] for r in runs[(mode, name)]):,.0f}")
         rows.append(f"| {mode} | " + " | ".join(cells) + " |")
     cols = " | ".join(f"{n} acc (%) | {n} img/s" for n in students)
+    return [f"| mode | {cols} |", "|---|" + "---:|---:|" * len(students), *rows]
+
+
+def describe_students(students: dict, dataset: str) -> str:
+    return f"Students (mbv2, analytic MACs on {dataset}): " + "; ".join(f"{n} = `{cfg.describe()}` ({macs / 1e6:.2f}M MACs)" for n, (macs, cfg) in students.items())
+
+
+def run_ablation(args, device, preset, schedule, splits, teachers, students) -> str:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    modes = args.modes.split(",")
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for mode in modes:
+        for name, (_, cfg) in students.items():
+            for seed in seeds:
+                r = train_one(cfg, teachers[MODES[mode].needs_reconstruction], splits, schedule, mode, seed, device)
+                runs.setdefault((mode, name), []).append(r)
+                print(f"{mode:6s} {name:5s} seed {seed}: test {100 * r['test_accuracy']:.2f}%  val {100 * r['val_accuracy']:.2f}%  {r['images_per_second']:.0f} img/s", flush=True)
     lines = header(f"Distiller ablation: {args.dataset}, {preset.name} preset, {device.type.upper()}", args, device, f"Schedule: {describe(schedule)}; test accuracy on the full test set.")
-    lines += [f"Students (mbv2, analytic MACs on {args.dataset}): " + "; ".join(f"{n} = `{cfg.describe()}` ({macs / 1e6:.2f}M MACs)" for n, (macs, cfg) in students.items()) + f". Teacher: {args.teacher}.", ""]
-    lines += [f"| mode | {cols} |", "|---|" + "---:|---:|" * len(students), *rows]
+    lines += [describe_students(students, args.dataset) + f". Teacher: {args.teacher}.", ""]
+    lines += ablation_table(runs, modes, students)
     return "\n".join(lines)
 
 
@@ -144,6 +164,56 @@ def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> s
     lines += [f"**Spearman rank correlation over {len(configs)} mbv2 students: {rho:.3f}**", "", "| student | brief val acc (%) | full test acc (%) |", "|---|---:|---:|"]
     lines += [f"| `{c.describe()}` | {v:.2f} | {t:.2f} |" for c, v, t in zip(configs, val_brief, test_full, strict=True)]
     return "\n".join(lines)
+
+
+def step_times(students: dict, teachers: dict, splits, schedule, modes: list[str], reps: int, device) -> dict[str, dict[str, float]]:
+    """Median seconds of one distillation step, per student name and mode (kd first), on one
+    batch of ``schedule.batch_size``, with the teacher's outputs cached as the search uses them
+    (`nas_kd.distill.cache`); modes interleaved so drifting load hits all alike. CPU: process time
+    with one thread; GPU: synchronised wall time."""
+    from nas_kd.distill.cache import TeacherCache
+    from nas_kd.distill.trainer import build_step
+    from nas_kd.train import make_loaders
+
+    loader = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=False)[0]
+    b = next(iter(loader.batches()))
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    caches = {m: TeacherCache(teachers[MODES[m].needs_reconstruction], loader, m, num_classes=splits.info.num_classes) for m in ["kd", *modes] if MODES[m].uses_teacher}
+    out = {}
+    with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
+        for name, (_, cfg) in students.items():
+            steps = {}
+            for mode in ["kd", *[m for m in modes if m != "kd"]]:
+                torch.manual_seed(0)
+                student = build_student(cfg, splits.info.channels, splits.info.num_classes)
+                cache = caches.get(mode)
+                steps[mode] = build_step(student, teachers[MODES[mode].needs_reconstruction], get_mode(mode), schedule, input_shape=splits.info.input_shape, num_classes=splits.info.num_classes, steps_per_epoch=100, device=device, cache=cache, teacher_attention=cache.attention_state if cache else None)
+                for _ in range(2):  # warm-up: allocator, cuDNN/oneDNN kernel choice
+                    steps[mode](b.x, b.y, index=b.index, flipped=b.flipped)
+            times: dict[str, list[float]] = {m: [] for m in steps}
+            for _ in range(reps):
+                for mode, step in steps.items():
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t0 = clock()
+                    step(b.x, b.y, index=b.index, flipped=b.flipped)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    times[mode].append(clock() - t0)
+            out[name] = {mode: statistics.median(ts) for mode, ts in times.items()}
+    return out
+
+
+def steptime_table(times: dict[str, dict[str, float]]) -> list[str]:
+    rows = [f"| {name} | {mode} | {1000 * t:.1f} | {t / per_mode['kd']:.2f} |" for name, per_mode in times.items() for mode, t in per_mode.items()]
+    return ["| student | mode | ms / step | x kd |", "|---|---|---:|---:|", *rows]
+
+
+def run_steptime(args, device, preset, schedule, splits, teachers, students) -> str:
+    times = step_times(students, teachers, splits, schedule, args.modes.split(","), args.steptime_reps, device)
+    clock = "CUDA-synchronised wall time" if device.type == "cuda" else "process CPU time, 1 thread"
+    lines = header(f"Distiller step time relative to kd: {args.dataset}, {device.type.upper()}", args, device, f"Batch {schedule.batch_size}, median of {args.steptime_reps} interleaved steps per mode after 2 warm-up steps ({clock}). Target: full <= 1.6x kd.")
+    return "\n".join(lines + steptime_table(times))
 
 
 def main(argv=None) -> None:

@@ -69,21 +69,11 @@ def _throughput(batches, steps: int, step_fn, device) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--arch", default="resnet20")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args(argv)
-
-    device = resolve_device(args.device)
-    splits = load_splits(args.dataset)
+def measure(splits, *, arch: str, batch_size: int, steps: int, workers: int, device) -> list[dict]:
+    """Images/s of each pipeline, loader alone and with a training step of ``arch``: the
+    device-resident loader first, then the per-sample DataLoader."""
     fmt = memory_format(device)
-    model = build_teacher(args.arch, splits.info.channels, splits.info.num_classes).to(device, memory_format=fmt).train()
+    model = build_teacher(arch, splits.info.channels, splits.info.num_classes).to(device, memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
     def train_step(x, y):
@@ -100,25 +90,49 @@ def main(argv=None) -> None:
             x.to(device, non_blocking=True)
 
     def device_batches():
-        train, _, _ = make_loaders(splits, batch_size=args.batch_size, device=device, seed=0)
+        train, _, _ = make_loaders(splits, batch_size=batch_size, device=device, seed=0)
         while True:
             yield from train
 
     ds = PerSampleDataset(splits.train.x.numpy(), splits.train.y.numpy(), splits.mean, splits.std, pad=4, flip=splits.info.flip)
 
     def sample_batches():
-        dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=args.workers > 0)
+        dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0)
         while True:
             yield from dl
 
     rows = []
-    for name, make in (("device-resident uint8 (nas-kd)", device_batches), (f"per-sample Dataset + DataLoader ({args.workers} workers, PIL transforms)", sample_batches)):
-        loader_only = _throughput(make(), args.steps * 3, no_step, device)
-        training = _throughput(make(), args.steps, train_step, device)
-        rows.append((name, loader_only, training))
-        print(f"{name}: loader {loader_only:,.0f} img/s, training step {training:,.0f} img/s")
+    for name, make in (("device-resident uint8 (nas-kd)", device_batches), (f"per-sample Dataset + DataLoader ({workers} workers, PIL transforms)", sample_batches)):
+        loader_only = _throughput(make(), steps * 3, no_step, device)
+        training = _throughput(make(), steps, train_step, device)
+        rows.append({"pipeline": name, "loader_images_per_second": loader_only, "training_images_per_second": training})
+        print(f"{name}: loader {loader_only:,.0f} img/s, training step {training:,.0f} img/s", flush=True)
+    return rows
 
-    (_, dev_l, dev_t), (_, ps_l, ps_t) = rows
+
+def loader_table(rows: list[dict]) -> list[str]:
+    dev, ps = rows
+    return [
+        "| pipeline | loader alone (img/s) | training step (img/s) |",
+        "|---|---:|---:|",
+        *[f"| {r['pipeline']} | {r['loader_images_per_second']:,.0f} | {r['training_images_per_second']:,.0f} |" for r in rows],
+        f"| **ratio** | **{dev['loader_images_per_second'] / ps['loader_images_per_second']:.1f}x** | **{dev['training_images_per_second'] / ps['training_images_per_second']:.2f}x** |",
+    ]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--arch", default="resnet20")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    rows = measure(load_splits(args.dataset), arch=args.arch, batch_size=args.batch_size, steps=args.steps, workers=args.workers, device=device)
     cmd = f"python -m bench.loader_speed --dataset {args.dataset} --arch {args.arch} --batch-size {args.batch_size} --steps {args.steps} --workers {args.workers}"
     body = "\n".join([
         f"## Data loader: device-resident vs per-sample ({device.type.upper()})",
@@ -127,10 +141,7 @@ def main(argv=None) -> None:
         f"Hardware: {hardware()}  ",
         f"Model: {args.arch} on {args.dataset}, batch {args.batch_size}, same augmentation (crop with padding 4, flip, normalise); seed 0.",
         "",
-        "| pipeline | loader alone (img/s) | training step (img/s) |",
-        "|---|---:|---:|",
-        *[f"| {n} | {lo:,.0f} | {tr:,.0f} |" for n, lo, tr in rows],
-        f"| **ratio** | **{dev_l / ps_l:.1f}x** | **{dev_t / ps_t:.2f}x** |",
+        *loader_table(rows),
         "",
         "On a CPU the model's own forward and backward dominate the training step, so the ratio there is"
         " close to 1 even though the loader alone is far faster; the loader matters on a GPU, where the"

@@ -26,20 +26,24 @@ from nas_kd.errors import UserError
 from nas_kd.search import SearchOptions, run_search
 from nas_kd.study import run_dir
 
-__all__ = ["main", "run_one", "table"]
+__all__ = ["main", "options", "run_one", "table"]
 
 
-def run_one(budget: str, sampler: str, args, baselines: bool) -> dict:
+def options(budget: str, sampler: str, *, study: str, space: str, dataset: str, mode: str, trials: int, preset: str, seed: int, retrain_seeds: int, baselines: bool, device: str = "auto", **more) -> SearchOptions:
+    """The search one table row comes from (``more``: any other `SearchOptions` field, e.g.
+    ``jobs``, ``teacher``, ``data_dir``)."""
+    return SearchOptions(budget=budget, space=space, dataset=dataset, mode=mode, trials=trials, study=study, sampler=sampler, preset=preset, seed=seed, retrain_seeds=retrain_seeds, baselines=baselines, device=device, **more)
+
+
+def run_one(opts: SearchOptions, log=print) -> dict:
     """One search + final retrain; the report.json content plus wall times."""
-    study = f"bench{'-reduced' if args.reduced else ''}_{args.dataset}_{budget}_{sampler}"
-    opts = SearchOptions(budget=budget, space=args.space, dataset=args.dataset, mode=args.mode, trials=args.trials, study=study, sampler=sampler, preset=args.preset, seed=args.seed, retrain_seeds=args.seeds, baselines=baselines, device=args.device)
     start = time.perf_counter()
     try:
-        result = run_search(opts, log=lambda text: print(text, flush=True))
+        result = run_search(opts, log=log)
         path = Path(result["report"]["report.json"])
     except UserError as e:  # e.g. random search found nothing within a tight budget
-        print(f"bench: {e}", flush=True)
-        path = run_dir(study) / "report.json"
+        log(f"bench: {e}")
+        path = run_dir(opts.study) / "report.json"
     report = json.loads(path.read_text())
     report["bench_seconds"] = time.perf_counter() - start
     return report
@@ -48,6 +52,8 @@ def run_one(budget: str, sampler: str, args, baselines: bool) -> dict:
 def _acc(summary: dict | None) -> str:
     if not summary:
         return "-"
+    if summary.get("test_std") is None:  # one seed: no spread to show
+        return f"{100 * summary['test_mean']:.2f}"
     return f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f}"
 
 
@@ -92,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for budget in args.budgets.split(","):
         for i, sampler in enumerate(args.samplers.split(",")):
-            results.append((budget, sampler, run_one(budget, sampler, args, baselines=i == 0)))
+            study = f"bench{'-reduced' if args.reduced else ''}_{args.dataset}_{budget}_{sampler}"
+            opts = options(budget, sampler, study=study, space=args.space, dataset=args.dataset, mode=args.mode, trials=args.trials, preset=args.preset, seed=args.seed, retrain_seeds=args.seeds, baselines=i == 0, device=args.device)
+            results.append((budget, sampler, run_one(opts, log=lambda text: print(text, flush=True))))
     command = "python -m bench.search_gpu" + (" --reduced" if args.reduced else "")
     if args.reduced:
         intro = (

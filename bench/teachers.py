@@ -15,7 +15,43 @@ import statistics
 from bench._report import hardware, write_section
 from nas_kd.config import get_preset
 from nas_kd.device import resolve_device
-from nas_kd.models.teachers import ensure_teacher
+from nas_kd.models.teachers import TEACHER_DIR, ensure_teacher
+
+__all__ = ["train_teachers", "teacher_table", "recipe", "main"]
+
+
+def train_teachers(dataset: str, archs: list[str], schedule, *, preset: str, seeds: list[int], device, root=TEACHER_DIR, data_dir=None, log=print) -> list[dict]:
+    """Each arch on each seed, trained once and cached (a reused one keeps its recorded time):
+    one dict per arch with per-seed test accuracy (%), train seconds, img/s and the files."""
+    rows = []
+    for arch in archs:
+        runs = [ensure_teacher(dataset, arch, schedule, preset=preset, seed=s, device=device, root=root, data_dir=data_dir, log=log) for s in seeds]
+        rows.append({
+            "arch": arch,
+            "test_accuracy": [100 * meta["test_accuracy"] for _, meta, _ in runs],
+            "train_seconds": [meta["train_seconds"] for _, meta, _ in runs],
+            "images_per_second": [meta["images_per_second"] for _, meta, _ in runs],
+            "paths": [str(path) for _, _, path in runs],
+        })
+    return rows
+
+
+def teacher_table(rows: list[dict]) -> list[str]:
+    out = ["| teacher | test accuracy (%) | train time (s) | train img/s |", "|---|---:|---:|---:|"]
+    for r in rows:
+        accs = r["test_accuracy"]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        out.append(f"| {r['arch']} | {statistics.mean(accs):.2f} ± {std:.2f} | {statistics.mean(r['train_seconds']):.1f} | {statistics.mean(r['images_per_second']):,.0f} |")
+    return out
+
+
+def recipe(schedule, seeds: str) -> str:
+    n = schedule.train_subset or "all"
+    return (
+        f"Recipe: {schedule.epochs} epochs on {n} training examples, batch {schedule.batch_size}, SGD+Nesterov lr {schedule.lr}, "
+        f"warm-up {schedule.warmup_epochs} epochs then cosine, weight decay {schedule.weight_decay}; seeds {seeds}. "
+        "Test accuracy on the 10,000-image test set; train time excludes evaluation."
+    )
 
 
 def main(argv=None) -> None:
@@ -32,29 +68,16 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     preset = get_preset(args.preset)
     schedule = preset.teacher.replace(epochs=args.epochs)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    rows = []
-    for arch in args.archs.split(","):
-        runs = [ensure_teacher(args.dataset, arch, schedule, preset=preset.name, seed=s, device=device, root=args.root)[1] for s in seeds]
-        accs = [m["test_accuracy"] * 100 for m in runs]
-        secs = [m["train_seconds"] for m in runs]
-        ips = [m["images_per_second"] for m in runs]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        rows.append(f"| {arch} | {statistics.mean(accs):.2f} ± {std:.2f} | {statistics.mean(secs):.1f} | {statistics.mean(ips):,.0f} |")
-    n = schedule.train_subset or "all"
+    rows = train_teachers(args.dataset, args.archs.split(","), schedule, preset=preset.name, seeds=[int(s) for s in args.seeds.split(",")], device=device, root=args.root)
     cmd = f"python -m bench.teachers --dataset {args.dataset} --preset {preset.name} --archs {args.archs} --seeds {args.seeds}" + (f" --epochs {args.epochs}" if args.epochs else "")
     body = "\n".join([
         f"## Teachers: {args.dataset}, {preset.name} preset, {device.type.upper()}",
         "",
         f"Command: `{cmd}`  ",
         f"Hardware: {hardware()}  ",
-        f"Recipe: {schedule.epochs} epochs on {n} training examples, batch {schedule.batch_size}, SGD+Nesterov lr {schedule.lr}, "
-        f"warm-up {schedule.warmup_epochs} epochs then cosine, weight decay {schedule.weight_decay}; seeds {args.seeds}. "
-        "Test accuracy on the 10,000-image test set; train time excludes evaluation.",
+        recipe(schedule, args.seeds),
         "",
-        "| teacher | test accuracy (%) | train time (s) | train img/s |",
-        "|---|---:|---:|---:|",
-        *rows,
+        *teacher_table(rows),
     ])
     write_section(f"teachers-{preset.name}-{device.type}", body)
     print(body)

@@ -1,21 +1,115 @@
-"""Where tensors live and how they are computed: device choice, bf16 autocast, channels_last."""
+"""Where tensors live and how they are computed: device choice, and the GPU step's switches.
+
+`StepOptions` says how a training step uses a GPU: bf16 autocast, channels_last, cuDNN autotuning,
+and how often the NaN/inf check may wait for the device (`nas_kd.train.check_finite`). They are
+process-wide, like ``torch.backends`` flags (`configure_step`): one search process trains with one
+configuration, and `autocast`/`memory_format` read it wherever a step is built. On a CPU only
+``check_every`` acts. What each switch is worth on a GPU: docs/BENCHMARKS.md, section gpu-step.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from nas_kd.errors import UserError
 
-__all__ = ["resolve_device", "autocast", "seed_everything", "memory_format"]
+__all__ = [
+    "resolve_device",
+    "autocast",
+    "seed_everything",
+    "memory_format",
+    "StepOptions",
+    "parse_step_options",
+    "configure_step",
+    "step_options",
+    "check_interval",
+    "CHECK_EVERY_GPU",
+]
+
+# Steps between host syncs of the NaN/inf check on a GPU. A sync per step stops the host from
+# queueing the next step's kernels while the device works, and a tiny student's step is mostly
+# kernel launches; a NaN is still caught within this many steps and at every evaluation.
+CHECK_EVERY_GPU = 32
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """The GPU step's switches (see the module docstring); ``--gpu-step`` overrides them."""
+
+    bf16: bool = True  # autocast to bfloat16 on CUDA: tensor cores, no loss scaling needed
+    channels_last: bool = True  # NHWC activations feed cuDNN's tensor-core kernels without transposes
+    benchmark: bool = True  # cuDNN autotunes each new conv shape once (a trial's first steps)
+    check_every: int | None = None  # steps between NaN/inf host syncs; None: 1 on a CPU, CHECK_EVERY_GPU on CUDA
+
+    def describe(self) -> str:
+        every = "auto" if self.check_every is None else str(self.check_every)
+        return f"bf16={int(self.bf16)},channels_last={int(self.channels_last)},benchmark={int(self.benchmark)},check_every={every}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+STEP_FORMS = "e.g. --gpu-step bf16=0,channels_last=1,benchmark=1,check_every=32 (switches 0/1, check_every a step count or auto)"
+
+
+def parse_step_options(text: str | None) -> StepOptions:
+    """``bf16=1,channels_last=0,...`` over the defaults; None or "" or "default": the defaults."""
+    if text is None or not str(text).strip() or str(text).strip() == "default":
+        return StepOptions()
+    changes: dict = {}
+    for part in str(text).split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if key not in StepOptions.__dataclass_fields__ or not sep:
+            raise UserError(f"invalid --gpu-step part '{part.strip()}': known switches are {', '.join(StepOptions.__dataclass_fields__)}; {STEP_FORMS}")
+        if key == "check_every":
+            if value != "auto" and not (value.isdigit() and int(value) >= 1):
+                raise UserError(f"invalid --gpu-step check_every={value}: use a step count of 1 or more, or auto; {STEP_FORMS}")
+            changes[key] = None if value == "auto" else int(value)
+        elif value in ("0", "1"):
+            changes[key] = value == "1"
+        else:
+            raise UserError(f"invalid --gpu-step {key}={value}: switches take 0 or 1; {STEP_FORMS}")
+    return dataclasses.replace(StepOptions(), **changes)
+
+
+_STEP = StepOptions()
+
+
+def configure_step(options: StepOptions) -> None:
+    """Make ``options`` this process's step configuration (see the module docstring)."""
+    global _STEP
+    _STEP = options
+    _apply_backend_flags()
+
+
+def _apply_backend_flags() -> None:
+    # Only on a GPU: a CPU process (the tests) keeps torch's own flags.
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = _STEP.benchmark
+
+
+def step_options() -> StepOptions:
+    return _STEP
+
+
+def check_interval(device: torch.device) -> int:
+    """Steps the NaN/inf check may defer its host sync on ``device``: a CPU computes synchronously,
+    so deferring saves nothing there unless asked for explicitly."""
+    if _STEP.check_every is not None:
+        return _STEP.check_every
+    return CHECK_EVERY_GPU if device.type == "cuda" else 1
 
 
 def resolve_device(name: str | None = None) -> torch.device:
     """'auto'/None -> cuda if available else cpu; 'cuda' without a GPU is a UserError."""
     if name in (None, "", "auto"):
+        _apply_backend_flags()  # every command resolves its device first: the step's cuDNN flags apply from here
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
@@ -23,20 +117,21 @@ def resolve_device(name: str | None = None) -> torch.device:
         raise UserError(f"unknown device '{name}': use auto, cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' was asked for but no CUDA GPU is visible: use --device cpu")
+    _apply_backend_flags()
     return device
 
 
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (no loss scaling needed for bf16); a no-op on the CPU, where bf16
     matmuls are slower than fp32 on most x86 cores."""
-    if device.type == "cuda":
+    if device.type == "cuda" and _STEP.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last feeds cuDNN's NHWC tensor-core kernels; on the CPU it buys little."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return torch.channels_last if device.type == "cuda" and _STEP.channels_last else torch.contiguous_format
 
 
 def seed_everything(seed: int) -> torch.Generator:

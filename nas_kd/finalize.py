@@ -12,12 +12,19 @@ Everything comes from the study's `SearchPlan`, so this runs later, elsewhere, f
 alone. Results go to ``runs/<study>/final/``: ``final.json`` and ``winner.pt`` (the state dict of
 the seed with the best *validation* accuracy). A second call with the same winner and settings
 reuses ``final.json`` instead of training again.
+
+The runs (winner and baselines, every seed) are independent `Retrain` jobs; with ``plan.jobs`` > 1
+(``--jobs``) they train that many at once in worker processes (`nas_kd.jobs.map_processes`), each
+loading the data and the study's exact teacher file once, so a GPU that one tiny student leaves
+mostly idle trains several. A run's result does not depend on where it ran: it is seeded alone.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,13 +58,12 @@ def load_planned_teacher(plan: SearchPlan, device: torch.device, log: Callable[[
     else the registry teacher again (cache or retrain) - refused if the fingerprint differs."""
     from nas_kd.data import dataset_info
     from nas_kd.files import digest
-    from nas_kd.models.teachers import load_teacher, resolve_teacher
+    from nas_kd.models.teachers import load_verified, resolve_teacher
 
     ref = plan.teacher
-    path = Path(ref.path)
-    if path.is_file() and digest(path) == ref.sha256:
-        model, _ = load_teacher(path, dataset_info(plan.dataset, plan.data_dir), device)
-        return model
+    loaded = load_verified(ref.path, ref.sha256, dataset_info(plan.dataset, plan.data_dir), device)
+    if loaded is not None:
+        return loaded[0]
     model, _, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
     if digest(path) != ref.sha256:
         raise UserError(f"the teacher at {path} is not the one study '{plan.study}' was searched with (SHA-256 differs): restore {ref.path}")
@@ -90,21 +96,61 @@ def _teacher_pass(teacher, splits, schedule, mode, device) -> dict:
     return {"teacher_cache": cache, "teacher_attention": attention}
 
 
-def _train_seeds(cfg, teacher, splits, schedule, mode, seeds: tuple[int, ...], device, log, show_progress, label: str, shared: dict | None = None):
-    """Train ``cfg`` once per seed; return (per-seed records, state dict of the best-val seed)."""
-    from nas_kd.distill import train
-    from nas_kd.models.student import build_student
+@dataclass(frozen=True)
+class Retrain:
+    """One final run: a student (config JSON) in a mode on a seed, trained from scratch."""
 
-    runs, best = [], None
-    for seed in seeds:
-        torch.manual_seed(seed)  # the seed decides the initial weights too, not the order of earlier runs
-        student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-        m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True, show_progress=show_progress, **(shared or {}))
-        runs.append({"seed": seed, "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"], "images_per_second": m["images_per_second"]})
-        log(f"finalize: {label} mode {mode.name} seed {seed}: test {m['test_accuracy']:.4f} val {m['val_accuracy']:.4f} ({m['train_seconds']:.1f}s)")
-        if best is None or m["val_accuracy"] > best[0]:
-            best = (m["val_accuracy"], {k: v.detach().cpu() for k, v in student.state_dict().items()})
-    return runs, best[1]
+    label: str  # "winner" or "baseline"
+    config: str
+    mode: str  # a mode name; the study's own mode carries the plan's loss-weight overrides
+    seed: int
+
+
+def _mode(plan: SearchPlan, name: str):
+    from nas_kd.distill.modes import get_mode
+
+    return plan.mode if name == plan.mode_name else get_mode(name)
+
+
+def _run(job: Retrain, plan: SearchPlan, teacher, splits, device, show_progress, shared: dict | None = None) -> dict:
+    """Train and test one `Retrain`; its record and the student's state dict (on the CPU)."""
+    from nas_kd.distill import train
+    from nas_kd.models.student import StudentConfig, build_student
+
+    mode = _mode(plan, job.mode)
+    torch.manual_seed(job.seed)  # the seed decides the initial weights too, not the order of earlier runs
+    student = build_student(StudentConfig.from_json(job.config), splits.info.channels, splits.info.num_classes)
+    m = train(student, teacher if mode.uses_teacher else None, splits, plan.full, mode, device=device, seed=job.seed, evaluate_test=True, show_progress=show_progress, **(shared or {}))
+    record = {"seed": job.seed, "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"], "images_per_second": m["images_per_second"]}
+    return {"record": record, "state": {k: v.detach().cpu() for k, v in student.state_dict().items()}}
+
+
+_worker: dict = {}  # a worker process's data and teacher, loaded by its first run
+
+
+def _run_in_worker(plan_dict: dict, device_name: str, job: Retrain) -> dict:
+    """`_run` in a `map_processes` worker: the plan's splits and the study's teacher file."""
+    from nas_kd.data import dataset_info, load_splits
+    from nas_kd.device import configure_step, resolve_device
+    from nas_kd.models.teachers import load_verified
+
+    plan = SearchPlan.from_dict(plan_dict)
+    if _worker.get("study") != plan.study:
+        configure_step(plan.step)
+        device = resolve_device(device_name)
+        loaded = load_verified(plan.teacher.path, plan.teacher.sha256, dataset_info(plan.dataset, plan.data_dir), device)
+        if loaded is None:
+            raise UserError(f"the teacher file {plan.teacher.path} is gone or changed (SHA-256 {plan.teacher.sha256[:12]}): restore it and finalize again")
+        splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=plan.full.train_subset)
+        _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits)
+    return _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False)
+
+
+def _bound_teacher_intact(plan: SearchPlan) -> bool:
+    from nas_kd.files import digest
+
+    path = Path(plan.teacher.path or "")
+    return path.is_file() and digest(path) == plan.teacher.sha256
 
 
 def finalize(
@@ -115,23 +161,25 @@ def finalize(
     baselines: bool | None = None,
     device: torch.device | str | None = None,
     teacher=None,
+    jobs: int | None = None,
     log: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> dict:
     """Retrain and test the winner (and the baseline); write and return ``final.json``'s content.
 
-    ``retrain_seeds`` (a count), ``baselines`` and ``device`` default to the plan's; ``teacher``
-    reuses an already loaded teacher (the search passes its own).
+    ``retrain_seeds`` (a count), ``baselines``, ``device`` and ``jobs`` (runs at once) default to
+    the plan's; ``teacher`` reuses an already loaded teacher (the search passes its own).
     """
     from nas_kd.cost import measure
     from nas_kd.data import load_splits
-    from nas_kd.device import resolve_device
-    from nas_kd.distill.modes import get_mode
+    from nas_kd.device import configure_step, resolve_device
+    from nas_kd.jobs import map_processes
     from nas_kd.models.student import StudentConfig
     from nas_kd.verdict import compare_runs
 
     study = load_study(study_name, storage)
     plan = plan_of(study)
+    configure_step(plan.step)  # the retrain computes as the search's trials did
     winner = pick_winner(study)
     if winner is None:
         raise UserError(f"study '{study_name}' has no finished candidate within budget yet: run more trials (nas-kd search --study {study_name})")
@@ -147,30 +195,48 @@ def finalize(
         return cached
 
     device = resolve_device(device if device is not None else plan.device)
-    if teacher is None and mode.uses_teacher:
-        teacher = load_planned_teacher(plan, device, log)
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
     splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=schedule.train_subset)
+    base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes) if with_baselines else None
+    runs = [Retrain("winner", winner.user_attrs["config"], mode.name, s) for s in seeds]
+    runs += [Retrain("baseline", base.to_json(), name, s) for name in baseline_modes(mode.name) for s in seeds] if base else []
     log(f"finalize: winner trial {winner.number} ({cfg.describe()}), seeds {', '.join(map(str, seeds))} x {schedule.epochs} epochs on {len(splits.train)} examples, mode {mode.name}")
-    shared = _teacher_pass(teacher, splits, schedule, mode, device)
-    runs, state = _train_seeds(cfg, teacher if mode.uses_teacher else None, splits, schedule, mode, seeds, device, log, show_progress, "winner", shared)
+
+    def report(job: Retrain, result: dict) -> None:
+        r = result["record"]
+        log(f"finalize: {job.label} mode {job.mode} seed {job.seed}: test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} ({r['train_seconds']:.1f}s)")
+
+    parallel = min(plan.jobs if jobs is None else jobs, len(runs))
+    # Worker processes load the study's exact teacher file; if it moved, train here, where
+    # load_planned_teacher can find it again.
+    if parallel > 1 and _bound_teacher_intact(plan):
+        log(f"finalize: {len(runs)} runs, {parallel} at once (--jobs)")
+        results = map_processes(functools.partial(_run_in_worker, plan.to_dict(), str(device)), runs, parallel, on_result=report)
+    else:
+        if teacher is None and any(_mode(plan, j.mode).uses_teacher for j in runs):
+            teacher = load_planned_teacher(plan, device, log)
+        shared = _teacher_pass(teacher, splits, schedule, mode, device)  # one teacher pass for every run in the study's mode
+        results = []
+        for job in runs:
+            results.append(_run(job, plan, teacher, splits, device, show_progress, shared if job.mode == mode.name else None))
+            report(job, results[-1])
+    by_run = dict(zip(runs, results, strict=True))
+    winner_results = [by_run[j] for j in runs if j.label == "winner"]
+    state = max(winner_results, key=lambda r: r["record"]["val_accuracy"])["state"]  # first of equals: the lower seed
     cost = measure(cfg, plan.input_shape, plan.num_classes)
     final = {
         **key,
-        "winner": {"trial": winner.number, "config": cfg.to_dict(), "describe": cfg.describe(), "search_val_accuracy": winner.values[0], "macs": cost.macs, "params": cost.params, "mode": mode.name, **summarise(runs)},
+        "winner": {"trial": winner.number, "config": cfg.to_dict(), "describe": cfg.describe(), "search_val_accuracy": winner.values[0], "macs": cost.macs, "params": cost.params, "mode": mode.name, **summarise([r["record"] for r in winner_results])},
         "normalisation": {"mean": list(splits.mean), "std": list(splits.std)},
         "train_examples": len(splits.train),
         "baselines": None,
         "comparisons": None,
     }
-    if with_baselines:
-        base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes)
+    if base is not None:
         bcost = measure(base, plan.input_shape, plan.num_classes)
         final["baselines"] = {"config": base.to_dict(), "describe": base.describe(), "macs": bcost.macs, "params": bcost.params, "modes": {}}
         for name in baseline_modes(mode.name):
-            b_mode = mode if name == mode.name else get_mode(name)
-            b_runs, _ = _train_seeds(base, teacher if b_mode.uses_teacher else None, splits, schedule, b_mode, seeds, device, log, show_progress, "baseline", shared if b_mode is mode else None)
-            final["baselines"]["modes"][name] = summarise(b_runs)
+            final["baselines"]["modes"][name] = summarise([by_run[j]["record"] for j in runs if j.label == "baseline" and j.mode == name])
         final["comparisons"] = {m: d.to_dict() for m, d in compare_runs(final["winner"], final["baselines"]["modes"]).items()}
     out.mkdir(parents=True, exist_ok=True)
     torch.save(state, out / "winner.pt")

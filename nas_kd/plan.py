@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_kd.config import Budget, Preset, Schedule, get_preset, parse_budget
+from nas_kd.device import StepOptions
 from nas_kd.errors import UserError
 
 __all__ = [
@@ -77,6 +78,8 @@ class SearchOptions:
     heartbeat: int = 10  # seconds; see nas_kd.storage
     min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
+    jobs: int | None = None  # trial processes on this machine; None: the device's default (nas_kd.jobs.default_jobs)
+    gpu_step: str | None = None  # the GPU step's switches (nas_kd.device.parse_step_options); None: the defaults
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ class SearchPlan:
     device: str
     heartbeat: int
     min_fill: float = 0.85
+    jobs: int = 1  # trial processes on this machine (one session's choice, like the device)
+    step: StepOptions = StepOptions()
     versions: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ------------------------------------------------------------------ derived, never stored
@@ -205,6 +210,10 @@ class SearchPlan:
         parts += ["--seed", str(self.seeds.search), "--teacher-seed", str(self.seeds.split), "--retrain-seeds", str(len(self.seeds.retrain))]
         if self.min_fill != SearchOptions.min_fill:
             parts += ["--min-fill", f"{self.min_fill:g}"]
+        if self.jobs != 1:
+            parts += ["--jobs", str(self.jobs)]
+        if self.step != StepOptions():
+            parts += ["--gpu-step", self.step.describe()]
         if self.loss_weights:
             parts += ["--loss-weights", ",".join(f"{k}={v:g}" for k, v in self.loss_weights)]
         for flag, value in (("--trials", self.trials), ("--timeout", self.timeout), ("--data-dir", self.data_dir)):
@@ -257,6 +266,8 @@ class SearchPlan:
             "device": self.device,
             "heartbeat": self.heartbeat,
             "min_fill": self.min_fill,
+            "jobs": self.jobs,
+            "gpu_step": self.step.to_dict(),
             "command": self.command(),
             "versions": dict(self.versions),
         }
@@ -291,6 +302,8 @@ class SearchPlan:
             device=d["device"],
             heartbeat=int(d["heartbeat"]),
             min_fill=float(d["min_fill"]),
+            jobs=int(d.get("jobs", 1)),  # plans stored before --jobs existed ran one process
+            step=StepOptions(**(d.get("gpu_step") or {})),
             versions=dict(d.get("versions") or {}),
         )
 
@@ -308,6 +321,8 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise UserError(f"--min-fill must be between 0 and 1 (a share of the budget), got {opts.min_fill}")
     if opts.heartbeat < 1:
         raise UserError(f"--heartbeat must be at least 1 second, got {opts.heartbeat}")
+    if opts.jobs is not None and opts.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (trial processes on this machine), got {opts.jobs}")
 
 
 def _check_storage(url: str | None) -> None:
@@ -336,7 +351,9 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
 
     import nas_kd
     from nas_kd.data import dataset_info
+    from nas_kd.device import parse_step_options, resolve_device
     from nas_kd.distill.modes import get_mode, parse_loss_weights
+    from nas_kd.jobs import default_jobs
     from nas_kd.space import SearchSpace
     from nas_kd.study import default_storage, default_study_name, run_dir
 
@@ -346,6 +363,8 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     overrides = parse_loss_weights(opts.loss_weights)
     get_mode(opts.mode).override(overrides)  # unknown mode: UserError now
     preset = get_preset(opts.preset)
+    step = parse_step_options(opts.gpu_step)
+    jobs = opts.jobs if opts.jobs is not None else default_jobs(resolve_device(opts.device))
     space, space_yaml = SearchSpace.read(opts.space)
     info = dataset_info(opts.dataset, opts.data_dir)
     study = opts.study or default_study_name(info.name, space.name, budget.slug())
@@ -376,6 +395,8 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         device=opts.device,
         heartbeat=opts.heartbeat,
         min_fill=opts.min_fill,
+        jobs=jobs,
+        step=step,
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
     )
 

@@ -5,11 +5,13 @@ candidates within budget), record the budget as Optuna constraints (`Trial.set_c
 TPE and NSGA-II read), and either reject it untrained (over budget: value 0.0 accuracy, user attr
 ``feasible=False``) or distil it with the preset's *brief* schedule and return its validation
 accuracy. Data and teacher are loaded once per process. How the study is named, resumed and
-stopped is in docs/SEARCH.md.
+stopped is in docs/SEARCH.md; how ``--jobs N`` runs N trial processes on one machine is in
+`nas_kd.jobs`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -50,6 +52,7 @@ __all__ = [
     "SAMPLERS",
     "OBJECTIVES",
     "run_search",
+    "run_worker",
     "finish_study",
     "make_sampler",
     "parse_objectives",
@@ -161,7 +164,10 @@ class Objective:
         if not feasible:
             return self._values(0.0, cost.macs)
 
+        from nas_kd.train import reset_finite_checks
+
         splits, loaders = self.data()
+        reset_finite_checks()  # nothing deferred from an earlier trial is blamed on this one
         seed = self.plan.seeds.search
         loaders[0].generator.manual_seed(seed)  # every candidate sees the same batch order
         torch.manual_seed(seed)  # every candidate starts from the same seed
@@ -210,6 +216,22 @@ def trial_line(t) -> str:
     return text
 
 
+def _budget_sampler(plan: SearchPlan, seed: int) -> BudgetSampler:
+    return BudgetSampler(make_sampler(plan.sampler, seed, plan.multi), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed)
+
+
+def _pruner(plan: SearchPlan, log: Callable[[str], None]):
+    import optuna
+
+    if plan.multi:
+        log("search: two objectives, so no pruning (Optuna prunes single-objective studies only)")
+        return optuna.pruners.NopPruner()
+    if plan.brief.epochs < 2:
+        log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
+    # Candidates train only a few epochs: prune after the first, once 5 trials set the median.
+    return TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
 def _open_study(plan: SearchPlan, log: Callable[[str], None]):
     import optuna
 
@@ -223,18 +245,9 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
         check_settings(plan_of(existing).settings(), plan.settings(), plan.study)
     previous = len(existing.trials) if existing is not None else 0
     # A resumed session must not replay the first session's random draws: offset the seed.
-    seed = plan.seeds.search + previous
-    sampler = BudgetSampler(make_sampler(plan.sampler, seed, plan.multi), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed)
-    if plan.multi:
-        pruner = optuna.pruners.NopPruner()
-        log("search: two objectives, so no pruning (Optuna prunes single-objective studies only)")
-    else:
-        # Candidates train only a few epochs: prune after the first, once 5 trials set the median.
-        pruner = TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1)
-        if plan.brief.epochs < 2:
-            log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
+    sampler = _budget_sampler(plan, plan.seeds.search + previous)
     directions = ["maximize", "minimize"] if plan.multi else ["maximize"]
-    study = optuna.create_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner, directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=_pruner(plan, log), directions=directions, load_if_exists=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2 in practice
         study.set_metric_names(["val_accuracy", "macs"] if plan.multi else ["val_accuracy"])
@@ -243,6 +256,65 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
         _enqueue_baseline(study, plan, log)
     study.set_user_attr(STOP_ATTR, None)
     return study, previous
+
+
+# Sampler seeds of a search's worker processes lie this far apart, so that N samplers started on
+# the same study at once do not propose the same stream of students.
+WORKER_SEED_STRIDE = 100_003
+
+
+def _join_study(plan: SearchPlan, worker: int):
+    """The study the parent of a ``--jobs`` search opened: loaded, never created or re-stamped."""
+    import optuna
+
+    storage = open_storage(plan.storage, heartbeat_interval=plan.heartbeat)
+    study = optuna.load_study(study_name=plan.study, storage=storage)
+    check_settings(plan_of(study).settings(), plan.settings(), plan.study)
+    seed = plan.seeds.search + len(study.trials) + worker * WORKER_SEED_STRIDE
+    return optuna.load_study(study_name=plan.study, storage=storage, sampler=_budget_sampler(plan, seed), pruner=_pruner(plan, lambda _: None))
+
+
+def _trial_loop(study, plan: SearchPlan, objective: Objective, after_trial: Callable) -> int:
+    """Trials until the study holds ``plan.trials`` trained ones (claims under the study lock,
+    heartbeats, retries of dead workers' trials: see nas_kd.workers); returns trials run here."""
+    from nas_kd.workers import run_trials
+
+    def too_many_rejections() -> bool:
+        rejected = trial_counts(study.get_trials(deepcopy=False)).rejected
+        if rejected > REJECTIONS_PER_TRIAL * (plan.trials or 20):
+            study.set_user_attr(STOP_ATTR, f"stopped after {rejected} over-budget candidates; raise the budget or narrow the space")
+            return True
+        return False
+
+    return run_trials(study, objective, url=plan.storage, target=plan.trials, timeout=plan.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections, prepare=objective.prepare)
+
+
+def run_worker(plan: SearchPlan, *, worker: int, log: Callable[[str], None] = print) -> int:
+    """One child process of a ``--jobs`` search (`nas_kd.jobs`): the parent's bound plan, its
+    exact teacher file, trials until the study has them. Never finalises. Returns trials run."""
+    import optuna
+
+    from nas_kd.data import dataset_info
+    from nas_kd.device import configure_step, resolve_device
+    from nas_kd.models.teachers import load_verified
+
+    configure_step(plan.step)
+    device = resolve_device(plan.device)
+    teacher = None
+    if plan.mode.uses_teacher:
+        ref = plan.teacher
+        loaded = load_verified(ref.path, ref.sha256, dataset_info(plan.dataset, plan.data_dir), device)
+        if loaded is None:
+            raise UserError(f"the teacher file {ref.path} is gone or changed since the search started (SHA-256 {ref.sha256[:12]}): restore it and run the search again")
+        teacher = loaded[0]
+        log(f"teacher: worker {worker} loads {ref.path} (sha256 {ref.sha256[:12]})")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _join_study(plan, worker)
+    objective = Objective(plan, teacher=teacher, device=device, prune=not plan.multi)
+    ran = _trial_loop(study, plan, objective, after_trial=lambda _st, t: log(f"{trial_line(t)} [worker {worker}]"))
+    if isinstance(study.sampler, BudgetSampler) and study.sampler.counts.proposals:
+        log(f"search: worker {worker}: {study.sampler.counts.describe()}")
+    return ran
 
 
 def _enqueue_baseline(study, plan: SearchPlan, log: Callable[[str], None]) -> None:
@@ -266,11 +338,14 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     """
     import optuna
 
-    from nas_kd.device import resolve_device
+    from nas_kd.cost import torch_threads
+    from nas_kd.device import configure_step, resolve_device
+    from nas_kd.jobs import LocalWorkers, threads_per_job
     from nas_kd.models.teachers import resolve_teacher
-    from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized, run_trials
+    from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized
 
     plan = build_plan(opts)
+    configure_step(plan.step)
     device = resolve_device(plan.device)
     mode = plan.mode
     log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
@@ -278,6 +353,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         log("search: NSGA-II on one objective is a genetic algorithm; TPE is usually better there")
 
     ref, teacher = plan.teacher, None
+    # Resolved (trained, if missing) here, once: --jobs children load this exact file by path.
     if mode.uses_teacher:
         teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
         plan = plan.with_teacher(meta, path)
@@ -294,9 +370,12 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     new_trials, start = 0, time.perf_counter()
     bar = _bar(target, done, opts.progress)
 
+    workers = LocalWorkers(dataclasses.replace(plan, device=str(device)), log)
+
     def after_trial(st, t) -> None:
         nonlocal new_trials
         new_trials += 1
+        workers.poll()
         finished = finished_trials(st.get_trials(deepcopy=False))
         line = trial_line(t)
         if bar is not None:
@@ -306,20 +385,22 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         else:
             log(line)
 
-    def too_many_rejections() -> bool:
-        rejected = trial_counts(study.get_trials(deepcopy=False)).rejected
-        if rejected > REJECTIONS_PER_TRIAL * (target or 20):
-            study.set_user_attr(STOP_ATTR, f"stopped after {rejected} over-budget candidates; raise the budget or narrow the space")
-            return True
-        return False
-
     try:
-        if target is not None and done >= target:
-            log(f"search: {done} of {target} trials already finished; nothing to run")
-        else:
-            # Claims under the study lock, heartbeats, retries of dead workers' trials: see nas_kd.workers.
-            run_trials(study, objective, url=plan.storage, target=target, timeout=plan.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections, prepare=objective.prepare)
+        with workers:
+            if target is not None and done >= target:
+                log(f"search: {done} of {target} trials already finished; nothing to run")
+            else:
+                # More processes than trials left would start only to leave again.
+                extra = plan.jobs - 1 if target is None else min(plan.jobs - 1, target - done - 1)
+                threads = threads_per_job(extra + 1)
+                if extra > 0:
+                    log(f"search: {extra + 1} trial processes on this machine (--jobs {plan.jobs}), {threads} torch thread(s) each")
+                    workers.start(extra, threads)
+                with torch_threads(threads if extra > 0 else torch.get_num_threads()):
+                    _trial_loop(study, plan, objective, after_trial)
+                workers.wait()  # the children leave once the study has its trials
     except KeyboardInterrupt:
+        workers.stop()  # each child records its interrupted trial before the partial report
         study.set_user_attr(STOP_ATTR, INTERRUPTED)
         _add_wall(study, time.perf_counter() - start)
         if bar is not None:
@@ -372,7 +453,7 @@ def _partial_report(study, log: Callable[[str], None], why: str = "interrupted")
     log(f"search: {why}; partial report {paths['report.md']}")
 
 
-def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, log=print, show_progress=None) -> dict:
+def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, jobs: int | None = None, log=print, show_progress=None) -> dict:
     """Final retrain, report and export of a study that has a feasible winner: the one path that
     `nas-kd search` and `nas-kd finalize` share. Returns the report and export paths and the
     verdict sentence (key ``verdict``)."""
@@ -381,7 +462,7 @@ def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | N
     from nas_kd.report import write_report
     from nas_kd.study import load_study
 
-    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, log=log, show_progress=show_progress)
+    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, jobs=jobs, log=log, show_progress=show_progress)
     study = load_study(study_name, storage)
     paths = write_report(study, final=final)
     export_dir = export_study(study_name, storage, log=log)

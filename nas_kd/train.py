@@ -23,6 +23,8 @@ __all__ = [
     "progress",
     "NonFiniteLossError",
     "check_finite",
+    "flush_finite_checks",
+    "reset_finite_checks",
 ]
 
 
@@ -30,10 +32,63 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the search records the trial as failed with this reason."""
 
 
+class _PendingChecks:
+    """NaN/inf checks not yet read back from the device: a flag (any non-finite so far) and the
+    first non-finite value, both device tensors, so recording one costs no host sync."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.bad: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+        self.count, self.what = 0, "loss"
+
+    def add(self, loss: torch.Tensor, what: str) -> None:
+        value = loss.detach().float().flatten()[0]
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self.bad is None:
+            self.bad, self.value = bad, value
+        else:
+            self.value = torch.where(self.bad, self.value, value)  # keeps the first non-finite value
+            self.bad = self.bad | bad
+        self.count, self.what = self.count + 1, what
+
+
+_pending = _PendingChecks()
+
+
 def check_finite(loss: torch.Tensor, what: str = "loss") -> None:
-    # One host sync per step; cheap next to a training step and it stops a diverged run at once.
-    if not torch.isfinite(loss.detach()).all():
-        raise NonFiniteLossError(f"{what} became {loss.detach().float().flatten()[0].item()}")
+    """Raise `NonFiniteLossError` when ``loss`` is NaN or inf.
+
+    On a CPU (and with ``check_every=1``) at once. On a GPU the check is recorded on the device and
+    read back every `nas_kd.device.check_interval` steps and at every `evaluate` (so every epoch
+    end): the host never waits for the device in between, and a diverged run still stops within
+    that many steps, before its accuracy is read."""
+    from nas_kd.device import check_interval
+
+    every = check_interval(loss.device)
+    if every <= 1:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(f"{what} became {loss.detach().float().flatten()[0].item()}")
+        return
+    _pending.add(loss, what)
+    if _pending.count >= every:
+        flush_finite_checks()
+
+
+def flush_finite_checks() -> None:
+    """Read the deferred checks back (one host sync); raise if any loss was NaN or inf."""
+    bad, value, what = _pending.bad, _pending.value, _pending.what
+    _pending.clear()
+    if bad is not None and bool(bad):
+        raise NonFiniteLossError(f"{what} became {value.item()}")
+
+
+def reset_finite_checks() -> None:
+    """Forget deferred checks without reading them (a new training run starts; the last one ended
+    with an exception of its own)."""
+    _pending.clear()
 
 
 def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], schedule: Schedule, lr: float | None = None) -> torch.optim.Optimizer:
@@ -81,7 +136,9 @@ def make_loaders(
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DeviceLoader) -> float:
-    """Top-1 accuracy in [0, 1]; restores the model's train/eval mode afterwards."""
+    """Top-1 accuracy in [0, 1]; restores the model's train/eval mode afterwards. Deferred NaN/inf
+    checks are read first: no accuracy is measured on weights a non-finite loss has broken."""
+    flush_finite_checks()
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=loader.device)

@@ -160,6 +160,10 @@ CASES = [
             ("storage-not-url", ["--storage", "runs/study.db"], "invalid storage URL 'runs/study.db'"),
             ("budget", ["--budget", "2 MACs"], "invalid budget '2 MACs'"),
             ("mode", ["--mode", "distill-harder"], "distill-harder"),
+            ("jobs-0", ["--jobs", "0"], "--jobs must be at least 1 (trial processes on this machine), got 0"),
+            ("gpu-step-key", ["--gpu-step", "fp8=1"], "invalid --gpu-step part 'fp8=1': known switches are bf16, channels_last, benchmark, check_every"),
+            ("gpu-step-value", ["--gpu-step", "bf16=yes"], "invalid --gpu-step bf16=yes: switches take 0 or 1"),
+            ("gpu-step-every", ["--gpu-step", "check_every=0"], "invalid --gpu-step check_every=0: use a step count of 1 or more"),
         ]
     ],
     ("finalize-unknown-study", ["finalize", "--study", "nope"], "no study 'nope'", None),

@@ -14,14 +14,18 @@ def register(sub) -> None:
     p.add_argument("--retrain-seeds", type=int, default=None, help="how many retrain seeds (default: what the search was run with)")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=None, help="train the uniform baseline too (default: as the search)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda[:N] (default: as the search)")
+    p.add_argument("--jobs", type=int, default=None, help="runs trained at once, one process each (default: as the search's --jobs)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: only on a terminal)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas_kd.errors import UserError
     from nas_kd.search import finish_study
 
-    done = finish_study(args.study, args.storage, retrain_seeds=args.retrain_seeds, baselines=args.baselines, device=args.device, log=_log, show_progress=args.progress)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (runs trained at once), got {args.jobs}")
+    done = finish_study(args.study, args.storage, retrain_seeds=args.retrain_seeds, baselines=args.baselines, device=args.device, jobs=args.jobs, log=_log, show_progress=args.progress)
     _log(f"verdict: {done['verdict']}")
     return 0
 

@@ -40,6 +40,7 @@ __all__ = [
     "teacher_key",
     "save_teacher",
     "load_teacher",
+    "load_verified",
     "ensure_teacher",
     "resolve_teacher",
     "is_teacher_path",
@@ -137,6 +138,17 @@ def load_teacher(path: str | os.PathLike, info: DatasetInfo, device: torch.devic
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta
+
+
+def load_verified(path: str | os.PathLike, sha256: str, info: DatasetInfo, device: torch.device | str = "cpu") -> tuple[nn.Module, dict] | None:
+    """`load_teacher` of ``path`` if the file is there and still has ``sha256``; None otherwise
+    (a study's teacher is that exact file, never one retrained or replaced since)."""
+    from nas_kd.files import digest
+
+    path = Path(path)
+    if not path.is_file() or digest(path) != sha256:
+        return None
+    return load_teacher(path, info, device)
 
 
 def _check_compatible(path: Path, meta: dict, info: DatasetInfo) -> None:

@@ -1,0 +1,251 @@
+"""`make bench-gpu`: every GPU figure of docs/BENCHMARKS.md from one resumable command.
+
+    python -m bench.gpu [--section NAME] [--force] [--data-dir DIR] [--pack FILE.tar.gz]
+    python -m bench.gpu --smoke [--work DIR]      # the same code paths in miniature, on a CPU
+    python -m bench.gpu --plan                    # sections, estimates, which are done
+    python -m bench.gpu --calls                   # the device calls that run it (docs/BENCHMARKS.md, "GPU runs")
+
+Sections run in order (`sections`): teachers, loader, step, steptime, jobs, one search per budget
+and sampler, ablation. Each writes ``docs/results/gpu_<name>.json`` and its section of
+docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
+section whose JSON exists is skipped unless ``--force``. One call of the device machine lasts at
+most 10 minutes, so the command keeps its own clock (``--call-seconds``): it starts a section only
+if the section's estimate fits in what is left, and stops with "run the same command again"
+otherwise. The searches and the ablation are resumable inside a section: a search stops starting
+trials at the call's end and its study (``.bench-gpu/runs/<study>/study.db``) resumes next call;
+each ablation run is kept as it finishes. ``--pack`` writes the results and that state into one
+tar.gz for the call to bring back (extract it in the repository root before the next call).
+
+Everything runs inside a work folder (``.bench-gpu/``; ``--smoke``: ``.bench-gpu-smoke/``), so
+its ``runs/`` (teachers, studies) is the one thing to carry between calls. The smoke run writes
+its JSON and markdown there too, never into docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench._report import hardware, write_section
+from bench.gpu_sizes import GPU, SMOKE, Sizes
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench-gpu"
+SMOKE_WORK = ROOT / ".bench-gpu-smoke"
+CALL_SECONDS = 540.0  # of a 600 s device call: the rest is the machine's pip install and the pack
+MIN_SLICE = 120.0  # a resumable section starts only with this much of the call left
+WHEELS_PIP = "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl"
+
+__all__ = ["Config", "Section", "sections", "run_sections", "main"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One invocation: sizes (GPU or smoke), where results and state go, the call's deadline."""
+
+    sizes: Sizes
+    device: torch.device
+    data_dir: str | None
+    results: Path  # gpu_<section>.json files
+    markdown: Path  # the BENCHMARKS.md the sections are written into
+    work: Path  # working folder: runs/ (teachers, studies) and per-run caches live here
+    deadline: float  # time.monotonic() by which this call's work must end
+    argv: tuple[str, ...]
+
+    @property
+    def smoke(self) -> bool:
+        return self.sizes.smoke
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    estimate_s: float  # H100 seconds, estimated until a GPU run records the real figure
+    run: Callable[[Config], dict | None]  # JSON-ready result; None: cut short, resume next call
+    render: Callable[[Config], tuple[str, str]]  # (markdown section name, body) from the JSON on disk
+    resumable: bool = False  # may start with less than its estimate left (see MIN_SLICE)
+
+
+def sections(sizes: Sizes) -> list[Section]:
+    from bench import gpu_sections as s
+
+    fixed = [
+        Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
+        Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
+        Section("step", sizes.estimates["step"], s.step, s.own_markdown("step")),
+        Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
+        Section("jobs", sizes.estimates["jobs"], s.jobs, s.own_markdown("jobs")),
+    ]
+    searches = [
+        Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True)
+        for budget in sizes.budgets
+        for sampler in sizes.samplers
+    ]
+    return fixed + searches + [Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True)]
+
+
+def result_path(cfg: Config, name: str) -> Path:
+    return cfg.results / f"gpu_{name}.json"
+
+
+def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print) -> bool:
+    """Run what is not done yet, in order, within the call; True when every section is done."""
+    for sec in todo:
+        path = result_path(cfg, sec.name)
+        if path.is_file() and not force:
+            log(f"bench-gpu: {sec.name}: done ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}); FORCE=1 redoes it")
+            continue
+        left = cfg.left()
+        if left < (min(MIN_SLICE, sec.estimate_s) if sec.resumable else sec.estimate_s):
+            log(f"bench-gpu: stopping before {sec.name} (about {sec.estimate_s:.0f} s; {left:.0f} s left in this call): run the same command again")
+            return False
+        log(f"bench-gpu: {sec.name} (estimated {sec.estimate_s:.0f} s{'' if cfg.smoke else ' on an H100'}; {left:.0f} s left in this call)")
+        t0 = time.perf_counter()
+        result = sec.run(cfg)
+        if result is None:
+            log(f"bench-gpu: {sec.name} cut short at the end of this call: run the same command again to resume it")
+            return False
+        record = {"section": sec.name, "seconds": time.perf_counter() - t0, "estimate_seconds": sec.estimate_s, "date": dt.date.today().isoformat(), "hardware": hardware(), "smoke": cfg.smoke, "command": shlex.join(["python", "-m", "bench.gpu", *cfg.argv]), "result": result}
+        cfg.results.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        write_section(*sec.render(cfg), path=cfg.markdown)
+        log(f"bench-gpu: {sec.name} done in {record['seconds']:.0f} s")
+    return True
+
+
+def render_all(cfg: Config, todo: list[Section]) -> None:
+    for sec in todo:
+        if result_path(cfg, sec.name).is_file():
+            write_section(*sec.render(cfg), path=cfg.markdown)
+
+
+def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
+    lines, total = [], 0.0
+    for sec in todo:
+        path = result_path(cfg, sec.name)
+        if path.is_file():
+            took = json.loads(path.read_text())["seconds"]
+            lines.append(f"{sec.name:24s} done      {took:6.0f} s measured")
+        else:
+            total += sec.estimate_s
+            lines.append(f"{sec.name:24s} to do     {sec.estimate_s:6.0f} s estimated" + ("  (resumable)" if sec.resumable else ""))
+    lines.append(f"{'left':24s}           {total:6.0f} s estimated, about {max(1, -(-total // CALL_SECONDS)):.0f} call(s) of {CALL_SECONDS:.0f} s")
+    return lines
+
+
+def pack(cfg: Config, target: Path) -> None:
+    """Results, the markdown, and the state the next call resumes from, in one tar.gz whose paths
+    are relative to the repository root (extract it there)."""
+    keep = [p for p in sorted(cfg.results.glob("gpu_*.json"))] + [cfg.markdown]
+    runs = cfg.work / "runs"
+    if runs.is_dir():
+        for p in sorted(runs.rglob("*")):
+            # Exports and plots are rebuilt from the study; the larger teachers are measured, not reused.
+            if p.is_file() and "export" not in p.parts and p.suffix != ".png" and not (p.parent.name == "teachers" and p.name not in cfg.sizes.keep_teachers(cfg)):
+                keep.append(p)
+    keep += sorted((cfg.work / "ablation").glob("*.json"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as tar:
+        for p in keep:
+            if p.is_file():
+                tar.add(p, arcname=str(_arcname(cfg, p.resolve())))
+    print(f"bench-gpu: packed {len(keep)} files into {target} ({target.stat().st_size / 2**20:.1f} MiB); extract with: tar xzf {target.name} (in the repository root)", flush=True)
+
+
+def _arcname(cfg: Config, path: Path) -> Path:
+    """Relative to the repository root (the GPU run), or to the work folder's parent (a smoke run
+    in a folder of its own)."""
+    try:
+        return path.relative_to(ROOT)
+    except ValueError:
+        return path.relative_to(cfg.work.parent)
+
+
+def device_calls(data_dir: str = ".data") -> list[str]:
+    """What `make gpu-prep` prints: the device call that runs (and resumes) the GPU benchmarks."""
+    # What `make bench-gpu DATA_DIR=... PACK=...` runs, spelt out: the image need not have make.
+    command = f"{WHEELS_PIP} && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && python3 -m bench.gpu --data-dir {data_dir} --pack $OUT/bench-gpu.tar.gz"
+    call = {"kind": "nvidia-h100-x1", "timeout_s": 600, "carry": [".whl", ".data", ".bench-gpu"], "command": command}
+    return [
+        "# 1. here, once: wheels and data for the offline GPU machine (done by `make gpu-prep`)",
+        "bash ../shared/device/wheels.sh",
+        "# 2. the device call; repeat it (about 3 times) until its output ends with 'bench-gpu: all sections done':",
+        f"run {json.dumps(call)}",
+        "# 3. here, after each call, in the repository root (files_at is in the call's reply):",
+        "tar xzf <files_at>/bench-gpu.tar.gz && python -m bench.gpu --plan",
+    ]
+
+
+def make_config(args) -> Config:
+    from nas_kd.device import resolve_device
+
+    sizes = SMOKE if args.smoke else GPU
+    work = Path(args.work).resolve() if args.work else (SMOKE_WORK if args.smoke else WORK)
+    results = work / "results" if args.smoke else ROOT / "docs" / "results"
+    markdown = work / "BENCHMARKS.md" if args.smoke else ROOT / "docs" / "BENCHMARKS.md"
+    device = resolve_device("cpu" if args.smoke else args.device)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    return Config(sizes=sizes, device=device, data_dir=data_dir, results=results, markdown=markdown, work=work, deadline=time.monotonic() + args.call_seconds, argv=tuple(args.argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="every section in miniature on the CPU, into --work (default .bench-gpu-smoke/)")
+    ap.add_argument("--section", default=None, help="run only these sections (comma-separated names; see --plan)")
+    ap.add_argument("--force", action="store_true", help="redo sections whose JSON exists")
+    ap.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (on the GPU machine: .data)")
+    ap.add_argument("--work", default=None, help="working folder (default .bench-gpu/, or .bench-gpu-smoke/ with --smoke)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--call-seconds", type=float, default=CALL_SECONDS, help="this call's own time limit (default 540 of a 600 s device call)")
+    ap.add_argument("--pack", default=None, help="write results and resumable state to this .tar.gz at the end")
+    ap.add_argument("--plan", action="store_true", help="list the sections, their estimates and which are done; run nothing")
+    ap.add_argument("--render", action="store_true", help="rewrite the markdown of every finished section from its JSON; run nothing")
+    ap.add_argument("--calls", action="store_true", help="print the device calls that run the GPU sections; run nothing")
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.calls:
+        print("\n".join(device_calls(os.path.relpath(args.data_dir, ROOT) if args.data_dir else ".data")))
+        return 0
+    cfg = make_config(args)
+    todo = sections(cfg.sizes)
+    if args.section:
+        names = args.section.split(",")
+        unknown = sorted(set(names) - {s.name for s in todo})
+        if unknown:
+            raise SystemExit(f"bench-gpu: unknown section(s) {', '.join(unknown)}: choose from {', '.join(s.name for s in todo)}")
+        todo = [s for s in todo if s.name in names]
+    if args.plan or args.render:
+        if args.render:
+            render_all(cfg, todo)
+        print("\n".join(plan_lines(cfg, todo)))
+        return 0
+    if not cfg.smoke and cfg.device.type != "cuda":
+        print("bench-gpu: no GPU here; the sections would measure a CPU (use --smoke for the miniature run)", flush=True)
+        return 2
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    os.chdir(cfg.work)  # runs/ (teachers, studies) lives in the work folder
+    try:
+        done = run_sections(cfg, todo, force=args.force)
+    finally:
+        if args.pack:
+            pack(cfg, Path(args.pack) if Path(args.pack).is_absolute() else ROOT / args.pack)
+    print("bench-gpu: all sections done" if done else "bench-gpu: more to do; run the same command again", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""The sections of `bench.gpu`: each measures through an existing bench script's functions, returns
+JSON-ready data with its markdown body, and reads the sizes from ``cfg.sizes`` (GPU or smoke).
+
+Every section after ``teachers`` distils from the teacher that section trained (``sizes.teacher``
+with ``sizes.teacher_recipe()``), found again by its cache key: it is trained once per run of the
+whole benchmark, and carried between device calls in ``.bench-gpu/runs/teachers/``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import multiprocessing
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench import distill_ablation, loader_speed, search_gpu
+from bench import teachers as teacher_bench
+from bench.gpu_step import measure_step, step_markdown
+from nas_kd.config import format_count, get_preset
+from nas_kd.data import load_splits
+from nas_kd.models.teachers import ensure_teacher, load_teacher
+from nas_kd.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_NOTE = "**Smoke run** (`make bench-gpu SMOKE=1`): every code path of this section in miniature on a CPU with synthetic data; the figures mean nothing."
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _record(cfg, name: str) -> dict:
+    from bench.gpu import result_path
+
+    return json.loads(result_path(cfg, name).read_text())
+
+
+def _header(cfg, title: str, record: dict) -> list[str]:
+    lines = [f"## {title}{' (smoke)' if record['smoke'] else ''}", ""]
+    lines += [f"Command: `make bench-gpu SECTION={record['section']}` (`{record['command']}`), {record['seconds']:.0f} s (estimated {record['estimate_seconds']:.0f} s)  "]
+    lines += [f"Hardware: {record['hardware']}  ", f"Date: {record['date']}", ""]
+    return lines + ([SMOKE_NOTE, ""] if record["smoke"] else [])
+
+
+TITLES = {
+    "teachers": "GPU: teachers",
+    "loader": "GPU: device-resident loader vs DataLoader",
+    "step": "GPU: where a tiny student's step goes, and what each switch is worth",
+    "steptime": "GPU: distiller step time per mode",
+    "jobs": "GPU: --jobs N trial processes on one device",
+    "ablation": "GPU: distiller ablation",
+}
+
+
+def own_markdown(name: str) -> Callable:
+    """The renderer of a section whose JSON holds its own markdown body."""
+
+    def render(cfg) -> tuple[str, str]:
+        record = _record(cfg, name)
+        return f"gpu-{name}", "\n".join(_header(cfg, TITLES[name], record) + [record["result"]["markdown"]])
+
+    return render
+
+
+def _preset(cfg):
+    return get_preset(cfg.sizes.preset)
+
+
+def teacher(cfg):
+    """(model, meta, path) of the teacher every later section uses: the teachers section's file."""
+    sz = cfg.sizes
+    return ensure_teacher(sz.dataset, sz.teacher, sz.teacher_recipe(), preset=sz.preset, seed=0, device=cfg.device, data_dir=cfg.data_dir)
+
+
+def _students(cfg, splits) -> dict:
+    space = SearchSpace.load(ROOT / "search_spaces" / "mbv2.yaml")
+    return distill_ablation.pick_students(space, splits.info.input_shape, splits.info.num_classes)
+
+
+# ----------------------------------------------------------------------------------- sections
+
+
+def teachers(cfg) -> dict:
+    sz = cfg.sizes
+    schedule = sz.teacher_recipe()
+    rows = teacher_bench.train_teachers(sz.dataset, list(sz.teacher_archs), schedule, preset=sz.preset, seeds=[0], device=cfg.device, data_dir=cfg.data_dir)
+    targets = {arch: (acc, secs) for arch, acc, secs in sz.teacher_targets}
+    lines = [teacher_bench.recipe(schedule, "0"), "", *teacher_bench.teacher_table(rows), ""]
+    for r in rows:
+        if r["arch"] in targets:
+            acc, secs = targets[r["arch"]]
+            r["target"] = {"min_test_accuracy": acc, "max_train_seconds": secs, "met": r["test_accuracy"][0] >= acc and r["train_seconds"][0] <= secs}
+            lines.append(f"- {r['arch']}: target >= {acc}% in < {secs:.0f} s: **{'met' if r['target']['met'] else 'missed'}** ({r['test_accuracy'][0]:.2f}%, {r['train_seconds'][0]:.0f} s)")
+    return {"rows": rows, "markdown": "\n".join(lines)}
+
+
+def loader(cfg) -> dict:
+    arch, batch, steps, workers = cfg.sizes.loader
+    rows = loader_speed.measure(load_splits(cfg.sizes.dataset, cfg.data_dir), arch=arch, batch_size=batch, steps=steps, workers=workers, device=cfg.device)
+    intro = f"{arch} on {cfg.sizes.dataset}, batch {batch}, {steps} timed steps, the same augmentation (crop with padding, flip, normalise); seed 0."
+    return {"rows": rows, "markdown": "\n".join([intro, "", *loader_speed.loader_table(rows)])}
+
+
+def step(cfg) -> dict:
+    brief = cfg.sizes.step_schedule or _preset(cfg).brief
+    splits = load_splits(cfg.sizes.dataset, cfg.data_dir, seed=0, train_subset=brief.train_subset)
+    (macs, student), model = _students(cfg, splits)["small"], teacher(cfg)[0]
+    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step)
+    intro = f"Student `{student.describe()}` ({format_count(macs)} MACs), mode full, teacher {cfg.sizes.teacher}, batch {brief.batch_size} ({brief.epochs} epoch(s) on {brief.train_subset or 'all'} examples for the batch-size table); timings are the mean of {cfg.sizes.step.reps} back-to-back steps with one sync, median of 3 blocks."
+    return {**r, "student": student.describe(), "markdown": "\n".join([intro, "", *step_markdown(r)])}
+
+
+def steptime(cfg) -> dict:
+    full = _preset(cfg).full
+    splits = load_splits(cfg.sizes.dataset, cfg.data_dir, seed=0, train_subset=full.train_subset)
+    students = _students(cfg, splits)
+    times = distill_ablation.step_times(students, {False: teacher(cfg)[0]}, splits, full, list(cfg.sizes.steptime_modes), cfg.sizes.steptime_reps, cfg.device)
+    intro = f"Batch {full.batch_size}, median of {cfg.sizes.steptime_reps} interleaved steps per mode after 2 warm-up steps (synchronised wall time on a GPU). Target: full <= 1.6x kd. {distill_ablation.describe_students(students, cfg.sizes.dataset)}."
+    return {"seconds": times, "markdown": "\n".join([intro, "", *distill_ablation.steptime_table(times)])}
+
+
+def _search_options(cfg, budget: str, sampler: str, study: str, **more):
+    sz = cfg.sizes
+    fields = dict(space=str(ROOT / sz.space), dataset=sz.dataset, mode=sz.mode, trials=sz.trials, preset=sz.preset, seed=0, retrain_seeds=sz.retrain_seeds, baselines=sampler == sz.samplers[0], device=str(cfg.device))
+    fields.update(more)
+    return search_gpu.options(budget, sampler, study=study, teacher=str(teacher(cfg)[2]), data_dir=cfg.data_dir, progress=False, **fields)
+
+
+def jobs(cfg) -> dict:
+    """The same search (trials only, no final retrain) with each --jobs value, from scratch."""
+    from optuna.trial import TrialState
+
+    from nas_kd.search import run_search
+    from nas_kd.study import load_study
+
+    budget, trials, counts = cfg.sizes.jobs
+    rows = []
+    for count in counts:
+        study = f"gpu_jobs{count}"
+        shutil.rmtree(Path("runs") / study, ignore_errors=True)  # this section times a search from its start
+        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False)
+        t0 = time.perf_counter()
+        run_search(opts, finish=False)
+        wall = time.perf_counter() - t0
+        done = [t for t in load_study(study, opts.storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
+        per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
+        rows.append({"jobs": count, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial})
+    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
+    lines += ["| --jobs | wall s | trials / min | train s / trial | speed-up |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        per = "-" if r["mean_train_seconds"] is None else f"{r['mean_train_seconds']:.1f}"
+        lines.append(f"| {r['jobs']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
+    return {"rows": rows, "markdown": "\n".join(lines)}
+
+
+def search_name(budget: str, sampler: str) -> str:
+    return f"search-{budget}-{sampler}"
+
+
+def search(budget: str, sampler: str) -> Callable:
+    """A search section: trials until the study has them or the call ends (resumed next call),
+    then, if the final retrain fits in what is left, the retrain, report and export."""
+
+    def run(cfg) -> dict | None:
+        from nas_kd.search import run_search
+
+        sz = cfg.sizes
+        opts = _search_options(cfg, budget, sampler, f"gpu_{sz.dataset}_{budget}_{sampler}", jobs=sz.search_jobs)
+        retrain_s = sz.retrain_estimate(opts.baselines)
+        t0 = time.perf_counter()
+        # Trials stop starting in time for the final retrain (or, if it will not fit, the call's end).
+        first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - retrain_s - sz.margin_s)), finish=False)
+        if first["finished"] < sz.trials or cfg.left() < retrain_s:
+            return None
+        report = search_gpu.run_one(opts)  # resumes: no trial left to run; retrain, report, export
+        keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command")
+        return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "report": {k: report.get(k) for k in keep} | {"bench_seconds": report["search_wall_seconds"]}}
+
+    return run
+
+
+def search_markdown(cfg) -> tuple[str, str]:
+    """One table for every search section done so far (random search shares the TPE run's baselines)."""
+    from bench.gpu import result_path, sections
+
+    records = [_record(cfg, s.name) for s in sections(cfg.sizes) if s.name.startswith("search-") and result_path(cfg, s.name).is_file()]
+    results = [(r["result"]["budget"], r["result"]["sampler"], r["result"]["report"]) for r in records]
+    sz = cfg.sizes
+    lines = _header(cfg, "GPU: searched student vs uniform baseline", {**records[-1], "section": ",".join(r["section"] for r in records), "seconds": sum(r["seconds"] for r in records), "estimate_seconds": sum(r["estimate_seconds"] for r in records)})
+    lines += [f"{sz.trials} trained trials per search, {sz.preset} preset, mode {sz.mode}, --jobs {sz.search_jobs or 'default'}, {sz.retrain_seeds} retrain seeds, space {sz.space}. *wall s*: the search's trials (all sessions). Test accuracy is mean ± std over the retrain seeds.", ""]
+    lines.append(search_gpu.table(results))
+    lines += [f"- {budget} {sampler}: {report['verdict']}" for budget, sampler, report in results if report.get("verdict")]
+    return "gpu-search", "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- ablation
+
+_worker_state: dict = {}
+
+
+def _ablation_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _ablation_run(job: dict) -> dict:
+    """One (mode, student, seed) run in a pool process; data and teacher loaded once per process."""
+    key = (job["dataset"], job["data_dir"], job["train_subset"], job["teacher"], job["device"])
+    if _worker_state.get("key") != key:
+        splits = load_splits(job["dataset"], job["data_dir"], seed=0, train_subset=job["train_subset"])
+        model, _ = load_teacher(job["teacher"], splits.info, job["device"])
+        _worker_state.update(key=key, splits=splits, teacher=model)
+    from nas_kd.config import Schedule
+    from nas_kd.models.student import StudentConfig
+
+    r = distill_ablation.train_one(StudentConfig.from_json(job["config"]), _worker_state["teacher"], _worker_state["splits"], Schedule(**job["schedule"]), job["mode"], job["seed"], torch.device(job["device"]))
+    return {**r, "student": job["student"]}
+
+
+def ablation(cfg) -> dict | None:
+    """Every mode x student x seed with the full schedule, ``ablation_jobs`` runs at once (one
+    process each, like --jobs); each finished run is kept in ablation/, so a call that ends
+    first loses nothing and the next call trains only the rest."""
+    from nas_kd.jobs import threads_per_job
+
+    sz = cfg.sizes
+    schedule = sz.ablation_schedule or _preset(cfg).full
+    splits = load_splits(sz.dataset, cfg.data_dir, seed=0, train_subset=schedule.train_subset)
+    students = _students(cfg, splits)
+    path = str(teacher(cfg)[2].resolve())
+    cache = Path("ablation")
+    cache.mkdir(exist_ok=True)
+    jobs = [
+        {"mode": mode, "student": name, "seed": seed, "config": cfg_.to_json(), "schedule": schedule.to_dict(), "dataset": sz.dataset, "data_dir": cfg.data_dir, "train_subset": schedule.train_subset, "teacher": path, "device": str(cfg.device)}
+        for mode in sz.ablation_modes
+        for name, (_, cfg_) in students.items()
+        for seed in sz.ablation_seeds
+    ]
+
+    def file(job) -> Path:
+        return cache / f"{job['mode']}_{job['student']}_{job['seed']}.json"
+
+    queue = [j for j in jobs if not file(j).is_file()]
+    if queue:
+        # spawn on a GPU (CUDA cannot run in a forked child); fork on a CPU, which skips
+        # re-importing torch in every worker.
+        ctx = multiprocessing.get_context("spawn" if cfg.device.type == "cuda" else "fork")
+        with cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs),)) as pool:
+            running: dict = {}
+            while queue or running:
+                # A run starts only if it can end inside this call; the next call does the rest.
+                while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= sz.ablation_run_s:
+                    job = queue.pop(0)
+                    running[pool.submit(_ablation_run, job)] = job
+                if not running:
+                    break
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    file(running.pop(fut)).write_text(json.dumps(fut.result()))
+        if queue:
+            return None
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for j in jobs:
+        runs.setdefault((j["mode"], j["student"]), []).append(json.loads(file(j).read_text()))
+    intro = f"{schedule.epochs} epochs on {schedule.train_subset or 'all'} training examples, batch {schedule.batch_size}, lr {schedule.lr}; seeds {', '.join(map(str, sz.ablation_seeds))}; teacher {sz.teacher}; {sz.ablation_jobs} runs at once on the device. {distill_ablation.describe_students(students, sz.dataset)}."
+    return {"runs": [{"mode": m, "student": s, **r} for (m, s), rs in runs.items() for r in rs], "markdown": "\n".join([intro, "", *distill_ablation.ablation_table(runs, list(sz.ablation_modes), students)])}

@@ -1,0 +1,149 @@
+"""How big each `bench.gpu` section is: the H100 run (`GPU`) and its CPU miniature (`SMOKE`).
+
+The estimates are the H100 seconds the runner paces its 10-minute calls with. No GPU has run
+this yet; they come from counting, and each section's JSON records the real ``seconds`` once one
+has. The count: a tiny student's step in eager PyTorch is bound by its kernel launches, about 400
+ops for the student's forward, backward and update, plus the teacher's forward and, in mode full,
+some 300 more for adapters, attention and two discriminators: ~12 ms at ~15 us per op. A brief
+trial (3 epochs x 211 steps at batch 256) is then ~9 s, a full retrain (20 epochs) ~50 s. N
+processes sharing the GPU overlap their launches: 4 are taken to give 3.5x the trials per
+minute, each run slowed by `SHARE` (both guesses the jobs section measures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.gpu_step import StepSizes
+from nas_kd.config import Schedule, get_preset
+
+__all__ = ["Sizes", "GPU", "SMOKE", "SHARE"]
+
+SHARE = 1.4  # a run's slowdown while N runs share one GPU (estimate)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    smoke: bool
+    dataset: str
+    preset: str
+    teacher: str  # the registry teacher every later section distils from (measured first)
+    teacher_archs: tuple[str, ...]  # the teachers section measures these
+    teacher_schedule: Schedule | None  # None: the preset's
+    teacher_targets: tuple[tuple[str, float, float], ...]  # (arch, min test accuracy %, max train seconds)
+    loader: tuple[str, int, int, int]  # arch, batch, steps, DataLoader workers
+    step: StepSizes
+    step_schedule: Schedule | None  # the step section's schedule; None: the preset's brief one
+    steptime_modes: tuple[str, ...]
+    steptime_reps: int
+    jobs: tuple[str, int, tuple[int, ...]]  # budget, trials, the --jobs values compared
+    space: str  # relative to the repository root
+    budgets: tuple[str, ...]
+    samplers: tuple[str, ...]  # the first trains the baselines, the others share them
+    trials: int
+    retrain_seeds: int
+    mode: str
+    search_jobs: int | None  # None: the device's default (nas_kd.jobs.default_jobs)
+    processes: int  # what search_jobs amounts to on the machine, for the estimates
+    search_trials_s: float  # estimated seconds of one search's trials
+    full_run_s: float  # estimated seconds of one full-schedule retrain, alone on the device
+    ablation_modes: tuple[str, ...]
+    ablation_seeds: tuple[int, ...]
+    ablation_schedule: Schedule | None  # None: the preset's full schedule
+    ablation_jobs: int  # runs trained at once (one process each)
+    ablation_run_s: float  # estimated seconds of one ablation run while others share the device
+    margin_s: float  # left at the end of a call for the trials in flight and the pack
+    estimate_pairs: tuple[tuple[str, float], ...]
+
+    @property
+    def estimates(self) -> dict[str, float]:
+        return dict(self.estimate_pairs)
+
+    def search_estimate(self, with_baselines: bool) -> float:
+        return self.search_trials_s + self.retrain_estimate(with_baselines)
+
+    def retrain_estimate(self, with_baselines: bool) -> float:
+        """The final retrain: the winner's seeds, and with baselines the uniform student's in the
+        mode and in ce, `processes` runs at a time (nas_kd.finalize)."""
+        runs = self.retrain_seeds * (3 if with_baselines else 1)
+        waves = -(-runs // self.processes)
+        return waves * self.full_run_s * (SHARE if self.processes > 1 else 1.0)
+
+    def teacher_recipe(self) -> Schedule:
+        return self.teacher_schedule or get_preset(self.preset).teacher
+
+    def keep_teachers(self, cfg) -> set[str]:
+        """Teacher files a later call needs (the others are measured once, not reused)."""
+        from nas_kd.models.teachers import teacher_key
+
+        return {f"{teacher_key(self.dataset, self.teacher, self.teacher_recipe(), 0, False)}.pt"}
+
+
+GPU = Sizes(
+    smoke=False,
+    dataset="fashion-mnist",
+    preset="standard",
+    teacher="resnet20",
+    teacher_archs=("resnet20", "wrn-16-4"),
+    teacher_schedule=None,
+    teacher_targets=(("resnet20", 93.5, 120.0), ("wrn-16-4", 94.5, 120.0)),
+    loader=("resnet20", 256, 50, 8),
+    step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), batch_seeds=(0, 1), compile_backend="inductor", cuda_graphs=True),
+    step_schedule=None,
+    steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "full"),
+    steptime_reps=30,
+    jobs=("2M", 16, (1, 4, 8)),
+    space="search_spaces/mbv2.yaml",
+    budgets=("0.5M", "3M"),
+    samplers=("tpe", "random"),
+    trials=100,
+    retrain_seeds=3,
+    mode="full",
+    search_jobs=None,
+    processes=4,
+    search_trials_s=260.0,  # 100 trials x 9 s / 3.5
+    full_run_s=50.0,
+    ablation_modes=("ce", "kd", "ktan", "ksanc", "xu", "full"),  # zhang needs a second (reconstruction) teacher
+    ablation_seeds=(0, 1, 2),
+    ablation_schedule=None,
+    ablation_jobs=4,
+    ablation_run_s=70.0,  # full_run_s x SHARE
+    margin_s=45.0,
+    # teachers: resnet20 ~20 s and wrn-16-4 ~40 s of training, plus evaluation and data;
+    # step: inductor compiles of student and teacher dominate; jobs: 16 trials x 9 s, then / 3.5
+    # and / ~5; ablation: 36 full runs x 50 s x SHARE / 4.
+    estimate_pairs=(("teachers", 90.0), ("loader", 30.0), ("step", 200.0), ("steptime", 30.0), ("jobs", 240.0), ("ablation", 630.0)),
+)
+
+SMOKE = Sizes(
+    smoke=True,
+    dataset="synthetic",
+    preset="quick",
+    teacher="resnet8",
+    teacher_archs=("resnet8",),
+    teacher_schedule=Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=512),
+    teacher_targets=(),
+    loader=("resnet8", 64, 3, 1),
+    step=StepSizes(reps=2, warmup=1, batch_sizes=(32, 64), batch_seeds=(0,), compile_backend="eager", cuda_graphs=False),
+    step_schedule=Schedule(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0.0, train_subset=256, crop=False),
+    steptime_modes=("kd", "full"),
+    steptime_reps=2,
+    jobs=("130k", 2, (1, 2)),
+    space="search_spaces/tiny.yaml",
+    budgets=("130k",),
+    samplers=("tpe", "random"),
+    trials=2,
+    retrain_seeds=1,
+    mode="kd",
+    search_jobs=1,
+    processes=1,
+    search_trials_s=10.0,
+    full_run_s=3.0,
+    ablation_modes=("kd", "full"),
+    ablation_seeds=(0,),
+    ablation_schedule=Schedule(epochs=1, batch_size=64, lr=0.1, warmup_epochs=0.0, train_subset=256),
+    ablation_jobs=2,
+    ablation_run_s=4.0,
+    margin_s=1.0,
+    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("step", 15.0), ("steptime", 5.0), ("jobs", 15.0), ("ablation", 15.0)),
+)

@@ -1,0 +1,252 @@
+"""Where a tiny student's distillation step goes on a GPU, and what each switch is worth.
+
+Used by `bench.gpu` (section ``step``); four measurements, each of one step of the ~0.5M-MAC mbv2
+student in mode ``full`` against the cached teacher, at the brief schedule's batch:
+
+1. **breakdown**: ms per step of the data alone (one batch from the device loader), the teacher's
+   forward alone, the student alone (mode ce), kd and full, and full with its data; per full step
+   the kernels launched and the device's busy share (profiler kernel time over wall time). A step
+   far from 100 % busy waits on the host (launches, Python), which is what ``--jobs`` fills.
+2. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
+3. **compile**: ``torch.compile`` of the student's forward (per trial: every trial is a new
+   network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process):
+   set-up seconds, ms per step, and the steps it needs to pay back, against a brief trial's steps.
+4. **batch**: the brief schedule at larger batches, learning rate scaled linearly (per 256
+   examples): ms per step, images/s and validation accuracy, to see where accuracy still holds.
+
+Step times are the mean of `reps` back-to-back steps with one device sync at the end (the
+pipelined steady state a training loop sees), median of three such blocks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bench.distill_ablation import train_one
+from nas_kd.device import StepOptions, configure_step
+from nas_kd.distill import get_mode
+from nas_kd.distill.step import teacher_outputs
+from nas_kd.distill.trainer import build_step
+from nas_kd.models.student import build_student
+from nas_kd.train import make_loaders
+
+__all__ = ["StepSizes", "measure_step", "step_markdown"]
+
+BLOCKS = 3  # timing blocks per figure; the median is reported
+
+
+@dataclass(frozen=True)
+class StepSizes:
+    reps: int  # steps per timing block
+    warmup: int  # steps before timing: allocator, cuDNN autotuning, lazy inits
+    batch_sizes: tuple[int, ...]  # for the batch measurement (the first is the brief schedule's)
+    batch_seeds: tuple[int, ...]
+    compile_backend: str  # "inductor" on a GPU; "eager" (graph capture only) for the CPU smoke
+    cuda_graphs: bool  # also try mode="reduce-overhead" (needs CUDA)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds_per_call(fn, sizes: StepSizes, device: torch.device) -> float:
+    for _ in range(sizes.warmup):
+        fn()
+    blocks = []
+    for _ in range(BLOCKS):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(sizes.reps):
+            fn()
+        _sync(device)
+        blocks.append((time.perf_counter() - t0) / sizes.reps)
+    return statistics.median(blocks)
+
+
+def _profile(fn, steps: int, device: torch.device) -> dict:
+    """Per step: kernel launches (CUDA) or aten ops dispatched (CPU), and device kernel time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        _sync(device)
+    wall = (time.perf_counter() - t0) / steps
+    averages = prof.key_averages()
+    launches = sum(e.count for e in averages if "LaunchKernel" in e.key) / steps
+    ops = sum(e.count for e in averages if e.key.startswith("aten::")) / steps
+    # Kernels are their own entries, with their time as "self device time"; ops that launch them
+    # carry none of their own, so the sum counts each kernel once.
+    kernel_s = sum(e.self_device_time_total for e in averages) / steps / 1e6
+    return {"kernel_launches": launches, "aten_ops": ops, "kernel_seconds": kernel_s, "profiled_wall_seconds": wall, "busy_share": kernel_s / wall if device.type == "cuda" and wall > 0 else None}
+
+
+class _Bench:
+    """The fixed pieces every measurement shares: data, teacher, student config, schedule."""
+
+    def __init__(self, splits, teacher, cfg, schedule, device):
+        self.splits, self.teacher, self.cfg, self.schedule, self.device = splits, teacher, cfg, schedule, device
+
+    def batch(self):
+        # Loaders are made after configure_step, so the batch has the configured memory format.
+        train, _, _ = make_loaders(self.splits, batch_size=self.schedule.batch_size, device=self.device, seed=0, crop=self.schedule.crop)
+        return train, next(iter(train))
+
+    def step(self, mode: str, teacher=None, schedule=None):
+        torch.manual_seed(0)
+        student = build_student(self.cfg, self.splits.info.channels, self.splits.info.num_classes)
+        info = self.splits.info
+        return build_step(student, teacher or self.teacher, get_mode(mode), schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device)
+
+
+def _breakdown(b: _Bench, sizes: StepSizes) -> dict:
+    train, (x, y) = b.batch()
+    batches = itertools.cycle(train)
+    steps = {mode: b.step(mode) for mode in ("ce", "kd", "full")}
+    stages = steps["full"].objective.teacher_stages
+    parts = {
+        "data": lambda: next(batches),
+        "teacher forward": lambda: teacher_outputs(b.teacher, x, stages),
+        "student alone (ce)": lambda: steps["ce"](x, y),
+        "kd": lambda: steps["kd"](x, y),
+        "full": lambda: steps["full"](x, y),
+        "full with its data": lambda: steps["full"](*next(batches)),
+    }
+    out = {name: _seconds_per_call(fn, sizes, b.device) for name, fn in parts.items()}
+    return {"seconds": out, "profile": _profile(parts["full"], max(2, sizes.reps), b.device)}
+
+
+SWITCHES = {
+    "defaults": {},
+    "bf16 off": {"bf16": False},
+    "channels_last off": {"channels_last": False},
+    "cuDNN benchmark off": {"benchmark": False},
+    "NaN check every step": {"check_every": 1},
+}
+
+
+def _switches(b: _Bench, sizes: StepSizes) -> dict:
+    base = StepOptions()
+    out = {}
+    try:
+        for name, change in SWITCHES.items():
+            configure_step(dataclasses.replace(base, **change))
+            _, (x, y) = b.batch()
+            step = b.step("full")
+            out[name] = _seconds_per_call(lambda step=step, x=x, y=y: step(x, y), sizes, b.device)
+    finally:
+        configure_step(base)
+    return out
+
+
+def _compile(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
+    """Each variant: seconds of its first step (compilation) minus an eager step, then the steady
+    step time; a variant that fails records its error instead of stopping the section."""
+    _, (x, y) = b.batch()
+
+    def compiled_student(mode=None):
+        step = b.step("full")
+        s = step.student
+        # Patched on the instance after build_step, which has already run the student once to
+        # size the adapters: the compiled function sees only training batches.
+        s.forward = torch.compile(s.forward, backend=sizes.compile_backend, mode=mode)
+        s.forward_stages = torch.compile(s.forward_stages, backend=sizes.compile_backend, mode=mode)
+        return step
+
+    def compiled_teacher():
+        teacher = copy.deepcopy(b.teacher)  # the shared teacher stays eager for the other figures
+        teacher.forward_stages = torch.compile(teacher.forward_stages, backend=sizes.compile_backend)
+        return b.step("full", teacher=teacher)
+
+    variants = {"student compiled": compiled_student, "teacher compiled": compiled_teacher}
+    if sizes.cuda_graphs:
+        variants["student compiled, CUDA graphs (reduce-overhead)"] = lambda: compiled_student("reduce-overhead")
+    out = {}
+    for name, make in variants.items():
+        try:
+            torch._dynamo.reset()
+            step = make()
+            _sync(b.device)
+            t0 = time.perf_counter()
+            step(x, y)
+            _sync(b.device)
+            first = time.perf_counter() - t0
+            steady = _seconds_per_call(lambda step=step: step(x, y), sizes, b.device)
+            saved = eager_seconds - steady
+            out[name] = {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}
+        except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
+            out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
+    torch._dynamo.reset()
+    return out
+
+
+def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
+    rows = []
+    base = b.schedule.batch_size
+    for bs in sizes.batch_sizes:
+        # Linear scaling: the schedule's lr is per `base` examples.
+        schedule = b.schedule.replace(batch_size=bs, lr=b.schedule.lr * bs / base)
+        runs = [train_one(b.cfg, b.teacher, b.splits, schedule, "full", seed, b.device) for seed in sizes.batch_seeds]
+        steps = max(1, len(b.splits.train) // bs) * schedule.epochs
+        rows.append({
+            "batch_size": bs,
+            "lr": schedule.lr,
+            "val_accuracy": [r["val_accuracy"] for r in runs],
+            "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+            "images_per_second": statistics.mean(r["images_per_second"] for r in runs),
+            "seconds_per_step": statistics.mean(r["train_seconds"] for r in runs) / steps,
+        })
+    return rows
+
+
+def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes) -> dict:
+    """All four measurements (see the module docstring) as JSON-ready data."""
+    b = _Bench(splits, teacher, cfg, schedule, device)
+    breakdown = _breakdown(b, sizes)
+    steps_per_trial = max(1, len(splits.train) // schedule.batch_size) * schedule.epochs
+    return {
+        "batch_size": schedule.batch_size,
+        "steps_per_brief_trial": steps_per_trial,
+        "breakdown": breakdown,
+        "switches": _switches(b, sizes),
+        "compile": _compile(b, sizes, breakdown["seconds"]["full"]),
+        "batch": _batches(b, sizes),
+    }
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.2f}"
+
+
+def step_markdown(r: dict) -> list[str]:
+    """The tables of one `measure_step` result."""
+    bd, prof = r["breakdown"]["seconds"], r["breakdown"]["profile"]
+    busy = "n/a (CPU)" if prof["busy_share"] is None else f"{100 * prof['busy_share']:.0f}%"
+    lines = ["**Breakdown** (batch {}; full step: {:.0f} kernel launches, {:.0f} aten ops, device busy {}):".format(r["batch_size"], prof["kernel_launches"], prof["aten_ops"], busy), ""]
+    lines += ["| part | ms / step |", "|---|---:|", *[f"| {k} | {_ms(v)} |" for k, v in bd.items()], ""]
+    sw = r["switches"]
+    lines += ["**Switches** (full step, one switch off at a time):", "", "| switches | ms / step | x defaults |", "|---|---:|---:|"]
+    lines += [f"| {k} | {_ms(v)} | {v / sw['defaults']:.2f} |" for k, v in sw.items()] + [""]
+    lines += [f"**Compile** (against {_ms(bd['full'])} ms eager; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| variant | set-up s | ms / step | steps to pay back |", "|---|---:|---:|---:|"]
+    for k, v in r["compile"].items():
+        if "error" in v:
+            lines.append(f"| {k} | failed: {v['error']} | | |")
+        else:
+            payback = "never" if v["payback_steps"] is None else f"{v['payback_steps']:,.0f}"
+            lines.append(f"| {k} | {v['setup_seconds']:.1f} | {_ms(v['seconds'])} | {payback} |")
+    lines += ["", "**Batch size** (brief schedule, lr scaled linearly, mode full):", "", "| batch | lr | ms / step | img/s | val accuracy (%) |", "|---:|---:|---:|---:|---|"]
+    for row in r["batch"]:
+        accs = ", ".join(f"{100 * a:.2f}" for a in row["val_accuracy"])
+        lines.append(f"| {row['batch_size']} | {row['lr']:g} | {_ms(row['seconds_per_step'])} | {row['images_per_second']:,.0f} | {accs} |")
+    return lines

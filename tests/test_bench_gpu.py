@@ -1,0 +1,105 @@
+"""`make bench-gpu SMOKE=1`: every GPU section's code path in miniature on the CPU (synthetic data,
+a tiny space), split over three tests so each stays short; plus the runner's own rules: a call
+stops before a section it has no time for, finished sections are skipped, the pack holds what
+the next call resumes from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from bench.gpu import sections
+from bench.gpu_sizes import SMOKE
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = [s.name for s in sections(SMOKE)]
+SEARCHES = [n for n in NAMES if n.startswith("search-")]
+
+
+def _bench(work: Path, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--work", str(work), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def _done(work: Path) -> dict[str, dict]:
+    return {p.stem.removeprefix("gpu_"): json.loads(p.read_text()) for p in (work / "results").glob("gpu_*.json")}
+
+
+def test_a_call_stops_before_a_section_it_has_no_time_for(tmp_path):
+    out = _bench(tmp_path, "--call-seconds", "0.5")
+    assert "stopping before teachers" in out and "run the same command again" in out
+    assert _done(tmp_path) == {}
+
+
+def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
+    first = ["teachers", "loader", "step", "steptime"]
+    r = subprocess.run(["make", "--no-print-directory", "bench-gpu", "SMOKE=1", f"SECTION={','.join(first)}", f"WORK={tmp_path}", f"BENCH_PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "bench-gpu: all sections done" in r.stdout
+    done = _done(tmp_path)
+    assert sorted(done) == sorted(first) and all(d["smoke"] for d in done.values())
+    step = done["step"]["result"]
+    assert set(step["switches"]) == {"defaults", "bf16 off", "channels_last off", "cuDNN benchmark off", "NaN check every step"}
+    assert step["breakdown"]["profile"]["aten_ops"] > 0 and step["breakdown"]["seconds"]["full"] > 0
+    assert all("error" not in v for v in step["compile"].values()), step["compile"]
+    assert [b["batch_size"] for b in step["batch"]] == list(SMOKE.step.batch_sizes)
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    for name in first:
+        assert f"<!-- BEGIN gpu-{name} -->" in markdown
+    for real in (ROOT / "docs" / "results").glob("gpu_*.json"):  # the smoke run never writes into docs/
+        assert not json.loads(real.read_text())["smoke"], real
+
+
+def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
+    out = _bench(tmp_path, "--section", ",".join(["jobs", *SEARCHES]))
+    done = _done(tmp_path)
+    assert sorted(done) == sorted(["jobs", *SEARCHES])
+    rows = done["jobs"]["result"]["rows"]
+    assert [r["jobs"] for r in rows] == list(SMOKE.jobs[2]) and all(r["trained"] == SMOKE.jobs[1] for r in rows)
+    assert out.count("search: worker 1 started") == 1  # only the --jobs 2 search starts a child
+    for name in SEARCHES:
+        assert done[name]["result"]["report"]["trial_counts"]["finished"] == SMOKE.trials
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- BEGIN gpu-search -->" in markdown and "<!-- BEGIN gpu-jobs -->" in markdown
+
+
+def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tmp_path):
+    _bench(tmp_path, "--section", "ablation")
+    total = len(SMOKE.ablation_modes) * 2 * len(SMOKE.ablation_seeds)  # modes x 2 students x seeds
+    assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
+    # As a call that ended after half of the runs leaves it: the other half trains next time.
+    (tmp_path / "results" / "gpu_ablation.json").unlink()
+    files = sorted((tmp_path / "ablation").glob("*.json"))
+    for p in files[: total // 2]:
+        p.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in files[total // 2 :]}
+    _bench(tmp_path, "--section", "ablation")
+    assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
+    assert all((tmp_path / "ablation" / name).stat().st_mtime_ns == t for name, t in kept.items())  # not trained again
+
+    again = _bench(tmp_path, "--section", "ablation", "--pack", str(tmp_path / "p.tar.gz"))
+    assert "ablation: done" in again and "bench-gpu: all sections done" in again
+    with tarfile.open(tmp_path / "p.tar.gz") as tar:
+        names = tar.getnames()
+    base = tmp_path.name
+    assert f"{base}/results/gpu_ablation.json" in names and f"{base}/BENCHMARKS.md" in names
+    assert sum(n.startswith(f"{base}/ablation/") for n in names) == total
+    assert [n for n in names if "/runs/teachers/" in n] == [f"{base}/runs/teachers/{t}" for t in SMOKE.keep_teachers(None)]
+
+
+def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
+    import time
+
+    import torch
+
+    from bench.gpu import Config
+    from bench.gpu_sections import ablation
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
+    assert ablation(cfg) is None  # cut short: the next call trains them
+    assert list((tmp_path / "ablation").glob("*.json")) == []

@@ -1,0 +1,161 @@
+"""`nas-kd search --jobs N`: N trial processes on one machine, one teacher, one study.
+
+Real `python -m nas_kd search` processes on tiny synthetic data, as in test_workers.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_kd.jobs import GPU_JOBS, default_jobs, threads_per_job
+from tests.test_workers import SPACE as TINY
+from tests.test_workers import TEACHER, _assert_no_config_twice, _cmd, _counted, _env, _trials
+
+INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def _started_workers(text: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"search: worker \d+ started \(pid (\d+)\)", text)]
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet (it runs nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+def _wait_for_training(storage: str, study: str, count: int, log: Path, timeout: float = 300) -> None:
+    """Until ``count`` trials train at the same moment (so every process holds one)."""
+    from optuna.trial import TrialState
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("feasible")) for t in _trials(storage, study)) >= count:
+                return
+        except Exception:  # the study is still being created
+            continue
+    raise AssertionError(f"{count} trials never trained at once; log:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory):
+    from nas_kd.models.teachers import ensure_teacher
+
+    root = tmp_path_factory.mktemp("jobs")
+    _, _, path = ensure_teacher("synthetic", "resnet8", TEACHER, preset="test", device=torch.device("cpu"), root=root / "teachers", log=lambda *_: None)
+    return path
+
+
+def test_default_jobs_follow_the_device():
+    assert default_jobs(torch.device("cpu")) == 1
+    assert 1 <= default_jobs(torch.device("cuda")) <= GPU_JOBS
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_job(1) == min(torch.get_num_threads(), cores)
+    assert threads_per_job(cores * 2) == 1
+
+
+def test_two_jobs_train_exactly_the_trials_from_one_teacher_training(tmp_path):
+    """The parent trains the registry teacher once; the child loads that file; 3 trials, none twice."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    study = "jobs-two"
+    cmd = _cmd(Path("resnet8"), study, 3, extra=["--jobs", "2", "--no-finalize"])
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    teachers = list((tmp_path / "runs" / "teachers").glob("*.pt"))
+    assert len(teachers) == 1, teachers
+    assert out.count("teacher: training resnet8") == 1, out
+    assert f"teacher: worker 1 loads runs/teachers/{teachers[0].name}" in out, out
+    assert len(_started_workers(out)) == 1 and "exited with code" not in out
+    trials = _trials(f"sqlite:///{tmp_path}/runs/{study}/study.db", study)
+    assert len(_counted(trials)) == 3 and len(trials) == 3, [(t.number, t.state) for t in trials]
+    _assert_no_config_twice(trials)
+
+
+def _start(tmp_path: Path, teacher: Path, study: str):
+    """A --jobs 2 search of many trials, its output (parent's and child's) in log.txt."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    cmd = _cmd(teacher, study, 50, extra=["--jobs", "2"])
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), text=True, stdout=out, stderr=subprocess.STDOUT)
+    return proc, f"sqlite:///{tmp_path}/runs/{study}/study.db", log
+
+
+def test_ctrl_c_stops_every_worker_and_leaves_a_partial_report(tmp_path, teacher_path):
+    from optuna.trial import TrialState
+
+    study = "jobs-sigint"
+    proc, storage, log = _start(tmp_path, teacher_path, study)
+    _wait_for_training(storage, study, 2, log)
+    proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT` would; it forwards it
+    proc.wait(120)
+    out = log.read_text()
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    (child,) = _started_workers(out)
+    assert _gone(child)
+    trials = _trials(storage, study)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    stopped = [t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED]
+    assert len(stopped) == 2 and all(t.state == TrialState.FAIL for t in stopped), [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    report = (tmp_path / "runs" / study / "report.md").read_text()
+    assert "partial" in report.lower()
+
+
+def test_a_worker_whose_parent_was_killed_stops_by_itself(tmp_path, teacher_path):
+    from optuna.trial import TrialState
+
+    study = "jobs-orphan"
+    proc, storage, log = _start(tmp_path, teacher_path, study)
+    _wait_for_training(storage, study, 2, log)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    (child,) = _started_workers(log.read_text())
+    deadline = time.time() + 60
+    while not _gone(child) and time.time() < deadline:
+        time.sleep(0.3)
+    assert _gone(child), log.read_text()[-3000:]
+    # The child recorded its own trial as interrupted; the parent's, killed, stays RUNNING until
+    # a later worker's heartbeat check fails and retries it (test_workers.py).
+    trials = _trials(storage, study)
+    assert len([t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED and t.state == TrialState.FAIL]) == 1
+    assert len([t for t in trials if t.state == TrialState.RUNNING]) == 1
+
+
+def test_final_retrain_in_two_processes_matches_one(in_tmp, teacher_path):
+    """The retrain's runs are seeded alone: two worker processes give the very same figures and weights."""
+    import shutil
+
+    from nas_kd.finalize import FINAL_DIR, finalize
+    from nas_kd.search import SearchOptions, run_search
+
+    (in_tmp / "tiny.yaml").write_text(TINY)
+    opts = SearchOptions(dataset="synthetic", teacher=str(teacher_path), space="tiny.yaml", budget="130k", trials=2, retrain_seeds=2, baselines=False, mode="kd", study="fin", preset="quick", device="cpu", progress=False)
+    run_search(opts, log=lambda _: None, finish=False)
+    final = in_tmp / "runs" / "fin" / FINAL_DIR
+
+    def figures(result: dict) -> list:
+        return [(r["seed"], r["val_accuracy"], r["test_accuracy"]) for r in result["winner"]["runs"]]
+
+    one = finalize("fin", jobs=1, log=lambda _: None)
+    weights = torch.load(final / "winner.pt")
+    shutil.rmtree(final)
+    lines: list[str] = []
+    two = finalize("fin", jobs=2, log=lines.append)
+    assert "finalize: 2 runs, 2 at once (--jobs)" in lines
+    assert figures(two) == figures(one) and len(figures(one)) == 2
+    again = torch.load(final / "winner.pt")
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
