@@ -103,21 +103,32 @@ class _Bench:
         train, _, _ = make_loaders(self.splits, batch_size=self.schedule.batch_size, device=self.device, seed=0, crop=self.schedule.crop)
         return train, next(iter(train))
 
+    def attention(self, teacher):
+        """The frozen teacher attention `desc` needs (fitted once per teacher, as a search does)."""
+        from nas_kd.distill.attention_fit import fit_teacher_attention
+
+        fitted = self.__dict__.setdefault("_attention", {})
+        if id(teacher) not in fitted:
+            fitted[id(teacher)] = fit_teacher_attention(teacher, self.batch()[0], self.splits.info.num_classes)
+        return fitted[id(teacher)]
+
     def step(self, mode: str, teacher=None, schedule=None):
+        """A live-teacher step (no cache): what this section measures is where the step's time goes."""
         torch.manual_seed(0)
         student = build_student(self.cfg, self.splits.info.channels, self.splits.info.num_classes)
-        info = self.splits.info
-        return build_step(student, teacher or self.teacher, get_mode(mode), schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device)
+        info, teacher, mode = self.splits.info, teacher or self.teacher, get_mode(mode)
+        attention = self.attention(teacher) if mode.weights.desc else None
+        return build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention)
 
 
 def _breakdown(b: _Bench, sizes: StepSizes) -> dict:
     train, (x, y) = b.batch()
     batches = itertools.cycle(train)
     steps = {mode: b.step(mode) for mode in ("ce", "kd", "full")}
-    stages = steps["full"].objective.teacher_stages
+    objective = steps["full"].objective  # the teacher pass exactly as a live `full` step makes it
     parts = {
         "data": lambda: next(batches),
-        "teacher forward": lambda: teacher_outputs(b.teacher, x, stages),
+        "teacher forward": lambda: teacher_outputs(b.teacher, x, objective.map_stages, objective.attention, objective.desc_stages),
         "student alone (ce)": lambda: steps["ce"](x, y),
         "kd": lambda: steps["kd"](x, y),
         "full": lambda: steps["full"](x, y),
