@@ -65,7 +65,14 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
         if prepare is not None:
             # Still under the lock: the trial's parameters reach the storage before any other
             # worker's sampler reads the study (so two workers never draw the same config).
-            prepare(trial)
+            try:
+                prepare(trial)
+            except BaseException as e:
+                # A Ctrl-C (or a bug) between claim and training must not leave the trial RUNNING
+                # or FAIL without a reason (which reads as a dead worker's, to be retried).
+                trial.set_user_attr("fail_reason", _reason(e))
+                study.tell(trial, state=TrialState.FAIL)
+                raise
         return trial
 
 
@@ -128,6 +135,10 @@ def run_trials(
             state = TrialState.PRUNED
         except catch:
             state = TrialState.FAIL
+        except KeyboardInterrupt as e:
+            if not trial.user_attrs.get("fail_reason"):  # stopped before the objective said why
+                trial.set_user_attr("fail_reason", _reason(e))
+            raise
         finally:
             # Runs for KeyboardInterrupt too, so a Ctrl-C never leaves the trial RUNNING.
             with _quiet(optuna):
@@ -136,6 +147,12 @@ def run_trials(
             if after_trial is not None:
                 after_trial(study, study._storage.get_trial(trial._trial_id))
     return ran
+
+
+def _reason(e: BaseException) -> str:
+    from nas_kd.study import INTERRUPTED
+
+    return INTERRUPTED if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def _alive(owner: str) -> bool:
