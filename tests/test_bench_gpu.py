@@ -20,7 +20,7 @@ SEARCHES = [n for n in NAMES if n.startswith("search-")]
 
 
 def _bench(work: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--work", str(work), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--work", str(work), *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
 
@@ -37,7 +37,7 @@ def test_a_call_stops_before_a_section_it_has_no_time_for(tmp_path):
 
 def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     first = ["teachers", "loader", "step", "steptime"]
-    r = subprocess.run(["make", "--no-print-directory", "bench-gpu", "SMOKE=1", f"SECTION={','.join(first)}", f"WORK={tmp_path}", f"BENCH_PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(["make", "--no-print-directory", "bench-gpu", "SMOKE=1", f"SECTION={','.join(first)}", f"WORK={tmp_path}", f"BENCH_PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "bench-gpu: all sections done" in r.stdout
     done = _done(tmp_path)
