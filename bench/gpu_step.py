@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import statistics
 import time
 from dataclasses import dataclass
@@ -123,7 +122,12 @@ class _Bench:
 
 def _breakdown(b: _Bench, sizes: StepSizes) -> dict:
     train, (x, y) = b.batch()
-    batches = itertools.cycle(train)
+
+    def forever():  # new batches every epoch (itertools.cycle would replay stored ones)
+        while True:
+            yield from train
+
+    batches = forever()
     steps = {mode: b.step(mode) for mode in ("ce", "kd", "full")}
     objective = steps["full"].objective  # the teacher pass exactly as a live `full` step makes it
     parts = {

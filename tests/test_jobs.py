@@ -16,7 +16,7 @@ import torch
 
 from nas_kd.jobs import GPU_JOBS, default_jobs, threads_per_job
 from tests.test_workers import SPACE as TINY
-from tests.test_workers import TEACHER, _assert_no_config_twice, _cmd, _counted, _env, _trials
+from tests.test_workers import TEACHER, _assert_no_config_twice, _cmd, _counted, _created, _env, _trials
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 
@@ -41,10 +41,12 @@ def _wait_for_training(storage: str, study: str, count: int, log: Path, timeout:
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.3)
+        if not _created(log.parent, study):
+            continue
         try:
             if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("feasible")) for t in _trials(storage, study)) >= count:
                 return
-        except Exception:  # the study is still being created
+        except Exception:  # a read that met a write
             continue
     raise AssertionError(f"{count} trials never trained at once; log:\n{log.read_text()[-3000:]}")
 

@@ -56,6 +56,13 @@ def _trials(storage: str, study: str):
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
+def _created(root: Path, study: str) -> bool:
+    """The search has created its study (config.json is written right after). Opening a SQLite
+    file with Optuna before that races the search's own schema creation (which holds nas-kd's
+    file lock; a bare load_study does not): the search then exits with 'cannot open storage'."""
+    return (root / "runs" / study / "config.json").exists()
+
+
 def _counted(trials):
     from nas_kd.study import finished_trials
 
@@ -136,7 +143,7 @@ def test_sqlite_sigkill_then_same_command_resumes_without_losing_trials(workdir)
     deadline = time.time() + 180
     while time.time() < deadline:  # let at least two trials finish, then kill during the next
         time.sleep(0.5)
-        if not (root / "runs" / study / "study.db").exists():
+        if not _created(root, study):
             continue
         try:
             trials = _trials(storage, study)
@@ -170,6 +177,8 @@ def test_sigint_marks_the_trial_writes_a_partial_report_and_exits_130(workdir):
     deadline = time.time() + 180
     while time.time() < deadline:
         time.sleep(0.3)
+        if not _created(root, study):
+            continue
         try:
             if any(t.state == TrialState.RUNNING and t.user_attrs.get("feasible") for t in _trials(storage, study)):
                 break
