@@ -160,7 +160,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
         report["baselines"] = final["baselines"]
         report["comparisons"] = final.get("comparisons")
         report["final_schedule"] = final["schedule"]
-        comparisons = {m: PairedDifference(tuple(d["seeds"]), tuple(d["differences"]), d["mean"], d["low"], d["high"], d["confidence"]) for m, d in (final.get("comparisons") or {}).items()}
+        comparisons = {m: PairedDifference.from_dict(d) for m, d in (final.get("comparisons") or {}).items()}
         report["verdict"] = verdict_sentence(report["winner"], final["baselines"], comparisons, report["cut_short"])
     return report
 

@@ -106,6 +106,11 @@ class PairedDifference:
             return "worse"
         return "no detectable difference"
 
+    @classmethod
+    def from_dict(cls, d: dict) -> PairedDifference:
+        """The inverse of `to_dict` (its derived keys n and direction are recomputed)."""
+        return cls(tuple(d["seeds"]), tuple(d["differences"]), d["mean"], d["low"], d["high"], d["confidence"])
+
     def to_dict(self) -> dict:
         return {"seeds": list(self.seeds), "differences": list(self.differences), "mean": self.mean, "low": self.low, "high": self.high, "confidence": self.confidence, "n": self.n, "direction": self.direction}
 
