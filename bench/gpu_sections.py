@@ -75,7 +75,7 @@ def _preset(cfg):
 def teacher(cfg):
     """(model, meta, path) of the teacher every later section uses: the teachers section's file."""
     sz = cfg.sizes
-    return ensure_teacher(sz.dataset, sz.teacher, sz.teacher_recipe(), preset=sz.preset, seed=0, device=cfg.device, data_dir=cfg.data_dir)
+    return ensure_teacher(sz.dataset, sz.teacher, sz.teacher_recipe(), preset=sz.preset, seed=0, device=cfg.device, data_dir=cfg.data_dir, reconstruction=sz.teacher_reconstruction)
 
 
 def _students(cfg, splits) -> dict:
@@ -89,7 +89,7 @@ def _students(cfg, splits) -> dict:
 def teachers(cfg) -> dict:
     sz = cfg.sizes
     schedule = sz.teacher_recipe()
-    rows = teacher_bench.train_teachers(sz.dataset, list(sz.teacher_archs), schedule, preset=sz.preset, seeds=[0], device=cfg.device, data_dir=cfg.data_dir)
+    rows = teacher_bench.train_teachers(sz.dataset, list(sz.teacher_archs), schedule, preset=sz.preset, seeds=[0], device=cfg.device, data_dir=cfg.data_dir, reconstruction=sz.teacher_reconstruction)
     targets = {arch: (acc, secs) for arch, acc, secs in sz.teacher_targets}
     lines = [teacher_bench.recipe(schedule, "0"), "", *teacher_bench.teacher_table(rows), ""]
     for r in rows:
@@ -120,7 +120,10 @@ def steptime(cfg) -> dict:
     full = _preset(cfg).full
     splits = load_splits(cfg.sizes.dataset, cfg.data_dir, seed=0, train_subset=full.train_subset)
     students = _students(cfg, splits)
-    times = distill_ablation.step_times(students, {False: teacher(cfg)[0]}, splits, full, list(cfg.sizes.steptime_modes), cfg.sizes.steptime_reps, cfg.device)
+    model = teacher(cfg)[0]
+    # A reconstruction-trained teacher serves every mode; without one, zhang cannot be timed.
+    modes = [m for m in cfg.sizes.steptime_modes if cfg.sizes.teacher_reconstruction or m != "zhang"]
+    times = distill_ablation.step_times(students, {False: model, True: model}, splits, full, modes, cfg.sizes.steptime_reps, cfg.device)
     intro = f"Batch {full.batch_size}, median of {cfg.sizes.steptime_reps} interleaved steps per mode after 2 warm-up steps (synchronised wall time on a GPU). Target: full <= 1.6x kd. {distill_ablation.describe_students(students, cfg.sizes.dataset)}."
     return {"seconds": times, "markdown": "\n".join([intro, "", *distill_ablation.steptime_table(times)])}
 
@@ -237,9 +240,10 @@ def ablation(cfg) -> dict | None:
     cache.mkdir(exist_ok=True)
     jobs = [
         {"mode": mode, "student": name, "seed": seed, "config": cfg_.to_json(), "schedule": schedule.to_dict(), "dataset": sz.dataset, "data_dir": cfg.data_dir, "train_subset": schedule.train_subset, "teacher": path, "device": str(cfg.device)}
-        for mode in sz.ablation_modes
-        for name, (_, cfg_) in students.items()
+        # seed-major: a call cut short leaves every mode on the same first seeds (paired)
         for seed in sz.ablation_seeds
+        for name, (_, cfg_) in students.items()
+        for mode in sz.ablation_modes
     ]
 
     def file(job) -> Path:
@@ -252,15 +256,19 @@ def ablation(cfg) -> dict | None:
         ctx = multiprocessing.get_context("spawn" if cfg.device.type == "cuda" else "fork")
         with cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs),)) as pool:
             running: dict = {}
+            started: dict = {}
+            run_s = sz.ablation_run_s  # grows to the longest run timed in this call (device shared as now)
             while queue or running:
                 # A run starts only if it can end inside this call; the next call does the rest.
-                while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= sz.ablation_run_s:
+                while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= run_s:
                     job = queue.pop(0)
-                    running[pool.submit(_ablation_run, job)] = job
+                    fut = pool.submit(_ablation_run, job)
+                    running[fut], started[fut] = job, time.monotonic()
                 if not running:
                     break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
+                    run_s = max(run_s, 1.1 * (time.monotonic() - started.pop(fut)))
                     file(running.pop(fut)).write_text(json.dumps(fut.result()))
         if queue:
             return None

@@ -28,6 +28,7 @@ class Sizes:
     dataset: str
     preset: str
     teacher: str  # the registry teacher every later section distils from (measured first)
+    teacher_reconstruction: bool  # trained with Zhang et al.'s decoder: every mode (zhang too) works, and it can ship
     teacher_archs: tuple[str, ...]  # the teachers section measures these
     teacher_schedule: Schedule | None  # None: the preset's
     teacher_targets: tuple[tuple[str, float, float], ...]  # (arch, min test accuracy %, max train seconds)
@@ -76,7 +77,7 @@ class Sizes:
         """Teacher files a later call needs (the others are measured once, not reused)."""
         from nas_kd.models.teachers import teacher_key
 
-        return {f"{teacher_key(self.dataset, self.teacher, self.teacher_recipe(), 0, False)}.pt"}
+        return {f"{teacher_key(self.dataset, self.teacher, self.teacher_recipe(), 0, self.teacher_reconstruction)}.pt"}
 
 
 GPU = Sizes(
@@ -84,13 +85,14 @@ GPU = Sizes(
     dataset="fashion-mnist",
     preset="standard",
     teacher="resnet20",
+    teacher_reconstruction=True,
     teacher_archs=("resnet20", "wrn-16-4"),
     teacher_schedule=None,
     teacher_targets=(("resnet20", 93.5, 120.0), ("wrn-16-4", 94.5, 120.0)),
     loader=("resnet20", 256, 50, 8),
     step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), batch_seeds=(0, 1), compile_backend="inductor", cuda_graphs=True),
     step_schedule=None,
-    steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "full"),
+    steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"),
     steptime_reps=30,
     jobs=("2M", 16, (1, 4, 8)),
     space="search_spaces/mbv2.yaml",
@@ -103,16 +105,16 @@ GPU = Sizes(
     processes=4,
     search_trials_s=260.0,  # 100 trials x 9 s / 3.5
     full_run_s=50.0,
-    ablation_modes=("ce", "kd", "ktan", "ksanc", "xu", "full"),  # zhang needs a second (reconstruction) teacher
-    ablation_seeds=(0, 1, 2),
+    ablation_modes=("ce", "kd", "full", "zhang", "xu", "ktan", "ksanc"),  # the criterion's modes first: a cut-short call keeps them
+    ablation_seeds=(0, 1, 2, 3, 4),
     ablation_schedule=None,
-    ablation_jobs=4,
-    ablation_run_s=70.0,  # full_run_s x SHARE
+    ablation_jobs=8,
+    ablation_run_s=100.0,  # full_run_s x SHARE x 8/4 processes; the runner replaces it by the runs it has timed
     margin_s=45.0,
     # teachers: resnet20 ~20 s and wrn-16-4 ~40 s of training, plus evaluation and data;
     # step: inductor compiles of student and teacher dominate; jobs: 16 trials x 9 s, then / 3.5
-    # and / ~5; ablation: 36 full runs x 50 s x SHARE / 4.
-    estimate_pairs=(("teachers", 90.0), ("loader", 30.0), ("step", 200.0), ("steptime", 30.0), ("jobs", 240.0), ("ablation", 630.0)),
+    # and / ~5; ablation: 70 full runs x 100 s / 8.
+    estimate_pairs=(("teachers", 90.0), ("loader", 30.0), ("step", 200.0), ("steptime", 30.0), ("jobs", 240.0), ("ablation", 900.0)),
 )
 
 SMOKE = Sizes(
@@ -120,6 +122,7 @@ SMOKE = Sizes(
     dataset="synthetic",
     preset="quick",
     teacher="resnet8",
+    teacher_reconstruction=True,
     teacher_archs=("resnet8",),
     teacher_schedule=Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=512),
     teacher_targets=(),
@@ -139,7 +142,7 @@ SMOKE = Sizes(
     processes=1,
     search_trials_s=10.0,
     full_run_s=3.0,
-    ablation_modes=("kd", "full"),
+    ablation_modes=("kd", "zhang"),
     ablation_seeds=(0,),
     ablation_schedule=Schedule(epochs=1, batch_size=64, lr=0.1, warmup_epochs=0.0, train_subset=256),
     ablation_jobs=2,

@@ -20,12 +20,12 @@ from nas_kd.models.teachers import TEACHER_DIR, ensure_teacher
 __all__ = ["train_teachers", "teacher_table", "recipe", "main"]
 
 
-def train_teachers(dataset: str, archs: list[str], schedule, *, preset: str, seeds: list[int], device, root=TEACHER_DIR, data_dir=None, log=print) -> list[dict]:
+def train_teachers(dataset: str, archs: list[str], schedule, *, preset: str, seeds: list[int], device, root=TEACHER_DIR, data_dir=None, reconstruction: bool = False, log=print) -> list[dict]:
     """Each arch on each seed, trained once and cached (a reused one keeps its recorded time):
     one dict per arch with per-seed test accuracy (%), train seconds, img/s and the files."""
     rows = []
     for arch in archs:
-        runs = [ensure_teacher(dataset, arch, schedule, preset=preset, seed=s, device=device, root=root, data_dir=data_dir, log=log) for s in seeds]
+        runs = [ensure_teacher(dataset, arch, schedule, preset=preset, seed=s, device=device, root=root, data_dir=data_dir, reconstruction=reconstruction, log=log) for s in seeds]
         rows.append({
             "arch": arch,
             "test_accuracy": [100 * meta["test_accuracy"] for _, meta, _ in runs],
