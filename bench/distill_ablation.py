@@ -7,7 +7,7 @@ Two sections of docs/BENCHMARKS.md, each with its command, hardware, seeds and d
 time per mode is `bench.step_time`'s):
 
 ``distill-ablation-<device>``
-    Two students from the mbv2 space (the sampled members closest to 0.5M and 3M MACs, analytic
+    Two students from the mbv2 space (the sampled members closest to 0.5M and 2M MACs, analytic
     count on the dataset's input), every mode, every seed, the preset's full schedule: mean ± std
     test accuracy and training images/s per mode. The teacher is the cached one for the dataset,
     arch and preset (trained first if missing; mode zhang uses the reconstruction-trained twin).

@@ -5,7 +5,7 @@
 
 Fashion-MNIST (real files), an untrained ResNet-20 teacher (its speed does not depend on its
 weights; ``zhang`` gets the reconstruction-head twin), the mbv2 students of
-`bench.distill_ablation` (closest to 0.5M and 3M MACs), the quick preset's brief augmentation
+`bench.distill_ablation` (closest to 0.5M and 2M MACs), the quick preset's brief augmentation
 (flips, no crops: two cached views). Every mode gets one `TeacherCache` built before timing (its
 build time and memory are reported separately: the search pays them once per study), then the
 same ``--steps`` batches, interleaved across modes so that drifting load hits all alike. Time is
