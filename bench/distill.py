@@ -35,12 +35,13 @@ from nas_kd.config import Schedule, get_preset
 from nas_kd.cost import torch_threads
 from nas_kd.data import load_splits
 from nas_kd.device import resolve_device
-from nas_kd.distill import MODES, get_mode, train
+from nas_kd.distill import MODES, TeacherCache, get_mode, train
 from nas_kd.files import digest
 from nas_kd.models.student import StudentConfig, build_student
 from nas_kd.models.teachers import resolve_teacher
 from nas_kd.space import SearchSpace
 from nas_kd.stats import paired_difference
+from nas_kd.train import make_loaders
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "docs" / "results"
@@ -77,10 +78,34 @@ def append_row(path: Path, row: dict) -> None:
     os.replace(tmp, path)
 
 
-def train_run(run: Run, cfg: StudentConfig, teacher, splits, schedule: Schedule, device, command: str) -> dict:
+class TeacherPass:
+    """The teacher's cached outputs per mode, built once and shared by every student, seed and
+    the screen (as the search shares them across trials): each run gets loaders of its own seed
+    over the same examples, which the cache matches."""
+
+    def __init__(self, teacher, splits, batch_size: int, device):
+        self.teacher, self.splits, self.batch_size, self.device = teacher, splits, batch_size, device
+        self._caches: dict[str, TeacherCache] = {}
+
+    def loaders(self, seed: int):
+        return make_loaders(self.splits, batch_size=self.batch_size, device=self.device, seed=seed, crop=False)
+
+    def cache(self, mode: str) -> TeacherCache | None:
+        if not MODES[mode].uses_teacher:
+            return None
+        if mode not in self._caches:
+            self._caches[mode] = TeacherCache(self.teacher, self.loaders(0)[0], mode, num_classes=self.splits.info.num_classes)
+        return self._caches[mode]
+
+
+def train_run(run: Run, cfg: StudentConfig, teacher_pass: TeacherPass, schedule: Schedule, command: str) -> dict:
+    splits, cache = teacher_pass.splits, teacher_pass.cache(run.mode)
     torch.manual_seed(run.seed)
     student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-    m = train(student, teacher, splits, schedule, run.mode, device=device, seed=run.seed, evaluate_test=True, log=None)
+    m = train(
+        student, teacher_pass.teacher, splits, schedule, run.mode, device=teacher_pass.device, seed=run.seed, evaluate_test=True, log=None,
+        loaders=teacher_pass.loaders(run.seed), teacher_cache=cache, teacher_attention=cache.attention_state if cache else None,
+    )  # fmt: skip
     curves = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"], "disc_accuracy": h["disc_accuracy"], "adv_gate": h["adv_gate"]} for h in m["history"]]
     return {
         **dataclasses.asdict(run),
@@ -96,15 +121,15 @@ def train_run(run: Run, cfg: StudentConfig, teacher, splits, schedule: Schedule,
     }
 
 
-def screen(students, teacher, splits, schedule, modes, seed, device, command, path: Path, log=print) -> str:
+def screen(students, teacher_pass: TeacherPass, schedule, modes, seed, command, path: Path, log=print) -> str:
     """The single-paper mode with the best validation accuracy under ``schedule`` (first student)."""
     name, (_, cfg) = next(iter(students.items()))
     rows = read_rows(path)
-    sha = getattr(teacher, "nas_kd_sha256", "")
+    sha = teacher_pass.teacher.nas_kd_sha256
     for mode in modes:
         run = Run(name, mode, seed, schedule.to_dict(), sha)
         if not any(run.matches(r) for r in rows):
-            row = train_run(run, cfg, teacher, splits, schedule, device, command)
+            row = train_run(run, cfg, teacher_pass, schedule, command)
             append_row(path, row)
             rows.append(row)
             log(f"screen {mode:6s} {name} seed {seed}: val {row['val_acc']:.2f}%")
@@ -239,10 +264,11 @@ def main(argv=None) -> int:
         teacher, tmeta, tpath = resolve_teacher(args.teacher, args.dataset, get_preset("standard").teacher, preset="standard", seed=0, device=device, data_dir=args.data_dir, reconstruction=True)
         teacher.nas_kd_sha256 = digest(tpath)
         command = " ".join(argv)
+        teacher_pass = TeacherPass(teacher, splits, schedule.batch_size, device)
         screen_text = ""
         if "best" in modes:
             screen_schedule = dataclasses.replace(schedule, epochs=args.screen_epochs, warmup_epochs=min(1.0, args.screen_epochs / 5))
-            best = screen(students, teacher, splits, screen_schedule, screen_modes, int(args.seeds.split(",")[0]), device, command, screen_results)
+            best = screen(students, teacher_pass, screen_schedule, screen_modes, int(args.seeds.split(",")[0]), command, screen_results)
             scores = {r["mode"]: r["val_acc"] for r in read_rows(screen_results) if r["schedule"] == screen_schedule.to_dict() and r["teacher_sha256"] == teacher.nas_kd_sha256}
             screen_text = f"`best` = **{best}**: the single-paper mode with the highest validation accuracy after {args.screen_epochs} epoch(s) on the first student, seed {args.seeds.split(',')[0]} (" + ", ".join(f"{m} {scores[m]:.2f}%" for m in screen_modes) + "; `docs/results/distill_screen.json`)."
             modes = [best if m == "best" else m for m in modes]
@@ -255,7 +281,7 @@ def main(argv=None) -> int:
                         run = Run(name, mode, seed, schedule.to_dict(), teacher.nas_kd_sha256)
                         if any(run.matches(r) for r in done):
                             continue
-                        row = train_run(run, cfg, teacher, splits, schedule, device, command)
+                        row = train_run(run, cfg, teacher_pass, schedule, command)
                         append_row(results, row)
                         done.append(row)
                         print(f"{mode:6s} {name} seed {seed}: test {row['test_acc']:.2f}%  val {row['val_acc']:.2f}%  {row['train_seconds']:.0f} s", flush=True)
