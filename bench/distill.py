@@ -91,11 +91,20 @@ class TeacherPass:
         return make_loaders(self.splits, batch_size=self.batch_size, device=self.device, seed=seed, crop=False)
 
     def cache(self, mode: str) -> TeacherCache | None:
+        """A cache holding what ``mode`` reads: one built for a wider mode (full covers kd) serves."""
         if not MODES[mode].uses_teacher:
             return None
         if mode not in self._caches:
-            self._caches[mode] = TeacherCache(self.teacher, self.loaders(0)[0], mode, num_classes=self.splits.info.num_classes)
+            wider = [c for c in self._caches.values() if c.covers(MODES[mode])]
+            self._caches[mode] = wider[0] if wider else TeacherCache(self.teacher, self.loaders(0)[0], mode, num_classes=self.splits.info.num_classes)
         return self._caches[mode]
+
+    def prepare(self, modes: list[str]) -> None:
+        """Build the widest caches first, so narrower modes reuse them instead of a pass of their own."""
+        loader = self.loaders(0)[0]
+        size = {m: TeacherCache.estimate_bytes(self.teacher, loader, MODES[m], self.splits.info.input_shape, self.splits.info.num_classes) for m in modes if MODES[m].uses_teacher}
+        for mode in sorted(size, key=size.get, reverse=True):
+            self.cache(mode)
 
 
 def train_run(run: Run, cfg: StudentConfig, teacher_pass: TeacherPass, schedule: Schedule, command: str) -> dict:
@@ -266,6 +275,8 @@ def main(argv=None) -> int:
         command = " ".join(argv)
         teacher_pass = TeacherPass(teacher, splits, schedule.batch_size, device)
         screen_text = ""
+        if not args.render:  # one pass of the teacher for the screen and every mode: the widest cache first
+            teacher_pass.prepare(sorted({*screen_modes, *(m for m in modes if m != "best")} if "best" in modes else set(modes)))
         if "best" in modes:
             screen_schedule = dataclasses.replace(schedule, epochs=args.screen_epochs, warmup_epochs=min(1.0, args.screen_epochs / 5))
             best = screen(students, teacher_pass, screen_schedule, screen_modes, int(args.seeds.split(",")[0]), command, screen_results)
@@ -275,16 +286,12 @@ def main(argv=None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
         done = read_rows(results)
         if not args.render:
-            for seed in seeds:  # seed-major: a run cut short stays paired across modes
-                for name, (_, cfg) in students.items():
-                    for mode in modes:
-                        run = Run(name, mode, seed, schedule.to_dict(), teacher.nas_kd_sha256)
-                        if any(run.matches(r) for r in done):
-                            continue
-                        row = train_run(run, cfg, teacher_pass, schedule, command)
-                        append_row(results, row)
-                        done.append(row)
-                        print(f"{mode:6s} {name} seed {seed}: test {row['test_acc']:.2f}%  val {row['val_acc']:.2f}%  {row['train_seconds']:.0f} s", flush=True)
+            missing = [Run(n, m, s, schedule.to_dict(), teacher.nas_kd_sha256) for s in seeds for n in students for m in modes]
+            missing = [run for run in missing if not any(run.matches(r) for r in done)]
+            for run in missing:  # seed-major: a run cut short stays paired across modes
+                row = train_run(run, students[run.student][1], teacher_pass, schedule, command)
+                append_row(results, row)
+                print(f"{run.mode:6s} {run.student} seed {run.seed}: test {row['test_acc']:.2f}%  val {row['val_acc']:.2f}%  {row['train_seconds']:.0f} s", flush=True)
     rows = [r for r in read_rows(results) if r["schedule"] == schedule.to_dict() and r["teacher_sha256"] == teacher.nas_kd_sha256 and r["seed"] in seeds and r["mode"] in modes]
     n = schedule.train_subset or len(splits.train)
     meta = {

@@ -55,7 +55,7 @@ def test_switches_change_what_a_cuda_step_gets():
         configure_step(StepOptions(bf16=False, channels_last=False))
         assert not isinstance(autocast(CUDA), torch.autocast)
         assert memory_format(CUDA) == torch.contiguous_format
-    assert memory_format(CPU) == torch.contiguous_format  # the CPU keeps NCHW either way
+    assert memory_format(CPU) == torch.channels_last  # the CPU takes NHWC whatever the GPU switch says
 
 
 def test_the_check_waits_on_a_gpu_only_by_default():
