@@ -187,7 +187,18 @@ def device_calls(data_dir: str = ".data") -> list[str]:
         f"run {json.dumps(call)}",
         "# 3. here, after each call, in the repository root (files_at is in the call's reply):",
         "tar xzf <files_at>/bench-gpu.tar.gz && python -m bench.gpu --plan",
+        "# 4. once the teachers section is done: ship its reconstruction-trained resnet20 as the default teacher",
+        f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)} --hardware 'one NVIDIA H100 (make bench-gpu, section teachers)'",
     ]
+
+
+# What the teachers section runs, as the user would type it (`ensure_teacher` with the same recipe).
+SHIP_COMMAND = "nas-kd teacher --preset standard --reconstruction --seed 0"
+
+
+def shipped_teacher_file() -> str:
+    """The teachers section's file that `make search` ships as its default teacher."""
+    return next(iter(GPU.keep_teachers(None)))
 
 
 def make_config(args) -> Config:
