@@ -103,3 +103,16 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
     assert ablation(cfg) is None  # cut short: the next call trains them
     assert list((tmp_path / "ablation").glob("*.json")) == []
+
+
+def test_the_ship_line_names_the_file_the_ship_command_would_train():
+    """`make gpu-prep` ships the teachers section's file: it must be the reconstruction-trained
+    resnet20 that `nas-kd teacher --preset standard --reconstruction --seed 0` caches."""
+    from bench.gpu import SHIP_COMMAND, device_calls, shipped_teacher_file
+    from nas_kd.config import get_preset
+    from nas_kd.models.teachers import teacher_key
+
+    assert shipped_teacher_file() == f"{teacher_key('fashion-mnist', 'resnet20', get_preset('standard').teacher, 0, True)}.pt"
+    for part in ("nas-kd teacher", "--preset standard", "--reconstruction", "--seed 0"):
+        assert part in SHIP_COMMAND
+    assert any(shipped_teacher_file() in line and "ship_teacher.py" in line for line in device_calls())
