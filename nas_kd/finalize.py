@@ -31,7 +31,7 @@ import torch
 
 from nas_kd.errors import UserError
 from nas_kd.plan import SearchPlan, plan_of
-from nas_kd.study import is_feasible, load_study, write_json
+from nas_kd.study import load_study, write_json
 
 __all__ = ["pick_winner", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
 
@@ -44,13 +44,13 @@ def baseline_modes(mode_name: str) -> tuple[str, ...]:
 
 
 def pick_winner(study):
-    """The feasible COMPLETE trial with the best validation accuracy (ties: fewer MACs), or None."""
-    from optuna.trial import TrialState
+    """The feasible COMPLETE trial with the best validation accuracy (ties: fewer MACs), or None:
+    the re-screen's full-schedule score among the plan's top candidates once they all have one
+    (`nas_kd.rescreen`), else the brief run's."""
+    from nas_kd.rescreen import RescreenKey, choose
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t) and t.user_attrs.get("feasible", True)]
-    if not done:
-        return None
-    return max(done, key=lambda t: (t.values[0], -t.user_attrs.get("macs", 0), -t.number))
+    plan = plan_of(study)
+    return choose(study, plan.rescreen, RescreenKey.of(plan))[0]
 
 
 def load_planned_teacher(plan: SearchPlan, device: torch.device, log: Callable[[str], None] = print):
@@ -125,6 +125,18 @@ def _run(job: Retrain, plan: SearchPlan, teacher, splits, device, show_progress,
     return {"record": record, "state": {k: v.detach().cpu() for k, v in student.state_dict().items()}}
 
 
+def _screen(config: str, plan: SearchPlan, teacher, splits, device, shared: dict) -> tuple[float, float]:
+    """One re-screen run: the full schedule on the search seed, scored on validation only (the
+    test split stays unread until the retrain). (validation accuracy, seconds)."""
+    from nas_kd.distill import train
+    from nas_kd.models.student import StudentConfig, build_student
+
+    torch.manual_seed(plan.seeds.search)
+    student = build_student(StudentConfig.from_json(config), splits.info.channels, splits.info.num_classes)
+    m = train(student, teacher if plan.mode.uses_teacher else None, splits, plan.full, plan.mode, device=device, seed=plan.seeds.search, show_progress=False, log=None, **shared)
+    return m["val_accuracy"], m["train_seconds"]
+
+
 _worker: dict = {}  # a worker process's data and teacher, loaded by its first run
 
 
@@ -175,18 +187,41 @@ def finalize(
     from nas_kd.device import configure_step, resolve_device
     from nas_kd.jobs import map_processes
     from nas_kd.models.student import StudentConfig
+    from nas_kd.rescreen import RescreenKey, choose, rescreen
     from nas_kd.verdict import compare_runs
 
     study = load_study(study_name, storage)
     plan = plan_of(study)
     configure_step(plan.step)  # the retrain computes as the search's trials did
-    winner = pick_winner(study)
+    device = resolve_device(device if device is not None else plan.device)
+    schedule, mode = plan.full, plan.mode
+    shared: dict = {}
+
+    def data():
+        if "splits" not in shared:
+            shared["splits"] = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=schedule.train_subset)
+        return shared["splits"]
+
+    def resources() -> tuple:
+        """Data, teacher and its one cached pass for the full schedule: loaded at first need,
+        shared by the re-screen and the sequential retrain."""
+        if "cache" not in shared:
+            model = teacher if teacher is not None or not mode.uses_teacher else load_planned_teacher(plan, device, log)
+            shared.update(teacher=model, cache=_teacher_pass(model, data(), schedule, mode, device))
+        return data(), shared["teacher"], shared["cache"]
+
+    def rescreen_one(config: str) -> tuple[float, float]:
+        splits, model, cache = resources()
+        return _screen(config, plan, model, splits, device, cache)
+
+    rescreen(study, plan, rescreen_one, log=log)
+    winner, rescreened = choose(study, plan.rescreen, RescreenKey.of(plan))
     if winner is None:
         raise UserError(f"study '{study_name}' has no finished candidate within budget yet: run more trials (nas-kd search --study {study_name})")
     if retrain_seeds is not None:
         plan = plan.with_retrain_seeds(retrain_seeds)
     with_baselines = plan.baselines if baselines is None else baselines
-    schedule, seeds, mode = plan.full, plan.seeds.retrain, plan.mode
+    seeds = plan.seeds.retrain
     key = {"winner_trial": winner.number, "config": winner.user_attrs["config"], "seeds": list(seeds), "with_baselines": with_baselines, "schedule": schedule.to_dict(), "mode": mode.describe(), "teacher_sha256": plan.teacher.sha256}
     out = plan.run_dir / FINAL_DIR
     cached = _cached(out, key)
@@ -194,13 +229,12 @@ def finalize(
         log(f"finalize: reusing {out / 'final.json'} (same winner, seeds and schedule)")
         return cached
 
-    device = resolve_device(device if device is not None else plan.device)
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
-    splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=schedule.train_subset)
     base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes) if with_baselines else None
     runs = [Retrain("winner", winner.user_attrs["config"], mode.name, s) for s in seeds]
     runs += [Retrain("baseline", base.to_json(), name, s) for name in baseline_modes(mode.name) for s in seeds] if base else []
-    log(f"finalize: winner trial {winner.number} ({cfg.describe()}), seeds {', '.join(map(str, seeds))} x {schedule.epochs} epochs on {len(splits.train)} examples, mode {mode.name}")
+    chosen = f"best of {len(rescreened)} re-screened" if rescreened else "best brief run"
+    log(f"finalize: winner trial {winner.number} ({cfg.describe()}; {chosen}), seeds {', '.join(map(str, seeds))} x {schedule.epochs} epochs, mode {mode.name}")
 
     def report(job: Retrain, result: dict) -> None:
         r = result["record"]
@@ -213,12 +247,12 @@ def finalize(
         log(f"finalize: {len(runs)} runs, {parallel} at once (--jobs)")
         results = map_processes(functools.partial(_run_in_worker, plan.to_dict(), str(device)), runs, parallel, on_result=report)
     else:
-        if teacher is None and any(_mode(plan, j.mode).uses_teacher for j in runs):
-            teacher = load_planned_teacher(plan, device, log)
-        shared = _teacher_pass(teacher, splits, schedule, mode, device)  # one teacher pass for every run in the study's mode
+        splits, model, cache = resources()  # one teacher pass for every run in the study's mode
+        if model is None and any(_mode(plan, j.mode).uses_teacher for j in runs):
+            model = load_planned_teacher(plan, device, log)  # a baseline mode that needs a teacher the study's mode does not
         results = []
         for job in runs:
-            results.append(_run(job, plan, teacher, splits, device, show_progress, shared if job.mode == mode.name else None))
+            results.append(_run(job, plan, model, splits, device, show_progress, cache if job.mode == mode.name else None))
             report(job, results[-1])
     by_run = dict(zip(runs, results, strict=True))
     winner_results = [by_run[j] for j in runs if j.label == "winner"]
@@ -227,8 +261,9 @@ def finalize(
     final = {
         **key,
         "winner": {"trial": winner.number, "config": cfg.to_dict(), "describe": cfg.describe(), "search_val_accuracy": winner.values[0], "macs": cost.macs, "params": cost.params, "mode": mode.name, **summarise([r["record"] for r in winner_results])},
-        "normalisation": {"mean": list(splits.mean), "std": list(splits.std)},
-        "train_examples": len(splits.train),
+        "rescreen": rescreened,
+        "normalisation": {"mean": list(data().mean), "std": list(data().std)},
+        "train_examples": len(data().train),
         "baselines": None,
         "comparisons": None,
     }

@@ -77,6 +77,7 @@ class SearchOptions:
     progress: bool | None = None
     heartbeat: int = 10  # seconds; see nas_kd.storage
     min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
+    rescreen: int = 3  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
     jobs: int | None = None  # trial processes on this machine; None: the device's default (nas_kd.jobs.default_jobs)
     gpu_step: str | None = None  # the GPU step's switches (nas_kd.device.parse_step_options); None: the defaults
@@ -145,6 +146,7 @@ class SearchPlan:
     device: str
     heartbeat: int
     min_fill: float = 0.85
+    rescreen: int = 0  # see SearchOptions.rescreen; 0 in plans stored before it existed
     jobs: int = 1  # trial processes on this machine (one session's choice, like the device)
     step: StepOptions = StepOptions()
     versions: dict[str, str] = field(default_factory=dict, compare=False)
@@ -210,6 +212,8 @@ class SearchPlan:
         parts += ["--seed", str(self.seeds.search), "--teacher-seed", str(self.seeds.split), "--retrain-seeds", str(len(self.seeds.retrain))]
         if self.min_fill != SearchOptions.min_fill:
             parts += ["--min-fill", f"{self.min_fill:g}"]
+        if self.rescreen != SearchOptions.rescreen:
+            parts += ["--rescreen", str(self.rescreen)]
         if self.jobs != 1:
             parts += ["--jobs", str(self.jobs)]
         if self.step != StepOptions():
@@ -266,6 +270,7 @@ class SearchPlan:
             "device": self.device,
             "heartbeat": self.heartbeat,
             "min_fill": self.min_fill,
+            "rescreen": self.rescreen,
             "jobs": self.jobs,
             "gpu_step": self.step.to_dict(),
             "command": self.command(),
@@ -302,6 +307,7 @@ class SearchPlan:
             device=d["device"],
             heartbeat=int(d["heartbeat"]),
             min_fill=float(d["min_fill"]),
+            rescreen=int(d.get("rescreen", 0)),  # plans stored before the re-screen chose by the brief run alone
             jobs=int(d.get("jobs", 1)),  # plans stored before --jobs existed ran one process
             step=StepOptions(**(d.get("gpu_step") or {})),
             versions=dict(d.get("versions") or {}),
@@ -317,6 +323,8 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise UserError(f"--retrain-seeds must be at least 1, got {opts.retrain_seeds}")
     if opts.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
+    if opts.rescreen < 0:
+        raise UserError(f"--rescreen must be 0 (off) or a count of candidates to train again, got {opts.rescreen}")
     if not 0.0 <= opts.min_fill <= 1.0:
         raise UserError(f"--min-fill must be between 0 and 1 (a share of the budget), got {opts.min_fill}")
     if opts.heartbeat < 1:
@@ -395,6 +403,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         device=opts.device,
         heartbeat=opts.heartbeat,
         min_fill=opts.min_fill,
+        rescreen=opts.rescreen,
         jobs=jobs,
         step=step,
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},

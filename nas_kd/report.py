@@ -160,6 +160,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
         report["baselines"] = final["baselines"]
         report["comparisons"] = final.get("comparisons")
         report["final_schedule"] = final["schedule"]
+        report["rescreen"] = final.get("rescreen")
         comparisons = {m: PairedDifference.from_dict(d) for m, d in (final.get("comparisons") or {}).items()}
         report["verdict"] = verdict_sentence(report["winner"], final["baselines"], comparisons, report["cut_short"])
     return report
@@ -208,6 +209,12 @@ def _markdown(r: dict) -> str:
         if "test_mean" in w:
             runs = w["retrain_runs"]
             lines.append(f"| **test accuracy**, full schedule, {len(runs)} seed(s), mode {w['retrain_mode']} | **{_mean_std(w)}** |")
+        if r.get("rescreen"):
+            lines += ["", f"## Re-screen: the {len(r['rescreen'])} best brief candidates again, full schedule, search seed, validation split", ""]
+            lines += ["| trial | MACs | brief val | full-schedule val | |", "| --- | --- | --- | --- | --- |"]
+            for row in r["rescreen"]:
+                tags = ", ".join(t for t, on in (("winner", row["trial"] == w["trial"]), ("uniform baseline", row["baseline"])) if on)
+                lines.append(f"| {row['trial']} | {format_count(row['macs'])} | {_pct(row['brief_val_accuracy'])} | {_pct(row['rescreen_val_accuracy'])} | {tags} |")
     base = r["baselines"]
     if base:
         seeds = [run["seed"] for run in w["retrain_runs"]]

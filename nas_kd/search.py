@@ -428,7 +428,9 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
             _partial_report(study, log, why="no candidate within budget")
             raise UserError(f"no candidate within budget finished in study '{plan.study}' (see {plan.run_dir}/report.md): raise --trials or the budget, or use --sampler tpe, which learns the budget")
         # Exactly one worker finalises (the first to get here); the others leave it to that one.
-        if not claim_finalize(study, plan.storage, key=f"trial {winner.number}"):
+        from nas_kd.rescreen import candidates_key
+
+        if not claim_finalize(study, plan.storage, key=candidates_key(study, plan.rescreen)):
             owner = study.user_attrs.get(FINALIZE_ATTR, {})
             state = "finalized" if owner.get("done") else f"being finalized by {owner.get('by')}"
             log(f"search: study {plan.study} is {state}; report in {plan.run_dir}/ (redo with 'nas-kd finalize --study {plan.study}')")

@@ -95,7 +95,12 @@ def test_report_numbers_match_the_trials(searched):
     row = next(r for r in rows if int(r["number"]) == w["trial"])
     assert row["state"] == "COMPLETE" and float(row["val_accuracy"]) == pytest.approx(w["search_val_accuracy"])
     assert int(row["macs"]) == w["macs"] and int(row["params"]) == w["params"]
-    assert w["search_val_accuracy"] == max(float(r["val_accuracy"]) for r in rows if r["state"] == "COMPLETE")
+    # the winner is the best full-schedule re-screen among the brief run's top 3 (default --rescreen 3)
+    brief = sorted((float(r["val_accuracy"]) for r in rows if r["state"] == "COMPLETE"), reverse=True)
+    rescreened = report["rescreen"]
+    assert sorted((r["brief_val_accuracy"] for r in rescreened), reverse=True) == pytest.approx(brief[: len(rescreened)]) and len(rescreened) == min(3, len(brief))
+    assert w["trial"] == max(rescreened, key=lambda r: r["rescreen_val_accuracy"])["trial"]
+    assert "## Re-screen" in (run / "report.md").read_text()
     assert w["thop_macs"] > 0
     tests = [r["test_accuracy"] for r in w["retrain_runs"]]
     assert len(tests) == 1 and w["test_mean"] == pytest.approx(statistics.fmean(tests))

@@ -129,7 +129,8 @@ def test_two_objectives_no_pruning_pareto_winner_and_full_finish(setup):
     report = json.loads(open("runs/mini/report.json").read())
     best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.values[0])
     assert report["winner"]["trial"] == best.number and not report["partial"]
-    assert (calls.count("kd"), calls.count("ce")) == (4 + 1 + 1, 1)  # 4 trials, winner kd, baseline kd and ce
+    assert (calls.count("kd"), calls.count("ce")) == (4 + 3 + 1 + 1, 1)  # 4 trials, 3 re-screened, winner kd, baseline kd and ce
+    assert len(report["rescreen"]) == 3 and report["winner"]["trial"] in [r["trial"] for r in report["rescreen"]]
     assert (result["run_dir"] + "/export/student.onnx").endswith("onnx")
     from nas_kd.export import load_exported
 

@@ -1,0 +1,37 @@
+"""`TeacherPass`: a bench's frozen-teacher outputs, computed once and shared by every run."""
+
+from __future__ import annotations
+
+from nas_kd.distill import MODES, TeacherCache
+from nas_kd.train import make_loaders
+
+__all__ = ["TeacherPass"]
+
+
+class TeacherPass:
+    """The teacher's cached outputs per mode, built once and shared by every student, seed and
+    the screen (as the search shares them across trials): each run gets loaders of its own seed
+    over the same examples, which the cache matches."""
+
+    def __init__(self, teacher, splits, batch_size: int, device):
+        self.teacher, self.splits, self.batch_size, self.device = teacher, splits, batch_size, device
+        self._caches: dict[str, TeacherCache] = {}
+
+    def loaders(self, seed: int):
+        return make_loaders(self.splits, batch_size=self.batch_size, device=self.device, seed=seed, crop=False)
+
+    def cache(self, mode: str) -> TeacherCache | None:
+        """A cache holding what ``mode`` reads: one built for a wider mode (full covers kd) serves."""
+        if not MODES[mode].uses_teacher:
+            return None
+        if mode not in self._caches:
+            wider = [c for c in self._caches.values() if c.covers(MODES[mode])]
+            self._caches[mode] = wider[0] if wider else TeacherCache(self.teacher, self.loaders(0)[0], mode, num_classes=self.splits.info.num_classes)
+        return self._caches[mode]
+
+    def prepare(self, modes: list[str]) -> None:
+        """Build the widest caches first, so narrower modes reuse them instead of a pass of their own."""
+        loader = self.loaders(0)[0]
+        size = {m: TeacherCache.estimate_bytes(self.teacher, loader, MODES[m], self.splits.info.input_shape, self.splits.info.num_classes) for m in modes if MODES[m].uses_teacher}
+        for mode in sorted(size, key=size.get, reverse=True):
+            self.cache(mode)

@@ -1,0 +1,90 @@
+"""The re-screen: which candidates it trains again, and how it changes the winner."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from nas_kd.config import Schedule
+from nas_kd.rescreen import RescreenKey, candidates_key, choose, ranked, record, rescreen, scores
+
+FULL = Schedule(epochs=3, batch_size=128, lr=0.1)
+KEY = RescreenKey(tuple(sorted(FULL.to_dict().items())), 0, "kd")
+
+
+def _study(trials: list[tuple[str, float, int]]):
+    """An in-memory study of COMPLETE trials: (config, brief val accuracy, MACs)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for config, val, macs in trials:
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)}, value=val, user_attrs={"config": config, "macs": macs}))
+    return study
+
+
+def _plan(rescreen_count: int):
+    return SimpleNamespace(rescreen=rescreen_count, full=FULL, seeds=SimpleNamespace(search=0), mode=SimpleNamespace(describe=lambda: "kd"))
+
+
+def test_ranked_orders_by_brief_accuracy_then_fewer_macs_one_trial_per_config():
+    study = _study([("a", 0.80, 100), ("b", 0.85, 200), ("c", 0.85, 150), ("b", 0.90, 200)])
+    # "b" twice: its first (best) trial stands for it; "c" beats the 0.85 "b" only on MACs, but b's best is 0.90
+    assert [t.user_attrs["config"] for t in ranked(study)] == ["b", "c", "a"]
+
+
+def test_the_rescreen_score_picks_the_winner_among_the_top_candidates():
+    study = _study([("a", 0.90, 100), ("b", 0.88, 100), ("c", 0.86, 100), ("d", 0.50, 100)])
+    for number, val in ((0, 0.70), (1, 0.75), (2, 0.72)):
+        record(study, number, KEY, val, 1.0)
+    winner, rows = choose(study, 3, KEY)
+    assert winner.user_attrs["config"] == "b"  # best on the full schedule, second on the brief one
+    assert [r["trial"] for r in rows] == [0, 1, 2] and rows[1]["rescreen_val_accuracy"] == 0.75
+    # d is fourth: outside a top 3 even with a high score
+    record(study, 3, KEY, 0.99, 1.0)
+    assert choose(study, 3, KEY)[0].user_attrs["config"] == "b"
+
+
+def test_without_every_score_or_with_rescreen_off_the_brief_run_decides():
+    study = _study([("a", 0.90, 100), ("b", 0.88, 100), ("c", 0.86, 100)])
+    record(study, 1, KEY, 0.99, 1.0)
+    assert choose(study, 3, KEY) == (study.trials[0], None)  # trial 0 and 2 lack a score
+    for n in (0, 2):
+        record(study, n, KEY, 0.5, 1.0)
+    assert choose(study, 3, KEY)[0].number == 1
+    assert choose(study, 1, KEY) == (study.trials[0], None)
+    assert choose(study, 0, KEY) == (study.trials[0], None)
+
+
+def test_a_score_measured_under_another_schedule_does_not_count():
+    study = _study([("a", 0.90, 100), ("b", 0.88, 100)])
+    other = RescreenKey(tuple(sorted(Schedule(epochs=9).to_dict().items())), 0, "kd")
+    record(study, 0, other, 0.1, 1.0)
+    record(study, 1, other, 0.9, 1.0)
+    assert scores(study, KEY) == {} and choose(study, 2, KEY)[1] is None
+    assert scores(study, other) == {0: 0.1, 1: 0.9}
+
+
+def test_rescreen_trains_only_the_missing_top_candidates_once():
+    study = _study([("a", 0.90, 100), ("b", 0.88, 100), ("c", 0.86, 100), ("d", 0.80, 100)])
+    record(study, 1, RescreenKey.of(_plan(3)), 0.6, 1.0)
+    trained = []
+
+    def train_val(config):
+        trained.append(config)
+        return {"a": 0.5, "c": 0.7}[config], 2.0
+
+    assert rescreen(study, _plan(3), train_val, log=lambda _: None) == 2
+    assert trained == ["a", "c"]
+    assert choose(study, 3, RescreenKey.of(_plan(3)))[0].user_attrs["config"] == "c"
+    assert rescreen(study, _plan(3), train_val, log=lambda _: None) == 0 and trained == ["a", "c"]
+    assert rescreen(study, _plan(1), train_val, log=lambda _: None) == 0  # off
+
+
+@pytest.mark.parametrize(("count", "expected"), [(3, "trials 0,1,2"), (1, "trial 0"), (0, "trial 0")])
+def test_the_finalisation_key_is_known_before_any_rescreen(count, expected):
+    study = _study([("a", 0.90, 100), ("b", 0.88, 100), ("c", 0.86, 100), ("d", 0.80, 100)])
+    assert candidates_key(study, count) == expected
+    record(study, 2, KEY, 0.99, 1.0)  # a score changes the winner, not what is being finalised
+    assert candidates_key(study, count) == expected
