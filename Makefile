@@ -13,6 +13,7 @@ DATASET ?= fashion-mnist
 ARCH ?= resnet20
 PRESET ?=
 BUDGET ?= 2M
+PRECISION ?=
 SPACE ?= search_spaces/mbv2.yaml
 TRIALS ?=
 STUDY ?=
@@ -49,7 +50,7 @@ teacher: setup
 	$(BIN)/nas-kd teacher --dataset $(DATASET) --arch $(ARCH) $(call opt,--preset,$(PRESET))
 
 search: setup
-	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
+	$(BIN)/nas-kd search --budget $(BUDGET) $(call opt,--precision,$(PRECISION)) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
 	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE)) $(call opt,--jobs,$(JOBS))
 
 # One worker of a shared study: the same command on every machine/GPU (docs/DISTRIBUTED.md).

@@ -120,7 +120,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
     report = {
         "study": study.study_name,
         "partial": partial,
-        "budget": {"text": plan.budget.text, "macs": plan.budget.macs, "params": plan.budget.params, "describe": plan.budget.describe()},
+        "budget": plan.budget.to_dict(),
         "space": {"name": plan.space.name, "path": plan.space_path, "size": plan.space.size()},
         "dataset": plan.dataset,
         "teacher": {"arch": plan.teacher.arch, "path": plan.teacher.path, "sha256": plan.teacher.sha256, "test_accuracy": plan.teacher.test_accuracy},

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nas_kd.config import Budget, format_count, parse_budget, parse_count
+from nas_kd.config import BUDGET_FORMS, Budget, format_count, parse_budget, parse_count
 from nas_kd.errors import UserError
-
-from nas_kd.config import BUDGET_FORMS
 
 FORMS = f"use {BUDGET_FORMS}"
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from nas_kd.config import PRECISIONS
-from nas_kd.memory import onnx_size_bytes, peak_elements, peak_memory_bytes, size_bytes, traced_peak_elements, weights_of
+from nas_kd.memory import (
+    onnx_size_bytes,
+    peak_elements,
+    peak_memory_bytes,
+    size_bytes,
+    traced_peak_elements,
+    weights_of,
+)
 from nas_kd.models.student import StageConfig, StudentConfig, build_student
 from nas_kd.space import SearchSpace
 
