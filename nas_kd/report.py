@@ -20,7 +20,7 @@ from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_js
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
-CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
+CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "memory_bytes", "size_bytes", "predicted_latency_ms", "latency_ms", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
 
 
 def trial_state(t) -> str:
@@ -45,6 +45,10 @@ def trial_rows(study) -> list[dict]:
             "val_accuracy": acc,
             "macs": a.get("macs"),
             "params": a.get("params"),
+            "memory_bytes": a.get("memory_bytes"),  # at the budget's precision; recorded when limited
+            "size_bytes": a.get("size_bytes"),
+            "predicted_latency_ms": a.get("predicted_latency_ms"),
+            "latency_ms": a.get("latency_ms"),  # measured (near the latency limit)
             "train_seconds": a.get("train_seconds"),
             "images_per_second": a.get("images_per_second"),
             "duration_seconds": t.duration.total_seconds() if t.duration else None,
@@ -156,7 +160,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
         }
     if final is not None and not partial:
         w = final["winner"]
-        report["winner"].update({"test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"], "mode": w["mode"]})
+        report["winner"].update({"footprint": w.get("footprint"), "test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"], "mode": w["mode"]})
         report["baselines"] = final["baselines"]
         report["comparisons"] = final.get("comparisons")
         report["final_schedule"] = final["schedule"]
