@@ -13,7 +13,7 @@ from __future__ import annotations
 from nas_kd.config import Budget, get_precision
 from nas_kd.models.student import StudentConfig
 
-__all__ = ["BudgetMeter", "MEASURE_ABOVE", "fill_of"]
+__all__ = ["BudgetMeter", "MEASURE_ABOVE", "fill_of", "describe_values"]
 
 MEASURE_ABOVE = 0.8  # of the latency limit: predictions from here up to the limit are measured
 
@@ -21,6 +21,16 @@ MEASURE_ABOVE = 0.8  # of the latency limit: predictions from here up to the lim
 def fill_of(budget: Budget, macs: float, params: float, **values: float) -> float:
     """Cost over the binding limit (the largest ratio over every limit): > 1 is over budget."""
     return max(budget.ratios(macs, params, **values).values())
+
+
+def describe_values(budget: Budget, values: dict[str, float]) -> str:
+    """MACs, params and the other limited quantities of ``values``, with units:
+    '250.86k MACs, 4.05k params, 75.26kB peak memory'."""
+    from nas_kd.config import format_quantity
+
+    names = {"macs": "MACs", "params": "params", "memory": "peak memory", "size": "size", "latency": "latency"}
+    shown = ["macs", "params"] + [q for q in budget.limits() if q not in ("macs", "params")]
+    return ", ".join(f"{format_quantity(q, values[q])} {names[q]}" for q in shown)
 
 
 class BudgetMeter:

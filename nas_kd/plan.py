@@ -346,13 +346,11 @@ def _check_storage(url: str | None) -> None:
 
 
 def _check_budget_fits(space, budget: Budget, shape: tuple[int, int, int], num_classes: int, baselines: bool) -> None:
-    from nas_kd.meter import BudgetMeter
+    from nas_kd.meter import BudgetMeter, describe_values
 
-    meter = BudgetMeter(budget, shape, num_classes)
-    smallest = meter.values(space.smallest())
+    smallest = BudgetMeter(budget, shape, num_classes).values(space.smallest())
     if not budget.fits(**smallest):
-        found = ", ".join(f"{q} {format_quantity(q, smallest[q])}" for q in budget.limits())
-        raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({found}): raise the budget")
+        raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({describe_values(budget, smallest)}): raise the budget")
     if baselines:
         space.baseline(budget, shape, num_classes)  # UserError when no uniform member fits
 
