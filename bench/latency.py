@@ -4,7 +4,7 @@ jitter. Writes the "latency" section of docs/BENCHMARKS.md and docs/results/late
     .venv/bin/python -m bench.latency [--space search_spaces/mbv2.yaml] [--candidates 50] [--repeats 10]
 
 Random members of the space on Fashion-MNIST's 1x28x28 input: each is predicted by the machine's
-`LatencyTable` (built on demand, cached under ~/.cache/nas-kd) and measured by `measure_latency`
+`LatencyTable` (its sum of parts through the space's calibration line; built on demand, cached under ~/.cache/nas-kd) and measured by `measure_latency`
 (median of >= 100 runs spanning >= 0.2 s, 1 thread). Rows are kept in the JSON file as they are
 measured, so an interrupted run resumes where it stopped (same machine key, space and seed); a
 run on another machine or runtime starts afresh. Jitter: a few students measured ``--repeats``
@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     space = SearchSpace.load(args.space)
     m = machine()
-    key = {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE)}
+    key = {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE), "predictor": "calibrated sum of parts"}
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     rows = old.get("rows", []) if old.get("key") == key else []
     load_before = os.getloadavg()
@@ -80,9 +80,9 @@ def main() -> None:
         for i, cfg in enumerate(members):
             if i < len(rows):
                 continue
-            predicted = table.predict(cfg, SHAPE, CLASSES)
+            predicted = table.predict(cfg, SHAPE, CLASSES, space=space)
             got = measure_latency(cfg, SHAPE, CLASSES)
-            rows.append({"config": cfg.describe(), "predicted_ms": predicted, "measured_ms": got.median_ms, "p10_ms": got.p10_ms, "p90_ms": got.p90_ms, "runs": got.runs})
+            rows.append({"config": cfg.describe(), "predicted_ms": predicted, "sum_of_parts_ms": table.sum_of_parts(cfg, SHAPE, CLASSES), "measured_ms": got.median_ms, "p10_ms": got.p10_ms, "p90_ms": got.p90_ms, "runs": got.runs})
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps({"key": key, "rows": rows}, indent=1))
             print(f"{i + 1}/{len(members)} predicted {predicted:.3f} ms measured {got.median_ms:.3f} ms  {cfg.describe()}", flush=True)
@@ -91,12 +91,17 @@ def main() -> None:
             medians = [measure_latency(cfg, SHAPE, CLASSES).median_ms for _ in range(args.repeats)]
             jitter.append({"config": cfg.describe(), "medians_ms": medians, "cv": statistics.stdev(medians) / statistics.fmean(medians), "max_over_min": max(medians) / min(medians)})
     errors = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in rows]
+    raw_errors = [abs(r["sum_of_parts_ms"] / r["measured_ms"] - 1) for r in rows]
+    line = table.calibration(space, SHAPE, CLASSES)
     summary = {
         "candidates": len(rows),
         "median_rel_error": statistics.median(errors),
         "p95_rel_error": percentile(errors, 0.95),
         "spearman": spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]),
         "mean_signed_error": statistics.fmean(r["predicted_ms"] / r["measured_ms"] - 1 for r in rows),
+        "uncalibrated_median_rel_error": statistics.median(raw_errors),
+        "uncalibrated_p95_rel_error": percentile(raw_errors, 0.95),
+        "calibration": {"scale": line["scale"], "offset_ms": line["offset"], "students": line["students"]},
         "table_entries": len(table.entries),
         "table_entries_measured_now": table.measured,
     }
@@ -114,6 +119,9 @@ def main() -> None:
         "| random members | median relative error | 95th-percentile relative error | Spearman | mean signed error | table entries |",
         "| --- | --- | --- | --- | --- | --- |",
         f"| {s['candidates']} | {100 * s['median_rel_error']:.1f}% | {100 * s['p95_rel_error']:.1f}% | {s['spearman']:.3f} | {100 * s['mean_signed_error']:+.1f}% | {s['table_entries']} |",
+        "",
+        f"Prediction = {s['calibration']['scale']:.3f} x (sum of the table's parts) {s['calibration']['offset_ms']:+.4f} ms, the line fitted on {s['calibration']['students']} other members "
+        f"of the space; the sum of parts alone: median {100 * s['uncalibrated_median_rel_error']:.1f}%, 95th percentile {100 * s['uncalibrated_p95_rel_error']:.1f}%.",
         "",
         f"Jitter: each student measured {args.repeats} times (each a median of >= {RUNS} runs spanning >= {MIN_SECONDS} s).",
         "",

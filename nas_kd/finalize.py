@@ -86,7 +86,7 @@ def confirm_winner(study, log: Callable[[str], None] = print):
         winner = pick_winner(study)
         if winner is None or plan is None or winner.number in measured_latencies(study):
             return winner
-        meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes)
+        meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
         ms = meter.measure_latency(StudentConfig.from_json(winner.user_attrs["config"])).median_ms
         checks = dict(study.user_attrs.get(LATENCY_CHECKS_ATTR) or {})
         checks[str(winner.number)] = ms
@@ -268,7 +268,7 @@ def finalize(
     by_run = dict(zip(runs, results, strict=True))
     winner_results = [by_run[j] for j in runs if j.label == "winner"]
     state = max(winner_results, key=lambda r: r["record"]["val_accuracy"])["state"]  # first of equals: the lower seed
-    meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes)
+    meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
     cost = measure(cfg, plan.input_shape, plan.num_classes)
     final = {
         **key,

@@ -19,7 +19,11 @@ stride, kernel, expansion and squeeze-excitation, and the pooling head), each me
 own ONNX graph by the same procedure. One graph run pays a fixed cost (the call into
 onnxruntime, input and output copies) that a whole network pays once but a sum of parts would pay
 once per part, so that cost is measured too (a graph with a single cheap operator) and taken off
-every part but one. A student's prediction is then ``sum(parts) - (len(parts) - 1) * call``.
+every part but one: ``sum(parts) - (len(parts) - 1) * call``. What this still misses (a chain of
+parts shares caches and allocations that separate graphs do not) is taken out by a per-space
+calibration: `CALIBRATION_STUDENTS` members of the space (its smallest, its largest and seeded
+random ones) are measured whole once, and a straight line ``scale * sum + offset``, fitted by least
+squares on relative error, maps the sum to the prediction.
 
 The table is built on first use, entry by entry, and cached on disk per machine: under
 ``$NAS_KD_CACHE`` (default ``~/.cache/nas-kd``) in ``latency/<key>.json``, where the key names the
@@ -33,10 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
 import platform
+import random
 import statistics
 import time
 import warnings
@@ -74,6 +80,7 @@ RUNS = 100
 # 3 ms, one scheduler time slice, so on a shared CPU the whole sample would share one load state.
 MIN_SECONDS = 0.2
 _SEED = 0  # weights of the stand-in student (latency does not depend on them)
+CALIBRATION_STUDENTS = 12  # whole members of a space measured once to fit the table's line
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,7 @@ class LatencyTable:
         self.path = Path(path) if path is not None else cache_dir() / "latency" / f"{self.machine.key}.json"
         self.threads, self.runs = threads, runs
         self.entries: dict[str, float] = {}
+        self.calibrations: dict[str, dict] = {}
         self.measured = 0  # entries this object measured (the rest came from the cache)
         self._load()
 
@@ -273,16 +281,18 @@ class LatencyTable:
             return
         if data.get("machine") == asdict(self.machine):
             self.entries.update(data.get("entries", {}))
+            self.calibrations.update(data.get("calibrations", {}))
 
     def _save(self) -> None:
         # Other processes may have added entries meanwhile: merge, then replace atomically.
-        entries = dict(self.entries)
-        self.entries.clear()
+        entries, calibrations = dict(self.entries), dict(self.calibrations)
         self._load()
         self.entries.update(entries)
+        self.calibrations.update(calibrations)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"machine": asdict(self.machine), "runs": self.runs, "entries": self.entries}, indent=0, sort_keys=True))
+        data = {"machine": asdict(self.machine), "runs": self.runs, "entries": self.entries, "calibrations": self.calibrations}
+        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
         tmp.replace(self.path)
 
     def _entry(self, key: str, build) -> float:
@@ -297,8 +307,34 @@ class LatencyTable:
     def call_ms(self) -> float:
         return self._entry(self.CALL, lambda: (_Call(), torch.zeros(1, 1, 1, 1)))
 
-    def predict(self, cfg: StudentConfig, input_shape, num_classes: int) -> float:
-        """Predicted latency of ``cfg``'s exported graph in milliseconds (module docstring)."""
+    def sum_of_parts(self, cfg: StudentConfig, input_shape, num_classes: int) -> float:
+        """Sum of ``cfg``'s parts, less the call overhead of all but one (module docstring)."""
         parts = _parts(cfg, input_shape, num_classes)
         total = sum(self._entry(key, build) for key, build in parts)
         return total - (len(parts) - 1) * self.call_ms()
+
+    def calibration(self, space, input_shape, num_classes: int) -> dict:
+        """The line of ``space`` on this input (module docstring), fitted on first use."""
+        shape = tuple(int(v) for v in input_shape)
+        decisions = repr((space.block, space.decisions(), [s.stride for s in space.stages], shape, num_classes))
+        key = f"{space.name}|{hashlib.sha256(decisions.encode()).hexdigest()[:16]}"
+        if key not in self.calibrations:
+            rng = random.Random("nas-kd latency calibration")  # never the seeds of evaluations
+            members = [space.smallest(), space.largest()] + [space.random_config(rng) for _ in range(CALIBRATION_STUDENTS - 2)]
+            sums = [self.sum_of_parts(c, shape, num_classes) for c in members]
+            measured = [measure_latency(c, shape, num_classes, runs=self.runs, threads=self.threads).median_ms for c in members]
+            # Least squares on relative error: rows divided by the measurement.
+            design = np.array([[x / y, 1 / y] for x, y in zip(sums, measured, strict=True)])
+            (scale, offset), *_ = np.linalg.lstsq(design, np.ones(len(members)), rcond=None)
+            self.calibrations[key] = {"scale": float(scale), "offset": float(offset), "students": len(members), "sums_ms": sums, "measured_ms": measured}
+            self._save()
+        return self.calibrations[key]
+
+    def predict(self, cfg: StudentConfig, input_shape, num_classes: int, space=None) -> float:
+        """Predicted latency of ``cfg``'s exported graph in ms: the sum of parts, mapped through
+        ``space``'s calibration line when a space is given (module docstring)."""
+        total = self.sum_of_parts(cfg, input_shape, num_classes)
+        if space is None:
+            return total
+        line = self.calibration(space, input_shape, num_classes)
+        return line["scale"] * total + line["offset"]

@@ -34,8 +34,9 @@ def describe_values(budget: Budget, values: dict[str, float]) -> str:
 
 
 class BudgetMeter:
-    def __init__(self, budget: Budget, input_shape, num_classes: int, table=None):
+    def __init__(self, budget: Budget, input_shape, num_classes: int, space=None, table=None):
         self.budget, self.shape, self.num_classes = budget, tuple(int(v) for v in input_shape), int(num_classes)
+        self.space = space  # the search space, whose calibration line the latency table applies
         self.precision = get_precision(budget.precision)
         self._table = table
 
@@ -61,7 +62,7 @@ class BudgetMeter:
         if everything or self.budget.size is not None:
             values["size"] = size_bytes(cfg, self.shape, self.num_classes, self.precision)
         if everything or self.budget.latency is not None:
-            values["latency"] = self.table.predict(cfg, self.shape, self.num_classes)
+            values["latency"] = self.table.predict(cfg, self.shape, self.num_classes, space=self.space)
         return values
 
     def fill(self, cfg: StudentConfig) -> float:

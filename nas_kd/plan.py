@@ -32,7 +32,6 @@ from nas_kd.config import (
     Budget,
     Preset,
     Schedule,
-    format_quantity,
     get_preset,
     parse_budget,
 )
@@ -348,7 +347,7 @@ def _check_storage(url: str | None) -> None:
 def _check_budget_fits(space, budget: Budget, shape: tuple[int, int, int], num_classes: int, baselines: bool) -> None:
     from nas_kd.meter import BudgetMeter, describe_values
 
-    smallest = BudgetMeter(budget, shape, num_classes).values(space.smallest())
+    smallest = BudgetMeter(budget, shape, num_classes, space).values(space.smallest())
     if not budget.fits(**smallest):
         raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({describe_values(budget, smallest)}): raise the budget")
     if baselines:

@@ -70,7 +70,7 @@ class BudgetSampler(BaseSampler):
         self.distributions = {name: CategoricalDistribution(list(c)) for name, c in self.choices.items()}
         self.rng = random.Random(seed)
         self.counts = ProposalCounts()
-        self.meter = BudgetMeter(budget, input_shape, num_classes)
+        self.meter = BudgetMeter(budget, input_shape, num_classes, space)
         # A budget above the space's largest member cannot be filled: the band is then relative
         # to that member's cost.
         largest = {n: len(c) - 1 for n, c in self.choices.items()}

@@ -111,7 +111,7 @@ class Objective:
         self.shape, self.num_classes = plan.input_shape, plan.num_classes
         self.schedule, self.mode, self.multi = plan.brief, plan.mode, plan.multi
         self.teacher, self.device, self.prune = teacher, device, prune
-        self.meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes)
+        self.meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
         self._splits = self._loaders = None
         self._cache = self._attention = None
 

@@ -311,7 +311,7 @@ class SearchSpace:
         weight bytes exact, latency predicted by the machine's table: `nas_kd.meter`)."""
         from nas_kd.meter import BudgetMeter
 
-        meter = BudgetMeter(budget, input_shape, num_classes)
+        meter = BudgetMeter(budget, input_shape, num_classes, self)
         costs = [(measure(cfg, input_shape, num_classes), cfg) for cfg in self.uniform_members()]
         fitting = [  # the most MACs that fit: the baseline a user would pick for this budget
             (cost.macs, cost.params, i)

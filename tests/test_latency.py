@@ -71,9 +71,11 @@ def _search(root, budget: str, study: str):
 def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     from nas_kd.finalize import LATENCY_CHECKS_ATTR, measured_latencies, pick_winner
 
-    meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, CLASSES)
+    meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, CLASSES, TINY)
     floor = max(meter.values(TINY.smallest())["latency"], meter.values(TINY.uniform(0))["latency"])
-    limit = round(1.3 * floor, 4)
+    # Headroom over the cheapest: on a loaded 2-core machine single measurements jitter by tens
+    # of percent, and a winner measured over the limit is (rightly) refused.
+    limit = round(1.6 * floor, 4)
     study, final, report = _search(tmp_path, f"latency:{limit}ms", "lat")
     winner = pick_winner(study)
     assert winner.number == final["winner"]["trial"]

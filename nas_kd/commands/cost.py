@@ -27,9 +27,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from nas_kd.config import format_count, format_quantity, get_precision, parse_budget
     from nas_kd.cost import measure
-    from nas_kd.meter import BudgetMeter, describe_values
     from nas_kd.data import dataset_info
     from nas_kd.errors import UserError
+    from nas_kd.meter import BudgetMeter, describe_values
     from nas_kd.space import SearchSpace
 
     budget = parse_budget(args.budget, args.precision) if args.budget is not None else None  # bad input fails first
@@ -42,7 +42,7 @@ def run(args) -> int:
 
     smallest, largest = space.smallest(), space.largest()
     small_cost = measure(smallest, shape, k)
-    meter = BudgetMeter(budget or parse_budget("1G", args.precision), shape, k)
+    meter = BudgetMeter(budget or parse_budget("1G", args.precision), shape, k, space)
     small_values = {**meter.values(smallest), "macs": small_cost.macs, "params": small_cost.params}
     if budget is not None and not budget.fits(**small_values):
         raise UserError(
