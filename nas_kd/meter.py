@@ -65,6 +65,12 @@ class BudgetMeter:
             values["latency"] = self.table.predict(cfg, self.shape, self.num_classes, space=self.space)
         return values
 
+    def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
+        """(peak activation bytes, weight bytes) at the budget's precision, exact."""
+        from nas_kd.memory import peak_memory_bytes, size_bytes
+
+        return peak_memory_bytes(cfg, self.shape, self.num_classes, self.precision), size_bytes(cfg, self.shape, self.num_classes, self.precision)
+
     def fill(self, cfg: StudentConfig) -> float:
         return fill_of(self.budget, **self.values(cfg))
 
@@ -82,16 +88,16 @@ class BudgetMeter:
         """Everything a report shows for one student: fvcore's MACs and parameters, peak memory
         and weight bytes at the budget's precision, and the latency *measured* now."""
         from nas_kd.cost import measure
-        from nas_kd.memory import peak_memory_bytes, size_bytes
 
         cost = measure(cfg, self.shape, self.num_classes)
         latency = self.measure_latency(cfg)
+        memory, size = self.deployment_bytes(cfg)
         return {
             "macs": cost.macs,
             "params": cost.params,
             "precision": self.precision.name,
-            "memory_bytes": peak_memory_bytes(cfg, self.shape, self.num_classes, self.precision),
-            "size_bytes": size_bytes(cfg, self.shape, self.num_classes, self.precision),
+            "memory_bytes": memory,
+            "size_bytes": size,
             "latency_ms": latency.median_ms,
             "latency": latency.to_dict(),
         }

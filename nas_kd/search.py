@@ -152,9 +152,9 @@ class Objective:
         values = self.meter.values(cfg)  # exact, except latency: predicted by the table
         trial.set_user_attr("analytic_macs", values["macs"])
         trial.set_user_attr("analytic_params", values["params"])
-        for key in ("memory", "size"):
-            if key in values:
-                trial.set_user_attr(f"{key}_bytes", values[key])
+        memory, size = self.meter.deployment_bytes(cfg)  # exact and cheap: recorded for every trial's report row
+        trial.set_user_attr("memory_bytes", memory)
+        trial.set_user_attr("size_bytes", size)
         if "latency" in values:
             trial.set_user_attr("predicted_latency_ms", values["latency"])
         if self.budget.fits(**values):

@@ -99,3 +99,8 @@ def test_memory_and_size_budget_search_winner_meets_both(tmp_path, cache):
     assert measured_memory == final["winner"]["footprint"]["memory_bytes"] <= memory
     assert size_bytes(cfg, SHAPE, CLASSES, int8) == final["winner"]["footprint"]["size_bytes"] <= size
     assert all(r["memory_bytes"] <= memory and r["size_bytes"] <= size for r in report["trials"] if r["state"] == "COMPLETE")
+    run = tmp_path / "runs" / "memsize"
+    # one Pareto plot per budgeted quantity; the report shows the deployment figures of both students
+    assert (run / "pareto.png").read_bytes()[:4] == b"\x89PNG" and (run / "pareto-size.png").read_bytes()[:4] == b"\x89PNG"
+    markdown = (run / "report.md").read_text()
+    assert f"| peak activation memory (int8) | {measured_memory:,} bytes |" in markdown and "| searched (trial" in markdown
