@@ -30,7 +30,7 @@ PACK ?=
 WORK ?=
 opt = $(if $(2),$(1) $(2),)
 
-.PHONY: setup test teacher search export dashboard worker finalize bench bench-gpu gpu-prep lint clean
+.PHONY: setup test teacher search export dashboard worker finalize bench bench-latency bench-gpu gpu-prep lint clean
 
 setup: $(STAMP)
 
@@ -75,6 +75,10 @@ dashboard: setup
 bench: setup
 	$(BIN)/python -m bench.cost_speed
 	$(BIN)/python -m bench.loader_speed
+
+# Latency predictor error and measurement jitter on this machine (docs/COST.md); run it on an idle CPU.
+bench-latency: setup
+	$(BIN)/python -m bench.latency --space $(SPACE)
 
 # Every GPU figure of docs/BENCHMARKS.md, resumable, in calls of at most 10 minutes (docs/BENCHMARKS.md,
 # "GPU runs"). SMOKE=1: the same code paths in miniature on a CPU (into .bench-gpu-smoke/), FORCE=1:
