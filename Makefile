@@ -13,6 +13,7 @@ DATASET ?= fashion-mnist
 ARCH ?= resnet20
 PRESET ?=
 BUDGET ?= 2M
+PRECISION ?=
 SPACE ?= search_spaces/mbv2.yaml
 TRIALS ?=
 STUDY ?=
@@ -29,7 +30,7 @@ PACK ?=
 WORK ?=
 opt = $(if $(2),$(1) $(2),)
 
-.PHONY: setup test teacher search export dashboard worker finalize bench bench-gpu gpu-prep lint clean
+.PHONY: setup test teacher search export dashboard worker finalize bench bench-latency bench-gpu gpu-prep lint clean
 
 setup: $(STAMP)
 
@@ -49,7 +50,7 @@ teacher: setup
 	$(BIN)/nas-kd teacher --dataset $(DATASET) --arch $(ARCH) $(call opt,--preset,$(PRESET))
 
 search: setup
-	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
+	$(BIN)/nas-kd search --budget $(BUDGET) $(call opt,--precision,$(PRECISION)) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
 	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE)) $(call opt,--jobs,$(JOBS))
 
 # One worker of a shared study: the same command on every machine/GPU (docs/DISTRIBUTED.md).
@@ -74,6 +75,10 @@ dashboard: setup
 bench: setup
 	$(BIN)/python -m bench.cost_speed
 	$(BIN)/python -m bench.loader_speed
+
+# Latency predictor error and measurement jitter on this machine (docs/COST.md); run it on an idle CPU.
+bench-latency: setup
+	$(BIN)/python -m bench.latency --space $(SPACE)
 
 # Every GPU figure of docs/BENCHMARKS.md, resumable, in calls of at most 10 minutes (docs/BENCHMARKS.md,
 # "GPU runs"). SMOKE=1: the same code paths in miniature on a CPU (into .bench-gpu-smoke/), FORCE=1:

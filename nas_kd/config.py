@@ -10,8 +10,12 @@ with a GPU: the full training split and real schedules. Every field can be overr
 Budget grammar
 --------------
 ``2M`` means at most 2,000,000 MACs; ``params:200k`` at most 200,000 parameters;
-``macs:2M,params:200k`` both. Suffixes k, M, G (powers of 1000, case-insensitive); a plain
-integer is allowed. Anything else is a `UserError` listing the accepted forms.
+``memory:64k`` at most 64,000 bytes of activations alive at once and ``size:100k`` at most
+100,000 bytes of weights, both at the budget's precision (``--precision``, default int8, see
+`PRECISIONS` and docs/COST.md); ``latency:2ms`` at most 2 ms per image at batch 1 on this
+machine (onnxruntime, `nas_kd.latency`). Limits combine with commas: ``macs:2M,params:200k``,
+``memory:32k,size:64k``. Suffixes k, M, G (powers of 1000, also for bytes, case-insensitive); a
+plain integer is allowed. Anything else is a `UserError` listing the accepted forms.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ __all__ = [
     "Budget",
     "parse_budget",
     "parse_count",
+    "parse_ms",
     "format_count",
+    "format_quantity",
+    "QUANTITIES",
+    "Precision",
+    "PRECISIONS",
+    "DEFAULT_PRECISION",
+    "get_precision",
 ]
 
 
@@ -129,7 +140,39 @@ def get_preset(name: str | None) -> Preset:
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _COUNT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)\s*$")
-BUDGET_FORMS = "'2M' (MACs), 'params:200k', or 'macs:2M,params:200k' (suffixes k, M, G)"
+_MS_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*ms\s*$", re.IGNORECASE)
+BUDGET_FORMS = (
+    "'2M' (MACs), 'params:200k', 'memory:64k' (peak activation bytes), 'size:100k' (weight bytes), "
+    "'latency:2ms' (ms per image), or several joined by commas, e.g. 'macs:2M,memory:64k,latency:1.5ms' "
+    "(suffixes k, M, G)"
+)
+# What a budget can limit, in the order limits are listed, reported and turned into constraints.
+QUANTITIES = ("macs", "params", "memory", "size", "latency")
+_LABELS = {"macs": "MACs", "params": "params", "memory": "peak memory", "size": "size", "latency": "latency"}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per stored number when a student is deployed at this precision. int8 runtimes keep
+    biases as int32 (they are added to int32 accumulators), so a bias costs 4 bytes there too."""
+
+    name: str
+    activation: int
+    weight: int
+    bias: int
+
+
+PRECISIONS: dict[str, Precision] = {
+    "int8": Precision("int8", activation=1, weight=1, bias=4),
+    "fp32": Precision("fp32", activation=4, weight=4, bias=4),
+}
+DEFAULT_PRECISION = "int8"
+
+
+def get_precision(name: str) -> Precision:
+    if name not in PRECISIONS:
+        raise UserError(f"unknown precision '{name}': choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
 
 
 def parse_count(text: str) -> int:
@@ -143,6 +186,14 @@ def parse_count(text: str) -> int:
     return int(value)
 
 
+def parse_ms(text: str) -> float:
+    """'2ms' -> 2.0, '1.5 ms' -> 1.5. Raises ValueError."""
+    m = _MS_RE.match(text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1))
+
+
 def format_count(n: float) -> str:
     """2_000_000 -> '2.00M'; 1234 -> '1.23k'; 12 -> '12'."""
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -151,52 +202,89 @@ def format_count(n: float) -> str:
     return f"{int(n)}"
 
 
+def format_quantity(quantity: str, value: float) -> str:
+    """A value of one budgeted quantity with its unit: '2.00M', '64.00kB', '1.23 ms'."""
+    if quantity == "latency":
+        return f"{value:.3g} ms"
+    if quantity in ("memory", "size"):
+        return f"{format_count(value)}B"
+    return format_count(value)
+
+
 @dataclass(frozen=True)
 class Budget:
-    """Upper limits on a student's cost; None means unconstrained."""
+    """Upper limits on a student's cost; None means unconstrained.
+
+    ``memory`` (peak activation bytes, `nas_kd.memory`) and ``size`` (weight bytes) are counted at
+    ``precision``; ``latency`` is milliseconds per image at batch 1 on this machine
+    (`nas_kd.latency`). Every check takes the values by quantity name; a limited quantity whose
+    value is not given is a programming error (ValueError), never a silent pass.
+    """
 
     macs: int | None = None
     params: int | None = None
+    memory: int | None = None
+    size: int | None = None
+    latency: float | None = None
+    precision: str = DEFAULT_PRECISION
     text: str = field(default="", compare=False)
 
-    def fits(self, macs: int, params: int) -> bool:
-        return (self.macs is None or macs <= self.macs) and (self.params is None or params <= self.params)
+    def limits(self) -> dict[str, float]:
+        """{quantity: limit} for every limited quantity, in `QUANTITIES` order."""
+        return {q: getattr(self, q) for q in QUANTITIES if getattr(self, q) is not None}
 
-    def violations(self, macs: int, params: int) -> list[float]:
+    def ratios(self, macs: float | None = None, params: float | None = None, **values: float | None) -> dict[str, float]:
+        """{quantity: value / limit} for every limit; > 1 is over that limit."""
+        values.update(macs=macs, params=params)
+        unknown = set(values) - set(QUANTITIES)
+        if unknown:
+            raise ValueError(f"not a budgeted quantity: {', '.join(sorted(unknown))}")
+        missing = [q for q in self.limits() if values.get(q) is None]
+        if missing:
+            raise ValueError(f"the budget limits {', '.join(missing)} but no value was given for it")
+        return {q: values[q] / limit for q, limit in self.limits().items()}
+
+    def fits(self, macs: float | None = None, params: float | None = None, **values: float | None) -> bool:
+        return all(r <= 1.0 for r in self.ratios(macs, params, **values).values())
+
+    def violations(self, macs: float | None = None, params: float | None = None, **values: float | None) -> list[float]:
         """Optuna constraint values: <= 0 means satisfied, one entry per limit (relative excess)."""
-        out = []
-        if self.macs is not None:
-            out.append(macs / self.macs - 1.0)
-        if self.params is not None:
-            out.append(params / self.params - 1.0)
-        return out
+        return [r - 1.0 for r in self.ratios(macs, params, **values).values()]
+
+    @property
+    def counted_at_precision(self) -> bool:
+        """Whether the precision changes what this budget means (memory or size is limited)."""
+        return self.memory is not None or self.size is not None
 
     def slug(self) -> str:
         parts = []
-        if self.macs is not None:
-            parts.append(f"macs{format_count(self.macs)}")
-        if self.params is not None:
-            parts.append(f"params{format_count(self.params)}")
+        for q, limit in self.limits().items():
+            parts.append(f"latency{limit:g}ms" if q == "latency" else f"{q}{format_count(limit)}")
+        if self.counted_at_precision and self.precision != DEFAULT_PRECISION:
+            parts.append(self.precision)
         return "-".join(parts).replace(".00", "")
 
     def describe(self) -> str:
-        parts = []
-        if self.macs is not None:
-            parts.append(f"MACs <= {format_count(self.macs)}")
-        if self.params is not None:
-            parts.append(f"params <= {format_count(self.params)}")
-        return " and ".join(parts)
+        parts = [f"{_LABELS[q]} <= {format_quantity(q, limit)}" for q, limit in self.limits().items()]
+        text = " and ".join(parts)
+        return text + (f" ({self.precision})" if self.counted_at_precision else "")
+
+    def to_dict(self) -> dict:
+        """What plans and reports store: the text and precision (enough to parse it back) and
+        the resolved limits for readers."""
+        return {"text": self.text, "precision": self.precision, **{q: getattr(self, q) for q in QUANTITIES}, "describe": self.describe()}
 
 
-def parse_budget(text: str) -> Budget:
+def parse_budget(text: str, precision: str = DEFAULT_PRECISION) -> Budget:
     """Parse the budget grammar (see module docstring); `UserError` on anything else."""
 
     def bad(why: str) -> UserError:
         return UserError(f"invalid budget '{text}': {why}; use {BUDGET_FORMS}")
 
+    get_precision(precision)
     if text is None or not str(text).strip():
         raise bad("it is empty")
-    limits: dict[str, int] = {}
+    limits: dict[str, float] = {}
     for part in str(text).split(","):
         part = part.strip()
         if not part:
@@ -204,17 +292,18 @@ def parse_budget(text: str) -> Budget:
         if ":" in part:
             key, _, value = part.partition(":")
             key = key.strip().lower()
-            if key not in ("macs", "params"):
+            if key not in QUANTITIES:
                 raise bad(f"unknown limit '{key}'")
         else:
             key, value = "macs", part
         if key in limits:
             raise bad(f"'{key}' is given twice")
         try:
-            count = parse_count(value)
+            amount = parse_ms(value) if key == "latency" else parse_count(value)
         except ValueError:
-            raise bad(f"'{value.strip()}' is not a number with an optional k, M or G suffix") from None
-        if count <= 0:
+            what = "a number of milliseconds such as 2ms or 1.5ms" if key == "latency" else "a number with an optional k, M or G suffix"
+            raise bad(f"'{value.strip()}' is not {what}") from None
+        if amount <= 0:
             raise bad("limits must be positive")
-        limits[key] = count
-    return Budget(macs=limits.get("macs"), params=limits.get("params"), text=str(text).strip())
+        limits[key] = amount
+    return Budget(**limits, precision=precision, text=str(text).strip())

@@ -33,7 +33,7 @@ from nas_kd.errors import UserError
 from nas_kd.plan import SearchPlan, plan_of
 from nas_kd.study import load_study, write_json
 
-__all__ = ["pick_winner", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
+__all__ = ["pick_winner", "over_latency_limit", "confirm_winner", "measured_latencies", "LATENCY_CHECKS_ATTR", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
 
 FINAL_DIR = "final"
 
@@ -43,14 +43,65 @@ def baseline_modes(mode_name: str) -> tuple[str, ...]:
     return (mode_name,) if mode_name == "ce" else (mode_name, "ce")
 
 
+LATENCY_CHECKS_ATTR = "nas_kd_latency_checks"  # study attr: {trial number: ms} measured for the winner
+
+
+def measured_latencies(study) -> dict[int, float]:
+    """Real latency measurements of a study's trials: those taken in the trial (near the limit)
+    and those taken when the trial was about to win (`confirm_winner`)."""
+    measured = {t.number: float(t.user_attrs["latency_ms"]) for t in study.get_trials(deepcopy=False) if "latency_ms" in t.user_attrs}
+    measured.update({int(k): float(v) for k, v in (study.user_attrs.get(LATENCY_CHECKS_ATTR) or {}).items()})
+    return measured
+
+
+def _latency_limit(study) -> float | None:
+    from nas_kd.plan import PLAN_ATTR
+
+    return plan_of(study).budget.latency if PLAN_ATTR in study.user_attrs else None
+
+
 def pick_winner(study):
     """The feasible COMPLETE trial with the best validation accuracy (ties: fewer MACs), or None:
     the re-screen's full-schedule score among the plan's top candidates once they all have one
-    (`nas_kd.rescreen`), else the brief run's."""
+    (`nas_kd.rescreen`), else the brief run's. A trial whose latency was measured over the
+    budget's limit is not feasible, whatever its prediction said."""
     from nas_kd.rescreen import RescreenKey, choose
 
     plan = plan_of(study)
-    return choose(study, plan.rescreen, RescreenKey.of(plan))[0]
+    return choose(study, plan.rescreen, RescreenKey.of(plan), exclude=over_latency_limit(study))[0]
+
+
+def over_latency_limit(study) -> frozenset[int]:
+    """Trials whose latency was measured over the budget's limit."""
+    limit = _latency_limit(study)
+    return frozenset(n for n, ms in measured_latencies(study).items() if ms > limit) if limit is not None else frozenset()
+
+
+def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: Callable[[frozenset[int]], object] | None = None):
+    """`pick_winner`, with its latency measured for real when the budget limits latency; a
+    winner measured over the limit is recorded (study attr `LATENCY_CHECKS_ATTR`) and the next
+    best is tried, so the winner always meets every limit when measured. ``rescreen_missing``
+    (given the trials now excluded) re-screens the top candidates that lack a score first, so a
+    candidate moving up into the top N is re-screened too."""
+    from nas_kd.meter import BudgetMeter
+    from nas_kd.models.student import StudentConfig
+
+    plan = plan_of(study) if _latency_limit(study) is not None else None
+    while True:
+        if rescreen_missing is not None:
+            rescreen_missing(over_latency_limit(study))
+        winner = pick_winner(study)
+        if winner is None or plan is None or winner.number in measured_latencies(study):
+            return winner
+        meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
+        ms = meter.measure_latency(StudentConfig.from_json(winner.user_attrs["config"])).median_ms
+        checks = dict(study.user_attrs.get(LATENCY_CHECKS_ATTR) or {})
+        checks[str(winner.number)] = ms
+        study.set_user_attr(LATENCY_CHECKS_ATTR, checks)
+        fits = ms <= plan.budget.latency
+        log(f"finalize: trial {winner.number} measures {ms:.3f} ms (predicted {winner.user_attrs.get('predicted_latency_ms', float('nan')):.3f}, limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next best'}")
+        if fits:
+            return winner
 
 
 def load_planned_teacher(plan: SearchPlan, device: torch.device, log: Callable[[str], None] = print):
@@ -186,6 +237,7 @@ def finalize(
     from nas_kd.data import load_splits
     from nas_kd.device import configure_step, resolve_device
     from nas_kd.jobs import map_processes
+    from nas_kd.meter import BudgetMeter
     from nas_kd.models.student import StudentConfig
     from nas_kd.rescreen import RescreenKey, choose, rescreen
     from nas_kd.verdict import compare_runs
@@ -214,8 +266,8 @@ def finalize(
         splits, model, cache = resources()
         return _screen(config, plan, model, splits, device, cache)
 
-    rescreen(study, plan, rescreen_one, log=log)
-    winner, rescreened = choose(study, plan.rescreen, RescreenKey.of(plan))
+    winner = confirm_winner(study, log, lambda exclude: rescreen(study, plan, rescreen_one, log=log, exclude=exclude))
+    rescreened = choose(study, plan.rescreen, RescreenKey.of(plan), exclude=over_latency_limit(study))[1] if winner is not None else None
     if winner is None:
         raise UserError(f"study '{study_name}' has no finished candidate within budget yet: run more trials (nas-kd search --study {study_name})")
     if retrain_seeds is not None:
@@ -257,10 +309,11 @@ def finalize(
     by_run = dict(zip(runs, results, strict=True))
     winner_results = [by_run[j] for j in runs if j.label == "winner"]
     state = max(winner_results, key=lambda r: r["record"]["val_accuracy"])["state"]  # first of equals: the lower seed
+    meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
     cost = measure(cfg, plan.input_shape, plan.num_classes)
     final = {
         **key,
-        "winner": {"trial": winner.number, "config": cfg.to_dict(), "describe": cfg.describe(), "search_val_accuracy": winner.values[0], "macs": cost.macs, "params": cost.params, "mode": mode.name, **summarise([r["record"] for r in winner_results])},
+        "winner": {"trial": winner.number, "config": cfg.to_dict(), "describe": cfg.describe(), "search_val_accuracy": winner.values[0], "macs": cost.macs, "params": cost.params, "footprint": meter.footprint(cfg), "mode": mode.name, **summarise([r["record"] for r in winner_results])},
         "rescreen": rescreened,
         "normalisation": {"mean": list(data().mean), "std": list(data().std)},
         "train_examples": len(data().train),
@@ -269,7 +322,7 @@ def finalize(
     }
     if base is not None:
         bcost = measure(base, plan.input_shape, plan.num_classes)
-        final["baselines"] = {"config": base.to_dict(), "describe": base.describe(), "macs": bcost.macs, "params": bcost.params, "modes": {}}
+        final["baselines"] = {"config": base.to_dict(), "describe": base.describe(), "macs": bcost.macs, "params": bcost.params, "footprint": meter.footprint(base), "modes": {}}
         for name in baseline_modes(mode.name):
             final["baselines"]["modes"][name] = summarise([by_run[j]["record"] for j in runs if j.label == "baseline" and j.mode == name])
         final["comparisons"] = {m: d.to_dict() for m, d in compare_runs(final["winner"], final["baselines"]["modes"]).items()}

@@ -27,7 +27,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from nas_kd.config import Budget, Preset, Schedule, get_preset, parse_budget
+from nas_kd.config import (
+    DEFAULT_PRECISION,
+    Budget,
+    Preset,
+    Schedule,
+    get_preset,
+    parse_budget,
+)
 from nas_kd.device import StepOptions
 from nas_kd.errors import UserError
 
@@ -56,6 +63,7 @@ class SearchOptions:
     """Everything `nas-kd search` accepts, as typed; None means "the documented default"."""
 
     budget: str = "2M"
+    precision: str = DEFAULT_PRECISION  # of the memory: and size: limits (int8 or fp32)
     space: str = "search_spaces/mbv2.yaml"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
@@ -207,6 +215,8 @@ class SearchPlan:
         """The CLI line that reproduces this plan (preset and trials spelt out, so a machine with
         a GPU, whose default preset differs, runs the same thing)."""
         parts = ["nas-kd", "search", "--budget", self.budget.text, "--space", self.space_path, "--dataset", self.dataset]
+        if self.budget.precision != DEFAULT_PRECISION:
+            parts += ["--precision", self.budget.precision]
         parts += ["--teacher", self.teacher.path or self.teacher.spec, "--mode", self.mode_name, "--sampler", self.sampler]
         parts += ["--objectives", ",".join(self.objectives), "--study", self.study, "--preset", self.preset.name]
         parts += ["--seed", str(self.seeds.search), "--teacher-seed", str(self.seeds.split), "--retrain-seeds", str(len(self.seeds.retrain))]
@@ -255,7 +265,7 @@ class SearchPlan:
             "format": PLAN_FORMAT,
             "study": self.study,
             "storage": self.storage,
-            "budget": {"text": self.budget.text, "macs": self.budget.macs, "params": self.budget.params, "describe": self.budget.describe()},
+            "budget": self.budget.to_dict(),
             "space": {"path": self.space_path, "yaml": self.space_yaml, "sha256": self.space_sha256, "name": self.space.name, "size": self.space.size()},
             "dataset": {"name": self.dataset, "data_dir": self.data_dir, "input_shape": list(self.input_shape), "num_classes": self.num_classes},
             "teacher": dataclasses.asdict(self.teacher),
@@ -287,7 +297,7 @@ class SearchPlan:
         return cls(
             study=d["study"],
             storage=d["storage"],
-            budget=parse_budget(d["budget"]["text"]),
+            budget=parse_budget(d["budget"]["text"], d["budget"].get("precision", DEFAULT_PRECISION)),
             space_path=d["space"]["path"],
             space_yaml=d["space"]["yaml"],
             dataset=data["name"],
@@ -343,11 +353,11 @@ def _check_storage(url: str | None) -> None:
 
 
 def _check_budget_fits(space, budget: Budget, shape: tuple[int, int, int], num_classes: int, baselines: bool) -> None:
-    from nas_kd.cost import analytic_cost
+    from nas_kd.meter import BudgetMeter, describe_values
 
-    smallest = analytic_cost(space.smallest(), shape, num_classes)
-    if not budget.fits(smallest.macs, smallest.params):
-        raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({smallest.describe()}): raise the budget")
+    smallest = BudgetMeter(budget, shape, num_classes, space).values(space.smallest())
+    if not budget.fits(**smallest):
+        raise UserError(f"budget {budget.describe()} is below the smallest member of {space.name} ({describe_values(budget, smallest)}): raise the budget")
     if baselines:
         space.baseline(budget, shape, num_classes)  # UserError when no uniform member fits
 
@@ -366,7 +376,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     from nas_kd.study import default_storage, default_study_name, run_dir
 
     _check_numbers(opts)
-    budget = parse_budget(opts.budget)
+    budget = parse_budget(opts.budget, opts.precision)
     objectives = parse_objectives(opts.objectives)
     overrides = parse_loss_weights(opts.loss_weights)
     get_mode(opts.mode).override(overrides)  # unknown mode: UserError now

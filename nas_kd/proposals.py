@@ -11,11 +11,13 @@ becomes the trial's parameters, in the index space of each decision's sorted cho
 3. **unique**: if the study already holds that config (any state, any worker), a random decision
    is moved to a random other choice and the config repaired again, up to `MAX_REDRAWS` times.
 
-The analytic cost (`nas_kd.cost.analytic_cost`, exactly fvcore's count, ~0.05 ms) decides, so a
-repair costs well under a millisecond and an over-budget draw never becomes an Optuna trial.
-Because the repaired config *is* the trial's parameter set, TPE and NSGA-II learn from what was
-actually trained. The fill of a config is its cost over its limit, the largest over MACs and
-parameters (the binding limit).
+The analytic cost (`nas_kd.cost.analytic_cost`, exactly fvcore's count, ~0.05 ms; peak memory and
+weight bytes from `nas_kd.memory`, exact too) and, for a latency limit, the machine's latency
+table's prediction (`nas_kd.latency`) decide, through `nas_kd.meter.BudgetMeter`, so a repair
+costs milliseconds and an over-budget draw never becomes an Optuna trial. Because the repaired
+config *is* the trial's parameter set, TPE and NSGA-II learn from what was actually trained. The
+fill of a config is its cost over its limit, the largest over every limit of the budget (the
+binding limit).
 
 Two workers must not repair to the same config at once: `nas_kd.workers` asks for a trial and
 writes its parameters under the study lock, and the sampler reads the study's configs inside it.
@@ -32,18 +34,12 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler
 
 from nas_kd.config import Budget
+from nas_kd.meter import BudgetMeter, fill_of
 
 __all__ = ["BudgetSampler", "ProposalCounts", "fill_of", "MAX_REDRAWS", "DEFAULT_MIN_FILL"]
 
 MAX_REDRAWS = 200
 DEFAULT_MIN_FILL = 0.85
-
-
-def fill_of(budget: Budget, macs: int, params: int) -> float:
-    """Cost over the binding limit: > 1 is over budget."""
-    ratios = [macs / budget.macs] if budget.macs is not None else []
-    ratios += [params / budget.params] if budget.params is not None else []
-    return max(ratios)
 
 
 @dataclass
@@ -74,6 +70,7 @@ class BudgetSampler(BaseSampler):
         self.distributions = {name: CategoricalDistribution(list(c)) for name, c in self.choices.items()}
         self.rng = random.Random(seed)
         self.counts = ProposalCounts()
+        self.meter = BudgetMeter(budget, input_shape, num_classes, space)
         # A budget above the space's largest member cannot be filled: the band is then relative
         # to that member's cost.
         largest = {n: len(c) - 1 for n, c in self.choices.items()}
@@ -82,10 +79,7 @@ class BudgetSampler(BaseSampler):
     # -------------------------------------------------------------------- repair
 
     def fill(self, index: dict[str, int]) -> float:
-        from nas_kd.cost import analytic_cost
-
-        cost = analytic_cost(self.space.config_at(index), self.shape, self.num_classes)
-        return fill_of(self.budget, cost.macs, cost.params)
+        return self.meter.fill(self.space.config_at(index))
 
     def params(self, index: dict[str, int]) -> dict:
         return {name: self.choices[name][i] for name, i in index.items()}

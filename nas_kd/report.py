@@ -13,14 +13,14 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from nas_kd.config import format_count
+from nas_kd.config import format_count, format_quantity
 from nas_kd.plan import plan_of
 from nas_kd.stats import PairedDifference
 from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_json
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
-CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
+CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "memory_bytes", "size_bytes", "predicted_latency_ms", "latency_ms", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
 
 
 def trial_state(t) -> str:
@@ -45,6 +45,10 @@ def trial_rows(study) -> list[dict]:
             "val_accuracy": acc,
             "macs": a.get("macs"),
             "params": a.get("params"),
+            "memory_bytes": a.get("memory_bytes"),  # at the budget's precision; recorded when limited
+            "size_bytes": a.get("size_bytes"),
+            "predicted_latency_ms": a.get("predicted_latency_ms"),
+            "latency_ms": a.get("latency_ms"),  # measured (near the latency limit)
             "train_seconds": a.get("train_seconds"),
             "images_per_second": a.get("images_per_second"),
             "duration_seconds": t.duration.total_seconds() if t.duration else None,
@@ -54,14 +58,26 @@ def trial_rows(study) -> list[dict]:
     return rows
 
 
-def plot_pareto(rows: list[dict], budget_macs: int | None, winner: int | None, path: Path, title: str) -> Path:
-    """Validation accuracy vs MACs for every costed trial: infeasible ones at the bottom as
-    crosses, pruned ones hollow, the budget as a vertical line, the winner as a star."""
+# Each budgeted quantity as a Pareto x-axis: (label, the row's value).
+AXES = {
+    "macs": ("MACs per image (fvcore)", lambda r: r["macs"]),
+    "params": ("parameters", lambda r: r["params"]),
+    "memory": ("peak activation memory (bytes)", lambda r: r["memory_bytes"]),
+    "size": ("weight bytes", lambda r: r["size_bytes"]),
+    "latency": ("latency per image (ms; measured where it was, else predicted)", lambda r: r["latency_ms"] if r["latency_ms"] is not None else r["predicted_latency_ms"]),
+}
+
+
+def plot_pareto(rows: list[dict], limit: float | None, winner: int | None, path: Path, title: str, x: str = "macs") -> Path:
+    """Validation accuracy vs a budgeted quantity ``x`` (a key of `AXES`) for every costed trial:
+    infeasible ones at the bottom as crosses, pruned ones hollow, the limit as a vertical line, the
+    winner as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    label, value = AXES[x]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     styles = {
         "COMPLETE": dict(marker="o", color="tab:blue", label="trained"),
@@ -69,16 +85,16 @@ def plot_pareto(rows: list[dict], budget_macs: int | None, winner: int | None, p
         "INFEASIBLE": dict(marker="x", color="tab:red", label="over budget (not trained)"),
     }
     for state, style in styles.items():
-        pts = [(r["macs"], r["val_accuracy"] or 0.0) for r in rows if r["state"] == state and r["macs"] is not None]
+        pts = [(value(r), r["val_accuracy"] or 0.0) for r in rows if r["state"] == state and value(r) is not None]
         if pts:
             ax.scatter(*zip(*pts, strict=True), s=28, alpha=0.8, **style)
-    if budget_macs is not None:
-        ax.axvline(budget_macs, color="black", linestyle="--", linewidth=1, label=f"budget {format_count(budget_macs)} MACs")
-    best = [r for r in rows if r["number"] == winner]
+    if limit is not None:
+        ax.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"budget {format_quantity(x, limit)}")
+    best = [r for r in rows if r["number"] == winner and value(r) is not None]
     if best:
-        ax.scatter([best[0]["macs"]], [best[0]["val_accuracy"]], marker="*", s=260, color="gold", edgecolors="black", zorder=5, label=f"winner (trial {winner})")
+        ax.scatter([value(best[0])], [best[0]["val_accuracy"]], marker="*", s=260, color="gold", edgecolors="black", zorder=5, label=f"winner (trial {winner})")
     ax.set_xscale("log")
-    ax.set_xlabel("MACs per image (fvcore)")
+    ax.set_xlabel(label)
     ax.set_ylabel("validation accuracy (brief schedule)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -120,7 +136,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
     report = {
         "study": study.study_name,
         "partial": partial,
-        "budget": {"text": plan.budget.text, "macs": plan.budget.macs, "params": plan.budget.params, "describe": plan.budget.describe()},
+        "budget": plan.budget.to_dict(),
         "space": {"name": plan.space.name, "path": plan.space_path, "size": plan.space.size()},
         "dataset": plan.dataset,
         "teacher": {"arch": plan.teacher.arch, "path": plan.teacher.path, "sha256": plan.teacher.sha256, "test_accuracy": plan.teacher.test_accuracy},
@@ -156,7 +172,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
         }
     if final is not None and not partial:
         w = final["winner"]
-        report["winner"].update({"test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"], "mode": w["mode"]})
+        report["winner"].update({"footprint": w.get("footprint"), "test_mean": w["test_mean"], "test_std": w["test_std"], "val_mean": w["val_mean"], "retrain_runs": w["runs"], "retrain_mode": w["mode"], "mode": w["mode"]})
         report["baselines"] = final["baselines"]
         report["comparisons"] = final.get("comparisons")
         report["final_schedule"] = final["schedule"]
@@ -206,6 +222,14 @@ def _markdown(r: dict) -> str:
             f"| params | {w['params']:,} ({format_count(w['params'])}) |",
             f"| validation accuracy in the search (brief schedule) | {_pct(w['search_val_accuracy'])} |",
         ]
+        fp = w.get("footprint")
+        if fp:
+            lat = fp["latency"]
+            lines += [
+                f"| peak activation memory ({fp['precision']}) | {fp['memory_bytes']:,} bytes |",
+                f"| weight bytes ({fp['precision']}, BN folded) | {fp['size_bytes']:,} bytes |",
+                f"| latency, measured (onnxruntime, batch 1, median of {lat['runs']} runs, {lat['threads']} thread, {lat['cpu']}) | {lat['median_ms']:.3f} ms |",
+            ]
         if "test_mean" in w:
             runs = w["retrain_runs"]
             lines.append(f"| **test accuracy**, full schedule, {len(runs)} seed(s), mode {w['retrain_mode']} | **{_mean_std(w)}** |")
@@ -235,11 +259,16 @@ def _markdown(r: dict) -> str:
         lines.append(row(f"searched (trial {w['trial']})", w["macs"], w["params"], w["retrain_mode"], {"runs": w["retrain_runs"], "test_mean": w["test_mean"], "test_std": w["test_std"]}))
         for mode, s in base["modes"].items():
             lines.append(row(f"uniform `{base['describe']}`", base["macs"], base["params"], mode, s))
+        if fp and base.get("footprint"):
+            bfp = base["footprint"]
+            lines += ["", f"Deployment figures (memory and size at {fp['precision']}, latency measured):", "", "| student | MACs | params | peak memory | size | latency |", "| --- | --- | --- | --- | --- | --- |"]
+            for name, f in ((f"searched (trial {w['trial']})", fp), (f"uniform `{base['describe']}`", bfp)):
+                lines.append(f"| {name} | {format_count(f['macs'])} | {format_count(f['params'])} | {format_quantity('memory', f['memory_bytes'])} | {format_quantity('size', f['size_bytes'])} | {f['latency_ms']:.3f} ms |")
         if r["comparisons"]:
             lines += ["", "| searched - baseline | paired seeds | mean difference (points) | 95% t-interval | |", "| --- | --- | --- | --- | --- |"]
             for mode, d in r["comparisons"].items():
                 lines.append(f"| baseline in mode {mode} | {d['n']} | {100 * d['mean']:+.2f} | {_interval(d)} | {d['direction']} |")
-    lines += ["", "## Reproduce", "", "```", r["command"], "```", "", "Files: `trials.csv` (every trial), `pareto.png`, `report.json`, `export/` (after the final retrain)."]
+    lines += ["", "## Reproduce", "", "```", r["command"], "```", "", "Files: `trials.csv` (every trial), `pareto.png` (and `pareto-<limit>.png` for each other limit of the budget), `report.json`, `export/` (after the final retrain)."]
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +287,11 @@ def write_report(study, *, final: dict | None = None, partial: bool = False) -> 
         writer.writeheader()
         writer.writerows(report["trials"])
     winner = report["winner"]["trial"] if report["winner"] else None
-    plot_pareto(report["trials"], report["budget"]["macs"], winner, paths["pareto.png"], f"{report['study']}: {report['budget']['describe']}")
+    budget = plan_of(study).budget
+    # pareto.png on the budget's first limit; one more plot per other limit (pareto-latency.png, ...)
+    for i, (quantity, limit) in enumerate(budget.limits().items()):
+        name = "pareto.png" if i == 0 else f"pareto-{quantity}.png"
+        paths[name] = plot_pareto(report["trials"], limit, winner, out / name, f"{report['study']}: {report['budget']['describe']}", x=quantity)
     write_json(paths["report.json"], report)
     paths["report.md"].write_text(_markdown(report))
     return paths

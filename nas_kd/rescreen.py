@@ -43,12 +43,13 @@ class RescreenKey:
         return d
 
 
-def ranked(study) -> list:
-    """Feasible COMPLETE trials, best brief validation accuracy first (ties: fewer MACs, then the
-    earlier trial), one per distinct config."""
+def ranked(study, exclude: frozenset[int] = frozenset()) -> list:
+    """Feasible COMPLETE trials not in ``exclude`` (e.g. measured over a latency limit), best
+    brief validation accuracy first (ties: fewer MACs, then the earlier trial), one per distinct
+    config."""
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t) and t.user_attrs.get("feasible", True)]
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t) and t.user_attrs.get("feasible", True) and t.number not in exclude]
     out, seen = [], set()
     for t in sorted(done, key=lambda t: (-t.values[0], t.user_attrs.get("macs", 0), t.number)):
         if t.user_attrs.get("config") not in seen:
@@ -69,10 +70,10 @@ def record(study, trial_number: int, key: RescreenKey, val_accuracy: float, seco
     study.set_user_attr(RESCREEN_ATTR, stored)
 
 
-def choose(study, count: int, key: RescreenKey):
+def choose(study, count: int, key: RescreenKey, exclude: frozenset[int] = frozenset()):
     """(winner trial or None, re-screen rows or None). With ``count`` < 2 or fewer than two
     candidates, or while a candidate lacks its score, the brief ranking decides."""
-    order = ranked(study)
+    order = ranked(study, exclude)
     if not order:
         return None, None
     top = order[:count]
@@ -84,21 +85,21 @@ def choose(study, count: int, key: RescreenKey):
     return winner, rows
 
 
-def candidates_key(study, count: int) -> str:
+def candidates_key(study, count: int, exclude: frozenset[int] = frozenset()) -> str:
     """What a finalisation is for, known before any re-screen: the brief run's top candidates
     (its winner alone without a re-screen). More trials that change them call for a new one."""
-    top = [t.number for t in ranked(study)[: max(1, count if count >= 2 else 1)]]
+    top = [t.number for t in ranked(study, exclude)[: max(1, count if count >= 2 else 1)]]
     return f"trial {top[0]}" if len(top) == 1 else "trials " + ",".join(map(str, top))
 
 
-def rescreen(study, plan, train_val: Callable[[str], tuple[float, float]], log: Callable[[str], None] = print) -> int:
+def rescreen(study, plan, train_val: Callable[[str], tuple[float, float]], log: Callable[[str], None] = print, exclude: frozenset[int] = frozenset()) -> int:
     """Score the ``plan.rescreen`` best candidates that lack a score under this plan's key;
     ``train_val(config_json)`` trains one with the full schedule on the search seed and returns
     (validation accuracy, seconds). Returns how many were trained."""
     if plan.rescreen < 2:
         return 0
     key = RescreenKey.of(plan)
-    top = ranked(study)[: plan.rescreen]
+    top = ranked(study, exclude)[: plan.rescreen]
     todo = [t for t in top if t.number not in scores(study, key)]
     for i, t in enumerate(todo):
         val, seconds = train_val(t.user_attrs["config"])

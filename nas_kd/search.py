@@ -23,6 +23,7 @@ import torch
 from optuna.pruners import BasePruner
 
 from nas_kd.errors import UserError
+from nas_kd.meter import BudgetMeter
 from nas_kd.plan import (
     OBJECTIVES,
     PLAN_ATTR,
@@ -110,6 +111,7 @@ class Objective:
         self.shape, self.num_classes = plan.input_shape, plan.num_classes
         self.schedule, self.mode, self.multi = plan.brief, plan.mode, plan.multi
         self.teacher, self.device, self.prune = teacher, device, prune
+        self.meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
         self._splits = self._loaders = None
         self._cache = self._attention = None
 
@@ -140,27 +142,38 @@ class Objective:
     def __call__(self, trial):
         import optuna
 
-        from nas_kd.cost import analytic_cost, measure
+        from nas_kd.cost import Cost, measure
         from nas_kd.distill import train
         from nas_kd.models.student import build_student
 
         cfg = self.space.sample(trial)
         trial.set_user_attr("config", cfg.to_json())
         trial.set_user_attr("describe", cfg.describe())
-        analytic = analytic_cost(cfg, self.shape, self.num_classes)
-        trial.set_user_attr("analytic_macs", analytic.macs)
-        trial.set_user_attr("analytic_params", analytic.params)
-        cost = analytic
-        if self.budget.fits(analytic.macs, analytic.params):
+        values = self.meter.values(cfg)  # exact, except latency: predicted by the table
+        trial.set_user_attr("analytic_macs", values["macs"])
+        trial.set_user_attr("analytic_params", values["params"])
+        memory, size = self.meter.deployment_bytes(cfg)  # exact and cheap: recorded for every trial's report row
+        trial.set_user_attr("memory_bytes", memory)
+        trial.set_user_attr("size_bytes", size)
+        if "latency" in values:
+            trial.set_user_attr("predicted_latency_ms", values["latency"])
+        if self.budget.fits(**values):
             cost = measure(cfg, self.shape, self.num_classes)  # fvcore: the reference count
-        feasible = self.budget.fits(cost.macs, cost.params)
-        violations = self.budget.violations(cost.macs, cost.params)
-        for key, value in zip([k for k in ("macs", "params") if getattr(self.budget, k) is not None], violations, strict=True):
+            values.update(macs=cost.macs, params=cost.params)
+            if "latency" in values and self.meter.needs_measuring(values["latency"]):
+                # Too close to the limit to trust the prediction: measured before any training.
+                latency = self.meter.measure_latency(cfg)
+                values["latency"] = latency.median_ms
+                trial.set_user_attr("latency_ms", latency.median_ms)
+        feasible = self.budget.fits(**values)
+        violations = self.budget.violations(**values)
+        for key, value in zip(self.budget.limits(), violations, strict=True):
             trial.set_constraint(key, value)
         trial.set_user_attr("constraints", violations)
-        trial.set_user_attr("macs", cost.macs)
-        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("macs", values["macs"])
+        trial.set_user_attr("params", values["params"])
         trial.set_user_attr("feasible", feasible)
+        cost = Cost(values["macs"], values["params"])
         if not feasible:
             return self._values(0.0, cost.macs)
 
@@ -421,16 +434,16 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     log(f"search: trials: {counts.describe()}")
     result = {"study": plan.study, "storage": plan.storage, "run_dir": str(plan.run_dir), "new_trials": new_trials, "finished": counts.finished, "report": None, "verdict": None, "proposals": proposals}
     if finish:
-        from nas_kd.finalize import pick_winner
+        from nas_kd.finalize import confirm_winner, over_latency_limit
 
-        winner = pick_winner(study)
+        winner = confirm_winner(study, log)
         if winner is None:
             _partial_report(study, log, why="no candidate within budget")
             raise UserError(f"no candidate within budget finished in study '{plan.study}' (see {plan.run_dir}/report.md): raise --trials or the budget, or use --sampler tpe, which learns the budget")
         # Exactly one worker finalises (the first to get here); the others leave it to that one.
         from nas_kd.rescreen import candidates_key
 
-        if not claim_finalize(study, plan.storage, key=candidates_key(study, plan.rescreen)):
+        if not claim_finalize(study, plan.storage, key=candidates_key(study, plan.rescreen, over_latency_limit(study))):
             owner = study.user_attrs.get(FINALIZE_ATTR, {})
             state = "finalized" if owner.get("done") else f"being finalized by {owner.get('by')}"
             log(f"search: study {plan.study} is {state}; report in {plan.run_dir}/ (redo with 'nas-kd finalize --study {plan.study}')")

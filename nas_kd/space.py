@@ -307,12 +307,16 @@ class SearchSpace:
     def baseline(
         self, budget: Budget, input_shape: tuple[int, int, int], num_classes: int = 10
     ) -> StudentConfig:
-        """The largest uniform member whose measured cost fits ``budget``."""
+        """The largest uniform member whose measured cost fits ``budget`` (peak memory and
+        weight bytes exact, latency predicted by the machine's table: `nas_kd.meter`)."""
+        from nas_kd.meter import BudgetMeter
+
+        meter = BudgetMeter(budget, input_shape, num_classes, self)
         costs = [(measure(cfg, input_shape, num_classes), cfg) for cfg in self.uniform_members()]
         fitting = [  # the most MACs that fit: the baseline a user would pick for this budget
             (cost.macs, cost.params, i)
-            for i, (cost, _) in enumerate(costs)
-            if budget.fits(cost.macs, cost.params)
+            for i, (cost, cfg) in enumerate(costs)
+            if budget.fits(**{**meter.values(cfg), "macs": cost.macs, "params": cost.params})
         ]
         if not fitting:
             cost, cfg = min(costs, key=lambda pair: (pair[0].macs, pair[0].params))

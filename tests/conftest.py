@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 import pytest
 
 # Tests never reach for the network: a missing dataset must fail fast with its message.
 os.environ.setdefault("NAS_KD_NO_DOWNLOAD", "1")
+# Latency tables (nas_kd.latency) are measured into a fresh folder, never the user's ~/.cache.
+os.environ.setdefault("NAS_KD_CACHE", tempfile.mkdtemp(prefix="nas-kd-cache-"))
 
 
 @pytest.fixture(autouse=True, scope="session")

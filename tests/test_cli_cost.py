@@ -41,9 +41,26 @@ def test_budget_2m_on_fashion_mnist(capsys, in_tmp):
     assert table["largest"].startswith(measure(space.largest(), (1, 28, 28), 10).describe())
     assert table["budget"] == "MACs <= 2.00M"
     baseline = space.baseline(parse_budget("2M"), (1, 28, 28), 10)
-    assert table["baseline"] == f"{measure(baseline, (1, 28, 28), 10).describe()}  {baseline.describe()}"
+    assert table["baseline"].startswith(f"{measure(baseline, (1, 28, 28), 10).describe()}, peak memory ")
+    assert table["baseline"].endswith(f" ms  {baseline.describe()}")
     fit, of = table["fit"].split(" random members")[0].split(" of ")
     assert of == "1000" and 0 < int(fit) < 1000
+
+
+def test_deployment_figures_and_budgets(capsys):
+    from nas_kd.config import PRECISIONS, format_quantity
+    from nas_kd.memory import peak_memory_bytes, size_bytes
+
+    space = SearchSpace.load(MBV2)
+    code, out, _ = run(capsys, "--space", MBV2, "--dataset", "fashion-mnist", "--budget", "memory:100k,size:40k", "--precision", "fp32", "--samples", "50")
+    table, fp32 = rows(out), PRECISIONS["fp32"]
+    small = space.smallest()
+    assert code == 0 and table["budget"] == "peak memory <= 100.00kB and size <= 40.00kB (fp32)"
+    memory, size = peak_memory_bytes(small, (1, 28, 28), 10, fp32), size_bytes(small, (1, 28, 28), 10, fp32)
+    assert f"peak memory {format_quantity('memory', memory)}, size {format_quantity('size', size)} (fp32), latency " in table["smallest"]
+    code, _, err = run(capsys, "--space", MBV2, "--dataset", "fashion-mnist", "--budget", "memory:1k")
+    assert code == 2 and err.startswith("nas-kd: error: budget peak memory <= 1.00kB (int8) is below the smallest member")
+    assert f"{format_quantity('memory', peak_memory_bytes(small, (1, 28, 28), 10, PRECISIONS['int8']))} peak memory): raise" in err
 
 
 def test_no_budget_lists_uniform_members_only(capsys):

@@ -99,7 +99,7 @@ def test_report_numbers_match_the_trials(searched):
     brief = sorted((float(r["val_accuracy"]) for r in rows if r["state"] == "COMPLETE"), reverse=True)
     rescreened = report["rescreen"]
     assert sorted((r["brief_val_accuracy"] for r in rescreened), reverse=True) == pytest.approx(brief[: len(rescreened)]) and len(rescreened) == min(3, len(brief))
-    assert w["trial"] == max(rescreened, key=lambda r: r["rescreen_val_accuracy"])["trial"]
+    assert w["trial"] == max(rescreened, key=lambda r: (r["rescreen_val_accuracy"], -r["macs"], -r["trial"]))["trial"]  # ties: fewer MACs, earlier trial
     assert "## Re-screen" in (run / "report.md").read_text()
     assert w["thop_macs"] > 0
     tests = [r["test_accuracy"] for r in w["retrain_runs"]]

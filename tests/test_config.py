@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from nas_kd.config import Budget, format_count, parse_budget, parse_count
+from nas_kd.config import BUDGET_FORMS, Budget, format_count, parse_budget, parse_count
 from nas_kd.errors import UserError
 
-FORMS = "use '2M' (MACs), 'params:200k', or 'macs:2M,params:200k' (suffixes k, M, G)"
+FORMS = f"use {BUDGET_FORMS}"
 
 
 @pytest.mark.parametrize(
@@ -48,6 +48,12 @@ def test_valid_forms(text, macs, params):
         ("0", "limits must be positive"),
         ("macs:0", "limits must be positive"),
         ("flops:2M", "unknown limit 'flops'"),
+        ("latency:2", "'2' is not a number of milliseconds such as 2ms or 1.5ms"),
+        ("latency:2s", "'2s' is not a number of milliseconds such as 2ms or 1.5ms"),
+        ("latency:0ms", "limits must be positive"),
+        ("memory:64kB", "'64kB' is not a number with an optional k, M or G suffix"),
+        ("size:-1k", "'-1k' is not a number with an optional k, M or G suffix"),
+        ("memory:1k,memory:2k", "'memory' is given twice"),
         ("macs:1M,macs:2M", "'macs' is given twice"),
         ("2M,macs:1M", "'macs' is given twice"),
     ],
@@ -78,3 +84,34 @@ def test_budget_fits_violations_and_names():
     assert both.slug() == "macs2M-params200k"
     assert Budget().fits(10**12, 10**12) and Budget().violations(1, 1) == []
     assert parse_budget("2M") == Budget(macs=2_000_000)  # the original text does not affect equality
+
+
+@pytest.mark.parametrize(
+    "text, limits",
+    [
+        ("memory:64k", {"memory": 64_000}),
+        ("size:100k", {"size": 100_000}),
+        ("latency:2ms", {"latency": 2.0}),
+        ("Latency: 1.5 MS", {"latency": 1.5}),
+        ("macs:2M,memory:64k,latency:1.5ms", {"macs": 2_000_000, "memory": 64_000, "latency": 1.5}),
+        ("memory:32k,size:64k", {"memory": 32_000, "size": 64_000}),
+    ],
+)
+def test_memory_size_and_latency_forms(text, limits):
+    budget = parse_budget(text)
+    assert budget.limits() == limits and budget.precision == "int8"
+
+
+def test_new_limits_fit_describe_and_name():
+    budget = parse_budget("macs:2M,memory:64k,latency:1.5ms", precision="fp32")
+    assert budget.fits(2_000_000, 1, memory=64_000, latency=1.5)
+    assert not budget.fits(1, 1, memory=64_001, latency=1.0) and not budget.fits(1, 1, memory=1, latency=1.51)
+    assert budget.violations(1_000_000, 5, memory=96_000, latency=3.0) == [-0.5, 0.5, 1.0]
+    assert budget.describe() == "MACs <= 2.00M and peak memory <= 64.00kB and latency <= 1.5 ms (fp32)"
+    assert budget.slug() == "macs2M-memory64k-latency1.5ms-fp32"
+    assert parse_budget("memory:32k,size:64k").slug() == "memory32k-size64k"  # int8 is the default
+    assert parse_budget("latency:1ms", precision="fp32").describe() == "latency <= 1 ms"  # precision is moot
+    with pytest.raises(ValueError, match="limits memory"):  # a missing value never passes silently
+        budget.fits(1, 1, latency=1.0)
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        parse_budget("2M", precision="fp16")

@@ -66,6 +66,18 @@ def test_plan_round_trips_and_resolves_once(in_tmp):
     assert "--loss-weights kd=0.7,adv_feat=0" in plan.command() and "--seed 5" in plan.command()
 
 
+def test_deployment_budget_and_precision_round_trip(in_tmp):
+    plan = build_plan(SearchOptions(budget="memory:90k,size:40k", precision="fp32", space=MBV2, dataset="synthetic", preset="quick", baselines=False))
+    assert (plan.budget.memory, plan.budget.size, plan.budget.precision) == (90_000, 40_000, "fp32")
+    assert plan.study == "synthetic_mbv2_memory90k-size40k-fp32" and "--precision fp32" in plan.command()
+    again = SearchPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan and again.budget.precision == "fp32" and again.to_dict() == plan.to_dict()
+    int8 = build_plan(SearchOptions(budget="memory:90k,size:40k", space=MBV2, dataset="synthetic", preset="quick", baselines=False))
+    assert int8.settings()["budget"] != plan.settings()["budget"]  # workers of another precision are refused
+    with pytest.raises(UserError, match=r"below the smallest member of mbv2 \(.*kB peak memory"):
+        build_plan(SearchOptions(budget="memory:1k", space=MBV2, dataset="synthetic", preset="quick", baselines=False))
+
+
 def test_settings_tell_workers_apart(in_tmp):
     base = build_plan(SearchOptions(space=MBV2, dataset="synthetic", baselines=False, preset="quick"))
     same = build_plan(SearchOptions(space=MBV2, dataset="synthetic", baselines=False, preset="quick", trials=50, retrain_seeds=5))

@@ -11,11 +11,12 @@ __all__ = ["register", "run"]
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "cost", help="size and MACs/params range of a search space; the baseline that fits a budget"
+        "cost", help="size of a search space, MACs, params, peak memory, weight bytes and latency of its members; the baseline that fits a budget"
     )
     p.add_argument("--space", required=True, help="search space YAML file, e.g. search_spaces/mbv2.yaml")
     add_data_args(p)
-    p.add_argument("--budget", default=None, help="e.g. 2M (MACs), params:200k, macs:2M,params:200k")
+    p.add_argument("--budget", default=None, help="e.g. 2M (MACs), params:200k, memory:64k, size:100k, latency:2ms, or several joined by commas")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"], help="precision peak memory and weight bytes are counted at (default int8)")
     p.add_argument(
         "--samples", type=int, default=1000, help="random members drawn to estimate the fitting fraction"
     )
@@ -24,13 +25,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from nas_kd.config import format_count, parse_budget
-    from nas_kd.cost import analytic_cost, measure
+    from nas_kd.config import format_count, format_quantity, get_precision, parse_budget
+    from nas_kd.cost import measure
     from nas_kd.data import dataset_info
     from nas_kd.errors import UserError
+    from nas_kd.meter import BudgetMeter, describe_values
     from nas_kd.space import SearchSpace
 
-    budget = parse_budget(args.budget) if args.budget is not None else None  # bad input fails first
+    budget = parse_budget(args.budget, args.precision) if args.budget is not None else None  # bad input fails first
+    precision = get_precision(args.precision)
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
     space = SearchSpace.load(args.space)
@@ -39,19 +42,30 @@ def run(args) -> int:
 
     smallest, largest = space.smallest(), space.largest()
     small_cost = measure(smallest, shape, k)
-    if budget is not None and not budget.fits(small_cost.macs, small_cost.params):
+    meter = BudgetMeter(budget or parse_budget("1G", args.precision), shape, k, space)
+    small_values = {**meter.values(smallest), "macs": small_cost.macs, "params": small_cost.params}
+    if budget is not None and not budget.fits(**small_values):
         raise UserError(
             f"budget {budget.describe()} is below the smallest member of {space.name} on {info.name} "
-            f"({smallest.describe()}: {small_cost.describe()}): raise the budget"
+            f"({smallest.describe()}: {describe_values(budget, small_values)}): raise the budget"
         )
+
+    def figures(cfg) -> str:
+        """MACs and params, then peak memory, weight bytes and the latency measured now."""
+        f = meter.footprint(cfg)
+        return (
+            f"{measure(cfg, shape, k).describe()}, peak memory {format_quantity('memory', f['memory_bytes'])}, "
+            f"size {format_quantity('size', f['size_bytes'])} ({precision.name}), latency {format_quantity('latency', f['latency_ms'])}  {cfg.describe()}"
+        )
+
     rows = [
         (
             "space",
             f"{space.name} ({args.space}): {space.block}, {len(space.stages)} stages, {space.size():,} students",
         ),
         ("input", f"{info.name}: {'x'.join(map(str, shape))}, {k} classes"),
-        ("smallest", f"{small_cost.describe()}  {smallest.describe()}"),
-        ("largest", f"{measure(largest, shape, k).describe()}  {largest.describe()}"),
+        ("smallest", figures(smallest)),
+        ("largest", figures(largest)),
     ]
     uniform = [measure(member, shape, k) for member in space.uniform_members()]
     rows.append((
@@ -62,11 +76,11 @@ def run(args) -> int:
     if budget is not None:
         baseline = space.baseline(budget, shape, k)
         rows.append(("budget", budget.describe()))
-        rows.append(("baseline", f"{measure(baseline, shape, k).describe()}  {baseline.describe()}"))
+        rows.append(("baseline", figures(baseline)))
         rng = random.Random(args.seed)
-        # analytic_cost equals fvcore's count exactly (tests/test_cost.py) and is ~100x faster.
-        costs = (analytic_cost(space.random_config(rng), shape, k) for _ in range(args.samples))
-        fit = sum(budget.fits(c.macs, c.params) for c in costs)
+        # analytic_cost equals fvcore's count exactly (tests/test_cost.py) and is ~100x faster;
+        # memory and size are exact too, latency is the table's prediction (built on first use).
+        fit = sum(budget.fits(**meter.values(space.random_config(rng))) for _ in range(args.samples))
         rows.append(("fit", f"{fit} of {args.samples} random members ({100 * fit / args.samples:.1f}%)"))
     width = max(len(name) for name, _ in rows)
     for name, text in rows:

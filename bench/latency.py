@@ -1,0 +1,138 @@
+"""How well the latency table predicts onnxruntime's measured latency, and how much measurements
+jitter. Writes the "latency" section of docs/BENCHMARKS.md and docs/results/latency.json.
+
+    .venv/bin/python -m bench.latency [--space search_spaces/mbv2.yaml] [--candidates 50] [--repeats 10]
+
+Random members of the space on Fashion-MNIST's 1x28x28 input: each is predicted by the machine's
+`LatencyTable` (its sum of parts through the space's calibration line; built on demand, cached under ~/.cache/nas-kd) and measured by `measure_latency`
+(median of >= 100 runs spanning >= 0.2 s, 1 thread). Rows are kept in the JSON file as they are
+measured, so an interrupted run resumes where it stopped (same machine key, space and seed); a
+run on another machine or runtime starts afresh. Jitter: a few students measured ``--repeats``
+times each. The load average is recorded before and after: figures taken on a busy CPU are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+from bench._report import write_section
+from nas_kd.cost import torch_threads
+from nas_kd.latency import MIN_SECONDS, RUNS, LatencyTable, machine, measure_latency
+from nas_kd.space import SearchSpace
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "latency.json"
+SHAPE, CLASSES = (1, 28, 28), 10
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Average ranks (ties share the mean rank), for Spearman's coefficient."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="search_spaces/mbv2.yaml")
+    ap.add_argument("--candidates", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    space = SearchSpace.load(args.space)
+    m = machine()
+    key = {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE), "predictor": "calibrated sum of parts"}
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    rows = old.get("rows", []) if old.get("key") == key else []
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    with torch_threads(1):
+        table = LatencyTable()
+        rng = random.Random(args.seed)
+        members = [space.random_config(rng) for _ in range(args.candidates)]
+        for i, cfg in enumerate(members):
+            if i < len(rows):
+                continue
+            predicted = table.predict(cfg, SHAPE, CLASSES, space=space)
+            got = measure_latency(cfg, SHAPE, CLASSES)
+            rows.append({"config": cfg.describe(), "predicted_ms": predicted, "sum_of_parts_ms": table.sum_of_parts(cfg, SHAPE, CLASSES), "measured_ms": got.median_ms, "p10_ms": got.p10_ms, "p90_ms": got.p90_ms, "runs": got.runs})
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps({"key": key, "rows": rows}, indent=1))
+            print(f"{i + 1}/{len(members)} predicted {predicted:.3f} ms measured {got.median_ms:.3f} ms  {cfg.describe()}", flush=True)
+        jitter = []
+        for cfg in (space.smallest(), members[0], space.largest()):
+            medians = [measure_latency(cfg, SHAPE, CLASSES).median_ms for _ in range(args.repeats)]
+            jitter.append({"config": cfg.describe(), "medians_ms": medians, "cv": statistics.stdev(medians) / statistics.fmean(medians), "max_over_min": max(medians) / min(medians)})
+    errors = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in rows]
+    raw_errors = [abs(r["sum_of_parts_ms"] / r["measured_ms"] - 1) for r in rows]
+    line = table.calibration(space, SHAPE, CLASSES)
+    summary = {
+        "candidates": len(rows),
+        "median_rel_error": statistics.median(errors),
+        "p95_rel_error": percentile(errors, 0.95),
+        "spearman": spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]),
+        "mean_signed_error": statistics.fmean(r["predicted_ms"] / r["measured_ms"] - 1 for r in rows),
+        "uncalibrated_median_rel_error": statistics.median(raw_errors),
+        "uncalibrated_p95_rel_error": percentile(raw_errors, 0.95),
+        "calibration": {"scale": line["scale"], "offset_ms": line["offset"], "students": line["students"]},
+        "table_entries": len(table.entries),
+        "table_entries_measured_now": table.measured,
+    }
+    load_after = os.getloadavg()
+    result = {"key": key, "machine": {"cpu": m.cpu, "threads": m.threads, "onnxruntime": m.onnxruntime, "cores": os.cpu_count()}, "protocol": {"runs": RUNS, "min_seconds": MIN_SECONDS}, "load_average_before": load_before, "load_average_after": load_after, "seconds": time.perf_counter() - start, "summary": summary, "jitter": jitter, "rows": rows}
+    RESULTS.write_text(json.dumps(result, indent=1))
+    s = summary
+    body = [
+        "## latency: predicted against measured (onnxruntime, batch 1)",
+        "",
+        f"Command: `.venv/bin/python -m bench.latency --space {args.space} --candidates {args.candidates} --repeats {args.repeats}`; "
+        f"{m.cpu}, {os.cpu_count()} cores, onnxruntime {m.onnxruntime}, {m.threads} thread; input {'x'.join(map(str, SHAPE))}, {CLASSES} classes; "
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min). Rows: `docs/results/latency.json`.",
+        "",
+        "| random members | median relative error | 95th-percentile relative error | Spearman | mean signed error | table entries |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {s['candidates']} | {100 * s['median_rel_error']:.1f}% | {100 * s['p95_rel_error']:.1f}% | {s['spearman']:.3f} | {100 * s['mean_signed_error']:+.1f}% | {s['table_entries']} |",
+        "",
+        f"Prediction = {s['calibration']['scale']:.3f} x (sum of the table's parts) {s['calibration']['offset_ms']:+.4f} ms, the line fitted on {s['calibration']['students']} other members "
+        f"of the space; the sum of parts alone: median {100 * s['uncalibrated_median_rel_error']:.1f}%, 95th percentile {100 * s['uncalibrated_p95_rel_error']:.1f}%.",
+        "",
+        f"Jitter: each student measured {args.repeats} times (each a median of >= {RUNS} runs spanning >= {MIN_SECONDS} s).",
+        "",
+        "| student | median of medians (ms) | coefficient of variation | max / min |",
+        "| --- | --- | --- | --- |",
+    ]
+    for j in jitter:
+        body.append(f"| `{j['config']}` | {statistics.median(j['medians_ms']):.3f} | {100 * j['cv']:.1f}% | {j['max_over_min']:.2f} |")
+    write_section("latency", "\n".join(body))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""Latency per image as users will see it: onnxruntime on the exported graph, batch 1, this CPU.
+
+Measurement (`measure_latency`)
+-------------------------------
+The student is exported exactly as `nas_kd.export` ships it (`Normalised`: raw uint8 pixels in,
+logits out, TorchScript-based ONNX exporter, opset 17) and run by onnxruntime's CPU provider with
+a fixed thread count (`THREADS`, intra- and inter-op, sequential execution, all graph
+optimisations). After `WARMUP` runs, each of at least `RUNS` runs (and more until they span `MIN_SECONDS`) is timed alone; the
+figure is the median in milliseconds. Only one process measures at a time on a machine (a file lock next to
+the table): two measurements at once would each see the other's load. Latency does not depend
+on the weights' values, so an untrained student with seeded weights stands in for a trained one.
+
+Prediction (`LatencyTable`)
+---------------------------
+A search proposes thousands of students and trains a few: measuring each proposal would cost
+more than the repair it serves. The table holds the measured latency of every *part* a student
+is made of (the normalisation and stem, each block with its input width and size, output width,
+stride, kernel, expansion and squeeze-excitation, and the pooling head), each measured as its
+own ONNX graph by the same procedure. One graph run pays a fixed cost (the call into
+onnxruntime, input and output copies) that a whole network pays once but a sum of parts would pay
+once per part, so that cost is measured too (a graph with a single cheap operator) and taken off
+every part but one: ``sum(parts) - (len(parts) - 1) * call``. What this still misses (a chain of
+parts shares caches and allocations that separate graphs do not) is taken out by a per-space
+calibration: `CALIBRATION_STUDENTS` members of the space (its smallest, its largest and seeded
+random ones) are measured whole once, and a straight line ``scale * sum + offset``, fitted by least
+squares on relative error, maps the sum to the prediction.
+
+The table is built on first use, entry by entry, and cached on disk per machine: under
+``$NAS_KD_CACHE`` (default ``~/.cache/nas-kd``) in ``latency/<key>.json``, where the key names the
+CPU model, the thread count and the onnxruntime version, so a table never serves another machine
+or runtime. How well it predicts (median and 95th-percentile relative error, rank correlation on
+random students) and how much repeated measurements jitter is in docs/COST.md, measured with
+``python -m bench.latency``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas_kd.models.blocks import ConvBNAct, activation_for, make_block, out_size
+from nas_kd.models.staged import ClassifierHead
+from nas_kd.models.student import StudentConfig, build_student
+
+__all__ = [
+    "THREADS",
+    "WARMUP",
+    "RUNS",
+    "Machine",
+    "machine",
+    "Latency",
+    "onnx_bytes",
+    "time_graph",
+    "measure_latency",
+    "measure_module",
+    "LatencyTable",
+    "cache_dir",
+]
+
+THREADS = 1  # onnxruntime intra-op threads: the steadiest figure on a shared CPU, and what a small device has
+WARMUP = 20
+RUNS = 100
+# Timed runs continue until they span at least this long: 100 runs of a 30-microsecond graph last
+# 3 ms, one scheduler time slice, so on a shared CPU the whole sample would share one load state.
+MIN_SECONDS = 0.2
+_SEED = 0  # weights of the stand-in student (latency does not depend on them)
+CALIBRATION_STUDENTS = 12  # whole members of a space measured once to fit the table's line
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a latency figure is valid for."""
+
+    cpu: str
+    threads: int
+    onnxruntime: str
+
+    @property
+    def key(self) -> str:
+        text = f"{self.cpu}-t{self.threads}-ort{self.onnxruntime}"
+        return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def machine(threads: int = THREADS) -> Machine:
+    import onnxruntime
+
+    return Machine(cpu=_cpu_model(), threads=threads, onnxruntime=onnxruntime.__version__)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NAS_KD_CACHE") or Path.home() / ".cache" / "nas-kd")
+
+
+@contextlib.contextmanager
+def _one_measurer() -> Iterator[None]:
+    """Holds the machine-wide measuring lock: one timing loop at a time (module docstring)."""
+    path = cache_dir() / "latency" / "measure.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One measurement: the median over ``runs`` timed runs, and its spread."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    threads: int
+    cpu: str
+    onnxruntime: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
+    """``module`` exported as `nas_kd.export` exports students (TorchScript-based exporter, opset
+    17, eval mode so BN folds into its conv), in memory."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), buffer, input_names=["input"], output_names=["output"], opset_version=17, dynamo=False)
+    return buffer.getvalue()
+
+
+def _session(model: bytes, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def time_graph(model: bytes, example: np.ndarray, *, runs: int = RUNS, warmup: int = WARMUP, threads: int = THREADS, min_seconds: float = MIN_SECONDS) -> list[float]:
+    """Milliseconds of each timed run of an ONNX graph on ``example`` (at least ``runs``, and
+    more until they span ``min_seconds``), after ``warmup`` untimed ones, holding the measuring
+    lock."""
+    session = _session(model, threads)
+    name = session.get_inputs()[0].name
+    feed = {name: example}
+    times = []
+    with _one_measurer():
+        for _ in range(warmup):
+            session.run(None, feed)
+        begin = time.perf_counter()
+        while len(times) < runs or time.perf_counter() - begin < min_seconds:
+            start = time.perf_counter_ns()
+            session.run(None, feed)
+            times.append((time.perf_counter_ns() - start) / 1e6)
+    return times
+
+
+def _summary(times: list[float], threads: int) -> Latency:
+    m = machine(threads)
+    deciles = statistics.quantiles(times, n=10)
+    return Latency(statistics.median(times), deciles[0], deciles[-1], len(times), threads, m.cpu, m.onnxruntime)
+
+
+def measure_module(module: nn.Module, example: torch.Tensor, *, runs: int = RUNS, threads: int = THREADS) -> Latency:
+    """Latency of any module exported to ONNX, on ``example``."""
+    graph = onnx_bytes(module, example)
+    return _summary(time_graph(graph, example.numpy(), runs=runs, threads=threads), threads)
+
+
+def _stand_in(cfg: StudentConfig, input_shape, num_classes: int) -> nn.Module:
+    from nas_kd.export import Normalised
+
+    torch.manual_seed(_SEED)
+    c = int(input_shape[0])
+    return Normalised(build_student(cfg, c, num_classes), [0.5] * c, [0.25] * c)
+
+
+def _pixels(input_shape) -> torch.Tensor:
+    g = torch.Generator().manual_seed(_SEED)
+    return torch.randint(0, 256, (1, *map(int, input_shape)), generator=g, dtype=torch.uint8)
+
+
+def measure_latency(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> Latency:
+    """The exported student's latency per image at batch 1 (module docstring)."""
+    return measure_module(_stand_in(cfg, input_shape, num_classes), _pixels(input_shape), runs=runs, threads=threads)
+
+
+# ------------------------------------------------------------------------------------ prediction
+
+
+class _Stem(nn.Module):
+    """The normalisation and stem of a student: the first part of its exported graph."""
+
+    def __init__(self, cfg: StudentConfig, channels: int):
+        super().__init__()
+        from nas_kd.export import Normalised
+
+        stem = ConvBNAct(channels, cfg.stem_width, cfg.stem_kernel, cfg.stem_stride, act=activation_for(cfg.block))
+        self.body = Normalised(stem, [0.5] * channels, [0.25] * channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class _Call(nn.Module):
+    """The cheapest graph that still runs: what one call into onnxruntime costs by itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
+
+
+def _parts(cfg: StudentConfig, input_shape, num_classes: int) -> list[tuple[str, object]]:
+    """(key, builder) of every part of ``cfg``'s graph, in order; a builder returns (module, example)."""
+    c, h, w = (int(v) for v in input_shape)
+    parts: list[tuple[str, object]] = [(
+        f"stem|{c}x{h}x{w}|{cfg.block}|w{cfg.stem_width}|k{cfg.stem_kernel}|s{cfg.stem_stride}",
+        lambda: (_Stem(cfg, c), _pixels((c, h, w))),
+    )]
+    h, w, width = out_size(h, cfg.stem_stride), out_size(w, cfg.stem_stride), cfg.stem_width
+    for s in cfg.stages:
+        for j in range(s.depth):
+            stride = s.stride if j == 0 else 1
+            key = f"{cfg.block}|{width}x{h}x{w}|w{s.width}|s{stride}|k{s.kernel}|e{s.expand}|se{int(s.se)}"
+            args = (cfg.block, width, s.width, stride, s.kernel, s.expand, s.se)
+            parts.append((key, lambda args=args, shape=(width, h, w): (make_block(*args), torch.randn(1, *shape))))
+            h, w, width = out_size(h, stride), out_size(w, stride), s.width
+    parts.append((f"head|{width}x{h}x{w}|{num_classes}", lambda shape=(width, h, w): (ClassifierHead(shape[0], num_classes), torch.randn(1, *shape))))
+    return parts
+
+
+class LatencyTable:
+    """Per-part latencies of this machine (module docstring), filled on demand and cached."""
+
+    CALL = "call"
+
+    def __init__(self, path: Path | None = None, threads: int = THREADS, runs: int = RUNS):
+        self.machine = machine(threads)
+        self.path = Path(path) if path is not None else cache_dir() / "latency" / f"{self.machine.key}.json"
+        self.threads, self.runs = threads, runs
+        self.entries: dict[str, float] = {}
+        self.calibrations: dict[str, dict] = {}
+        self.measured = 0  # entries this object measured (the rest came from the cache)
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        if data.get("machine") == asdict(self.machine):
+            self.entries.update(data.get("entries", {}))
+            self.calibrations.update(data.get("calibrations", {}))
+
+    def _save(self) -> None:
+        # Other processes may have added entries meanwhile: merge, then replace atomically.
+        entries, calibrations = dict(self.entries), dict(self.calibrations)
+        self._load()
+        self.entries.update(entries)
+        self.calibrations.update(calibrations)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        data = {"machine": asdict(self.machine), "runs": self.runs, "entries": self.entries, "calibrations": self.calibrations}
+        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
+        tmp.replace(self.path)
+
+    def _entry(self, key: str, build) -> float:
+        if key not in self.entries:
+            torch.manual_seed(_SEED)
+            module, example = build()
+            self.entries[key] = measure_module(module, example, runs=self.runs, threads=self.threads).median_ms
+            self.measured += 1
+            self._save()
+        return self.entries[key]
+
+    def call_ms(self) -> float:
+        return self._entry(self.CALL, lambda: (_Call(), torch.zeros(1, 1, 1, 1)))
+
+    def sum_of_parts(self, cfg: StudentConfig, input_shape, num_classes: int) -> float:
+        """Sum of ``cfg``'s parts, less the call overhead of all but one (module docstring)."""
+        parts = _parts(cfg, input_shape, num_classes)
+        total = sum(self._entry(key, build) for key, build in parts)
+        return total - (len(parts) - 1) * self.call_ms()
+
+    def calibration(self, space, input_shape, num_classes: int) -> dict:
+        """The line of ``space`` on this input (module docstring), fitted on first use."""
+        shape = tuple(int(v) for v in input_shape)
+        decisions = repr((space.block, space.decisions(), [s.stride for s in space.stages], shape, num_classes))
+        key = f"{space.name}|{hashlib.sha256(decisions.encode()).hexdigest()[:16]}"
+        if key not in self.calibrations:
+            rng = random.Random("nas-kd latency calibration")  # never the seeds of evaluations
+            members = [space.smallest(), space.largest()] + [space.random_config(rng) for _ in range(CALIBRATION_STUDENTS - 2)]
+            sums = [self.sum_of_parts(c, shape, num_classes) for c in members]
+            measured = [measure_latency(c, shape, num_classes, runs=self.runs, threads=self.threads).median_ms for c in members]
+            # Least squares on relative error: rows divided by the measurement.
+            design = np.array([[x / y, 1 / y] for x, y in zip(sums, measured, strict=True)])
+            (scale, offset), *_ = np.linalg.lstsq(design, np.ones(len(members)), rcond=None)
+            self.calibrations[key] = {"scale": float(scale), "offset": float(offset), "students": len(members), "sums_ms": sums, "measured_ms": measured}
+            self._save()
+        return self.calibrations[key]
+
+    def predict(self, cfg: StudentConfig, input_shape, num_classes: int, space=None) -> float:
+        """Predicted latency of ``cfg``'s exported graph in ms: the sum of parts, mapped through
+        ``space``'s calibration line when a space is given (module docstring)."""
+        total = self.sum_of_parts(cfg, input_shape, num_classes)
+        if space is None:
+            return total
+        line = self.calibration(space, input_shape, num_classes)
+        return line["scale"] * total + line["offset"]

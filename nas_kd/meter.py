@@ -1,0 +1,103 @@
+"""`BudgetMeter`: the value of every quantity a budget limits, for one student config.
+
+MACs, parameters, peak memory and weight bytes are exact from the config alone (`analytic_cost`,
+`nas_kd.memory`); latency is *predicted* by the machine's `LatencyTable` and only *measured*
+(`nas_kd.latency.measure_latency`, ~0.3 s) where the prediction is too close to the limit to
+trust: at or above `MEASURE_ABOVE` of it. The predictor's 95th-percentile error is within 15% on
+this machine (docs/COST.md), so a prediction below 80% of the limit is taken as it is; one above
+the limit is rejected without measuring. A search's winner is always measured (`nas_kd.finalize`).
+"""
+
+from __future__ import annotations
+
+from nas_kd.config import Budget, get_precision
+from nas_kd.models.student import StudentConfig
+
+__all__ = ["BudgetMeter", "MEASURE_ABOVE", "fill_of", "describe_values"]
+
+MEASURE_ABOVE = 0.8  # of the latency limit: predictions from here up to the limit are measured
+
+
+def fill_of(budget: Budget, macs: float, params: float, **values: float) -> float:
+    """Cost over the binding limit (the largest ratio over every limit): > 1 is over budget."""
+    return max(budget.ratios(macs, params, **values).values())
+
+
+def describe_values(budget: Budget, values: dict[str, float]) -> str:
+    """MACs, params and the other limited quantities of ``values``, with units:
+    '250.86k MACs, 4.05k params, 75.26kB peak memory'."""
+    from nas_kd.config import format_quantity
+
+    names = {"macs": "MACs", "params": "params", "memory": "peak memory", "size": "size", "latency": "latency"}
+    shown = ["macs", "params"] + [q for q in budget.limits() if q not in ("macs", "params")]
+    return ", ".join(f"{format_quantity(q, values[q])} {names[q]}" for q in shown)
+
+
+class BudgetMeter:
+    def __init__(self, budget: Budget, input_shape, num_classes: int, space=None, table=None):
+        self.budget, self.shape, self.num_classes = budget, tuple(int(v) for v in input_shape), int(num_classes)
+        self.space = space  # the search space, whose calibration line the latency table applies
+        self.precision = get_precision(budget.precision)
+        self._table = table
+
+    @property
+    def table(self):
+        """The machine's latency table, opened on first use (only latency budgets need it)."""
+        if self._table is None:
+            from nas_kd.latency import LatencyTable
+
+            self._table = LatencyTable()
+        return self._table
+
+    def values(self, cfg: StudentConfig, *, everything: bool = False) -> dict[str, float]:
+        """{quantity: value} for every limited quantity (all five with ``everything``); latency
+        is the table's prediction in ms."""
+        from nas_kd.cost import analytic_cost
+        from nas_kd.memory import peak_memory_bytes, size_bytes
+
+        cost = analytic_cost(cfg, self.shape, self.num_classes)
+        values: dict[str, float] = {"macs": cost.macs, "params": cost.params}
+        if everything or self.budget.memory is not None:
+            values["memory"] = peak_memory_bytes(cfg, self.shape, self.num_classes, self.precision)
+        if everything or self.budget.size is not None:
+            values["size"] = size_bytes(cfg, self.shape, self.num_classes, self.precision)
+        if everything or self.budget.latency is not None:
+            values["latency"] = self.table.predict(cfg, self.shape, self.num_classes, space=self.space)
+        return values
+
+    def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
+        """(peak activation bytes, weight bytes) at the budget's precision, exact."""
+        from nas_kd.memory import peak_memory_bytes, size_bytes
+
+        return peak_memory_bytes(cfg, self.shape, self.num_classes, self.precision), size_bytes(cfg, self.shape, self.num_classes, self.precision)
+
+    def fill(self, cfg: StudentConfig) -> float:
+        return fill_of(self.budget, **self.values(cfg))
+
+    def needs_measuring(self, predicted_latency: float) -> bool:
+        """Whether a latency prediction is too close to the limit to decide on."""
+        limit = self.budget.latency
+        return limit is not None and MEASURE_ABOVE * limit <= predicted_latency <= limit
+
+    def measure_latency(self, cfg: StudentConfig):
+        from nas_kd.latency import measure_latency
+
+        return measure_latency(cfg, self.shape, self.num_classes, threads=self.table.threads)
+
+    def footprint(self, cfg: StudentConfig) -> dict:
+        """Everything a report shows for one student: fvcore's MACs and parameters, peak memory
+        and weight bytes at the budget's precision, and the latency *measured* now."""
+        from nas_kd.cost import measure
+
+        cost = measure(cfg, self.shape, self.num_classes)
+        latency = self.measure_latency(cfg)
+        memory, size = self.deployment_bytes(cfg)
+        return {
+            "macs": cost.macs,
+            "params": cost.params,
+            "precision": self.precision.name,
+            "memory_bytes": memory,
+            "size_bytes": size,
+            "latency_ms": latency.median_ms,
+            "latency": latency.to_dict(),
+        }
