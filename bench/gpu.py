@@ -150,7 +150,7 @@ def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
 def pack(cfg: Config, target: Path) -> None:
     """Results, the markdown, and the state the next call resumes from, in one tar.gz whose paths
     are relative to the repository root (extract it there)."""
-    keep = [p for p in sorted(cfg.results.glob("gpu_*.json"))] + [cfg.markdown]
+    keep = [p for p in sorted(cfg.results.glob("gpu_*.json"))] + [cfg.results / "search.json", cfg.markdown]
     runs = cfg.work / "runs"
     if runs.is_dir():
         for p in sorted(runs.rglob("*")):

@@ -194,6 +194,10 @@ def search_markdown(cfg) -> tuple[str, str]:
 
     records = [_record(cfg, s.name) for s in sections(cfg.sizes) if s.name.startswith("search-") and result_path(cfg, s.name).is_file()]
     results = [(r["result"]["budget"], r["result"]["sampler"], r["result"]["report"]) for r in records]
+    # docs/results/search.json: per budget and sampler, the winner's and the baselines' per-seed
+    # test accuracies, MACs and paired differences (issue 12), as the sections recorded them.
+    rows = [{"budget": b, "sampler": smp, "trained_trials": (rep.get("trial_counts") or {}).get("trained"), **{k: rep.get(k) for k in ("winner", "baselines", "comparisons", "verdict")}} for b, smp, rep in results]
+    (cfg.results / "search.json").write_text(json.dumps({"hardware": records[-1]["hardware"], "date": records[-1]["date"], "smoke": records[-1]["smoke"], "searches": rows}, indent=1) + "\n")
     sz = cfg.sizes
     lines = _header(cfg, "GPU: searched student vs uniform baseline", {**records[-1], "section": ",".join(r["section"] for r in records), "seconds": sum(r["seconds"] for r in records), "estimate_seconds": sum(r["estimate_seconds"] for r in records)})
     lines += [f"{sz.trials} trained trials per search, {sz.preset} preset, mode {sz.mode}, --jobs {sz.search_jobs or 'default'}, {sz.retrain_seeds} retrain seeds, space {sz.space}. *wall s*: the search's trials (all sessions). Test accuracy is mean ± std over the retrain seeds.", ""]
