@@ -27,6 +27,7 @@ from torch import nn
 
 from nas_kd.config import Schedule
 from nas_kd.data import DatasetInfo, dataset_slug
+from nas_kd.device import memory_format
 from nas_kd.errors import UserError
 from nas_kd.models.teacher_nets import ReconstructionDecoder, ScriptedTeacher, build_teacher, parse_arch
 from nas_kd.models.teacher_training import train_teacher
@@ -134,7 +135,8 @@ def load_teacher(path: str | os.PathLike, info: DatasetInfo, device: torch.devic
             model.load_state_dict(ckpt["state_dict"])
         except (RuntimeError, KeyError, TypeError) as e:
             raise UserError(f"'{path}' does not match architecture {meta.get('arch')} ({str(e).splitlines()[0][:120]}): the file is damaged; train the teacher again") from None
-    model.to(device).eval()
+    device = torch.device(device)
+    model.to(device, memory_format=memory_format(device)).eval()  # the layout it trained in: same kernels, same outputs
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta
