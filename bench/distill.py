@@ -272,7 +272,7 @@ def main(argv=None) -> int:
         "hardware": hardware() + f"; {args.threads} torch thread(s)",
         "seeds": ", ".join(map(str, seeds)),
         "date": dt.date.today().isoformat(),
-        "schedule_text": f"{schedule.epochs} epochs on {n:,} training examples {'' if schedule.train_subset else ' (all)'}, batch {schedule.batch_size}, SGD+Nesterov lr {schedule.lr}, warm-up {schedule.warmup_epochs} epoch then cosine, flips, no crops",
+        "schedule_text": f"{schedule.epochs} epochs on {n:,} training examples{'' if schedule.train_subset else ' (all)'}, batch {schedule.batch_size}, SGD+Nesterov lr {schedule.lr}, warm-up {schedule.warmup_epochs} epoch then cosine, flips, no crops",
         "teacher": f"{tmeta['arch']} at {100 * tmeta['test_accuracy']:.2f}% test (`{tpath.name}`, sha256 {teacher.nas_kd_sha256[:12]}...)",
         "screen": screen_text,
     }
