@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # As in nas_kd.cli: an interrupt inside a database call is reported once, not as a pool traceback.
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    # A child is stopped by SIGINT alone (forwarded by the parent, or sent by the watch below), so
+    # it must raise KeyboardInterrupt even when started from a shell job that ignores SIGINT
+    # (`nohup nas-kd search --jobs 2 &`): an ignored disposition survives exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _watch_parent(args.parent)
     torch.set_num_threads(args.threads)
 

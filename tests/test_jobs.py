@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from nas_kd.jobs import GPU_JOBS, default_jobs, threads_per_job
+from tests.child_process import ctrl_c_reaches_it
 from tests.test_workers import SPACE as TINY
 from tests.test_workers import TEACHER, _assert_no_config_twice, _cmd, _counted, _created, _env, _trials
 
@@ -86,13 +87,14 @@ def test_two_jobs_train_exactly_the_trials_from_one_teacher_training(tmp_path):
     _assert_no_config_twice(trials)
 
 
+
 def _start(tmp_path: Path, teacher: Path, study: str):
     """A --jobs 2 search of many trials, its output (parent's and child's) in log.txt."""
     (tmp_path / "tiny.yaml").write_text(TINY)
     cmd = _cmd(teacher, study, 50, extra=["--jobs", "2"])
     log = tmp_path / "log.txt"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), text=True, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), text=True, stdout=out, stderr=subprocess.STDOUT, preexec_fn=ctrl_c_reaches_it)
     return proc, f"sqlite:///{tmp_path}/runs/{study}/study.db", log
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from nas_kd.config import Schedule
+from tests.child_process import ctrl_c_reaches_it
 from tests.postgres_server import postgres_bin, postgres_server
 from tests.test_cli_search import TINY_SPACE as SPACE  # the same tiny space as the CLI search test
 
@@ -34,6 +35,7 @@ def workdir(tmp_path_factory):
     (root / "tiny.yaml").write_text(SPACE)
     _, _, path = ensure_teacher("synthetic", "resnet8", TEACHER, preset="test", device=torch.device("cpu"), root=root / "runs" / "teachers", log=lambda *_: None)
     return root, path
+
 
 
 def _cmd(teacher: Path, study: str, trials: int, storage: str | None = None, extra=()):
@@ -173,7 +175,7 @@ def test_sigint_marks_the_trial_writes_a_partial_report_and_exits_130(workdir):
     root, teacher = workdir
     study = "sigint"
     storage = f"sqlite:///{root}/runs/{study}/study.db"
-    proc = subprocess.Popen(_cmd(teacher, study, 50), cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(_cmd(teacher, study, 50), cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_reaches_it)
     deadline = time.time() + 180
     while time.time() < deadline:
         time.sleep(0.3)
