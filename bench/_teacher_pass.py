@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from nas_kd.distill import MODES, TeacherCache
+import torch
+
+from nas_kd.distill import MODES, TeacherCache, train
+from nas_kd.models.student import build_student
 from nas_kd.train import make_loaders
 
 __all__ = ["TeacherPass"]
@@ -11,11 +14,13 @@ __all__ = ["TeacherPass"]
 class TeacherPass:
     """The teacher's cached outputs per mode, built once and shared by every student, seed and
     the screen (as the search shares them across trials): each run gets loaders of its own seed
-    over the same examples, which the cache matches."""
+    over the same examples, which the cache matches. ``planned`` modes get their caches at the
+    first run that needs one, the widest first (`prepare`); a call that trains nothing builds none."""
 
-    def __init__(self, teacher, splits, batch_size: int, device):
+    def __init__(self, teacher, splits, batch_size: int, device, planned=()):
         self.teacher, self.splits, self.batch_size, self.device = teacher, splits, batch_size, device
         self._caches: dict[str, TeacherCache] = {}
+        self._planned = list(planned)
 
     def loaders(self, seed: int):
         return make_loaders(self.splits, batch_size=self.batch_size, device=self.device, seed=seed, crop=False)
@@ -24,6 +29,9 @@ class TeacherPass:
         """A cache holding what ``mode`` reads: one built for a wider mode (full covers kd) serves."""
         if not MODES[mode].uses_teacher:
             return None
+        if self._planned:
+            planned, self._planned = self._planned, []
+            self.prepare([*planned, mode])
         if mode not in self._caches:
             wider = [c for c in self._caches.values() if c.covers(MODES[mode])]
             self._caches[mode] = wider[0] if wider else TeacherCache(self.teacher, self.loaders(0)[0], mode, num_classes=self.splits.info.num_classes)
@@ -35,3 +43,14 @@ class TeacherPass:
         size = {m: TeacherCache.estimate_bytes(self.teacher, loader, MODES[m], self.splits.info.input_shape, self.splits.info.num_classes) for m in modes if MODES[m].uses_teacher}
         for mode in sorted(size, key=size.get, reverse=True):
             self.cache(mode)
+
+    def train(self, cfg, schedule, mode: str, seed: int, evaluate_test: bool) -> dict:
+        """One student under ``schedule`` on ``seed`` (`nas_kd.distill.train`'s metrics), the
+        teacher's outputs from this pass's cache."""
+        torch.manual_seed(seed)
+        student = build_student(cfg, self.splits.info.channels, self.splits.info.num_classes)
+        cache = self.cache(mode)
+        return train(
+            student, self.teacher if MODES[mode].uses_teacher else None, self.splits, schedule, mode, device=self.device, seed=seed, evaluate_test=evaluate_test, log=None,
+            loaders=self.loaders(seed), teacher_cache=cache, teacher_attention=cache.attention_state if cache else None,
+        )  # fmt: skip

@@ -27,8 +27,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 from bench._report import BENCHMARKS, hardware, write_section
 from bench._teacher_pass import TeacherPass
 from bench.distill_ablation import SPACE, pick_students
@@ -36,9 +34,9 @@ from nas_kd.config import Schedule, get_preset
 from nas_kd.cost import torch_threads
 from nas_kd.data import load_splits
 from nas_kd.device import resolve_device
-from nas_kd.distill import MODES, get_mode, train
+from nas_kd.distill import MODES, get_mode
 from nas_kd.files import digest
-from nas_kd.models.student import StudentConfig, build_student
+from nas_kd.models.student import StudentConfig
 from nas_kd.models.teachers import resolve_teacher
 from nas_kd.space import SearchSpace
 from nas_kd.stats import paired_difference
@@ -79,13 +77,7 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def train_run(run: Run, cfg: StudentConfig, teacher_pass: TeacherPass, schedule: Schedule, command: str) -> dict:
-    splits, cache = teacher_pass.splits, teacher_pass.cache(run.mode)
-    torch.manual_seed(run.seed)
-    student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-    m = train(
-        student, teacher_pass.teacher, splits, schedule, run.mode, device=teacher_pass.device, seed=run.seed, evaluate_test=True, log=None,
-        loaders=teacher_pass.loaders(run.seed), teacher_cache=cache, teacher_attention=cache.attention_state if cache else None,
-    )  # fmt: skip
+    m = teacher_pass.train(cfg, schedule, run.mode, run.seed, evaluate_test=True)
     curves = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"], "disc_accuracy": h["disc_accuracy"], "adv_gate": h["adv_gate"]} for h in m["history"]]
     return {
         **dataclasses.asdict(run),
@@ -101,8 +93,9 @@ def train_run(run: Run, cfg: StudentConfig, teacher_pass: TeacherPass, schedule:
     }
 
 
-def screen(students, teacher_pass: TeacherPass, schedule, modes, seed, command, path: Path, log=print) -> str:
-    """The single-paper mode with the best validation accuracy under ``schedule`` (first student)."""
+def screen(students, teacher_pass: TeacherPass, schedule, modes, seed, command, path: Path, log=print) -> tuple[str, dict[str, float]]:
+    """The single-paper mode with the best validation accuracy under ``schedule`` (first student),
+    and every screened mode's validation accuracy."""
     name, (_, cfg) = next(iter(students.items()))
     rows = read_rows(path)
     sha = teacher_pass.teacher.nas_kd_sha256
@@ -114,7 +107,7 @@ def screen(students, teacher_pass: TeacherPass, schedule, modes, seed, command, 
             rows.append(row)
             log(f"screen {mode:6s} {name} seed {seed}: val {row['val_acc']:.2f}%")
     scored = {r["mode"]: r["val_acc"] for r in rows if r["mode"] in modes and Run(name, r["mode"], seed, schedule.to_dict(), sha).matches(r)}
-    return max(modes, key=lambda m: scored[m])
+    return max(modes, key=lambda m: scored[m]), scored
 
 
 def paired_table(rows: list[dict], modes: list[str]) -> list[str]:
@@ -244,14 +237,13 @@ def main(argv=None) -> int:
         teacher, tmeta, tpath = resolve_teacher(args.teacher, args.dataset, get_preset("standard").teacher, preset="standard", seed=0, device=device, data_dir=args.data_dir, reconstruction=True)
         teacher.nas_kd_sha256 = digest(tpath)
         command = " ".join(argv)
-        teacher_pass = TeacherPass(teacher, splits, schedule.batch_size, device)
+        # One pass of the teacher for the screen and every mode, the widest cache first, at the first run that trains.
+        planned = sorted({*screen_modes, *(m for m in modes if m != "best")} if "best" in modes else set(modes))
+        teacher_pass = TeacherPass(teacher, splits, schedule.batch_size, device, planned=planned)
         screen_text = ""
-        if not args.render:  # one pass of the teacher for the screen and every mode: the widest cache first
-            teacher_pass.prepare(sorted({*screen_modes, *(m for m in modes if m != "best")} if "best" in modes else set(modes)))
         if "best" in modes:
             screen_schedule = dataclasses.replace(schedule, epochs=args.screen_epochs, warmup_epochs=min(1.0, args.screen_epochs / 5))
-            best = screen(students, teacher_pass, screen_schedule, screen_modes, int(args.seeds.split(",")[0]), command, screen_results)
-            scores = {r["mode"]: r["val_acc"] for r in read_rows(screen_results) if r["schedule"] == screen_schedule.to_dict() and r["teacher_sha256"] == teacher.nas_kd_sha256}
+            best, scores = screen(students, teacher_pass, screen_schedule, screen_modes, int(args.seeds.split(",")[0]), command, screen_results)
             screen_text = f"`best` = **{best}**: the single-paper mode with the highest validation accuracy after {args.screen_epochs} epoch(s) on the first student, seed {args.seeds.split(',')[0]} (" + ", ".join(f"{m} {scores[m]:.2f}%" for m in screen_modes) + "; `docs/results/distill_screen.json`)."
             modes = [best if m == "best" else m for m in modes]
         seeds = [int(s) for s in args.seeds.split(",")]

@@ -137,18 +137,6 @@ def run_ablation(args, device, preset, schedule, splits, teachers, students) -> 
     return "\n".join(lines)
 
 
-def _fit(cfg, teacher_pass, schedule, mode: str, seed: int, test: bool) -> dict:
-    """One student under ``schedule`` on ``seed``, the teacher's outputs from ``teacher_pass``."""
-    torch.manual_seed(seed)
-    splits = teacher_pass.splits
-    student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-    cache = teacher_pass.cache(mode)
-    return train(
-        student, teacher_pass.teacher if MODES[mode].uses_teacher else None, splits, schedule, mode, device=teacher_pass.device, seed=seed, evaluate_test=test, log=None,
-        loaders=teacher_pass.loaders(seed), teacher_cache=cache, teacher_attention=cache.attention_state if cache else None,
-    )  # fmt: skip
-
-
 def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> str:
     """Two screening fidelities against what the final retrain sees, over ``--predict-students``:
     the brief run's validation accuracy (search seed 0) and the re-screen's (full schedule, seed 0,
@@ -167,9 +155,9 @@ def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> s
     full_pass = TeacherPass(teacher, splits_for(full), full.batch_size, device)
     rows = []
     for i, cfg in enumerate(configs):
-        b = _fit(cfg, brief_pass, brief, mode, seed=0, test=False)
-        r = _fit(cfg, full_pass, full, mode, seed=0, test=False)
-        f = _fit(cfg, full_pass, full, mode, seed=1, test=True)
+        b = brief_pass.train(cfg, brief, mode, seed=0, evaluate_test=False)
+        r = full_pass.train(cfg, full, mode, seed=0, evaluate_test=False)
+        f = full_pass.train(cfg, full, mode, seed=1, evaluate_test=True)
         macs = analytic_macs(cfg, brief_pass.splits.info.input_shape, brief_pass.splits.info.num_classes)
         rows.append({"student": cfg.describe(), "macs": macs, "brief_val": 100 * b["val_accuracy"], "rescreen_val": 100 * r["val_accuracy"], "retrain_test": 100 * f["test_accuracy"]})
         print(f"student {i}: brief val {rows[-1]['brief_val']:.2f}%  re-screen val {rows[-1]['rescreen_val']:.2f}%  retrain test {rows[-1]['retrain_test']:.2f}%  {cfg.describe()}", flush=True)

@@ -155,7 +155,7 @@ def pack(cfg: Config, target: Path) -> None:
     if runs.is_dir():
         for p in sorted(runs.rglob("*")):
             # Exports and plots are rebuilt from the study; the larger teachers are measured, not reused.
-            if p.is_file() and "export" not in p.parts and p.suffix != ".png" and not (p.parent.name == "teachers" and p.name not in cfg.sizes.keep_teachers(cfg)):
+            if p.is_file() and "export" not in p.parts and p.suffix != ".png" and not (p.parent.name == "teachers" and p.name != cfg.sizes.teacher_file()):
                 keep.append(p)
     keep += sorted((cfg.work / "ablation").glob("*.json"))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ SHIP_COMMAND = "nas-kd teacher --preset standard --reconstruction --seed 0"
 
 def shipped_teacher_file() -> str:
     """The teachers section's file that `make search` ships as its default teacher."""
-    return next(iter(GPU.keep_teachers(None)))
+    return GPU.teacher_file()
 
 
 def make_config(args) -> Config:

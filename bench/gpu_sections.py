@@ -259,21 +259,21 @@ def ablation(cfg) -> dict | None:
         # re-importing torch in every worker.
         ctx = multiprocessing.get_context("spawn" if cfg.device.type == "cuda" else "fork")
         with cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs),)) as pool:
-            running: dict = {}
-            started: dict = {}
+            running: dict = {}  # future -> (job, when it started)
             run_s = sz.ablation_run_s  # grows to the longest run timed in this call (device shared as now)
             while queue or running:
                 # A run starts only if it can end inside this call; the next call does the rest.
                 while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= run_s:
                     job = queue.pop(0)
                     fut = pool.submit(_ablation_run, job)
-                    running[fut], started[fut] = job, time.monotonic()
+                    running[fut] = (job, time.monotonic())
                 if not running:
                     break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
-                    run_s = max(run_s, 1.1 * (time.monotonic() - started.pop(fut)))
-                    file(running.pop(fut)).write_text(json.dumps(fut.result()))
+                    job, t0 = running.pop(fut)
+                    run_s = max(run_s, 1.1 * (time.monotonic() - t0))
+                    file(job).write_text(json.dumps(fut.result()))
         if queue:
             return None
     runs: dict[tuple[str, str], list[dict]] = {}

@@ -74,11 +74,12 @@ class Sizes:
     def teacher_recipe(self) -> Schedule:
         return self.teacher_schedule or get_preset(self.preset).teacher
 
-    def keep_teachers(self, cfg) -> set[str]:
-        """Teacher files a later call needs (the others are measured once, not reused)."""
+    def teacher_file(self) -> str:
+        """The teacher file later sections (and later calls) distil from: the one to carry, and on
+        a GPU the one to ship (the other teachers are measured once, not reused)."""
         from nas_kd.models.teachers import teacher_key
 
-        return {f"{teacher_key(self.dataset, self.teacher, self.teacher_recipe(), 0, self.teacher_reconstruction)}.pt"}
+        return f"{teacher_key(self.dataset, self.teacher, self.teacher_recipe(), 0, self.teacher_reconstruction)}.pt"
 
 
 GPU = Sizes(

@@ -163,15 +163,21 @@ def _mode(plan: SearchPlan, name: str):
     return plan.mode if name == plan.mode_name else get_mode(name)
 
 
-def _run(job: Retrain, plan: SearchPlan, teacher, splits, device, show_progress, shared: dict | None = None) -> dict:
-    """Train and test one `Retrain`; its record and the student's state dict (on the CPU)."""
+def _train(config: str, mode, seed: int, plan: SearchPlan, teacher, splits, device, *, evaluate_test: bool, shared: dict | None = None, **train_kw):
+    """One student from scratch with the full schedule: (metrics, the trained student);
+    ``train_kw`` (show_progress, log) go to `nas_kd.distill.train`."""
     from nas_kd.distill import train
     from nas_kd.models.student import StudentConfig, build_student
 
-    mode = _mode(plan, job.mode)
-    torch.manual_seed(job.seed)  # the seed decides the initial weights too, not the order of earlier runs
-    student = build_student(StudentConfig.from_json(job.config), splits.info.channels, splits.info.num_classes)
-    m = train(student, teacher if mode.uses_teacher else None, splits, plan.full, mode, device=device, seed=job.seed, evaluate_test=True, show_progress=show_progress, **(shared or {}))
+    torch.manual_seed(seed)  # the seed decides the initial weights too, not the order of earlier runs
+    student = build_student(StudentConfig.from_json(config), splits.info.channels, splits.info.num_classes)
+    m = train(student, teacher if mode.uses_teacher else None, splits, plan.full, mode, device=device, seed=seed, evaluate_test=evaluate_test, **train_kw, **(shared or {}))
+    return m, student
+
+
+def _run(job: Retrain, plan: SearchPlan, teacher, splits, device, show_progress, shared: dict | None = None) -> dict:
+    """Train and test one `Retrain`; its record and the student's state dict (on the CPU)."""
+    m, student = _train(job.config, _mode(plan, job.mode), job.seed, plan, teacher, splits, device, evaluate_test=True, show_progress=show_progress, shared=shared)
     record = {"seed": job.seed, "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"], "images_per_second": m["images_per_second"]}
     return {"record": record, "state": {k: v.detach().cpu() for k, v in student.state_dict().items()}}
 
@@ -179,12 +185,7 @@ def _run(job: Retrain, plan: SearchPlan, teacher, splits, device, show_progress,
 def _screen(config: str, plan: SearchPlan, teacher, splits, device, shared: dict) -> tuple[float, float]:
     """One re-screen run: the full schedule on the search seed, scored on validation only (the
     test split stays unread until the retrain). (validation accuracy, seconds)."""
-    from nas_kd.distill import train
-    from nas_kd.models.student import StudentConfig, build_student
-
-    torch.manual_seed(plan.seeds.search)
-    student = build_student(StudentConfig.from_json(config), splits.info.channels, splits.info.num_classes)
-    m = train(student, teacher if plan.mode.uses_teacher else None, splits, plan.full, plan.mode, device=device, seed=plan.seeds.search, show_progress=False, log=None, **shared)
+    m, _ = _train(config, plan.mode, plan.seeds.search, plan, teacher, splits, device, evaluate_test=False, shared=shared, show_progress=False, log=None)
     return m["val_accuracy"], m["train_seconds"]
 
 

@@ -88,7 +88,7 @@ def choose(study, count: int, key: RescreenKey, exclude: frozenset[int] = frozen
 def candidates_key(study, count: int, exclude: frozenset[int] = frozenset()) -> str:
     """What a finalisation is for, known before any re-screen: the brief run's top candidates
     (its winner alone without a re-screen). More trials that change them call for a new one."""
-    top = [t.number for t in ranked(study, exclude)[: max(1, count if count >= 2 else 1)]]
+    top = [t.number for t in ranked(study, exclude)[: count if count >= 2 else 1]]
     return f"trial {top[0]}" if len(top) == 1 else "trials " + ",".join(map(str, top))
 
 
