@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from nas_kd.models.student import StudentConfig
 from nas_kd.models.teachers import resolve_teacher
 from nas_kd.space import SearchSpace
 from nas_kd.stats import paired_difference
+from nas_kd.study import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "docs" / "results"
@@ -68,12 +68,8 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Atomically: a run killed mid-write never leaves a broken file behind."""
-    rows = read_rows(path) + [row]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Atomically (`write_json`): a run killed mid-write never leaves a broken file behind."""
+    write_json(path, read_rows(path) + [row])
 
 
 def train_run(run: Run, cfg: StudentConfig, teacher_pass: TeacherPass, schedule: Schedule, command: str) -> dict:

@@ -142,9 +142,8 @@ def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> s
     the brief run's validation accuracy (search seed 0) and the re-screen's (full schedule, seed 0,
     `nas_kd.rescreen`), each ranked against the test accuracy of a full-schedule run on another
     seed (1), as the retrain trains on seeds the search never used."""
-    import json
-
     from bench._teacher_pass import TeacherPass
+    from nas_kd.study import write_json
 
     space = SearchSpace.load(SPACE)
     rng = random.Random(1)
@@ -170,9 +169,7 @@ def run_predictive(args, device, preset, brief, full, splits_for, teachers) -> s
     result = {"mode": mode, "brief": brief.to_dict(), "full": full.to_dict(), "rows": rows, "spearman_brief": rho_brief, "spearman_rescreen": rho_rescreen,
               "pick_brief": {"student": pick_brief, "test_rank": rank[pick_brief]}, "pick_rescreen_top3": {"student": pick_rescreen, "test_rank": rank[pick_rescreen]},
               "command": "python -m bench.distill_ablation " + " ".join(args.argv), "hardware": hardware()}  # fmt: skip
-    out = Path(__file__).resolve().parent.parent / "docs" / "results" / "predictive.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(Path(__file__).resolve().parent.parent / "docs" / "results" / "predictive.json", result)
     lines = header(
         f"Is brief training predictive? {args.dataset}, {preset.name} preset, {device.type.upper()}",
         args,

@@ -27,6 +27,7 @@ from nas_kd.config import format_count, get_preset
 from nas_kd.data import load_splits
 from nas_kd.models.teachers import ensure_teacher, load_teacher
 from nas_kd.space import SearchSpace
+from nas_kd.study import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_NOTE = "**Smoke run** (`make bench-gpu SMOKE=1`): every code path of this section in miniature on a CPU with synthetic data; the figures mean nothing."
@@ -197,7 +198,7 @@ def search_markdown(cfg) -> tuple[str, str]:
     # docs/results/search.json: per budget and sampler, the winner's and the baselines' per-seed
     # test accuracies, MACs and paired differences (issue 12), as the sections recorded them.
     rows = [{"budget": b, "sampler": smp, "trained_trials": (rep.get("trial_counts") or {}).get("trained"), **{k: rep.get(k) for k in ("winner", "baselines", "comparisons", "verdict")}} for b, smp, rep in results]
-    (cfg.results / "search.json").write_text(json.dumps({"hardware": records[-1]["hardware"], "date": records[-1]["date"], "smoke": records[-1]["smoke"], "searches": rows}, indent=1) + "\n")
+    write_json(cfg.results / "search.json", {"hardware": records[-1]["hardware"], "date": records[-1]["date"], "smoke": records[-1]["smoke"], "searches": rows})
     sz = cfg.sizes
     lines = _header(cfg, "GPU: searched student vs uniform baseline", {**records[-1], "section": ",".join(r["section"] for r in records), "seconds": sum(r["seconds"] for r in records), "estimate_seconds": sum(r["estimate_seconds"] for r in records)})
     lines += [f"{sz.trials} trained trials per search, {sz.preset} preset, mode {sz.mode}, --jobs {sz.search_jobs or 'default'}, {sz.retrain_seeds} retrain seeds, space {sz.space}. *wall s*: the search's trials (all sessions). Test accuracy is mean ± std over the retrain seeds.", ""]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from nas_kd.cost import analytic_cost
 from nas_kd.proposals import fill_of
 from nas_kd.search import SearchOptions, run_search
 from nas_kd.space import SearchSpace
-from nas_kd.study import load_study
+from nas_kd.study import load_study, run_dir
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_fill.json"
 
@@ -41,6 +42,8 @@ def raw_fit_rate(space: SearchSpace, budget_text: str, draws: int, shape=(1, 28,
 
 def run_one(budget: str, sampler: str, args) -> dict:
     study = f"bench-fill_{budget}_{sampler}"
+    # From an empty study: a resumed one proposes nothing, and its row would count no repairs.
+    shutil.rmtree(run_dir(study), ignore_errors=True)
     opts = SearchOptions(budget=budget, space=args.space, dataset="fashion-mnist", mode="ce", trials=args.trials, study=study, sampler=sampler, preset="quick", seed=args.seed, baselines=False, device="cpu")
     start = time.perf_counter()
     result = run_search(opts, log=lambda text: print(text, flush=True), finish=False)

@@ -103,7 +103,8 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         # Measured on the 2-core CPU (resnet20 teacher, Fashion-MNIST): batch 64, lr 0.05 and no
-        # random crop reach 84.6% test in 101 s; batch 128, lr 0.1 with crops reached 80.1%.
+        # random crop reach 84.6% test in 101 s (85.4% in 135 s on 2026-11-23: docs/BENCHMARKS.md,
+        # teachers-quick-cpu); batch 128, lr 0.1 with crops reached 80.1%.
         teacher=Schedule(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.3, train_subset=24000, crop=False),
         # Two brief epochs: one (31 steps) left several candidates at chance, and pruning needs
         # an epoch before the last.

@@ -131,9 +131,11 @@ def autocast(device: torch.device):
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last feeds cuDNN's NHWC tensor-core kernels on a GPU (the ``channels_last`` switch).
-    The CPU takes it always: oneDNN's NHWC convolutions measured 1.6x faster for a ResNet-20
-    teacher's training step (batch 256) and 1.06-1.2x for mbv2 students (batch 128), one thread,
-    2-core x86-64 box, 2026-11-23 (docs/BENCHMARKS.md, distill-steptime-cpu)."""
+    The CPU takes it always. Training steps, NCHW time over NHWC time, interleaved medians on the
+    idle 2-core x86-64 box, 2026-11-23: one thread, ResNet-20 (batch 256) 1.31x, mbv2 students near
+    0.5M and 2M MACs (batch 128) 1.58x and 1.36x; two threads, ResNet-20 1.46x but the students
+    0.87x and 0.94x (slower). Most CPU work here runs one thread per process (tests, --jobs,
+    benches); a two-thread search of small students pays those 6-13%."""
     if device.type == "cpu":
         return torch.channels_last
     return torch.channels_last if _STEP.channels_last else torch.contiguous_format
