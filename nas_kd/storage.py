@@ -160,3 +160,48 @@ def study_lock(url: str, study_name: str):
     finally:
         engine.dispose()
 
+
+
+def fail_orphaned_trials(study) -> list[int]:
+    """FAIL (and retry, like a stale trial) every RUNNING trial that has no heartbeat at all.
+
+    Optuna's `fail_stale_trials` skips such trials, so a worker killed between creating a trial
+    and its first heartbeat left it RUNNING forever, and the workers waiting for it to finish
+    waited forever (seen in CI: a SQLite kill-and-resume hung). `nas_kd.workers` creates a trial
+    and records its first heartbeat under the study lock, so a caller holding that lock who sees
+    a RUNNING trial without one knows its worker died. Call it only under `study_lock`. Returns
+    the trial ids failed here."""
+    import copy
+
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+    from sqlalchemy.orm import selectinload
+
+    storage = study._storage
+    rdb = getattr(storage, "_backend", storage)  # a study wraps its RDBStorage in a cache
+    if not isinstance(rdb, RDBStorage) or not is_heartbeat_enabled(storage):
+        return []
+    with _create_scoped_session(rdb.scoped_session) as session:
+        running = (
+            session.query(models.TrialModel)
+            .options(selectinload(models.TrialModel.heartbeats))
+            .filter(models.TrialModel.state == TrialState.RUNNING, models.TrialModel.study_id == study._study_id)
+            .all()
+        )
+        orphans = [t.trial_id for t in running if not t.heartbeats]
+    failed = []
+    for trial_id in orphans:
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished meanwhile by a worker that does not take the lock
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed:
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return failed

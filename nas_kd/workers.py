@@ -10,7 +10,10 @@ Optuna's ask/tell loop with three additions:
 2. **Heartbeats.** While a trial runs, Optuna's heartbeat thread updates it every
    ``heartbeat_interval`` seconds. A worker killed with SIGKILL stops beating; after the grace
    period the next worker to claim marks its trial FAIL, and the storage's retry callback
-   enqueues the same parameters as a WAITING trial, which the next claim picks up.
+   enqueues the same parameters as a WAITING trial, which the next claim picks up. The first
+   heartbeat is recorded under the lock, with the trial's creation, so a worker killed before
+   it leaves a trial without any heartbeat, which `fail_orphaned_trials` fails and retries the
+   same way (Optuna's stale check skips such a trial, and the others would wait for it forever).
 3. **One finaliser.** `claim_finalize` lets exactly one worker (the first to see the target
    reached) run the final retrain, report and export.
 
@@ -25,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from nas_kd.storage import study_lock
+from nas_kd.storage import fail_orphaned_trials, study_lock
 
 __all__ = ["run_trials", "claim_finalize", "mark_finalized", "worker_id", "FINALIZE_ATTR"]
 
@@ -41,6 +44,7 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
     """Under the study lock: a new trial to run, "wait" (others are finishing), or None (done)."""
     import optuna
     from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
     from optuna.trial import TrialState
 
     from nas_kd.study import finished_trials
@@ -49,6 +53,7 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)  # a dead worker's trial -> FAIL, and its retry -> WAITING
+            fail_orphaned_trials(study)  # same for one whose worker died before its first heartbeat
         trials = study.get_trials(deepcopy=False)
         if target is not None:
             done = len(finished_trials(trials))
@@ -62,6 +67,9 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
             # Optuna expects heartbeats only inside study.optimize; run_trials runs the heartbeat thread itself.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = study.ask()
+        if is_heartbeat_enabled(study._storage):
+            # Still under the lock: a RUNNING trial without a heartbeat is then always an orphan.
+            study._storage.record_heartbeat(trial._trial_id)
         if prepare is not None:
             # Still under the lock: the trial's parameters reach the storage before any other
             # worker's sampler reads the study (so two workers never draw the same config).

@@ -209,3 +209,44 @@ def test_two_processes_on_one_sqlite_study_share_it(workdir):
     assert len(_counted(trials)) == 6
     _assert_no_config_twice(trials)
     assert sum("search: finalizing" in out for out in outs) == 1
+
+
+def _fresh_study(tmp_path):
+    import optuna
+
+    from nas_kd.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    storage = open_storage(url, heartbeat_interval=HEARTBEAT)
+    return optuna.create_study(study_name="orphans", storage=storage), url
+
+
+def test_a_trial_orphaned_before_its_first_heartbeat_is_retried_not_waited_for(tmp_path):
+    """A worker killed between creating its trial and its first heartbeat (the window CI hit)
+    left a RUNNING trial Optuna's stale check never fails: the next worker waited for it forever."""
+    from optuna.trial import TrialState
+
+    from nas_kd.workers import run_trials
+
+    study, url = _fresh_study(tmp_path)
+    orphan = study.ask({"x": __import__("optuna").distributions.FloatDistribution(0, 1)})  # no heartbeat, as if killed now
+    started = time.monotonic()
+    ran = run_trials(study, lambda t: t.suggest_float("x", 0, 1), url=url, target=2, timeout=30)
+    assert time.monotonic() - started < 20, "waited for the orphaned trial"
+    trials = study.get_trials(deepcopy=False)
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert ran == 2 and len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
+    # The orphan's parameters were retried, as a stale trial's are.
+    assert any(t.system_attrs.get("failed_trial") == orphan.number and t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_a_claimed_trial_has_its_heartbeat_before_the_lock_is_released(tmp_path):
+    """Otherwise a trial being prepared by a live worker would look orphaned to the next one."""
+    from nas_kd.storage import fail_orphaned_trials
+    from nas_kd.workers import _claim
+
+    study, url = _fresh_study(tmp_path)
+    seen = []
+    trial = _claim(study, url, target=3, prepare=lambda t: seen.append(fail_orphaned_trials(study)))
+    assert seen == [[]], "the claimed trial had no heartbeat while its worker prepared it"
+    assert fail_orphaned_trials(study) == [] and study.get_trials()[trial.number].state.name == "RUNNING"
