@@ -33,16 +33,48 @@ def test_bad_arch_names(bad):
         T.parse_arch(bad)
 
 
-def test_reconstruction_decoder_restores_input_size():
-    net = T.build_teacher("resnet8", 3, 10, reconstruction=(30, 30))
-    maps, _ = net.forward_stages(torch.randn(2, 3, 30, 30))
-    assert net.decoder(maps[-1]).shape == (2, 3, 30, 30)
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("size", [(30, 30), (28, 28), (7, 9)])
+def test_reconstruction_decoder_restores_input_size(version, size):
+    net = T.build_teacher("resnet8", 3, 10, reconstruction=size, decoder_version=version)
+    maps, _ = net.forward_stages(torch.randn(2, 3, *size))
+    assert net.decoder(maps[-1]).shape == (2, 3, *size)
+
+
+def test_reconstruction_decoder_costs_less_than_a_third_of_resnet20():
+    """Version 1 convolved at twice the input size and made a teacher step 2.4x slower."""
+    net = T.build_teacher("resnet20", 1, 10, reconstruction=(28, 28)).eval()
+    macs = {}
+
+    def count(conv, _, out):  # convolutions are nearly all of both networks' MACs
+        macs[conv] = out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(count)
+    maps, _ = net.forward_stages(torch.randn(1, 1, 28, 28))
+    net.decoder(maps[-1])
+    decoder = sum(n for conv, n in macs.items() if any(conv is m for m in net.decoder.modules()))
+    assert 0 < decoder < (sum(macs.values()) - decoder) / 3, (decoder, sum(macs.values()))
+
+
+def test_teachers_saved_with_the_first_decoder_still_load(tmp_path):
+    info = dataset_info("synthetic")
+    old = T.build_teacher("resnet8", info.channels, info.num_classes, reconstruction=(info.height, info.width), decoder_version=1)
+    meta = {"dataset": info.name, "num_classes": info.num_classes, "input_shape": list(info.input_shape), "arch": "resnet8", "reconstruction": True}
+    path = T.save_teacher(tmp_path / "v1.pt", old.eval(), meta)  # no decoder_version: written before it existed
+    loaded, _ = T.load_teacher(path, info)
+    x = torch.randn(2, *info.input_shape)
+    with torch.no_grad():  # the loaded one runs channels_last: the same up to float rounding
+        assert torch.allclose(loaded.decoder(loaded.forward_stages(x)[0][-1]), old.decoder(old.forward_stages(x)[0][-1]), atol=1e-5)
+    with pytest.raises(UserError, match="decoder version 9"):
+        T.load_teacher(T.save_teacher(tmp_path / "v9.pt", old, {**meta, "decoder_version": 9}), info)
 
 
 def test_train_save_load_and_reuse(tmp_path, monkeypatch):
     kw = dict(preset="quick", seed=0, device=CPU, root=tmp_path, log=lambda *_: None)
     model, meta, path = T.ensure_teacher("synthetic", "resnet8", TINY, reconstruction=True, **kw)
-    assert path.is_file() and meta["reconstruction"] and meta["arch"] == "resnet8"
+    assert path.is_file() and meta["reconstruction"] and meta["arch"] == "resnet8" and meta["decoder_version"] == 2
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # atomic write left no temp file
 
     def must_not_train(*a, **k):

@@ -29,8 +29,9 @@ from nas_kd.distill.outputs import TeacherOutputs
 __all__ = ["DistillObjective", "TERM_WEIGHT", "RECON_SAMPLES"]
 
 # Images per batch whose reconstruction the ``recon`` term scores (ours). The teacher's decoder
-# works up to 4x the input resolution: its forward and backward cost ~30M MACs per image on
-# 28×28 inputs, 60x a 0.5M-MAC student's forward; on all 128 images a zhang step took 8x a ce step.
+# costs ~7M MACs per 28×28 image (version 2; version 1 worked at twice the input resolution,
+# ~15M), over ten times a 0.5M-MAC student's forward; on all 128 images a zhang step took 8x a
+# ce step with version 1.
 RECON_SAMPLES = 32
 
 # Loss parts that have no mode weight of their own: the mode weight that scales them.

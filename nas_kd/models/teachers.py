@@ -77,6 +77,7 @@ def teacher_meta(info: DatasetInfo, arch: str, schedule: Schedule, seed: int, re
         "input_shape": list(info.input_shape),
         "arch": parse_arch(arch),
         "reconstruction": bool(reconstruction),
+        **({"decoder_version": ReconstructionDecoder.VERSION} if reconstruction else {}),
         "preset": preset,
         "recipe": dataclasses.asdict(schedule),
         "seed": seed,
@@ -130,7 +131,7 @@ def load_teacher(path: str | os.PathLike, info: DatasetInfo, device: torch.devic
         meta = ckpt["meta"]
         _check_compatible(path, meta, info)
         recon = tuple(meta["input_shape"][1:]) if meta.get("reconstruction") else None
-        model = build_teacher(meta["arch"], info.channels, info.num_classes, reconstruction=recon)
+        model = build_teacher(meta["arch"], info.channels, info.num_classes, reconstruction=recon, decoder_version=int(meta.get("decoder_version", 1)))
         try:
             model.load_state_dict(ckpt["state_dict"])
         except (RuntimeError, KeyError, TypeError) as e:
