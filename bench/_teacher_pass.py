@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nas_kd.distill import MODES, TeacherCache, train
+from nas_kd.distill import TeacherCache, get_mode, train
 from nas_kd.models.student import build_student
 from nas_kd.train import make_loaders
 
@@ -26,21 +26,22 @@ class TeacherPass:
         return make_loaders(self.splits, batch_size=self.batch_size, device=self.device, seed=seed, crop=False)
 
     def cache(self, mode: str) -> TeacherCache | None:
-        """A cache holding what ``mode`` reads: one built for a wider mode (full covers kd) serves."""
-        if not MODES[mode].uses_teacher:
+        """A cache holding what ``mode`` (a name or `get_mode` spec) reads: one built for a wider
+        mode (full covers kd) serves."""
+        if not get_mode(mode).uses_teacher:
             return None
         if self._planned:
             planned, self._planned = self._planned, []
             self.prepare([*planned, mode])
         if mode not in self._caches:
-            wider = [c for c in self._caches.values() if c.covers(MODES[mode])]
+            wider = [c for c in self._caches.values() if c.covers(get_mode(mode))]
             self._caches[mode] = wider[0] if wider else TeacherCache(self.teacher, self.loaders(0)[0], mode, num_classes=self.splits.info.num_classes)
         return self._caches[mode]
 
     def prepare(self, modes: list[str]) -> None:
         """Build the widest caches first, so narrower modes reuse them instead of a pass of their own."""
         loader = self.loaders(0)[0]
-        size = {m: TeacherCache.estimate_bytes(self.teacher, loader, MODES[m], self.splits.info.input_shape, self.splits.info.num_classes) for m in modes if MODES[m].uses_teacher}
+        size = {m: TeacherCache.estimate_bytes(self.teacher, loader, get_mode(m), self.splits.info.input_shape, self.splits.info.num_classes) for m in modes if get_mode(m).uses_teacher}
         for mode in sorted(size, key=size.get, reverse=True):
             self.cache(mode)
 
@@ -51,6 +52,6 @@ class TeacherPass:
         student = build_student(cfg, self.splits.info.channels, self.splits.info.num_classes)
         cache = self.cache(mode)
         return train(
-            student, self.teacher if MODES[mode].uses_teacher else None, self.splits, schedule, mode, device=self.device, seed=seed, evaluate_test=evaluate_test, log=None,
+            student, self.teacher if get_mode(mode).uses_teacher else None, self.splits, schedule, mode, device=self.device, seed=seed, evaluate_test=evaluate_test, log=None,
             loaders=self.loaders(seed), teacher_cache=cache, teacher_attention=cache.attention_state if cache else None,
         )  # fmt: skip

@@ -48,3 +48,14 @@ def test_bad_weights_are_one_line_user_errors(text, fragment):
 def test_unknown_mode_lists_the_modes():
     with pytest.raises(UserError, match="unknown distillation mode 'nope': choose one of ce, kd, ktan, ksanc, xu, zhang, full"):
         get_mode("nope")
+
+
+def test_a_mode_spec_is_that_mode_with_overrides():
+    variant = get_mode("full+adv_feat=0+temperature=2")
+    assert variant == MODES["full"].override({"adv_feat": 0.0, "temperature": 2.0})
+    assert variant.weights.adv_feat == 0 and variant.weights.feat == MODES["full"].weights.feat
+    assert get_mode("kd") is MODES["kd"]
+    with pytest.raises(UserError, match="unknown distillation mode 'nope'"):
+        get_mode("nope+kd=1")
+    with pytest.raises(UserError, match="unknown key 'bogus'"):
+        get_mode("full+bogus=1")

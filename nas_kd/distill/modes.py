@@ -130,8 +130,13 @@ DEFAULT_MODE = "full"
 
 
 def get_mode(name: str | Mode) -> Mode:
+    """A mode by name, or by ``name+key=value+...`` (that mode with `parse_loss_weights`
+    overrides, e.g. ``full+adv_feat=0``: how benches name the variants they compare)."""
     if isinstance(name, Mode):
         return name
+    if "+" in name:
+        base, *changes = name.split("+")
+        return get_mode(base).override(parse_loss_weights(",".join(changes)))
     if name not in MODES:
         raise UserError(f"unknown distillation mode '{name}': choose one of {', '.join(MODES)}")
     return MODES[name]
