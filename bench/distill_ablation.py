@@ -24,7 +24,6 @@ import argparse
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -193,36 +192,18 @@ def step_times(students: dict, teachers: dict, splits, schedule, modes: list[str
     batch of ``schedule.batch_size``, with the teacher's outputs cached as the search uses them
     (`nas_kd.distill.cache`); modes interleaved so drifting load hits all alike. CPU: process time
     with one thread; GPU: synchronised wall time."""
+    from bench._step_timing import interleaved_times, mode_steps
     from nas_kd.distill.cache import TeacherCache
-    from nas_kd.distill.trainer import build_step
     from nas_kd.train import make_loaders
 
     loader = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=False)[0]
-    b = next(iter(loader.batches()))
-    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    batches = [next(iter(loader.batches()))] * (reps + 2)  # one batch: the step's cost, not the data's
     caches = {m: TeacherCache(teachers[MODES[m].needs_reconstruction], loader, m, num_classes=splits.info.num_classes) for m in ["kd", *modes] if MODES[m].uses_teacher}
     out = {}
     with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
         for name, (_, cfg) in students.items():
-            steps = {}
-            for mode in ["kd", *[m for m in modes if m != "kd"]]:
-                torch.manual_seed(0)
-                student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-                cache = caches.get(mode)
-                steps[mode] = build_step(student, teachers[MODES[mode].needs_reconstruction], get_mode(mode), schedule, input_shape=splits.info.input_shape, num_classes=splits.info.num_classes, steps_per_epoch=100, device=device, cache=cache, teacher_attention=cache.attention_state if cache else None)
-                for _ in range(2):  # warm-up: allocator, cuDNN/oneDNN kernel choice
-                    steps[mode](b.x, b.y, index=b.index, flipped=b.flipped)
-            times: dict[str, list[float]] = {m: [] for m in steps}
-            for _ in range(reps):
-                for mode, step in steps.items():
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    t0 = clock()
-                    step(b.x, b.y, index=b.index, flipped=b.flipped)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times[mode].append(clock() - t0)
-            out[name] = {mode: statistics.median(ts) for mode, ts in times.items()}
+            steps = mode_steps(cfg, teachers, caches, ["kd", *[m for m in modes if m != "kd"]], schedule, splits.info, 100, device)
+            out[name] = {mode: statistics.median(ts) for mode, ts in interleaved_times(steps, batches, device).items()}
     return out
 
 

@@ -26,13 +26,12 @@ import time
 import torch
 
 from bench._report import hardware, write_section
+from bench._step_timing import interleaved_times, mode_steps
 from bench.distill_ablation import SPACE, pick_students
 from nas_kd.config import get_preset
 from nas_kd.cost import torch_threads
 from nas_kd.data import load_splits
-from nas_kd.distill import MODES, TeacherCache, get_mode
-from nas_kd.distill.trainer import build_step
-from nas_kd.models.student import build_student
+from nas_kd.distill import MODES, TeacherCache
 from nas_kd.models.teachers import build_teacher
 from nas_kd.space import SearchSpace
 from nas_kd.train import make_loaders
@@ -82,29 +81,8 @@ def run(args, argv: list[str]) -> str:
     rows = []
     for name in args.students.split(","):
         macs, cfg = students[name]
-        steps = {}
-        for mode in modes:
-            torch.manual_seed(0)
-            cache = caches.get(mode)
-            steps[mode] = build_step(
-                build_student(cfg, info.channels, info.num_classes),
-                teachers[MODES[mode].needs_reconstruction],
-                get_mode(mode),
-                brief,
-                input_shape=info.input_shape,
-                num_classes=info.num_classes,
-                steps_per_epoch=len(loader),
-                device=CPU,
-                cache=cache,
-                teacher_attention=cache.attention_state if cache else None,
-            )
-        times: dict[str, list[float]] = {m: [] for m in modes}
-        for i, b in enumerate(batches):
-            for mode, step in steps.items():
-                t0 = clock()
-                step(b.x, b.y, index=b.index, flipped=b.flipped)
-                if i >= 2:  # two warm-up steps: allocator, oneDNN kernel choice
-                    times[mode].append(clock() - t0)
+        steps = mode_steps(cfg, teachers, caches, modes, brief, info, len(loader), CPU)
+        times = interleaved_times(steps, batches, CPU)
         ce = times.get("ce")
         for mode, ts in times.items():
             ratios = f"{statistics.median(ts) / statistics.median(ce):.2f} | {min(ts) / min(ce):.2f}" if ce else "- | -"
