@@ -141,3 +141,20 @@ def test_teachers_that_cannot_serve_a_mode_are_refused():
     with pytest.raises(UserError, match="exposes none: use mode kd or xu"):
         check_teacher(MODES["ktan"], LogitsOnly())
     check_teacher(MODES["xu"], LogitsOnly())
+
+
+def test_feat_r1_adds_its_penalty_to_the_feature_discriminators_loss():
+    from nas_kd.distill import losses
+    from nas_kd.distill.adapters import pool_to
+    from nas_kd.distill.discriminators import feature_view
+
+    x, y = batch()
+    got = {}
+    for name in ("ktan", "ktan+feat_r1=5"):
+        step, _, _ = make(name)
+        logits, adapted, t = step.forward(x)
+        got[name], _ = step.objective.discriminator_loss(adapted.detach(), logits.detach(), t, y)
+    real = feature_view(pool_to(t.maps[-1], adapted.coarse.shape[-2:])).detach().requires_grad_(True)
+    expected = losses.r1_penalty(step.objective.feature_disc(real), real, 5.0)
+    assert expected.item() > 0
+    assert got["ktan+feat_r1=5"].item() == pytest.approx(got["ktan"].item() + expected.item(), rel=1e-5)

@@ -26,6 +26,7 @@ __all__ = [
     "auxiliary_ce",
     "weight_penalty",
     "reconstruction_mse",
+    "r1_penalty",
 ]
 
 
@@ -102,3 +103,12 @@ def weight_penalty(module: nn.Module, l1: float, l2: float) -> torch.Tensor:
     for w in weights:
         total = total + l1 * w.abs().sum() + l2 * w.pow(2).sum()
     return total
+
+
+def r1_penalty(real_scores: torch.Tensor, real_inputs: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Mescheder et al.'s R1: gamma/2 * E ||d D(x) / d x||^2 at real inputs (``real_inputs`` must
+    require grad and have produced ``real_scores``). A discriminator that may not be steep around
+    the teacher's maps cannot separate them from the student's by an arbitrarily sharp boundary,
+    which is what handed the student large, uninformative gradients (ours, docs/DISTILLER.md)."""
+    (grad,) = torch.autograd.grad(real_scores.float().sum(), real_inputs, create_graph=True)
+    return 0.5 * gamma * grad.float().pow(2).flatten(1).sum(1).mean()

@@ -34,7 +34,7 @@ class LossWeights:
 
 WEIGHT_KEYS = tuple(f.name for f in dataclasses.fields(LossWeights))
 # Knobs that `parse_loss_weights` also accepts, with what each must satisfy.
-KNOB_KEYS = ("temperature", "disc_lr", "logit_disc_lr", "disc_penalty", "adv_warmup")
+KNOB_KEYS = ("temperature", "disc_lr", "logit_disc_lr", "disc_penalty", "feat_r1", "adv_warmup")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Mode:
     # 62 steps of the quick brief schedule; see docs/DISTILLER.md.
     logit_disc_lr: float = 1e-2
     disc_penalty: float = 0.0  # coefficient of the L1 + L2 weight penalty on the logit discriminator
+    feat_r1: float = 0.0  # R1 penalty (gamma) on the feature discriminator's gradient at teacher maps
     adv_warmup: float = 0.0  # fraction of training steps before the student's adversarial terms start
     summary: str = ""
 
@@ -145,7 +146,7 @@ def get_mode(name: str | Mode) -> Mode:
 def parse_loss_weights(text: str | None) -> dict[str, float]:
     """'kd=0.5,feat=1' -> {'kd': 0.5, 'feat': 1.0}; `UserError` on unknown keys or bad values.
 
-    Weights must be finite and >= 0; ``temperature``, ``disc_lr`` and ``logit_disc_lr`` > 0; ``disc_penalty`` >= 0;
+    Weights must be finite and >= 0; ``temperature``, ``disc_lr`` and ``logit_disc_lr`` > 0; ``disc_penalty`` and ``feat_r1`` >= 0;
     ``adv_warmup`` in [0, 1).
     """
     valid = f"valid keys: {', '.join(WEIGHT_KEYS + KNOB_KEYS)}"

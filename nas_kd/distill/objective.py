@@ -108,9 +108,14 @@ class DistillObjective(nn.Module):
         pass *detached* student outputs so only the discriminators learn."""
         total, accuracy = torch.zeros((), device=student_logits.device), {}
         if self.feature_disc is not None:
-            real = self.feature_disc(feature_view(pool_to(teacher.maps[-1], adapted.coarse.shape[-2:])))
+            real_view = feature_view(pool_to(teacher.maps[-1], adapted.coarse.shape[-2:]))
+            if self.mode.feat_r1:
+                real_view = real_view.detach().requires_grad_(True)
+            real = self.feature_disc(real_view)
             fake = self.feature_disc(feature_view(adapted.coarse))
             total = total + losses.discriminator_bce(real, fake)
+            if self.mode.feat_r1:
+                total = total + losses.r1_penalty(real, real_view, self.mode.feat_r1)
             accuracy["adv_feat"] = verdict_accuracy(real.detach(), fake.detach())
         if self.logit_disc is not None:
             self.logit_disc.standardise.observe(teacher.logits)
