@@ -11,7 +11,7 @@ def teacher_file(in_tmp):
 
     def write(recon: bool = False):
         model = build_teacher("resnet8", 1, 10, reconstruction=(16, 16) if recon else None)
-        meta = {"dataset": "synthetic", "num_classes": 10, "input_shape": [1, 16, 16], "arch": "resnet8", "reconstruction": recon}
+        meta = {"dataset": "synthetic", "num_classes": 10, "input_shape": [1, 16, 16], "arch": "resnet8", "reconstruction": recon, "decoder_version": 2}
         return str(save_teacher(in_tmp / f"t{int(recon)}.pt", model, meta))
 
     return write
