@@ -12,8 +12,8 @@ Optuna's ask/tell loop with three additions:
    period the next worker to claim marks its trial FAIL, and the storage's retry callback
    enqueues the same parameters as a WAITING trial, which the next claim picks up. The first
    heartbeat is recorded under the lock, with the trial's creation, so a worker killed before
-   it leaves a trial without any heartbeat, which `fail_orphaned_trials` fails and retries the
-   same way (Optuna's stale check skips such a trial, and the others would wait for it forever).
+   it can only die in the few milliseconds between the two (Optuna's stale check skips a trial
+   without any heartbeat, and the others would wait for it forever).
 3. **One finaliser.** `claim_finalize` lets exactly one worker (the first to see the target
    reached) run the final retrain, report and export.
 
@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from nas_kd.storage import fail_orphaned_trials, study_lock
+from nas_kd.storage import study_lock
 
 __all__ = ["run_trials", "claim_finalize", "mark_finalized", "worker_id", "FINALIZE_ATTR"]
 
@@ -53,7 +53,6 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)  # a dead worker's trial -> FAIL, and its retry -> WAITING
-            fail_orphaned_trials(study)  # same for one whose worker died before its first heartbeat
         trials = study.get_trials(deepcopy=False)
         if target is not None:
             done = len(finished_trials(trials))
