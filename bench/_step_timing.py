@@ -21,11 +21,11 @@ def mode_steps(cfg, teachers: dict[bool, torch.nn.Module], caches: dict, modes: 
     steps = {}
     for mode in modes:
         torch.manual_seed(0)
-        cache = caches.get(mode)
+        cache, recipe = caches.get(mode), get_mode(mode)
         steps[mode] = build_step(
             build_student(cfg, info.channels, info.num_classes),
-            teachers[get_mode(mode).needs_reconstruction],
-            get_mode(mode),
+            teachers[recipe.needs_reconstruction],
+            recipe,
             schedule,
             input_shape=info.input_shape,
             num_classes=info.num_classes,

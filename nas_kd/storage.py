@@ -159,5 +159,3 @@ def study_lock(url: str, study_name: str):
                 raise UserError(f"storage '{url}' has no cross-process lock nas-kd knows: use SQLite or PostgreSQL")
     finally:
         engine.dispose()
-
-

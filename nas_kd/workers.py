@@ -10,10 +10,10 @@ Optuna's ask/tell loop with three additions:
 2. **Heartbeats.** While a trial runs, Optuna's heartbeat thread updates it every
    ``heartbeat_interval`` seconds. A worker killed with SIGKILL stops beating; after the grace
    period the next worker to claim marks its trial FAIL, and the storage's retry callback
-   enqueues the same parameters as a WAITING trial, which the next claim picks up. The first
-   heartbeat is recorded under the lock, with the trial's creation, so a worker killed before
-   it can only die in the few milliseconds between the two (Optuna's stale check skips a trial
-   without any heartbeat, and the others would wait for it forever).
+   enqueues the same parameters as a WAITING trial, which the next claim picks up. Optuna's
+   stale check skips a trial that has no heartbeat at all (the others would wait for it
+   forever), so the first one is recorded under the lock right after the trial is created:
+   only a kill in the milliseconds between the two can leave such a trial.
 3. **One finaliser.** `claim_finalize` lets exactly one worker (the first to see the target
    reached) run the final retrain, report and export.
 
@@ -67,7 +67,7 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = study.ask()
         if is_heartbeat_enabled(study._storage):
-            # Still under the lock: a RUNNING trial without a heartbeat is then always an orphan.
+            # Before `prepare` and the heartbeat thread: a worker killed from here on leaves a trial the stale check fails.
             study._storage.record_heartbeat(trial._trial_id)
         if prepare is not None:
             # Still under the lock: the trial's parameters reach the storage before any other

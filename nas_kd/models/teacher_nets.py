@@ -236,7 +236,7 @@ def build_teacher(arch: str, in_channels: int, num_classes: int, reconstruction:
         net = WideResNet(int(m.group(1)), int(m.group(2)), in_channels, num_classes)
     else:
         net = _torchvision_teacher(arch[3:], in_channels, num_classes)
-    decoder = {1: ReconstructionDecoderV1, ReconstructionDecoder.VERSION: ReconstructionDecoder}.get(decoder_version)
+    decoder = {d.VERSION: d for d in (ReconstructionDecoderV1, ReconstructionDecoder)}.get(decoder_version)
     if decoder is None:
         raise UserError(f"reconstruction decoder version {decoder_version} is unknown to this nas-kd: upgrade nas-kd or train the teacher again")
     net.decoder = decoder(net.stage_channels[-1], in_channels, reconstruction) if reconstruction else None
