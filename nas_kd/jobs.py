@@ -11,10 +11,16 @@ the study lock, heartbeats, parameters drawn under the lock, so no config is tra
 never finalises: the parent waits for the children and then finalises alone.
 
 Stopping. Children run in a session of their own, so a terminal's Ctrl-C reaches the parent only;
-the parent forwards exactly one SIGINT to each (a second one could land while the child records its
-interrupted trial), waits up to `STOP_SECONDS`, and kills any child still alive. A child whose
-parent died without forwarding (SIGKILL) notices within a second (`_watch_parent`) and interrupts
-itself the same way, so no worker outlives its search.
+the parent forwards SIGINT to each, waits up to `STOP_SECONDS`, and kills any child still alive. A
+child whose parent died without forwarding (SIGKILL) notices within a second (`_watch_parent`) and
+interrupts itself the same way, so no worker outlives its search.
+
+One SIGINT is not enough: a KeyboardInterrupt raised while the interpreter runs a garbage
+collector's finalizer (SQLAlchemy has weakref callbacks) is printed as "Exception ignored" and
+lost, and the child would train on. So SIGINT is repeated every `RESEND_SECONDS` until the child
+is gone, and the child's handler (`_interrupt_unless_stopping`) raises only when no
+KeyboardInterrupt is already being handled: a repeat never breaks the recording of the
+interrupted trial.
 
 Threads. On a CPU the N processes split the cores (`threads_per_job`); on a GPU too, since each
 process needs little more than one core to launch kernels.
@@ -42,6 +48,7 @@ __all__ = ["default_jobs", "threads_per_job", "LocalWorkers", "map_processes", "
 # the measured 1-vs-4 figure once a GPU run wrote it).
 GPU_JOBS = 4
 STOP_SECONDS = 60.0  # how long an interrupted child may take to record its trial and exit
+RESEND_SECONDS = 2.0  # SIGINT again while an interrupted child lives (the first can be lost)
 
 
 def _cores() -> int:
@@ -98,20 +105,23 @@ class LocalWorkers:
         self.poll()
 
     def stop(self) -> None:
-        """Interrupt every child once, wait for them to record their trials, kill stragglers."""
+        """Interrupt every child (repeatedly, see the module docstring), wait for them to record
+        their trials, kill stragglers."""
         alive = [(i, p) for i, p in self.procs if p.poll() is None]
-        for _, proc in alive:
-            proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + STOP_SECONDS
         try:
+            while alive and time.monotonic() < deadline:
+                for _, proc in alive:
+                    proc.send_signal(signal.SIGINT)
+                until = min(deadline, time.monotonic() + RESEND_SECONDS)
+                while time.monotonic() < until and any(p.poll() is None for _, p in alive):
+                    time.sleep(0.05)
+                alive = [(i, p) for i, p in alive if p.poll() is None]
             for _, proc in alive:
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                proc.kill()
+                proc.wait()
         except KeyboardInterrupt:  # a second Ctrl-C: do not wait any longer
-            for _, proc in alive:
+            for _, proc in self.procs:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
@@ -157,13 +167,24 @@ def map_processes(fn: Callable, items: list, jobs: int, on_result: Callable | No
     return out
 
 
+def _interrupt_unless_stopping(signum, frame) -> None:
+    """A child's SIGINT handler: KeyboardInterrupt, unless one is already being handled (the
+    trial it stopped is being recorded: a repeated SIGINT must not break that)."""
+    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        return
+    raise KeyboardInterrupt
+
+
 def _watch_parent(parent: int) -> None:
-    """Interrupt this process (as a Ctrl-C would) once ``parent`` is gone."""
+    """Interrupt this process (as a Ctrl-C would, repeatedly: see the module docstring) once
+    ``parent`` is gone."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGINT)
+        while True:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(RESEND_SECONDS)
 
     threading.Thread(target=watch, name="nas-kd-parent-watch", daemon=True).start()
 
@@ -182,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     # A child is stopped by SIGINT alone (forwarded by the parent, or sent by the watch below), so
     # it must raise KeyboardInterrupt even when started from a shell job that ignores SIGINT
     # (`nohup nas-kd search --jobs 2 &`): an ignored disposition survives exec.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt_unless_stopping)
     _watch_parent(args.parent)
     torch.set_num_threads(args.threads)
 
@@ -198,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas-kd: error: worker {args.worker}: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopped: repeats must not interrupt the exit
         return 130
     return 0
 

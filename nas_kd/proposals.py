@@ -52,6 +52,7 @@ class ProposalCounts:
     duplicates: int = 0  # repaired configs already in the study, redrawn
     unfillable: int = 0  # proposals no growth could bring to min_fill (kept, below the band)
     exhausted: int = 0  # no new config found in MAX_REDRAWS redraws
+    evaluations: int = 0  # cost evaluations (what a repair's time is made of)
     seconds: float = 0.0
 
     def describe(self) -> str:
@@ -79,6 +80,7 @@ class BudgetSampler(BaseSampler):
     # -------------------------------------------------------------------- repair
 
     def fill(self, index: dict[str, int]) -> float:
+        self.counts.evaluations += 1
         return self.meter.fill(self.space.config_at(index))
 
     def params(self, index: dict[str, int]) -> dict:

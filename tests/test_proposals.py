@@ -41,7 +41,10 @@ def test_every_proposal_fits_fills_the_budget_and_is_new(sampler_name, budget_te
     assert statistics.median(fills) >= 0.85 and min(fills) >= 0.85
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 20
     c = sampler.counts
-    assert c.proposals == 20 and c.exhausted == 0 and 1e3 * c.seconds / c.proposals < 20  # milliseconds
+    assert c.proposals == 20 and c.exhausted == 0
+    # A repair is a handful of cost evaluations (~0.2 ms each here), not a walk one step at a
+    # time (a 10x-over draw at 0.5M would take ~30); the time bound is loose for a loaded CI box.
+    assert c.evaluations / c.proposals < 12 and 1e3 * c.seconds / c.proposals < 100, c
 
 
 def test_raw_proposals_would_mostly_be_rejected():
