@@ -69,7 +69,7 @@ class SearchOptions:
     data_dir: str | None = None
     teacher: str = "default"  # the shipped teacher of the dataset (nas_kd.models.shipped)
     teacher_recon: bool = False
-    mode: str = "full"
+    mode: str | None = None  # None: the preset's (kd on the CPU's quick preset, full on standard)
     loss_weights: str | None = None
     trials: int | None = None
     timeout: float | None = None
@@ -292,7 +292,7 @@ class SearchPlan:
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise UserError(f"not a {PLAN_FORMAT} search plan (format {d.get('format') if isinstance(d, dict) else None!r}): start a new study with this version of nas-kd")
         p = d["preset"]
-        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"])
+        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"))
         data, seeds = d["dataset"], d["seeds"]
         return cls(
             study=d["study"],
@@ -379,8 +379,9 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     budget = parse_budget(opts.budget, opts.precision)
     objectives = parse_objectives(opts.objectives)
     overrides = parse_loss_weights(opts.loss_weights)
-    get_mode(opts.mode).override(overrides)  # unknown mode: UserError now
     preset = get_preset(opts.preset)
+    mode_name = opts.mode or preset.mode
+    get_mode(mode_name).override(overrides)  # unknown mode: UserError now
     step = parse_step_options(opts.gpu_step)
     jobs = opts.jobs if opts.jobs is not None else default_jobs(resolve_device(opts.device))
     space, space_yaml = SearchSpace.read(opts.space)
@@ -401,7 +402,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         input_shape=tuple(info.input_shape),
         num_classes=info.num_classes,
         teacher=TeacherRef(spec=opts.teacher, reconstruction=opts.teacher_recon),
-        mode_name=opts.mode,
+        mode_name=mode_name,
         loss_weights=tuple(overrides.items()),
         preset=preset,
         sampler=opts.sampler,
