@@ -167,8 +167,13 @@ class Objective:
                 trial.set_user_attr("latency_ms", latency.median_ms)
         feasible = self.budget.fits(**values)
         violations = self.budget.violations(**values)
-        for key, value in zip(self.budget.limits(), violations, strict=True):
-            trial.set_constraint(key, value)
+        with warnings.catch_warnings():
+            # A trial retried after its worker died carries the dead trial's system attributes,
+            # constraints included (Optuna's retry callback copies them): same config, same
+            # values, and Optuna keeps the first while warning about the second.
+            warnings.filterwarnings("ignore", message="The constraint value is ignored")
+            for key, value in zip(self.budget.limits(), violations, strict=True):
+                trial.set_constraint(key, value)
         trial.set_user_attr("constraints", violations)
         trial.set_user_attr("macs", values["macs"])
         trial.set_user_attr("params", values["params"])

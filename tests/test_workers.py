@@ -132,6 +132,8 @@ def test_three_workers_on_postgres_survive_a_sigkill(workdir):
         assert sum("search: finalizing" in out for out in outputs) == 1, [o[-800:] for o in outputs]
         report = json.loads((root / "runs" / study / "report.json").read_text())
         assert report["trial_counts"]["finished"] == 12 and not report["partial"]
+        # The retried trial inherits the dead one's constraints: no warning about setting them again.
+        assert not [o for o in outputs if "constraint value is ignored" in o]
 
 
 def test_sqlite_sigkill_then_same_command_resumes_without_losing_trials(workdir):
