@@ -3,9 +3,16 @@
 MACs, parameters, peak memory and weight bytes are exact from the config alone (`analytic_cost`,
 `nas_kd.memory`); latency is *predicted* by the machine's `LatencyTable` and only *measured*
 (`nas_kd.latency.measure_latency`, ~0.3 s) where the prediction is too close to the limit to
-trust: at or above `MEASURE_ABOVE` of it. The predictor's 95th-percentile error is within 15% on
-this machine (docs/COST.md), so a prediction below 80% of the limit is taken as it is; one above
-the limit is rejected without measuring. A search's winner is always measured (`nas_kd.finalize`).
+trust: at or above `MEASURE_ABOVE` of it. A prediction below that is taken as it is; one above the
+limit is rejected without measuring. A search's winner is always measured (`nas_kd.finalize`).
+
+The table's prediction can be off by a factor for the students a search actually proposes (on
+this machine it under-predicted 1-ms students by ~1.4x: docs/COST.md), and every measurement the
+search takes says by how much. So a study corrects its predictions with its own measurements
+(`latency_correction`): the table's prediction is multiplied by the median ratio of measured to
+table-predicted latency over the study's measured trials (every worker's, resumes included), once
+`MIN_MEASURED` exist. Each trial records the table's own prediction (`table_latency_ms`) beside
+the corrected one, so corrections never compound.
 """
 
 from __future__ import annotations
@@ -13,9 +20,21 @@ from __future__ import annotations
 from nas_kd.config import Budget, get_precision
 from nas_kd.models.student import StudentConfig
 
-__all__ = ["BudgetMeter", "MEASURE_ABOVE", "fill_of", "describe_values"]
+__all__ = ["BudgetMeter", "MEASURE_ABOVE", "MIN_MEASURED", "TABLE_LATENCY_ATTR", "latency_correction", "fill_of", "describe_values"]
 
 MEASURE_ABOVE = 0.8  # of the latency limit: predictions from here up to the limit are measured
+MIN_MEASURED = 2  # measured trials before a study corrects the table's latency predictions
+TABLE_LATENCY_ATTR = "table_latency_ms"  # a trial's latency as the table alone predicted it
+
+
+def latency_correction(trials) -> float:
+    """The factor a study's measurements put on the table's predictions (module docstring): the
+    median of measured / table-predicted latency over ``trials`` that have both, 1.0 with fewer
+    than `MIN_MEASURED`."""
+    import statistics
+
+    ratios = [t.user_attrs["latency_ms"] / t.user_attrs[TABLE_LATENCY_ATTR] for t in trials if t.user_attrs.get("latency_ms") and t.user_attrs.get(TABLE_LATENCY_ATTR)]
+    return statistics.median(ratios) if len(ratios) >= MIN_MEASURED else 1.0
 
 
 def fill_of(budget: Budget, macs: float, params: float, **values: float) -> float:
@@ -39,6 +58,12 @@ class BudgetMeter:
         self.space = space  # the search space, whose calibration line the latency table applies
         self.precision = get_precision(budget.precision)
         self._table = table
+        self.correction = 1.0  # on the table's latency predictions (`latency_correction`)
+
+    def correct_from(self, trials) -> None:
+        """Take the correction of latency predictions from a study's measured ``trials``."""
+        if self.budget.latency is not None:
+            self.correction = latency_correction(trials)
 
     @property
     def table(self):
@@ -62,8 +87,12 @@ class BudgetMeter:
         if everything or self.budget.size is not None:
             values["size"] = size_bytes(cfg, self.shape, self.num_classes, self.precision)
         if everything or self.budget.latency is not None:
-            values["latency"] = self.table.predict(cfg, self.shape, self.num_classes, space=self.space)
+            values["latency"] = self.correction * self.table_latency(cfg)
         return values
+
+    def table_latency(self, cfg: StudentConfig) -> float:
+        """The latency table's own prediction in ms, before the study's correction."""
+        return self.table.predict(cfg, self.shape, self.num_classes, space=self.space)
 
     def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
         """(peak activation bytes, weight bytes) at the budget's precision, exact."""

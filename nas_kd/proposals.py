@@ -64,14 +64,14 @@ class ProposalCounts:
 
 
 class BudgetSampler(BaseSampler):
-    def __init__(self, base: BaseSampler, space, budget: Budget, input_shape: tuple[int, int, int], num_classes: int, *, min_fill: float = DEFAULT_MIN_FILL, seed: int = 0):
+    def __init__(self, base: BaseSampler, space, budget: Budget, input_shape: tuple[int, int, int], num_classes: int, *, min_fill: float = DEFAULT_MIN_FILL, seed: int = 0, table=None):
         self.base, self.space, self.budget = base, space, budget
         self.shape, self.num_classes, self.min_fill = tuple(input_shape), num_classes, min_fill
         self.choices = {name: tuple(c) for name, c in space.decisions() if len(c) > 1}
         self.distributions = {name: CategoricalDistribution(list(c)) for name, c in self.choices.items()}
         self.rng = random.Random(seed)
         self.counts = ProposalCounts()
-        self.meter = BudgetMeter(budget, input_shape, num_classes, space)
+        self.meter = BudgetMeter(budget, input_shape, num_classes, space, table=table)  # table: the machine's latency table unless given
         # A budget above the space's largest member cannot be filled: the band is then relative
         # to that member's cost.
         largest = {n: len(c) - 1 for n, c in self.choices.items()}
@@ -146,10 +146,10 @@ class BudgetSampler(BaseSampler):
     def key(self, params: dict) -> tuple:
         return tuple(params.get(n) for n in self.choices)
 
-    def seen(self, study) -> set[tuple]:
-        """Every config the study holds or has queued (any state, any worker)."""
+    def seen(self, trials) -> set[tuple]:
+        """Every config among a study's ``trials`` or queued (any state, any worker)."""
         keys = set()
-        for t in study.get_trials(deepcopy=False):
+        for t in trials:
             params = t.params or t.system_attrs.get("fixed_params") or {}
             if params:
                 keys.add(self.key(params))
@@ -168,7 +168,9 @@ class BudgetSampler(BaseSampler):
         for name, dist in self.distributions.items():
             if name not in params:
                 params[name] = self.base.sample_independent(study, trial, name, dist)
-        return self.repair(params, self.seen(study))
+        trials = study.get_trials(deepcopy=False)
+        self.meter.correct_from(trials)  # latency budgets: predictions corrected by the study's measurements
+        return self.repair(params, self.seen(trials))
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         return self.base.sample_independent(study, trial, param_name, param_distribution)

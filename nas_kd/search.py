@@ -23,7 +23,7 @@ import torch
 from optuna.pruners import BasePruner
 
 from nas_kd.errors import UserError
-from nas_kd.meter import BudgetMeter
+from nas_kd.meter import TABLE_LATENCY_ATTR, BudgetMeter
 from nas_kd.plan import (
     OBJECTIVES,
     PLAN_ATTR,
@@ -149,7 +149,8 @@ class Objective:
         cfg = self.space.sample(trial)
         trial.set_user_attr("config", cfg.to_json())
         trial.set_user_attr("describe", cfg.describe())
-        values = self.meter.values(cfg)  # exact, except latency: predicted by the table
+        self.meter.correct_from(trial.study.get_trials(deepcopy=False))  # latency: the study's own measurements
+        values = self.meter.values(cfg)  # exact, except latency: predicted by the table, corrected
         trial.set_user_attr("analytic_macs", values["macs"])
         trial.set_user_attr("analytic_params", values["params"])
         memory, size = self.meter.deployment_bytes(cfg)  # exact and cheap: recorded for every trial's report row
@@ -157,6 +158,7 @@ class Objective:
         trial.set_user_attr("size_bytes", size)
         if "latency" in values:
             trial.set_user_attr("predicted_latency_ms", values["latency"])
+            trial.set_user_attr(TABLE_LATENCY_ATTR, values["latency"] / self.meter.correction)
         if self.budget.fits(**values):
             cost = measure(cfg, self.shape, self.num_classes)  # fvcore: the reference count
             values.update(macs=cost.macs, params=cost.params)

@@ -11,7 +11,7 @@ import pytest
 from nas_kd.config import PRECISIONS, parse_budget
 from nas_kd.latency import RUNS, LatencyTable, machine, measure_latency
 from nas_kd.memory import size_bytes, traced_peak_elements
-from nas_kd.meter import BudgetMeter
+from nas_kd.meter import TABLE_LATENCY_ATTR, BudgetMeter
 from nas_kd.models.student import StudentConfig, build_student
 from nas_kd.space import SearchSpace
 
@@ -89,6 +89,9 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     winner = pick_winner(study)
     assert winner.number == final["winner"]["trial"]
     assert measured_latencies(study)[winner.number] <= limit  # measured, in the trial or before finalizing
+    # every prediction keeps the table's own figure, which the study's correction is fitted to (nas_kd.meter)
+    predicted = [t for t in study.trials if "predicted_latency_ms" in t.user_attrs]
+    assert predicted and all(t.user_attrs[TABLE_LATENCY_ATTR] > 0 for t in predicted)
     assert final["winner"]["footprint"]["latency"]["runs"] >= RUNS and final["baselines"]["footprint"]["latency_ms"] > 0
     assert report["winner"]["footprint"]["latency_ms"] == final["winner"]["footprint"]["latency_ms"]
     # a winner whose real measurement is over the limit is no winner, whatever was predicted
