@@ -94,6 +94,12 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     assert predicted and all(t.user_attrs[TABLE_LATENCY_ATTR] > 0 for t in predicted)
     assert final["winner"]["footprint"]["latency"]["runs"] >= RUNS and final["baselines"]["footprint"]["latency_ms"] > 0
     assert report["winner"]["footprint"]["latency_ms"] == final["winner"]["footprint"]["latency_ms"]
+    # a final measurement over the limit is said in the report, not left for the table to pass as a fit
+    from nas_kd.report import _markdown
+
+    assert "Over the latency limit" not in _markdown(report) or report["winner"]["footprint"]["latency_ms"] > limit
+    report["winner"]["footprint"]["latency_ms"] = 10 * limit
+    assert "Over the latency limit" in _markdown(report)
     # a winner whose real measurement is over the limit is no winner, whatever was predicted
     study.set_user_attr(LATENCY_CHECKS_ATTR, {str(winner.number): 10 * limit})
     assert pick_winner(study) is None or pick_winner(study).number != winner.number
