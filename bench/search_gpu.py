@@ -1,22 +1,25 @@
 """Search benchmark: does the searched student beat the hand-designed one at the same budget?
 
 The GPU run (the default) uses the standard preset on Fashion-MNIST with the mbv2 space, budgets
-0.5M and 3M MACs, 100 trials each: TPE, then random search with the same number of trained
-trials; each winner is retrained with 3 seeds and tested, against the uniform baseline trained
-with modes ce and kd (the TPE run trains the baselines; random search shares them). It writes
-the "search" section of docs/BENCHMARKS.md.
+0.5M and 2M MACs, 100 trials each: TPE, then random search with the same number of trained
+trials; each winner is retrained on 5 seeds and tested, against the uniform baseline trained
+with modes ce and kd on the same seeds (the TPE run trains the baselines; random search shares
+them). It writes the "search" section of docs/BENCHMARKS.md and docs/results/search.json: per
+budget and sampler the winner's and the baselines' per-seed test accuracies, MACs and paired
+differences, and TPE minus random (their winners paired by retrain seed).
 
-``--reduced`` is the CPU version: quick preset, 3 trials, one retrain seed, mode kd. Its figures only
-show that the pipeline runs end to end; it says so in the section it writes.
+``--reduced`` is the CPU version: quick preset, mode kd, fewer trials and seeds (``--trials``,
+``--seeds``); the section and the JSON say it is a CPU-reduced run.
 
     python -m bench.search_gpu                 # one GPU, ~hours
-    OMP_NUM_THREADS=1 python -m bench.search_gpu --reduced   # 2-core CPU, ~10 minutes
+    OMP_NUM_THREADS=1 python -m bench.search_gpu --reduced --trials 24 --seeds 5   # 2-core CPU, ~40 minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +27,13 @@ from bench._report import hardware, write_section
 from nas_kd.config import format_count
 from nas_kd.errors import UserError
 from nas_kd.search import SearchOptions, run_search
-from nas_kd.study import run_dir
+from nas_kd.stats import PairedDifference, paired_difference
+from nas_kd.study import run_dir, write_json
+from nas_kd.verdict import compare_runs
 
-__all__ = ["main", "options", "run_one", "table"]
+__all__ = ["main", "options", "paired_rows", "paired_table", "run_one", "table"]
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search.json"
 
 
 def options(budget: str, sampler: str, *, study: str, space: str, dataset: str, mode: str, trials: int, preset: str, seed: int, retrain_seeds: int, baselines: bool, device: str = "auto", **more) -> SearchOptions:
@@ -77,10 +84,65 @@ def table(results: list[tuple[str, str, dict]]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def _seeds(summary: dict) -> dict[int, float]:
+    return {int(r["seed"]): float(r["test_accuracy"]) for r in summary.get("retrain_runs") or summary.get("runs") or []}
+
+
+def paired_rows(results: list[tuple[str, str, dict]]) -> dict:
+    """Per search, the winner against its budget's uniform baseline in every mode (random search
+    pairs with the TPE run's baselines: same seeds, same schedule), and per budget the first
+    sampler's winner minus each other sampler's, paired by retrain seed. Searches without a
+    retrained winner are left out."""
+    baselines = {b: r["baselines"] for b, s, r in results if r.get("baselines")}
+    searches, versus = [], []
+    winners: dict[str, list[tuple[str, dict]]] = {}
+    for budget, sampler, r in results:
+        w, base = r.get("winner"), baselines.get(budget)
+        if not w or "retrain_runs" not in w:
+            continue
+        winners.setdefault(budget, []).append((sampler, w))
+        comparisons = compare_runs({"runs": w["retrain_runs"]}, base["modes"]) if base else {}
+        searches.append({
+            "budget": budget, "sampler": sampler,
+            "trained_trials": (r.get("trial_counts") or {}).get("trained"), "trials_by_state": r.get("trials_by_state"),
+            "wall_seconds": r.get("bench_seconds"),
+            "winner": {"describe": w["describe"], "macs": w["macs"], "params": w["params"], "search_val_accuracy": w["search_val_accuracy"], "mode": w.get("mode"), "test_by_seed": _seeds(w)},
+            "baseline": None if not base else {"describe": base["describe"], "macs": base["macs"], "params": base["params"], "test_by_seed": {m: _seeds(summary) for m, summary in base["modes"].items()}},
+            "winner_minus_baseline": {m: d.to_dict() for m, d in comparisons.items()},
+        })  # fmt: skip
+    for budget, entries in winners.items():
+        (first, fw), *others = entries
+        for sampler, w in others:
+            d = paired_difference(_seeds(fw), _seeds(w))
+            versus.append({"budget": budget, "a": first, "b": sampler, "a_macs": fw["macs"], "b_macs": w["macs"], "a_minus_b": d.to_dict()})
+    return {"searches": searches, "samplers": versus}
+
+
+def _diff(d: dict) -> str:
+    p = PairedDifference.from_dict(d)
+    if p.low is None:
+        return f"{100 * p.mean:+.2f} (one seed)"
+    return f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}] ({p.direction})"
+
+
+def paired_table(paired: dict) -> str:
+    """Markdown: searched minus uniform baseline per search and mode, then sampler against sampler."""
+    lines = ["| budget | sampler | winner MACs | baseline MACs | seeds | winner - baseline (kd), points [95% CI] | winner - baseline (ce) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in paired["searches"]:
+        d = s["winner_minus_baseline"]
+        seeds = len(s["winner"]["test_by_seed"])
+        base_macs = format_count(s["baseline"]["macs"]) if s["baseline"] else "-"
+        lines.append(f"| {s['budget']} | {s['sampler']} | {format_count(s['winner']['macs'])} | {base_macs} | {seeds} | {_diff(d['kd']) if 'kd' in d else '-'} | {_diff(d['ce']) if 'ce' in d else '-'} |")
+    if paired["samplers"]:
+        lines += ["", "| budget | samplers | MACs | difference, points [95% CI] |", "| --- | --- | --- | --- |"]
+        lines += [f"| {v['budget']} | {v['a']} - {v['b']} | {format_count(v['a_macs'])} vs {format_count(v['b_macs'])} | {_diff(v['a_minus_b'])} |" for v in paired["samplers"]]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reduced", action="store_true", help="CPU version: quick preset, 3 trials, 1 seed, mode kd")
-    p.add_argument("--budgets", default="0.5M,3M")
+    p.add_argument("--reduced", action="store_true", help="CPU version: quick preset, mode kd, 3 trials and 1 seed unless --trials / --seeds")
+    p.add_argument("--budgets", default="0.5M,2M")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--space", default="search_spaces/mbv2.yaml")
     p.add_argument("--mode", default=None, help="distiller mode (default full; kd with --reduced, cheaper on a CPU)")
@@ -92,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     args.trials = args.trials or (3 if args.reduced else 100)
-    args.seeds = args.seeds or (1 if args.reduced else 3)
+    args.seeds = args.seeds or (1 if args.reduced else 5)
     args.preset = args.preset or ("quick" if args.reduced else "standard")
     args.mode = args.mode or ("kd" if args.reduced else "full")
     results = []
@@ -101,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             study = f"bench{'-reduced' if args.reduced else ''}_{args.dataset}_{budget}_{sampler}"
             opts = options(budget, sampler, study=study, space=args.space, dataset=args.dataset, mode=args.mode, trials=args.trials, preset=args.preset, seed=args.seed, retrain_seeds=args.seeds, baselines=i == 0, device=args.device)
             results.append((budget, sampler, run_one(opts, log=lambda text: print(text, flush=True))))
-    command = "python -m bench.search_gpu" + (" --reduced" if args.reduced else "")
+    command = "python -m bench.search_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.reduced:
         intro = (
-            f"**CPU-reduced run** (`{command}`): preset {args.preset}, {args.trials} trained trials per search, "
-            f"{args.seeds} retrain seed(s), mode {args.mode}, {args.dataset}, space {args.space}. It shows the pipeline "
-            "end to end; with this few trials and epochs the numbers say little about search quality. "
-            "**The GPU figures (standard preset, 100 trials, 3 seeds) are owed**: run `python -m bench.search_gpu` on one GPU."
+            f"**CPU-reduced run** (`{command.strip()}`): preset {args.preset}, {args.trials} trained trials per search, "
+            f"{args.seeds} retrain seed(s), mode {args.mode}, {args.dataset}, space {args.space}: the largest that fits "
+            "well inside an hour of this 2-core box. "
+            "**The GPU figures (standard preset, 100 trials, 5 seeds) are owed**: run `make bench-gpu` on one GPU."
         )
     else:
         intro = f"`{command}`: preset {args.preset}, {args.trials} trained trials per search, {args.seeds} retrain seeds, mode {args.mode}, {args.dataset}, space {args.space}."
@@ -116,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         "(full schedule); the uniform baseline is the space's largest uniform member within the budget, trained with the same "
         "schedule and seeds. Random search shares the TPE run's baselines.\n\n" + table(results)
     )
+    paired = paired_rows(results)
+    body += "\nPaired by retrain seed (per-seed rows: `docs/results/search.json`):\n\n" + paired_table(paired)
+    write_json(RESULTS, {"command": command.strip(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d"), "cpu_reduced": args.reduced, "preset": args.preset, "mode": args.mode, "trials": args.trials, "retrain_seeds": args.seeds, **paired})
     write_section("search", body)
     print(body)
     return 0
