@@ -9,11 +9,13 @@ time per mode is `bench.step_time`'s):
 ``distill-ablation-<device>``
     Two students from the mbv2 space (the sampled members closest to 0.5M and 2M MACs, analytic
     count on the dataset's input), every mode, every seed, the preset's full schedule: mean ± std
-    test accuracy and training images/s per mode. The teacher is the cached one for the dataset,
-    arch and preset (trained first if missing; mode zhang uses the reconstruction-trained twin).
+    test accuracy and training images/s per mode. The teacher is the shipped one (``--teacher
+    default``; a registry name means the cached one for the dataset, arch and preset, trained
+    first if missing, with a reconstruction-trained twin for mode zhang).
 ``distill-predictive-<device>``
     ``--predict-students`` students sampled from mbv2: validation accuracy after the brief
-    schedule vs test accuracy after the full schedule (mode ``--predict-mode``, default full),
+    schedule vs test accuracy after the full schedule (mode ``--predict-mode``, default the
+    preset's search mode),
     and their Spearman rank correlation. A high value means the search's brief training ranks
     candidates as the full retrain would.
 """
@@ -223,7 +225,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--teacher", default="resnet20")
+    ap.add_argument("--teacher", default="default", help="default (the shipped teacher), a .pt file or a registry name (trained first if missing)")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--modes", default=",".join(MODES))
@@ -232,7 +234,7 @@ def main(argv=None) -> None:
     ap.add_argument("--brief-epochs", type=int, default=None)
     ap.add_argument("--brief-subset", type=int, default=None)
     ap.add_argument("--predict-students", type=int, default=12)
-    ap.add_argument("--predict-mode", default="full")
+    ap.add_argument("--predict-mode", default=None, help="default: the preset's search mode")
     ap.add_argument("--parts", default="ablation,predictive")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 beats 2 on a busy 2-core CPU)")
@@ -243,11 +245,12 @@ def main(argv=None) -> None:
 
 def run(args, argv) -> None:
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    preset = get_preset(args.preset)
+    args.predict_mode = args.predict_mode or preset.mode
     for mode in args.modes.split(",") + [args.predict_mode]:
         get_mode(mode)
 
     device = resolve_device(args.device)
-    preset = get_preset(args.preset)
     full = preset.full.replace(epochs=args.epochs, train_subset=args.train_subset)
     brief = preset.brief.replace(epochs=args.brief_epochs, train_subset=args.brief_subset)
     parts = args.parts.split(",")

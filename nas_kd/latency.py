@@ -25,6 +25,17 @@ calibration: `CALIBRATION_STUDENTS` members of the space (its smallest, its larg
 random ones) are measured whole once, and a straight line ``scale * sum + offset``, fitted by least
 squares on relative error, maps the sum to the prediction.
 
+A shared CPU is not one machine over time: its speed drifts with what its neighbours do, by up to
+2x over tens of seconds on the 2-core VM this was built on, invisible to the load average. A table
+whose entries were each measured at a different speed is inconsistent, and no line fits it (a
+table built over a noisy hour put the sum of parts at 0.8-3.0x the measured whole; one built in a
+steady ten minutes, 0.8-1.4x: docs/COST.md). So every entry (and every calibration member) is
+timed *against a ruler*: a fixed inverted-residual block, run alternately with the part, run for
+run, and the entry is the ratio of the two medians. Whatever slows the machine slows both, so
+the ratio holds across speeds. A prediction in milliseconds multiplies the table's ratios by the
+ruler's own time, measured once per table object (per process) when first needed: the table
+predicts what the machine would measure at the speed it has now.
+
 The table is built on first use, entry by entry, and cached on disk per machine: under
 ``$NAS_KD_CACHE`` (default ``~/.cache/nas-kd``) in ``latency/<key>.json``, where the key names the
 CPU model, the thread count and the onnxruntime version, so a table never serves another machine
@@ -69,6 +80,9 @@ __all__ = [
     "time_graph",
     "measure_latency",
     "measure_module",
+    "measure_relative",
+    "student_against_ruler",
+    "time_against",
     "LatencyTable",
     "cache_dir",
 ]
@@ -81,6 +95,8 @@ RUNS = 100
 MIN_SECONDS = 0.2
 _SEED = 0  # weights of the stand-in student (latency does not depend on them)
 CALIBRATION_STUDENTS = 12  # whole members of a space measured once to fit the table's line
+# What table entries are expressed in (module docstring); a cached table in another unit is rebuilt.
+RULER = "inverted_residual|16x28x28|w16|s1|k3|e6|se0"
 
 
 @dataclass(frozen=True)
@@ -187,6 +203,44 @@ def time_graph(model: bytes, example: np.ndarray, *, runs: int = RUNS, warmup: i
     return times
 
 
+def time_against(model: bytes, example: np.ndarray, reference: bytes, reference_example: np.ndarray, *, runs: int = RUNS, warmup: int = WARMUP, threads: int = THREADS, min_seconds: float = MIN_SECONDS) -> tuple[list[float], list[float]]:
+    """Milliseconds of each timed run of ``model`` and of ``reference``, run alternately (one of
+    each per round, at least ``runs`` rounds spanning ``min_seconds``) so that both see the same
+    machine speed; holding the measuring lock."""
+    sessions = [_session(model, threads), _session(reference, threads)]
+    feeds = [{s.get_inputs()[0].name: x} for s, x in zip(sessions, (example, reference_example), strict=True)]
+    times: tuple[list[float], list[float]] = ([], [])
+    with _one_measurer():
+        for _ in range(warmup):
+            for session, feed in zip(sessions, feeds, strict=True):
+                session.run(None, feed)
+        begin = time.perf_counter()
+        while len(times[0]) < runs or time.perf_counter() - begin < min_seconds:
+            for session, feed, out in zip(sessions, feeds, times, strict=True):
+                start = time.perf_counter_ns()
+                session.run(None, feed)
+                out.append((time.perf_counter_ns() - start) / 1e6)
+    return times
+
+
+def _ruler() -> tuple[nn.Module, torch.Tensor]:
+    """The reference graph of `RULER` (module docstring): one MobileNetV2 block, ~0.14 ms on the 2-core
+    VM, built from the same seed every time."""
+    torch.manual_seed(_SEED)
+    return make_block("inverted_residual", 16, 16, 1, 3, 6, False), torch.randn(1, 16, 28, 28, generator=torch.Generator().manual_seed(_SEED))
+
+
+def _against_ruler(module: nn.Module, example: torch.Tensor, runs: int, threads: int) -> tuple[float, float]:
+    ruler, ruler_example = _ruler()
+    times, ruler_times = time_against(onnx_bytes(module, example), example.numpy(), onnx_bytes(ruler, ruler_example), ruler_example.numpy(), runs=runs, threads=threads)
+    return statistics.median(times), statistics.median(times) / statistics.median(ruler_times)
+
+
+def measure_relative(module: nn.Module, example: torch.Tensor, *, runs: int = RUNS, threads: int = THREADS) -> float:
+    """``module``'s median time over the ruler's median time, the two run alternately."""
+    return _against_ruler(module, example, runs, threads)[1]
+
+
 def _summary(times: list[float], threads: int) -> Latency:
     m = machine(threads)
     deciles = statistics.quantiles(times, n=10)
@@ -215,6 +269,11 @@ def _pixels(input_shape) -> torch.Tensor:
 def measure_latency(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> Latency:
     """The exported student's latency per image at batch 1 (module docstring)."""
     return measure_module(_stand_in(cfg, input_shape, num_classes), _pixels(input_shape), runs=runs, threads=threads)
+
+
+def student_against_ruler(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> tuple[float, float]:
+    """(median ms, median in rulers) of the exported student, timed alternately with the ruler."""
+    return _against_ruler(_stand_in(cfg, input_shape, num_classes), _pixels(input_shape), runs, threads)
 
 
 # ------------------------------------------------------------------------------------ prediction
@@ -269,17 +328,26 @@ class LatencyTable:
         self.machine = machine(threads)
         self.path = Path(path) if path is not None else cache_dir() / "latency" / f"{self.machine.key}.json"
         self.threads, self.runs = threads, runs
-        self.entries: dict[str, float] = {}
+        self.entries: dict[str, float] = {}  # in rulers: each part's time over the ruler's
         self.calibrations: dict[str, dict] = {}
         self.measured = 0  # entries this object measured (the rest came from the cache)
+        self._ruler_ms: float | None = None
         self._load()
+
+    @property
+    def ruler_ms(self) -> float:
+        """The ruler's median time on this machine now (measured on first use, then kept)."""
+        if self._ruler_ms is None:
+            ruler, example = _ruler()
+            self._ruler_ms = measure_module(ruler, example, runs=self.runs, threads=self.threads).median_ms
+        return self._ruler_ms
 
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
             return
-        if data.get("machine") == asdict(self.machine):
+        if data.get("machine") == asdict(self.machine) and data.get("unit") == RULER:
             self.entries.update(data.get("entries", {}))
             self.calibrations.update(data.get("calibrations", {}))
 
@@ -291,7 +359,7 @@ class LatencyTable:
         self.calibrations.update(calibrations)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        data = {"machine": asdict(self.machine), "runs": self.runs, "entries": self.entries, "calibrations": self.calibrations}
+        data = {"machine": asdict(self.machine), "unit": RULER, "runs": self.runs, "entries": self.entries, "calibrations": self.calibrations}
         tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
         tmp.replace(self.path)
 
@@ -299,42 +367,52 @@ class LatencyTable:
         if key not in self.entries:
             torch.manual_seed(_SEED)
             module, example = build()
-            self.entries[key] = measure_module(module, example, runs=self.runs, threads=self.threads).median_ms
+            self.entries[key] = measure_relative(module, example, runs=self.runs, threads=self.threads)
             self.measured += 1
             self._save()
         return self.entries[key]
 
-    def call_ms(self) -> float:
+    def call(self) -> float:
+        """One call into onnxruntime, in rulers."""
         return self._entry(self.CALL, lambda: (_Call(), torch.zeros(1, 1, 1, 1)))
 
-    def sum_of_parts(self, cfg: StudentConfig, input_shape, num_classes: int) -> float:
-        """Sum of ``cfg``'s parts, less the call overhead of all but one (module docstring)."""
+    def sum_of_parts_rulers(self, cfg: StudentConfig, input_shape, num_classes: int) -> float:
+        """Sum of ``cfg``'s parts, less the call overhead of all but one (module docstring), in rulers."""
         parts = _parts(cfg, input_shape, num_classes)
         total = sum(self._entry(key, build) for key, build in parts)
-        return total - (len(parts) - 1) * self.call_ms()
+        return total - (len(parts) - 1) * self.call()
+
+    def sum_of_parts(self, cfg: StudentConfig, input_shape, num_classes: int) -> float:
+        """`sum_of_parts_rulers` in ms at this machine's speed now."""
+        return self.sum_of_parts_rulers(cfg, input_shape, num_classes) * self.ruler_ms
 
     def calibration(self, space, input_shape, num_classes: int) -> dict:
-        """The line of ``space`` on this input (module docstring), fitted on first use."""
+        """The line of ``space`` on this input (module docstring), in rulers, fitted on first use."""
         shape = tuple(int(v) for v in input_shape)
         decisions = repr((space.block, space.decisions(), [s.stride for s in space.stages], shape, num_classes))
         key = f"{space.name}|{hashlib.sha256(decisions.encode()).hexdigest()[:16]}"
         if key not in self.calibrations:
             rng = random.Random("nas-kd latency calibration")  # never the seeds of evaluations
             members = [space.smallest(), space.largest()] + [space.random_config(rng) for _ in range(CALIBRATION_STUDENTS - 2)]
-            sums = [self.sum_of_parts(c, shape, num_classes) for c in members]
-            measured = [measure_latency(c, shape, num_classes, runs=self.runs, threads=self.threads).median_ms for c in members]
+            sums = [self.sum_of_parts_rulers(c, shape, num_classes) for c in members]
+            measured = [student_against_ruler(c, shape, num_classes, runs=self.runs, threads=self.threads)[1] for c in members]
             # Least squares on relative error: rows divided by the measurement.
             design = np.array([[x / y, 1 / y] for x, y in zip(sums, measured, strict=True)])
             (scale, offset), *_ = np.linalg.lstsq(design, np.ones(len(members)), rcond=None)
-            self.calibrations[key] = {"scale": float(scale), "offset": float(offset), "students": len(members), "sums_ms": sums, "measured_ms": measured}
+            self.calibrations[key] = {"scale": float(scale), "offset": float(offset), "students": len(members), "sums_rulers": sums, "measured_rulers": measured}
             self._save()
         return self.calibrations[key]
 
-    def predict(self, cfg: StudentConfig, input_shape, num_classes: int, space=None) -> float:
-        """Predicted latency of ``cfg``'s exported graph in ms: the sum of parts, mapped through
-        ``space``'s calibration line when a space is given (module docstring)."""
-        total = self.sum_of_parts(cfg, input_shape, num_classes)
+    def predict_rulers(self, cfg: StudentConfig, input_shape, num_classes: int, space=None) -> float:
+        """The prediction in rulers: the sum of parts, mapped through ``space``'s calibration line
+        when a space is given."""
+        total = self.sum_of_parts_rulers(cfg, input_shape, num_classes)
         if space is None:
             return total
         line = self.calibration(space, input_shape, num_classes)
         return line["scale"] * total + line["offset"]
+
+    def predict(self, cfg: StudentConfig, input_shape, num_classes: int, space=None) -> float:
+        """Predicted latency of ``cfg``'s exported graph in ms at this machine's speed now
+        (`predict_rulers` x `ruler_ms`)."""
+        return self.predict_rulers(cfg, input_shape, num_classes, space) * self.ruler_ms

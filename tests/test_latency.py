@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
 from nas_kd.config import PRECISIONS, parse_budget
-from nas_kd.latency import RUNS, LatencyTable, machine, measure_latency
+from nas_kd.latency import RULER, RUNS, LatencyTable, machine, measure_latency
 from nas_kd.memory import size_bytes, traced_peak_elements
 from nas_kd.meter import TABLE_LATENCY_ATTR, BudgetMeter
 from nas_kd.models.student import StudentConfig, build_student
@@ -35,26 +36,68 @@ def test_table_is_cached_per_machine_and_predicts(cache):
     table = LatencyTable()
     assert table.path.parent == cache / "latency" and machine().cpu.split()[0] in table.path.name
     cfg = TINY.largest()
-    predicted = table.predict(cfg, SHAPE, CLASSES)
+    predicted = table.predict_rulers(cfg, SHAPE, CLASSES)
     parts = 1 + sum(s.depth for s in cfg.stages) + 1  # stem, blocks, head
     assert table.measured == parts + 1  # and the call overhead
     again = LatencyTable()  # a second process: every entry comes from the file
-    assert again.predict(cfg, SHAPE, CLASSES) == predicted and again.measured == 0
+    assert again.predict_rulers(cfg, SHAPE, CLASSES) == predicted and again.measured == 0
     other = LatencyTable(threads=2)  # another thread count is another machine key, another table
     assert other.path != table.path and not other.entries
     stored = json.loads(table.path.read_text())
-    assert stored["machine"]["threads"] == 1 and len(stored["entries"]) == parts + 1
+    assert stored["machine"]["threads"] == 1 and len(stored["entries"]) == parts + 1 and stored["unit"] == RULER
     # The prediction is the stored parts, each part's call overhead taken off all but one of them
     call = stored["entries"]["call"]
     blocks = [v for k, v in stored["entries"].items() if k != "call"]
     assert predicted == pytest.approx(sum(blocks) - (len(blocks) - 1) * call, rel=1e-12) and call > 0
+    # ... in milliseconds at the speed the ruler measures now
+    assert table.predict(cfg, SHAPE, CLASSES) == pytest.approx(predicted * table.ruler_ms, rel=1e-12) and table.ruler_ms > 0
     # ... and through the space's calibration line, fitted once on whole measured members
     line = table.calibration(TINY, SHAPE, CLASSES)
-    assert line["students"] == len(line["measured_ms"]) == 12 and all(ms > 0 for ms in line["measured_ms"])
-    assert table.predict(cfg, SHAPE, CLASSES, space=TINY) == pytest.approx(line["scale"] * predicted + line["offset"])
+    assert line["students"] == len(line["measured_rulers"]) == 12 and all(r > 0 for r in line["measured_rulers"])
+    assert table.predict_rulers(cfg, SHAPE, CLASSES, space=TINY) == pytest.approx(line["scale"] * predicted + line["offset"])
     assert LatencyTable().calibrations == table.calibrations  # cached with the entries
+    # A table cached in another unit (milliseconds, before rulers) is not read: it is rebuilt.
+    table.path.write_text(json.dumps({**stored, "unit": None}))
+    assert not LatencyTable().entries
     # Accuracy against measurements is a benchmark (docs/COST.md), not a test: on a loaded
     # machine single measurements jitter by tens of percent.
+
+
+class _SlowSession:
+    """An onnxruntime session on a machine ``factor`` times slower: each run is padded by busy
+    waiting, as a noisy neighbour would stretch it."""
+
+    def __init__(self, session, factor: float):
+        self.session, self.factor = session, factor
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, *args):
+        start = time.perf_counter()
+        out = self.session.run(*args)
+        end = start + (time.perf_counter() - start) * self.factor
+        while time.perf_counter() < end:
+            pass
+        return out
+
+
+def test_entries_measured_at_different_machine_speeds_agree(cache, monkeypatch):
+    """The ruler is what keeps a table consistent when the machine's speed drifts between entries
+    (nas_kd.latency's docstring): entries measured on a machine 3x slower agree with entries
+    measured at full speed, though every millisecond figure is 3x larger."""
+    import nas_kd.latency as latency
+
+    cfg = TINY.largest()
+    fast_table = LatencyTable(path=cache / "fast.json")
+    fast, fast_ruler_ms = fast_table.sum_of_parts_rulers(cfg, SHAPE, CLASSES), fast_table.ruler_ms
+    real = latency._session
+    monkeypatch.setattr(latency, "_session", lambda model, threads: _SlowSession(real(model, threads), 3.0))
+    slow_table = LatencyTable(path=cache / "slow.json")
+    slow = slow_table.sum_of_parts_rulers(cfg, SHAPE, CLASSES)
+    assert slow == pytest.approx(fast, rel=0.3)
+    assert slow_table.ruler_ms > 2 * fast_ruler_ms  # the machine really was slower
+    assert slow_table.sum_of_parts(cfg, SHAPE, CLASSES) > 2 * fast_table.sum_of_parts(cfg, SHAPE, CLASSES)
 
 
 def _search(root, budget: str, study: str):
