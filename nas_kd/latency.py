@@ -47,6 +47,7 @@ random students) and how much repeated measurements jitter is in docs/COST.md, m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -148,7 +149,8 @@ def _one_measurer() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Latency:
-    """One measurement: the median over ``runs`` timed runs, and its spread."""
+    """One measurement: the median over ``runs`` timed runs, and its spread; for a student, also
+    the ruler's median timed right after it (how fast the machine was at that moment)."""
 
     median_ms: float
     p10_ms: float
@@ -157,6 +159,7 @@ class Latency:
     threads: int
     cpu: str
     onnxruntime: str
+    ruler_ms: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -267,8 +270,12 @@ def _pixels(input_shape) -> torch.Tensor:
 
 
 def measure_latency(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> Latency:
-    """The exported student's latency per image at batch 1 (module docstring)."""
-    return measure_module(_stand_in(cfg, input_shape, num_classes), _pixels(input_shape), runs=runs, threads=threads)
+    """The exported student's latency per image at batch 1 (module docstring), timed alone; then
+    the ruler, timed alone, so that two measurements of one student taken at different times
+    can tell a slower machine from a slower student."""
+    got = measure_module(_stand_in(cfg, input_shape, num_classes), _pixels(input_shape), runs=runs, threads=threads)
+    ruler, example = _ruler()
+    return dataclasses.replace(got, ruler_ms=measure_module(ruler, example, runs=runs, threads=threads).median_ms)
 
 
 def student_against_ruler(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> tuple[float, float]:

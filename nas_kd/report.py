@@ -20,7 +20,7 @@ from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_js
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
-CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "memory_bytes", "size_bytes", "predicted_latency_ms", "latency_ms", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
+CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "memory_bytes", "size_bytes", "predicted_latency_ms", "latency_ms", "latency_ruler_ms", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
 
 
 def trial_state(t) -> str:
@@ -49,6 +49,7 @@ def trial_rows(study) -> list[dict]:
             "size_bytes": a.get("size_bytes"),
             "predicted_latency_ms": a.get("predicted_latency_ms"),
             "latency_ms": a.get("latency_ms"),  # measured (near the latency limit)
+            "latency_ruler_ms": a.get("latency_ruler_ms"),  # the ruler's time right after (nas_kd.latency)
             "train_seconds": a.get("train_seconds"),
             "images_per_second": a.get("images_per_second"),
             "duration_seconds": t.duration.total_seconds() if t.duration else None,
@@ -119,6 +120,21 @@ def _interval(d: dict) -> str:
     if d["low"] is None:
         return "one seed: no interval"
     return f"{100 * d['low']:+.2f} to {100 * d['high']:+.2f}"
+
+
+def machine_speed_note(trial_row: dict | None, footprint: dict) -> str | None:
+    """Whether the machine or the student changed between a trial's latency measurement and the
+    final one: the ruler (`nas_kd.latency`) was timed right after each."""
+    then_ms, then_ruler = (trial_row or {}).get("latency_ms"), (trial_row or {}).get("latency_ruler_ms")
+    now_ruler = (footprint.get("latency") or {}).get("ruler_ms")
+    if not (then_ms and then_ruler and now_ruler):
+        return None
+    slower = now_ruler / then_ruler
+    student = (footprint["latency_ms"] / now_ruler) / (then_ms / then_ruler)
+    return (
+        f"The ruler, a fixed block timed right after each measurement, took {then_ruler:.3f} ms in the search and {now_ruler:.3f} ms now: "
+        f"the machine was {slower:.2f}x as slow, and the student, relative to the ruler, {student:.2f}x as slow as in the search."
+    )
 
 
 def build_report(study, final: dict | None, partial: bool) -> dict:
@@ -269,6 +285,9 @@ def _markdown(r: dict) -> str:
             if over:
                 # Selected on earlier measurements under the limit; say so rather than let the table pass for a fit.
                 lines += ["", f"**Over the latency limit ({limit:g} ms) when measured after the retrain**: {', '.join(over)}. Earlier measurements in the search fitted; on a machine whose latency jitters (docs/COST.md) a limit is met or missed by when it is measured."]
+                speed = machine_speed_note(next((row for row in r["trials"] if row["number"] == w["trial"]), None), fp)
+                if speed:
+                    lines[-1] += " " + speed
         if r["comparisons"]:
             lines += ["", "| searched - baseline | paired seeds | mean difference (points) | 95% t-interval | |", "| --- | --- | --- | --- | --- |"]
             for mode, d in r["comparisons"].items():

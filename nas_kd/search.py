@@ -167,6 +167,7 @@ class Objective:
                 latency = self.meter.measure_latency(cfg)
                 values["latency"] = latency.median_ms
                 trial.set_user_attr("latency_ms", latency.median_ms)
+                trial.set_user_attr("latency_ruler_ms", latency.ruler_ms)  # the machine's speed then
         feasible = self.budget.fits(**values)
         violations = self.budget.violations(**values)
         with warnings.catch_warnings():

@@ -143,9 +143,21 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     assert "Over the latency limit" not in _markdown(report) or report["winner"]["footprint"]["latency_ms"] > limit
     report["winner"]["footprint"]["latency_ms"] = 10 * limit
     assert "Over the latency limit" in _markdown(report)
+    assert final["winner"]["footprint"]["latency"]["ruler_ms"] > 0  # how fast the machine was when it was measured
     # a winner whose real measurement is over the limit is no winner, whatever was predicted
     study.set_user_attr(LATENCY_CHECKS_ATTR, {str(winner.number): 10 * limit})
     assert pick_winner(study) is None or pick_winner(study).number != winner.number
+
+
+def test_the_report_tells_a_slower_machine_from_a_slower_student():
+    from nas_kd.report import machine_speed_note
+
+    trial = {"latency_ms": 0.8, "latency_ruler_ms": 0.1}
+    slower_machine = machine_speed_note(trial, {"latency_ms": 1.6, "latency": {"ruler_ms": 0.2}})
+    assert "0.100 ms in the search and 0.200 ms now" in slower_machine and "2.00x as slow, and the student, relative to the ruler, 1.00x" in slower_machine
+    slower_student = machine_speed_note(trial, {"latency_ms": 1.6, "latency": {"ruler_ms": 0.1}})
+    assert "1.00x as slow, and the student, relative to the ruler, 2.00x" in slower_student
+    assert machine_speed_note({"latency_ms": 0.8, "latency_ruler_ms": None}, {"latency_ms": 1.6, "latency": {"ruler_ms": 0.1}}) is None  # measured before rulers
 
 
 def test_memory_and_size_budget_search_winner_meets_both(tmp_path, cache):
