@@ -157,6 +157,16 @@ class Retrain:
     seed: int
 
 
+def distinct_runs(runs: list[Retrain]) -> dict[tuple[str, str, int], Retrain]:
+    """One run per (config, mode, seed), first label kept: the same student, mode and seed trains
+    to the same result, so when the winner *is* the uniform baseline (the re-screen can pick it,
+    `nas_kd.rescreen`) its runs serve both."""
+    out: dict[tuple[str, str, int], Retrain] = {}
+    for job in runs:
+        out.setdefault((job.config, job.mode, job.seed), job)
+    return out
+
+
 def _mode(plan: SearchPlan, name: str):
     from nas_kd.distill.modes import get_mode
 
@@ -280,6 +290,9 @@ def finalize(
     cached = _cached(out, key)
     if cached is not None:
         log(f"finalize: reusing {out / 'final.json'} (same winner, seeds and schedule)")
+        if cached.get("rescreen") != rescreened:  # more candidates re-screened, the same winner
+            cached["rescreen"] = rescreened
+            write_json(out / "final.json", cached)
         return cached
 
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
@@ -293,21 +306,24 @@ def finalize(
         r = result["record"]
         log(f"finalize: {job.label} mode {job.mode} seed {job.seed}: test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} ({r['train_seconds']:.1f}s)")
 
-    parallel = min(plan.jobs if jobs is None else jobs, len(runs))
+    distinct = distinct_runs(runs)
+    todo = list(distinct.values())
+    parallel = min(plan.jobs if jobs is None else jobs, len(todo))
     # Worker processes load the study's exact teacher file; if it moved, train here, where
     # load_planned_teacher can find it again.
     if parallel > 1 and _bound_teacher_intact(plan):
-        log(f"finalize: {len(runs)} runs, {parallel} at once (--jobs)")
-        results = map_processes(functools.partial(_run_in_worker, plan.to_dict(), str(device)), runs, parallel, on_result=report)
+        log(f"finalize: {len(todo)} runs, {parallel} at once (--jobs)")
+        results = map_processes(functools.partial(_run_in_worker, plan.to_dict(), str(device)), todo, parallel, on_result=report)
     else:
         splits, model, cache = resources()  # one teacher pass for every run in the study's mode
-        if model is None and any(_mode(plan, j.mode).uses_teacher for j in runs):
+        if model is None and any(_mode(plan, j.mode).uses_teacher for j in todo):
             model = load_planned_teacher(plan, device, log)  # a baseline mode that needs a teacher the study's mode does not
         results = []
-        for job in runs:
+        for job in todo:
             results.append(_run(job, plan, model, splits, device, show_progress, cache if job.mode == mode.name else None))
             report(job, results[-1])
-    by_run = dict(zip(runs, results, strict=True))
+    by_key = dict(zip(distinct, results, strict=True))
+    by_run = {j: by_key[(j.config, j.mode, j.seed)] for j in runs}
     winner_results = [by_run[j] for j in runs if j.label == "winner"]
     state = max(winner_results, key=lambda r: r["record"]["val_accuracy"])["state"]  # first of equals: the lower seed
     meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)

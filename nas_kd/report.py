@@ -250,7 +250,9 @@ def _markdown(r: dict) -> str:
             runs = w["retrain_runs"]
             lines.append(f"| **test accuracy**, full schedule, {len(runs)} seed(s), mode {w['retrain_mode']} | **{_mean_std(w)}** |")
         if r.get("rescreen"):
-            lines += ["", f"## Re-screen: the {len(r['rescreen'])} best brief candidates again, full schedule, search seed, validation split", ""]
+            best = sum(1 for row in r["rescreen"] if not row["baseline"])
+            what = f"the {best} best brief candidates" + (" and the uniform baseline" if best < len(r["rescreen"]) else "")
+            lines += ["", f"## Re-screen: {what} again, full schedule, search seed, validation split", ""]
             lines += ["| trial | MACs | brief val | full-schedule val | |", "| --- | --- | --- | --- | --- |"]
             for row in r["rescreen"]:
                 tags = ", ".join(t for t, on in (("winner", row["trial"] == w["trial"]), ("uniform baseline", row["baseline"])) if on)

@@ -45,6 +45,9 @@ def verdict_sentence(winner: dict, baselines: dict | None, comparisons: dict[str
     who = f"the searched student ({format_count(winner['macs'])} MACs, mode {winner['mode']})"
     if not baselines or not comparisons:
         return f"{prefix}{who[0].upper()}{who[1:]} reached {100 * winner['test_mean']:.2f}% test accuracy; no baseline was trained, so there is no verdict."
+    if winner.get("config") is not None and winner.get("config") == baselines.get("config"):
+        # The re-screen (nas_kd.rescreen) found no searched student better than the hand-scaled one.
+        return f"{prefix}The search's answer is the uniform baseline itself ({format_count(baselines['macs'])} MACs, mode {winner['mode']}, {100 * winner['test_mean']:.2f}% test): no searched student beat it on the re-screen's full-schedule validation score."
     n = next(iter(comparisons.values())).n
     names = [f"the uniform baseline ({format_count(baselines['macs'])} MACs)"] + ["the same baseline"] * (len(comparisons) - 1)
     clauses = [_clause(mode, d, name) for (mode, d), name in zip(comparisons.items(), names, strict=True)]

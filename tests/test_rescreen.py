@@ -9,18 +9,20 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from nas_kd.config import Schedule
-from nas_kd.rescreen import RescreenKey, candidates_key, choose, ranked, record, rescreen, scores
+from nas_kd.rescreen import RescreenKey, candidates_key, choose, contenders, ranked, record, rescreen, scores
 
 FULL = Schedule(epochs=3, batch_size=128, lr=0.1)
 KEY = RescreenKey(tuple(sorted(FULL.to_dict().items())), 0, "kd")
 
 
-def _study(trials: list[tuple[str, float, int]]):
-    """An in-memory study of COMPLETE trials: (config, brief val accuracy, MACs)."""
+def _study(trials: list[tuple[str, float, int]], baseline: str | None = None):
+    """An in-memory study of COMPLETE trials: (config, brief val accuracy, MACs); the trial of
+    config ``baseline`` is marked as the uniform baseline, as the search marks it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     for config, val, macs in trials:
-        study.add_trial(optuna.trial.create_trial(params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)}, value=val, user_attrs={"config": config, "macs": macs}))
+        attrs = {"config": config, "macs": macs, **({"baseline": True} if config == baseline else {})}
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)}, value=val, user_attrs=attrs))
     return study
 
 
@@ -88,3 +90,32 @@ def test_the_finalisation_key_is_known_before_any_rescreen(count, expected):
     assert candidates_key(study, count) == expected
     record(study, 2, KEY, 0.99, 1.0)  # a score changes the winner, not what is being finalised
     assert candidates_key(study, count) == expected
+
+
+def test_the_uniform_baseline_is_rescreened_even_outside_the_top_and_can_win():
+    """Deep uniform students learn slowly in a brief run (0.5M: 64% brief, best retrain): the
+    baseline's trial is always re-screened, so the search never answers worse than it at that fidelity."""
+    study = _study([("u", 0.64, 100), ("a", 0.80, 100), ("b", 0.79, 100), ("c", 0.78, 100), ("d", 0.70, 100)], baseline="u")
+    assert [t.user_attrs["config"] for t in contenders(study, 3)] == ["a", "b", "c", "u"] and contenders(study, 1) == []
+    assert candidates_key(study, 3) == "trials 1,2,3,0" and candidates_key(study, 1) == "trial 1"
+    trained = []
+
+    def train_val(config):
+        trained.append(config)
+        return {"a": 0.86, "b": 0.87, "c": 0.85, "u": 0.88}[config], 1.0
+
+    assert rescreen(study, _plan(3), train_val, log=lambda _: None) == 4 and trained == ["a", "b", "c", "u"]
+    winner, rows = choose(study, 3, RescreenKey.of(_plan(3)))
+    assert winner.user_attrs["config"] == "u" and [r["baseline"] for r in rows] == [False, False, False, True]
+    # inside the top it is not added twice
+    inside = _study([("a", 0.80, 100), ("u", 0.79, 100), ("b", 0.78, 100), ("c", 0.77, 100)], baseline="u")
+    assert [t.user_attrs["config"] for t in contenders(inside, 3)] == ["a", "u", "b"]
+
+
+def test_a_winner_that_is_the_baseline_trains_once_per_mode_and_seed():
+    from nas_kd.finalize import Retrain, distinct_runs
+
+    runs = [Retrain("winner", "u", "kd", s) for s in (1, 2)] + [Retrain("baseline", "u", m, s) for m in ("kd", "ce") for s in (1, 2)]
+    todo = distinct_runs(runs)
+    assert [(j.label, j.mode, j.seed) for j in todo.values()] == [("winner", "kd", 1), ("winner", "kd", 2), ("baseline", "ce", 1), ("baseline", "ce", 2)]
+    assert len(distinct_runs([Retrain("winner", "a", "kd", 1), Retrain("baseline", "u", "kd", 1)])) == 2

@@ -37,3 +37,13 @@ def test_one_seed_and_no_baseline():
     base = {"macs": 480_000, "modes": {"kd": runs([0.88], seeds=(1,))}}
     assert "On one seed" in (text := verdict_sentence(w, base, compare_runs(w, base["modes"]))) and "(one seed: no interval, so no verdict)" in text
     assert "no baseline was trained" in verdict_sentence(w, None, {})
+
+
+def test_a_winner_that_is_the_baseline_is_named_as_such():
+    cfg = {"block": "inverted_residual", "stem_width": 8, "stages": []}
+    w = {"macs": 480_000, "mode": "kd", "test_mean": 0.8757, "config": cfg, **runs([0.87, 0.88, 0.8771])}
+    base = {"macs": 480_000, "config": dict(cfg), "modes": {"kd": runs([0.87, 0.88, 0.8771]), "ce": runs([0.86, 0.87, 0.87])}}
+    text = verdict_sentence(w, base, compare_runs(w, base["modes"]))
+    assert text.startswith("The search's answer is the uniform baseline itself (480.00k MACs, mode kd, 87.57% test)")
+    other = {**w, "config": {**cfg, "stem_width": 16}}
+    assert "is not detectably different" in verdict_sentence(other, base, compare_runs(other, base["modes"]))
