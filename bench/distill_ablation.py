@@ -44,8 +44,8 @@ from nas_kd.space import SearchSpace
 SPACE = str(Path(__file__).resolve().parent.parent / "search_spaces" / "mbv2.yaml")  # any working folder
 TARGETS = {"small": 0.5e6, "large": 2e6}  # MACs (issue 11: students near 0.5M and 2M)
 CPU_NOTE = (
-    "**CPU-reduced run** (2-core CPU; see the load note in the hardware line): tens of optimisation steps per student, so "
-    "differences of several points are noise. The GPU table (standard preset, 3 seeds, every mode) is owed."
+    "**CPU-reduced run** (2-core CPU): the quick preset's short schedules on subsets of the training data, one seed, so "
+    "differences of a point or two between students are noise. The GPU table (standard preset, 3 seeds, every mode) is owed."
 )
 
 
