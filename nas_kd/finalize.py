@@ -43,14 +43,26 @@ def baseline_modes(mode_name: str) -> tuple[str, ...]:
     return (mode_name,) if mode_name == "ce" else (mode_name, "ce")
 
 
-LATENCY_CHECKS_ATTR = "nas_kd_latency_checks"  # study attr: {trial number: ms} measured for the winner
+LATENCY_CHECKS_ATTR = "nas_kd_latency_checks"  # study attr: {trial number: measurement} taken for the winner
 
 
 def measured_latencies(study) -> dict[int, float]:
-    """Real latency measurements of a study's trials: those taken in the trial (near the limit)
-    and those taken when the trial was about to win (`confirm_winner`)."""
-    measured = {t.number: float(t.user_attrs["latency_ms"]) for t in study.get_trials(deepcopy=False) if "latency_ms" in t.user_attrs}
-    measured.update({int(k): float(v) for k, v in (study.user_attrs.get(LATENCY_CHECKS_ATTR) or {}).items()})
+    """Real latency measurements of a study's trials, those taken in the trial (near the limit)
+    and those taken when the trial was about to win (`confirm_winner`), in ms at the slowest speed
+    the study has seen (`nas_kd.meter`: the limit is judged there). Measurements from before
+    rulers count as they were taken."""
+    from nas_kd.meter import slowest_ruler_ms
+
+    trials = study.get_trials(deepcopy=False)
+    checks = {int(k): v for k, v in (study.user_attrs.get(LATENCY_CHECKS_ATTR) or {}).items()}
+    timed = [v for v in checks.values() if isinstance(v, dict)]
+    slowest = slowest_ruler_ms(trials, *(v.get("ruler_ms") for v in timed), *(v.get("slowest_ruler_ms") for v in timed))
+
+    def at_slowest(rulers, ms) -> float:
+        return float(rulers) * slowest if rulers and slowest else float(ms)
+
+    measured = {t.number: at_slowest(t.user_attrs.get("latency_rulers"), t.user_attrs["latency_ms"]) for t in trials if "latency_ms" in t.user_attrs}
+    measured.update({n: at_slowest(v.get("rulers"), v["ms"]) if isinstance(v, dict) else float(v) for n, v in checks.items()})
     return measured
 
 
@@ -94,12 +106,18 @@ def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: 
         if winner is None or plan is None or winner.number in measured_latencies(study):
             return winner
         meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
-        ms = meter.measure_latency(StudentConfig.from_json(winner.user_attrs["config"])).median_ms
+        meter.correct_from(study.get_trials(deepcopy=False))
+        latency = meter.measure_latency(StudentConfig.from_json(winner.user_attrs["config"]))
+        meter.at_slowest(latency)
         checks = dict(study.user_attrs.get(LATENCY_CHECKS_ATTR) or {})
-        checks[str(winner.number)] = ms
+        checks[str(winner.number)] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
         study.set_user_attr(LATENCY_CHECKS_ATTR, checks)
+        ms = measured_latencies(study)[winner.number]
         fits = ms <= plan.budget.latency
-        log(f"finalize: trial {winner.number} measures {ms:.3f} ms (predicted {winner.user_attrs.get('predicted_latency_ms', float('nan')):.3f}, limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next best'}")
+        log(
+            f"finalize: trial {winner.number} measures {latency.median_ms:.3f} ms now, {ms:.3f} ms at the slowest speed seen (ruler {latency.ruler_ms:.3f} ms now, "
+            f"{meter.slowest_ms():.3f} ms slowest; predicted {winner.user_attrs.get('predicted_latency_ms', float('nan')):.3f}, limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next best'}"
+        )
         if fits:
             return winner
 
@@ -327,6 +345,7 @@ def finalize(
     winner_results = [by_run[j] for j in runs if j.label == "winner"]
     state = max(winner_results, key=lambda r: r["record"]["val_accuracy"])["state"]  # first of equals: the lower seed
     meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
+    meter.correct_from(study.get_trials(deepcopy=False))  # latency budgets: the slowest speed the search saw
     cost = measure(cfg, plan.input_shape, plan.num_classes)
     final = {
         **key,

@@ -34,7 +34,8 @@ timed *against a ruler*: a fixed inverted-residual block, run alternately with t
 run, and the entry is the ratio of the two medians. Whatever slows the machine slows both, so
 the ratio holds across speeds. A prediction in milliseconds multiplies the table's ratios by the
 ruler's own time, measured once per table object (per process) when first needed: the table
-predicts what the machine would measure at the speed it has now.
+predicts what the machine would measure at the speed it has now. A search judges its limits at
+the slowest ruler time it has seen instead (`nas_kd.meter`).
 
 The table is built on first use, entry by entry, and cached on disk per machine: under
 ``$NAS_KD_CACHE`` (default ``~/.cache/nas-kd``) in ``latency/<key>.json``, where the key names the
@@ -150,7 +151,9 @@ def _one_measurer() -> Iterator[None]:
 @dataclass(frozen=True)
 class Latency:
     """One measurement: the median over ``runs`` timed runs, and its spread; for a student, also
-    the ruler's median timed right after it (how fast the machine was at that moment)."""
+    the ruler's median when timed alternately with it right after (how fast the machine was at
+    that moment) and the student's median over the ruler's in that alternated timing: its latency
+    in rulers, which the machine's speed does not change."""
 
     median_ms: float
     p10_ms: float
@@ -160,6 +163,7 @@ class Latency:
     cpu: str
     onnxruntime: str
     ruler_ms: float | None = None
+    rulers: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,11 +275,17 @@ def _pixels(input_shape) -> torch.Tensor:
 
 def measure_latency(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> Latency:
     """The exported student's latency per image at batch 1 (module docstring), timed alone; then
-    the ruler, timed alone, so that two measurements of one student taken at different times
-    can tell a slower machine from a slower student."""
-    got = measure_module(_stand_in(cfg, input_shape, num_classes), _pixels(input_shape), runs=runs, threads=threads)
-    ruler, example = _ruler()
-    return dataclasses.replace(got, ruler_ms=measure_module(ruler, example, runs=runs, threads=threads).median_ms)
+    timed alternately with the ruler, for the ruler's time at that moment and the student's
+    latency in rulers, so that two measurements of one student taken at different times can tell
+    a slower machine from a slower student, and a limit can be judged at another speed
+    (`nas_kd.meter`)."""
+    pixels = _pixels(input_shape)
+    graph = onnx_bytes(_stand_in(cfg, input_shape, num_classes), pixels)
+    got = _summary(time_graph(graph, pixels.numpy(), runs=runs, threads=threads), threads)
+    ruler, ruler_example = _ruler()
+    times, ruler_times = time_against(graph, pixels.numpy(), onnx_bytes(ruler, ruler_example), ruler_example.numpy(), runs=runs, threads=threads)
+    ruler_ms = statistics.median(ruler_times)
+    return dataclasses.replace(got, ruler_ms=ruler_ms, rulers=statistics.median(times) / ruler_ms)
 
 
 def student_against_ruler(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> tuple[float, float]:

@@ -9,10 +9,21 @@ limit is rejected without measuring. A search's winner is always measured (`nas_
 The table's prediction can be off by a factor for the students a search actually proposes (on
 this machine it under-predicted 1-ms students by ~1.4x: docs/COST.md), and every measurement the
 search takes says by how much. So a study corrects its predictions with its own measurements
-(`latency_correction`): the table's prediction is multiplied by the median ratio of measured to
-table-predicted latency over the study's measured trials (every worker's, resumes included), once
-`MIN_MEASURED` exist. Each trial records the table's own prediction (`table_latency_ms`) beside
-the corrected one, so corrections never compound.
+(`latency_correction`): the table's prediction in rulers is multiplied by the median ratio of
+measured to table-predicted latency, both in rulers (so the machine's speed at each measurement
+does not enter), over the study's measured trials (every worker's, resumes included), once
+`MIN_MEASURED` exist. Each trial records the table's own prediction (`table_latency_rulers`)
+beside the corrected one, so corrections never compound.
+
+A latency limit is judged at the slowest speed the machine has shown (`slowest_ruler_ms`). This
+VM switches between two speeds about 1.6x apart within minutes (docs/COST.md); a student measured
+at 0.87 ms in a fast period measured 1.59 ms at the end of the same search. A limit checked at
+whatever speed the moment has is met or missed by chance. So a latency in ms, predicted or
+measured, is its latency in rulers times the slowest ruler time seen: the table's own ruler
+timing and every measurement's in the study (each measurement times the ruler alternately with
+the student). The limit then holds whenever the machine runs at a speed it has shown, and is
+conservative by the ratio of the two speeds when it runs fast; the report gives both the figure
+at the slowest speed and the one measured at the end.
 """
 
 from __future__ import annotations
@@ -20,21 +31,29 @@ from __future__ import annotations
 from nas_kd.config import Budget, get_precision
 from nas_kd.models.student import StudentConfig
 
-__all__ = ["BudgetMeter", "MEASURE_ABOVE", "MIN_MEASURED", "TABLE_LATENCY_ATTR", "latency_correction", "fill_of", "describe_values"]
+__all__ = ["BudgetMeter", "MEASURE_ABOVE", "MIN_MEASURED", "TABLE_LATENCY_ATTR", "latency_correction", "slowest_ruler_ms", "fill_of", "describe_values"]
 
 MEASURE_ABOVE = 0.8  # of the latency limit: predictions from here up to the limit are measured
 MIN_MEASURED = 2  # measured trials before a study corrects the table's latency predictions
-TABLE_LATENCY_ATTR = "table_latency_ms"  # a trial's latency as the table alone predicted it
+TABLE_LATENCY_ATTR = "table_latency_rulers"  # a trial's latency as the table alone predicted it, in rulers
 
 
 def latency_correction(trials) -> float:
     """The factor a study's measurements put on the table's predictions (module docstring): the
-    median of measured / table-predicted latency over ``trials`` that have both, 1.0 with fewer
-    than `MIN_MEASURED`."""
+    median of measured / table-predicted latency, both in rulers, over ``trials`` that have both;
+    1.0 with fewer than `MIN_MEASURED`."""
     import statistics
 
-    ratios = [t.user_attrs["latency_ms"] / t.user_attrs[TABLE_LATENCY_ATTR] for t in trials if t.user_attrs.get("latency_ms") and t.user_attrs.get(TABLE_LATENCY_ATTR)]
+    ratios = [t.user_attrs["latency_rulers"] / t.user_attrs[TABLE_LATENCY_ATTR] for t in trials if t.user_attrs.get("latency_rulers") and t.user_attrs.get(TABLE_LATENCY_ATTR)]
     return statistics.median(ratios) if len(ratios) >= MIN_MEASURED else 1.0
+
+
+def slowest_ruler_ms(trials, *more: float | None) -> float | None:
+    """The slowest ruler time among ``trials``' measurements and predictions (``latency_ruler_ms``,
+    ``slowest_ruler_ms``) and ``more`` (module docstring); None when there is none."""
+    seen = [t.user_attrs.get(key) for t in trials for key in ("latency_ruler_ms", "slowest_ruler_ms")] + list(more)
+    seen = [float(v) for v in seen if v]
+    return max(seen) if seen else None
 
 
 def fill_of(budget: Budget, macs: float, params: float, **values: float) -> float:
@@ -59,11 +78,20 @@ class BudgetMeter:
         self.precision = get_precision(budget.precision)
         self._table = table
         self.correction = 1.0  # on the table's latency predictions (`latency_correction`)
+        self.slowest_ruler_ms: float | None = None  # the speed latency limits are judged at (module docstring)
 
     def correct_from(self, trials) -> None:
-        """Take the correction of latency predictions from a study's measured ``trials``."""
+        """Take the correction of latency predictions and the slowest ruler time from a study's
+        measured ``trials`` (and the table's own ruler timing)."""
         if self.budget.latency is not None:
             self.correction = latency_correction(trials)
+            self.slowest_ruler_ms = slowest_ruler_ms(trials, self.slowest_ruler_ms, self.table.ruler_ms)
+
+    def slowest_ms(self) -> float:
+        """The slowest ruler time this meter has seen (the table's, at least)."""
+        if self.slowest_ruler_ms is None:
+            self.slowest_ruler_ms = self.table.ruler_ms
+        return self.slowest_ruler_ms
 
     @property
     def table(self):
@@ -76,7 +104,7 @@ class BudgetMeter:
 
     def values(self, cfg: StudentConfig, *, everything: bool = False) -> dict[str, float]:
         """{quantity: value} for every limited quantity (all five with ``everything``); latency
-        is the table's prediction in ms."""
+        is the table's corrected prediction in ms at the slowest speed seen."""
         from nas_kd.cost import analytic_cost
         from nas_kd.memory import peak_memory_bytes, size_bytes
 
@@ -87,12 +115,17 @@ class BudgetMeter:
         if everything or self.budget.size is not None:
             values["size"] = size_bytes(cfg, self.shape, self.num_classes, self.precision)
         if everything or self.budget.latency is not None:
-            values["latency"] = self.correction * self.table_latency(cfg)
+            values["latency"] = self.correction * self.table_rulers(cfg) * self.slowest_ms()
         return values
 
-    def table_latency(self, cfg: StudentConfig) -> float:
-        """The latency table's own prediction in ms, before the study's correction."""
-        return self.table.predict(cfg, self.shape, self.num_classes, space=self.space)
+    def table_rulers(self, cfg: StudentConfig) -> float:
+        """The latency table's own prediction in rulers, before the study's correction."""
+        return self.table.predict_rulers(cfg, self.shape, self.num_classes, space=self.space)
+
+    def at_slowest(self, latency) -> float:
+        """A measured `Latency` in ms at the slowest speed seen, its own moment's included."""
+        self.slowest_ruler_ms = max(self.slowest_ms(), latency.ruler_ms)
+        return latency.rulers * self.slowest_ruler_ms
 
     def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
         """(peak activation bytes, weight bytes) at the budget's precision, exact."""
@@ -129,4 +162,6 @@ class BudgetMeter:
             "size_bytes": size,
             "latency_ms": latency.median_ms,
             "latency": latency.to_dict(),
+            # what the limit is judged on (module docstring); latency budgets only
+            **({"latency_slowest_ms": self.at_slowest(latency), "slowest_ruler_ms": self.slowest_ms()} if self.budget.latency is not None else {}),
         }

@@ -157,17 +157,21 @@ class Objective:
         trial.set_user_attr("memory_bytes", memory)
         trial.set_user_attr("size_bytes", size)
         if "latency" in values:
-            trial.set_user_attr("predicted_latency_ms", values["latency"])
-            trial.set_user_attr(TABLE_LATENCY_ATTR, values["latency"] / self.meter.correction)
+            trial.set_user_attr("predicted_latency_ms", values["latency"])  # at the slowest speed seen (nas_kd.meter)
+            trial.set_user_attr(TABLE_LATENCY_ATTR, self.meter.table_rulers(cfg))
+            trial.set_user_attr("slowest_ruler_ms", self.meter.slowest_ms())
         if self.budget.fits(**values):
             cost = measure(cfg, self.shape, self.num_classes)  # fvcore: the reference count
             values.update(macs=cost.macs, params=cost.params)
             if "latency" in values and self.meter.needs_measuring(values["latency"]):
                 # Too close to the limit to trust the prediction: measured before any training.
                 latency = self.meter.measure_latency(cfg)
-                values["latency"] = latency.median_ms
-                trial.set_user_attr("latency_ms", latency.median_ms)
+                values["latency"] = self.meter.at_slowest(latency)  # the limit is judged at the slowest speed seen
+                trial.set_user_attr("latency_ms", latency.median_ms)  # as measured at that moment
                 trial.set_user_attr("latency_ruler_ms", latency.ruler_ms)  # the machine's speed then
+                trial.set_user_attr("latency_rulers", latency.rulers)
+                trial.set_user_attr("latency_slowest_ms", values["latency"])
+                trial.set_user_attr("slowest_ruler_ms", self.meter.slowest_ms())
         feasible = self.budget.fits(**values)
         violations = self.budget.violations(**values)
         with warnings.catch_warnings():
