@@ -166,6 +166,8 @@ def goal_lines(rows: list[dict]) -> list[str]:
             d = paired_difference(acc[a], acc[b])
             ci = f" [{d.low:+.2f}, {d.high:+.2f}]" if d.low is not None else ""
             lines.append(f"- `{a}` vs `{b}`: {d.mean:+.2f}{ci} points over {d.n} paired seeds; goal at least {goal:+.1f}: **{'met' if d.mean >= goal else 'missed'}** ({d.direction}).")
+    if any("**missed**" in line for line in lines):
+        lines.append("- What was tried toward the goals (term-by-term screens, R1 and weight variants, teachers), with figures: docs/DISTILLER.md, \"Evidence so far\".")
     return lines
 
 
@@ -259,7 +261,7 @@ def main(argv=None) -> int:
         "command": command,
         "hardware": hardware() + f"; {args.threads} torch thread(s)",
         "seeds": ", ".join(map(str, seeds)),
-        "date": dt.date.today().isoformat(),
+        "date": ", ".join(sorted({r["date"] for r in rows if r.get("date")})) or dt.date.today().isoformat(),  # when the rows were run, not rendered
         "schedule_text": f"{schedule.epochs} epochs on {n:,} training examples{'' if schedule.train_subset else ' (all)'}, batch {schedule.batch_size}, SGD+Nesterov lr {schedule.lr}, warm-up {schedule.warmup_epochs} epoch then cosine, flips, no crops",
         "teacher": f"{tmeta['arch']} at {100 * tmeta['test_accuracy']:.2f}% test (`{tpath.name}`, sha256 {teacher.nas_kd_sha256[:12]}...)",
         "screen": screen_text,
