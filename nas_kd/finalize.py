@@ -314,7 +314,8 @@ def finalize(
         return cached
 
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
-    base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes) if with_baselines else None
+    # Latency budgets: at the study's slowest speed and correction, like the winner was judged.
+    base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=study.get_trials(deepcopy=False)) if with_baselines else None
     runs = [Retrain("winner", winner.user_attrs["config"], mode.name, s) for s in seeds]
     runs += [Retrain("baseline", base.to_json(), name, s) for name in baseline_modes(mode.name) for s in seeds] if base else []
     chosen = f"best of {len(rescreened)} re-screened" if rescreened else "best brief run"

@@ -305,13 +305,16 @@ class SearchSpace:
         return list(_UNIFORM_CACHE[self])
 
     def baseline(
-        self, budget: Budget, input_shape: tuple[int, int, int], num_classes: int = 10
+        self, budget: Budget, input_shape: tuple[int, int, int], num_classes: int = 10, trials=(), table=None
     ) -> StudentConfig:
         """The largest uniform member whose measured cost fits ``budget`` (peak memory and
-        weight bytes exact, latency predicted by the machine's table: `nas_kd.meter`)."""
+        weight bytes exact, latency predicted by the machine's table: `nas_kd.meter`). A study's
+        ``trials`` put their correction and slowest speed on the latency prediction, so a
+        baseline chosen after a search is judged like the search's candidates."""
         from nas_kd.meter import BudgetMeter
 
-        meter = BudgetMeter(budget, input_shape, num_classes, self)
+        meter = BudgetMeter(budget, input_shape, num_classes, self, table=table)
+        meter.correct_from(trials)
         costs = [(measure(cfg, input_shape, num_classes), cfg) for cfg in self.uniform_members()]
         fitting = [  # the most MACs that fit: the baseline a user would pick for this budget
             (cost.macs, cost.params, i)

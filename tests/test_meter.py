@@ -99,3 +99,13 @@ def test_proposals_follow_the_studys_measurements():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=5)
     assert all(0.85 * 0.5 <= ms <= 0.5 for ms in table_ms), table_ms
+
+
+def test_a_baseline_chosen_after_a_search_is_judged_at_the_studys_slowest_speed():
+    """The finalize step's uniform baseline under a latency limit: once the study has seen the
+    machine at half speed, the baseline is the largest uniform member that fits at that speed."""
+    budget = parse_budget("latency:2ms")  # MacsTable: 2M MACs at full speed
+    fast = MBV2.baseline(budget, SHAPE, 10, table=MacsTable())
+    slow = MBV2.baseline(budget, SHAPE, 10, trials=[SimpleNamespace(user_attrs={"slowest_ruler_ms": 2.0})], table=MacsTable())
+    fast_macs, slow_macs = (analytic_cost(c, SHAPE, 10).macs for c in (fast, slow))
+    assert slow_macs <= 1e6 < fast_macs <= 2e6
