@@ -58,8 +58,8 @@ def measured_latencies(study) -> dict[int, float]:
     timed = [v for v in checks.values() if isinstance(v, dict)]
     slowest = slowest_ruler_ms(trials, *(v.get("ruler_ms") for v in timed), *(v.get("slowest_ruler_ms") for v in timed))
 
-    def at_slowest(rulers, ms) -> float:
-        return float(rulers) * slowest if rulers and slowest else float(ms)
+    def at_slowest(rulers, ms) -> float:  # as `BudgetMeter.at_slowest`: never below the time measured alone
+        return max(float(ms), float(rulers) * slowest) if rulers and slowest else float(ms)
 
     measured = {t.number: at_slowest(t.user_attrs.get("latency_rulers"), t.user_attrs["latency_ms"]) for t in trials if "latency_ms" in t.user_attrs}
     measured.update({n: at_slowest(v.get("rulers"), v["ms"]) if isinstance(v, dict) else float(v) for n, v in checks.items()})

@@ -21,7 +21,7 @@ at 0.87 ms in a fast period measured 1.59 ms at the end of the same search. A li
 whatever speed the moment has is met or missed by chance. So a latency in ms, predicted or
 measured, is its latency in rulers times the slowest ruler time seen: the table's own ruler
 timing and every measurement's in the study (each measurement times the ruler alternately with
-the student). The limit then holds whenever the machine runs at a speed it has shown, and is
+the student; a measurement never below the student's time measured alone). The limit then holds whenever the machine runs at a speed it has shown, and is
 conservative by the ratio of the two speeds when it runs fast; the report gives both the figure
 at the slowest speed and the one measured at the end.
 """
@@ -123,9 +123,11 @@ class BudgetMeter:
         return self.table.predict_rulers(cfg, self.shape, self.num_classes, space=self.space)
 
     def at_slowest(self, latency) -> float:
-        """A measured `Latency` in ms at the slowest speed seen, its own moment's included."""
+        """A measured `Latency` in ms at the slowest speed seen, its own moment's included; never
+        below the student's time measured alone (the ruler is timed after it, alternately with the
+        student, and the machine may have been slower still while the student ran alone)."""
         self.slowest_ruler_ms = max(self.slowest_ms(), latency.ruler_ms)
-        return latency.rulers * self.slowest_ruler_ms
+        return max(latency.median_ms, latency.rulers * self.slowest_ruler_ms)
 
     def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
         """(peak activation bytes, weight bytes) at the budget's precision, exact."""

@@ -66,6 +66,9 @@ def test_limits_are_judged_at_the_slowest_speed_seen():
     assert meter.slowest_ms() == 2.0
     assert meter.at_slowest(fast) == pytest.approx(1.6) and not meter.budget.fits(macs=0, params=0, latency=meter.at_slowest(fast))
     assert meter.values(cfg)["latency"] == pytest.approx(2.0 * meter.table_rulers(cfg))  # predictions too
+    # timed alone at a moment slower still than the ruler showed: the time measured alone stands
+    unlucky = Latency(1.2, 1.1, 1.3, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=0.5)
+    assert meter.at_slowest(unlucky) == pytest.approx(1.2)
 
 
 def test_a_winner_check_is_judged_at_the_studys_slowest_speed():
@@ -78,6 +81,8 @@ def test_a_winner_check_is_judged_at_the_studys_slowest_speed():
     study.set_user_attr(LATENCY_CHECKS_ATTR, {"2": {"ms": 0.3, "ruler_ms": 1.0, "rulers": 0.3, "slowest_ruler_ms": 1.0}})
     got = measured_latencies(study)
     assert got == pytest.approx({0: 0.5 * 2.5, 1: 0.4 * 2.5, 2: 0.3 * 2.5})
+    study.set_user_attr(LATENCY_CHECKS_ATTR, {"2": {"ms": 0.9, "ruler_ms": 1.0, "rulers": 0.3, "slowest_ruler_ms": 1.0}})
+    assert measured_latencies(study)[2] == pytest.approx(0.9)  # never below the time measured alone
     study.set_user_attr(LATENCY_CHECKS_ATTR, {"2": 0.3})  # a check from before rulers counts as it was taken
     assert measured_latencies(study)[2] == 0.3
 
