@@ -143,6 +143,9 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     from nas_kd.report import _markdown
 
     assert "Over the latency limit" not in _markdown(report) or report["winner"]["footprint"]["latency_ms"] > limit
+    assert "at the slowest speed the search saw**" not in _markdown(report) or report["winner"]["footprint"]["latency_slowest_ms"] > limit
+    report["winner"]["footprint"]["latency_slowest_ms"] = 2 * limit  # over at the slow speed only: said too
+    assert "at the slowest speed the search saw**, measured after the retrain: the searched student" in _markdown(report)
     report["winner"]["footprint"]["latency_ms"] = 10 * limit
     assert "Over the latency limit" in _markdown(report)
     assert final["winner"]["footprint"]["latency"]["ruler_ms"] > 0  # how fast the machine was when it was measured
