@@ -1,12 +1,17 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
 # Tests never reach for the network: a missing dataset must fail fast with its message.
 os.environ.setdefault("NAS_KD_NO_DOWNLOAD", "1")
-# Latency tables (nas_kd.latency) are measured into a fresh folder, never the user's ~/.cache.
-os.environ.setdefault("NAS_KD_CACHE", tempfile.mkdtemp(prefix="nas-kd-cache-"))
+# Latency tables (nas_kd.latency) are measured into a fresh folder, never the user's ~/.cache,
+# removed when the session that made it ends (worker processes inherit the variable, not the folder).
+if "NAS_KD_CACHE" not in os.environ:
+    os.environ["NAS_KD_CACHE"] = tempfile.mkdtemp(prefix="nas-kd-cache-")
+    atexit.register(shutil.rmtree, os.environ["NAS_KD_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
