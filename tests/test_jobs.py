@@ -115,7 +115,12 @@ def test_ctrl_c_stops_every_worker_and_leaves_a_partial_report(tmp_path, teacher
     trials = _trials(storage, study)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     stopped = [t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED]
-    assert len(stopped) == 2 and all(t.state == TrialState.FAIL for t in stopped), [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    states = [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    # Both workers held a trial when the signal was sent; one may have finished it in the
+    # milliseconds between (a race seen once in a full suite): it is COMPLETE, every other trial
+    # was interrupted, and both processes are gone (above).
+    assert 1 <= len(stopped) <= 2 and all(t.state == TrialState.FAIL for t in stopped), states
+    assert all(t.state == TrialState.COMPLETE or t.number in {s.number for s in stopped} for t in trials), states
     report = (tmp_path / "runs" / study / "report.md").read_text()
     assert "partial" in report.lower()
 
