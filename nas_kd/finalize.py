@@ -51,18 +51,14 @@ def measured_latencies(study) -> dict[int, float]:
     and those taken when the trial was about to win (`confirm_winner`), in ms at the slowest speed
     the study has seen (`nas_kd.meter`: the limit is judged there). Measurements from before
     rulers count as they were taken."""
-    from nas_kd.meter import slowest_ruler_ms
+    from nas_kd.meter import judged_ms, slowest_ruler_ms
 
     trials = study.get_trials(deepcopy=False)
     checks = {int(k): v for k, v in (study.user_attrs.get(LATENCY_CHECKS_ATTR) or {}).items()}
     timed = [v for v in checks.values() if isinstance(v, dict)]
     slowest = slowest_ruler_ms(trials, *(v.get("ruler_ms") for v in timed), *(v.get("slowest_ruler_ms") for v in timed))
-
-    def at_slowest(rulers, ms) -> float:  # as `BudgetMeter.at_slowest`: never below the time measured alone
-        return max(float(ms), float(rulers) * slowest) if rulers and slowest else float(ms)
-
-    measured = {t.number: at_slowest(t.user_attrs.get("latency_rulers"), t.user_attrs["latency_ms"]) for t in trials if "latency_ms" in t.user_attrs}
-    measured.update({n: at_slowest(v.get("rulers"), v["ms"]) if isinstance(v, dict) else float(v) for n, v in checks.items()})
+    measured = {t.number: judged_ms(t.user_attrs["latency_ms"], t.user_attrs.get("latency_rulers"), slowest) for t in trials if "latency_ms" in t.user_attrs}
+    measured.update({n: judged_ms(v["ms"], v.get("rulers"), slowest) if isinstance(v, dict) else float(v) for n, v in checks.items()})
     return measured
 
 

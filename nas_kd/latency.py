@@ -237,10 +237,16 @@ def _ruler() -> tuple[nn.Module, torch.Tensor]:
     return make_block("inverted_residual", 16, 16, 1, 3, 6, False), torch.randn(1, 16, 28, 28, generator=torch.Generator().manual_seed(_SEED))
 
 
-def _against_ruler(module: nn.Module, example: torch.Tensor, runs: int, threads: int) -> tuple[float, float]:
+def _with_ruler(graph: bytes, example: torch.Tensor, runs: int, threads: int) -> tuple[float, float]:
+    """(median ms of ``graph``, median ms of the ruler), the two timed alternately."""
     ruler, ruler_example = _ruler()
-    times, ruler_times = time_against(onnx_bytes(module, example), example.numpy(), onnx_bytes(ruler, ruler_example), ruler_example.numpy(), runs=runs, threads=threads)
-    return statistics.median(times), statistics.median(times) / statistics.median(ruler_times)
+    times, ruler_times = time_against(graph, example.numpy(), onnx_bytes(ruler, ruler_example), ruler_example.numpy(), runs=runs, threads=threads)
+    return statistics.median(times), statistics.median(ruler_times)
+
+
+def _against_ruler(module: nn.Module, example: torch.Tensor, runs: int, threads: int) -> tuple[float, float]:
+    median, ruler_median = _with_ruler(onnx_bytes(module, example), example, runs, threads)
+    return median, median / ruler_median
 
 
 def measure_relative(module: nn.Module, example: torch.Tensor, *, runs: int = RUNS, threads: int = THREADS) -> float:
@@ -282,10 +288,8 @@ def measure_latency(cfg: StudentConfig, input_shape, num_classes: int, *, runs: 
     pixels = _pixels(input_shape)
     graph = onnx_bytes(_stand_in(cfg, input_shape, num_classes), pixels)
     got = _summary(time_graph(graph, pixels.numpy(), runs=runs, threads=threads), threads)
-    ruler, ruler_example = _ruler()
-    times, ruler_times = time_against(graph, pixels.numpy(), onnx_bytes(ruler, ruler_example), ruler_example.numpy(), runs=runs, threads=threads)
-    ruler_ms = statistics.median(ruler_times)
-    return dataclasses.replace(got, ruler_ms=ruler_ms, rulers=statistics.median(times) / ruler_ms)
+    median, ruler_ms = _with_ruler(graph, pixels, runs, threads)
+    return dataclasses.replace(got, ruler_ms=ruler_ms, rulers=median / ruler_ms)
 
 
 def student_against_ruler(cfg: StudentConfig, input_shape, num_classes: int, *, runs: int = RUNS, threads: int = THREADS) -> tuple[float, float]:

@@ -21,9 +21,10 @@ at 0.87 ms in a fast period measured 1.59 ms at the end of the same search. A li
 whatever speed the moment has is met or missed by chance. So a latency in ms, predicted or
 measured, is its latency in rulers times the slowest ruler time seen: the table's own ruler
 timing and every measurement's in the study (each measurement times the ruler alternately with
-the student; a measurement never below the student's time measured alone). The limit then holds whenever the machine runs at a speed it has shown, and is
-conservative by the ratio of the two speeds when it runs fast; the report gives both the figure
-at the slowest speed and the one measured at the end.
+the student), a measurement never below the student's time measured alone (`judged_ms`). The
+limit then holds whenever the machine runs at a speed it has shown, and is conservative by the
+ratio of the two speeds when it runs fast; the report gives both the figure at the slowest speed
+and the one measured at the end.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 from nas_kd.config import Budget, get_precision
 from nas_kd.models.student import StudentConfig
 
-__all__ = ["BudgetMeter", "MEASURE_ABOVE", "MIN_MEASURED", "TABLE_LATENCY_ATTR", "latency_correction", "slowest_ruler_ms", "fill_of", "describe_values"]
+__all__ = ["BudgetMeter", "MEASURE_ABOVE", "MIN_MEASURED", "TABLE_LATENCY_ATTR", "latency_correction", "slowest_ruler_ms", "judged_ms", "fill_of", "describe_values"]
 
 MEASURE_ABOVE = 0.8  # of the latency limit: predictions from here up to the limit are measured
 MIN_MEASURED = 2  # measured trials before a study corrects the table's latency predictions
@@ -54,6 +55,13 @@ def slowest_ruler_ms(trials, *more: float | None) -> float | None:
     seen = [t.user_attrs.get(key) for t in trials for key in ("latency_ruler_ms", "slowest_ruler_ms")] + list(more)
     seen = [float(v) for v in seen if v]
     return max(seen) if seen else None
+
+
+def judged_ms(median_ms: float, rulers: float | None, slowest: float | None) -> float:
+    """A measurement in ms as a limit judges it (module docstring): its rulers at the slowest ruler
+    time seen, never below its time measured alone (the ruler is timed after the student, and the
+    machine may have been slower still while it ran alone); as measured without rulers."""
+    return max(float(median_ms), float(rulers) * slowest) if rulers and slowest else float(median_ms)
 
 
 def fill_of(budget: Budget, macs: float, params: float, **values: float) -> float:
@@ -123,11 +131,10 @@ class BudgetMeter:
         return self.table.predict_rulers(cfg, self.shape, self.num_classes, space=self.space)
 
     def at_slowest(self, latency) -> float:
-        """A measured `Latency` in ms at the slowest speed seen, its own moment's included; never
-        below the student's time measured alone (the ruler is timed after it, alternately with the
-        student, and the machine may have been slower still while the student ran alone)."""
+        """A measured `Latency` as the limit judges it (`judged_ms`), its own moment's ruler
+        time included in the slowest seen."""
         self.slowest_ruler_ms = max(self.slowest_ms(), latency.ruler_ms)
-        return max(latency.median_ms, latency.rulers * self.slowest_ruler_ms)
+        return judged_ms(latency.median_ms, latency.rulers, self.slowest_ruler_ms)
 
     def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
         """(peak activation bytes, weight bytes) at the budget's precision, exact."""
