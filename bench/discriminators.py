@@ -1,6 +1,6 @@
 """Do the discriminators learn within our schedules, and on what?
 
-    python -m bench.discriminators --teacher runs/teachers/<key>.pt [--student small]
+    python -m bench.discriminators [--teacher default] [--student small]
         [--variants ktan,xu,xu:logit_disc_lr=0.001,ksanc,full] [--control-steps 25]
 
 Two parts, one section (``distill-discriminators-<device>`` of docs/BENCHMARKS.md):
@@ -35,6 +35,7 @@ from nas_kd.distill import TeacherCache, get_mode, losses, parse_loss_weights
 from nas_kd.distill.adapters import pool_to
 from nas_kd.distill.discriminators import FeatureDiscriminator, feature_view, verdict_accuracy
 from nas_kd.distill.trainer import build_step
+from nas_kd.models.shipped import DEFAULT_SPEC, shipped_teacher, verified_path
 from nas_kd.models.student import build_student
 from nas_kd.models.teachers import load_teacher
 from nas_kd.space import SearchSpace
@@ -46,7 +47,7 @@ NAMES = {"adv_feat": "feat", "adv_logit": "logit", "adv_logit_class": "class"}
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", required=True, help="a trained teacher checkpoint for fashion-mnist")
+    ap.add_argument("--teacher", default=DEFAULT_SPEC, help="default (the shipped teacher) or a trained teacher checkpoint for fashion-mnist")
     ap.add_argument("--student", default="small", choices=("small", "large"))
     ap.add_argument("--variants", default="ktan,xu,xu:logit_disc_lr=0.001,ksanc,full")
     ap.add_argument("--control-steps", type=int, default=25)
@@ -58,7 +59,8 @@ def main(argv=None) -> None:
     schedule = get_preset("quick").brief
     splits = load_splits("fashion-mnist", seed=0, train_subset=schedule.train_subset)
     info = splits.info
-    teacher, meta = load_teacher(args.teacher, info, device)
+    path = verified_path(shipped_teacher("fashion-mnist")) if args.teacher == DEFAULT_SPEC else args.teacher
+    teacher, meta = load_teacher(path, info, device)
     train_dl, val_dl, _ = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)
     cache = TeacherCache(teacher, train_dl, "full", num_classes=info.num_classes)
     macs, cfg = pick_students(SearchSpace.load(SPACE), info.input_shape, info.num_classes)[args.student]

@@ -1,6 +1,6 @@
 """Distiller step time per mode relative to ``ce``, with the teacher's outputs cached.
 
-    python -m bench.step_time [--steps 30] [--modes ce,kd,ktan,ksanc,xu,zhang,full]
+    python -m bench.step_time [--steps 30] [--modes ce,kd,ktan,ksanc,xu,zhang,full,full+map_samples=32]
         [--students small,large] [--train-subset 2000] [--batch-size 128] [--threads 1]
 
 Fashion-MNIST (real files), an untrained ResNet-20 teacher (its speed does not depend on its
@@ -31,7 +31,7 @@ from bench.distill_ablation import SPACE, pick_students
 from nas_kd.config import get_preset
 from nas_kd.cost import torch_threads
 from nas_kd.data import load_splits
-from nas_kd.distill import MODES, TeacherCache
+from nas_kd.distill import TeacherCache, get_mode
 from nas_kd.models.teachers import build_teacher
 from nas_kd.space import SearchSpace
 from nas_kd.train import make_loaders
@@ -46,7 +46,7 @@ def clock() -> float:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--modes", default="ce,kd,ktan,ksanc,xu,zhang,full")
+    ap.add_argument("--modes", default="ce,kd,ktan,ksanc,xu,zhang,full,full+map_samples=32")
     ap.add_argument("--students", default="small,large")
     ap.add_argument("--train-subset", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -73,9 +73,9 @@ def run(args, argv: list[str]) -> str:
         t.requires_grad_(False)
     caches, cache_rows = {}, []
     for mode in modes:
-        if MODES[mode].uses_teacher:
+        if get_mode(mode).uses_teacher:
             t0 = clock()
-            caches[mode] = TeacherCache(teachers[MODES[mode].needs_reconstruction], loader, mode, num_classes=info.num_classes)
+            caches[mode] = TeacherCache(teachers[get_mode(mode).needs_reconstruction], loader, mode, num_classes=info.num_classes)
             cache_rows.append(f"| {mode} | {clock() - t0:.1f} | {caches[mode].nbytes / 2**20:.1f} | {caches[mode].nbytes / (loader.views * loader.num_examples) / 1024:.1f} |")
     students = pick_students(SearchSpace.load(SPACE), info.input_shape, info.num_classes)
     rows = []

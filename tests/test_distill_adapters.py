@@ -56,3 +56,25 @@ def test_the_deepest_map_is_also_kept_before_upsampling():
     # pool_to brings a teacher map down to the same size by area averaging, and leaves smaller ones.
     t = torch.arange(36.0).view(1, 1, 6, 6)
     assert pool_to(t, (3, 3))[0, 0, 0, 0].item() == (0 + 1 + 6 + 7) / 4 and pool_to(t, (8, 8)) is t
+
+
+def test_a_sample_of_the_batch_is_adapted_and_the_gradient_keeps_the_student_layout():
+    """``samples`` adapts the first images only; the student map's gradient is zero for the rest
+    and comes back in the map's own layout (a contiguous gradient on a channels_last map made the
+    student's BN backward several times slower)."""
+    torch.manual_seed(0)
+    adapter = StageAdapter(4, 6)
+    x = torch.randn(8, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    student_map = x * 1  # not a leaf: a leaf's .grad is re-laid-out by autograd, hiding the layout
+    handed_back = []
+    student_map.register_hook(handed_back.append)
+    out = adapter(student_map, (6, 6), samples=3)
+    assert out.shape == (3, 6, 6, 6)
+    weight = torch.randn(out.shape)
+    (out * weight).sum().backward()
+    assert handed_back[0].is_contiguous(memory_format=torch.channels_last)
+    assert x.grad[3:].abs().sum() == 0 and x.grad[:3].abs().sum() > 0
+    head = x.detach()[:3].clone().requires_grad_(True)
+    (adapter(head, (6, 6)) * weight).sum().backward()
+    torch.testing.assert_close(x.grad[:3], head.grad)
+    assert adapter(x, (6, 6), samples=8).shape[0] == adapter(x, (6, 6), samples=100).shape[0] == 8

@@ -37,6 +37,8 @@ def test_parse_and_override():
         ("temperature=0", "'temperature' must be positive"),
         ("adv_warmup=1", "'adv_warmup' must be in [0, 1)"),
         ("kd=1,kd=2", "'kd' is given twice"),
+        ("map_samples=0", "'map_samples' must be a whole number >= 1"),
+        ("map_samples=1.5", "'map_samples' must be a whole number >= 1"),
     ],
 )
 def test_bad_weights_are_one_line_user_errors(text, fragment):
@@ -55,6 +57,8 @@ def test_a_mode_spec_is_that_mode_with_overrides():
     assert variant == MODES["full"].override({"adv_feat": 0.0, "temperature": 2.0})
     assert variant.weights.adv_feat == 0 and variant.weights.feat == MODES["full"].weights.feat
     assert get_mode("kd") is MODES["kd"]
+    whole_batch = get_mode("full+map_samples=128").map_samples
+    assert whole_batch == 128 and isinstance(whole_batch, int)
     with pytest.raises(UserError, match="unknown distillation mode 'nope'"):
         get_mode("nope+kd=1")
     with pytest.raises(UserError, match="unknown key 'bogus'"):

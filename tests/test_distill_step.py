@@ -32,10 +32,10 @@ def attention_state(teacher):
 def make(mode_name: str, recon: bool = False):
     torch.manual_seed(0)
     student = build_student(TINY, 1, CLASSES)
-    teacher = build_teacher("resnet8", 1, CLASSES, reconstruction=SHAPE[1:] if recon or mode_name == "zhang" else None).eval()
+    mode = get_mode(mode_name)
+    teacher = build_teacher("resnet8", 1, CLASSES, reconstruction=SHAPE[1:] if recon or mode.needs_reconstruction else None).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    mode = get_mode(mode_name)
     attention = attention_state(teacher) if mode.weights.desc else None
     torch.manual_seed(1)
     step = build_step(student, teacher, mode, SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=4, device=CPU, teacher_attention=attention)

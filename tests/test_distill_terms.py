@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from test_distill_step import CLASSES, attention_state, batch, make
 
-from nas_kd.distill import MODES
+from nas_kd.distill import get_mode
 from nas_kd.distill.attention_fit import load_teacher_attention
 from nas_kd.distill.objective import RECON_SAMPLES
 
@@ -28,6 +28,8 @@ EXPECTED = {
     "zhang": {"ce", "kd", "feat", "recon", "adv_feat"},
     "full": {"ce", "kd", "feat", "desc", "adv_feat", "adv_logit", "adv_logit_class"},
 }
+# The map terms on part of each batch (`Mode.map_samples`): fewer images than the test batch.
+EXPECTED |= {f"{name}+map_samples=24": EXPECTED[name] for name in ("ksanc", "zhang", "full")}
 # Teacher stages each term reads, for the TINY student (stages 16, 8, 4, 4 px) against resnet8
 # (16, 8, 4 px): pairs (0, 0), (1, 1), (3, 2); ktan uses the deepest pair only.
 PAIRS = {"ktan": [(3, 2)], "ksanc": [(0, 0), (1, 1), (3, 2)], "zhang": [(0, 0), (1, 1), (3, 2)], "full": [(0, 0), (1, 1), (3, 2)]}
@@ -62,11 +64,14 @@ def view(m):
 
 def reference_terms(step, teacher, x, y, mode_name):
     """The documented formulas, evaluated with the step's own trainable parts."""
-    o, student, w = step.objective, step.student, MODES[mode_name]
+    o, student, w = step.objective, step.student, get_mode(mode_name)
     maps, s = student.forward_stages(x)
     with torch.no_grad():
         t_maps, t = teacher.forward_stages(x)
-    pairs = PAIRS.get(mode_name, [])
+    # Map terms read the batch's first map_samples images only (all when None); logit terms read all of it.
+    n = w.map_samples
+    maps, t_maps = [m[:n] for m in maps], [m[:n] for m in t_maps]
+    pairs = PAIRS.get(w.name, [])
     stages = [j for _, j in pairs]
     adapters = o.adapters.adapters if o.adapters else []
     adapted = [a(maps[i], t_maps[j].shape[-2:]) for a, (i, j) in zip(adapters, pairs, strict=True)]
@@ -88,8 +93,8 @@ def reference_terms(step, teacher, x, y, mode_name):
         s_desc = fitted.squeeze(adapted)
         out["desc"] = torch.stack([((a - b) ** 2).mean() for a, b in zip(s_desc, t_desc, strict=True)]).mean()
     if getattr(teacher, "decoder", None) is not None:
-        n = RECON_SAMPLES
-        out["recon"] = ((teacher.decoder(adapted[-1][:n].clamp(min=0)) - x[:n]) ** 2).mean()
+        r = min(RECON_SAMPLES, len(adapted[-1]))
+        out["recon"] = ((teacher.decoder(adapted[-1][:r].clamp(min=0)) - x[:r]) ** 2).mean()
     if o.feature_disc is not None:
         out["adv_feat"] = F.softplus(-o.feature_disc(view(coarse))).mean()  # -log sigmoid: "call it real"
     if o.logit_disc is not None:
@@ -119,7 +124,7 @@ def test_every_term_matches_its_formula_in_value_and_student_gradient(name):
     step, student, teacher = make(name)
     no_dropout(step)
     open_gates(step)
-    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
+    x, y = batch(40)  # more than RECON_SAMPLES and map_samples=24, so both subsamples are exercised
     logits, adapted, t = step.forward(x)
     if step.disc_optimizer is not None:
         step.discriminator_update(adapted, logits, t, y)
@@ -141,7 +146,7 @@ def test_the_step_applies_the_weighted_sum_of_all_terms(name):
     no_dropout(step)
     open_gates(step)
     twin = copy.deepcopy(step)
-    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
+    x, y = batch(40)  # more than RECON_SAMPLES and map_samples=24, so both subsamples are exercised
     step(x, y)
     got = [p.grad for p in student.parameters() if p.requires_grad]
 
@@ -149,7 +154,7 @@ def test_the_step_applies_the_weighted_sum_of_all_terms(name):
     if twin.disc_optimizer is not None:
         twin.discriminator_update(adapted, logits, t, y)
     ref = reference_terms(twin, twin.teacher, x, y, name)
-    weights = MODES[name].weights
+    weights = get_mode(name).weights
     weight_of = {"adv_logit_class": weights.adv_logit}
     total = sum(weight_of.get(k, getattr(weights, k, None)) * ref[k] for k in EXPECTED[name])
     want = student_grads(total, twin.student)
@@ -161,7 +166,7 @@ def test_closed_gates_keep_adversarial_terms_from_the_student(name):
     """A discriminator at chance (running accuracy 0.5) must not push the student."""
     step, student, _ = make(name)
     no_dropout(step)
-    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
+    x, y = batch(40)  # more than RECON_SAMPLES and map_samples=24, so both subsamples are exercised
     logits, adapted, t = step.forward(x)
     parts = step.student_losses(logits, adapted, t, y, x, adversarial=True)
     for gate in step.objective.gates.values():
@@ -183,7 +188,7 @@ def full_batch():
     """A `full` step (no dropout) and one batch's forward pass through it."""
     step, _, _ = make("full")
     no_dropout(step)
-    x, y = batch(40)  # more than RECON_SAMPLES, so the subsample is exercised
+    x, y = batch(40)  # more than RECON_SAMPLES and map_samples=24, so both subsamples are exercised
     logits, adapted, t = step.forward(x)
     return step, step.objective, y, logits, adapted, t
 
@@ -250,13 +255,14 @@ def test_the_feature_discriminator_judges_both_sides_at_the_coarser_resolution()
     logits, adapted, t = step.forward(x)
     assert adapted.maps[-1].shape[-2:] == (4, 4) and adapted.coarse.shape[-2:] == (2, 2)
     feature_disc = copy.deepcopy(o.feature_disc)
+    n = o.mode.map_samples  # both sides: the batch's first n images
     with torch.no_grad():
-        pooled = F.avg_pool2d(teacher.forward_stages(x)[0][-1], 2)  # 4 px -> 2 px, area
+        pooled = F.avg_pool2d(teacher.forward_stages(x)[0][-1][:n], 2)  # 4 px -> 2 px, area
         real, fake = feature_disc(view(pooled)), feature_disc(view(adapted.coarse))
     _, accuracy = step.discriminator_update(adapted, logits, t, y)
     assert accuracy["adv_feat"].item() == pytest.approx(0.5 * ((real > 0).float().mean() + (fake < 0).float().mean()).item())
     maps, _ = student.forward_stages(x)
-    coarse = o.adapters.adapters[-1].bn(o.adapters.adapters[-1].conv(maps[-1]))  # no resize: 2 px is the coarser
+    coarse = o.adapters.adapters[-1].bn(o.adapters.adapters[-1].conv(maps[-1][:n]))  # no resize: 2 px is the coarser
     want = F.softplus(-o.feature_disc(view(coarse))).mean()
     got = step.student_losses(logits, adapted, t, y, x, adversarial=True)["adv_feat"]
     assert got.item() == pytest.approx(want.item(), rel=1e-4)

@@ -123,11 +123,12 @@ class TeacherCache:
         mean, inv_std = self._norm
         return teacher is self.teacher and loader.views == self.views and same_data and torch.equal(loader.mean, mean) and torch.equal(loader.inv_std, inv_std)
 
-    def lookup(self, index: torch.Tensor, flipped: torch.Tensor, map_stages: Sequence[int], desc_stages: Sequence[int]) -> TeacherOutputs:
-        """The teacher's outputs for a batch, as `teacher_outputs` would compute them live."""
+    def lookup(self, index: torch.Tensor, flipped: torch.Tensor, map_stages: Sequence[int], desc_stages: Sequence[int], samples: int | None = None) -> TeacherOutputs:
+        """The teacher's outputs for a batch, as `teacher_outputs` would compute them live (maps
+        and descriptors for the first ``samples`` examples)."""
         rows = index + flipped.long() * self.num_examples if self.views == 2 else index
-        maps = [self.maps[j][rows].float() for j in map_stages]
-        descriptors = [self.descriptors[j][rows] for j in desc_stages] if desc_stages else []
+        maps = [self.maps[j][rows[:samples]].float() for j in map_stages]
+        descriptors = [self.descriptors[j][rows[:samples]] for j in desc_stages] if desc_stages else []
         return TeacherOutputs(self.logits[rows], maps, descriptors)
 
     @staticmethod

@@ -28,10 +28,10 @@ from nas_kd.distill.outputs import TeacherOutputs
 
 __all__ = ["DistillObjective", "TERM_WEIGHT", "RECON_SAMPLES"]
 
-# Images per batch whose reconstruction the ``recon`` term scores (ours). The teacher's decoder
-# costs ~7M MACs per 28×28 image (version 2; version 1 worked at twice the input resolution,
-# ~15M), over ten times a 0.5M-MAC student's forward; on all 128 images a zhang step took 8x a
-# ce step with version 1.
+# Images per batch whose reconstruction the ``recon`` term scores (ours), at most: the first of
+# those the map terms read (`Mode.map_samples`). The teacher's decoder costs ~7M MACs per 28×28
+# image (version 2; version 1 worked at twice the input resolution, ~15M), over ten times a
+# 0.5M-MAC student's forward; on all 128 images a zhang step took 8x a ce step with version 1.
 RECON_SAMPLES = 32
 
 # Loss parts that have no mode weight of their own: the mode weight that scales them.
@@ -101,7 +101,8 @@ class DistillObjective(nn.Module):
         return [d for d in (self.feature_disc, self.logit_disc) if d is not None]
 
     def adapt(self, student_maps: list[torch.Tensor]) -> Adapted:
-        return NONE if self.adapters is None else self.adapters(student_maps)
+        """The adapted maps of the batch's first ``mode.map_samples`` images (see `Mode`)."""
+        return NONE if self.adapters is None else self.adapters(student_maps, self.mode.map_samples)
 
     def discriminator_loss(self, adapted: Adapted, student_logits: torch.Tensor, teacher: TeacherOutputs, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Both discriminators' loss and their accuracies on this batch (keyed like the gates);
@@ -171,8 +172,8 @@ class DistillObjective(nn.Module):
             # The decoder was trained on the teacher's deepest map, which is post-ReLU in every
             # registry teacher (the only ones with a decoder). Scored on the first RECON_SAMPLES
             # images only: an unbiased estimate of the batch mean at a fraction of the cost.
-            n = RECON_SAMPLES
-            parts["recon"] = losses.reconstruction_mse(self._decoder[0](torch.relu(adapted.maps[-1][:n])), images[:n])
+            deepest = adapted.maps[-1][:RECON_SAMPLES]
+            parts["recon"] = losses.reconstruction_mse(self._decoder[0](torch.relu(deepest)), images[: len(deepest)])
         if adversarial and w.adv_feat:
             parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted.coarse)))
         if adversarial and w.adv_logit:

@@ -23,13 +23,14 @@ class TeacherOutputs:
     """The teacher's answer for one batch."""
 
     logits: torch.Tensor  # (N, classes), float32
-    maps: list[torch.Tensor]  # stage maps of the paired stages in pair order; empty when no loss reads maps
-    descriptors: list[torch.Tensor]  # frozen attention's descriptors of the paired stages (``desc`` only)
+    maps: list[torch.Tensor]  # stage maps of the paired stages in pair order (first map_samples images); empty when no loss reads maps
+    descriptors: list[torch.Tensor]  # frozen attention's descriptors of the paired stages (``desc`` only; first map_samples images)
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: nn.Module, x: torch.Tensor, map_stages: Sequence[int], attention: nn.Module | None, desc_stages: Sequence[int]) -> TeacherOutputs:
-    """One live pass of the frozen teacher.
+def teacher_outputs(teacher: nn.Module, x: torch.Tensor, map_stages: Sequence[int], attention: nn.Module | None, desc_stages: Sequence[int], samples: int | None = None) -> TeacherOutputs:
+    """One live pass of the frozen teacher: logits for the whole batch, maps and descriptors for
+    its first ``samples`` images (all when None; see `Mode.map_samples`).
 
     ``attention`` is the frozen `TeacherAttention` restricted to ``desc_stages``. ``no_grad``
     rather than ``inference_mode``: the loss graphs save these tensors for backward, which
@@ -39,5 +40,6 @@ def teacher_outputs(teacher: nn.Module, x: torch.Tensor, map_stages: Sequence[in
         if not map_stages and attention is None:
             return TeacherOutputs(teacher(x).float(), [], [])
         maps, logits = teacher.forward_stages(x)
+        maps = [m[:samples] for m in maps]
         descriptors = attention.squeeze([maps[j] for j in desc_stages]) if attention is not None else []
     return TeacherOutputs(logits.float(), [maps[j].float() for j in map_stages], descriptors)

@@ -72,8 +72,8 @@ class DistillStep:
         if self.cache is not None:
             if index is None or flipped is None:
                 raise ValueError("a step with a teacher cache needs each batch's example indices and flip flags (DeviceLoader.batches)")
-            return self.cache.lookup(index, flipped, o.map_stages, o.desc_stages)
-        return teacher_outputs(self.teacher, x, o.map_stages, o.attention, o.desc_stages)
+            return self.cache.lookup(index, flipped, o.map_stages, o.desc_stages, o.mode.map_samples)
+        return teacher_outputs(self.teacher, x, o.map_stages, o.attention, o.desc_stages, o.mode.map_samples)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, Adapted, TeacherOutputs | None]:
         """(student logits, adapted student maps, teacher outputs) for a batch."""
