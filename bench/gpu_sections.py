@@ -183,7 +183,7 @@ def search(budget: str, sampler: str) -> Callable:
         if first["finished"] < sz.trials or cfg.left() < retrain_s:
             return None
         report = search_gpu.run_one(opts)  # resumes: no trial left to run; retrain, report, export
-        keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command")
+        keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command", "budget", "trials")
         return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "report": {k: report.get(k) for k in keep} | {"bench_seconds": report["search_wall_seconds"]}}
 
     return run

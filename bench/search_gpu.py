@@ -12,13 +12,14 @@ differences, and TPE minus random (their winners paired by retrain seed).
 ``--seeds``); the section and the JSON say it is a CPU-reduced run.
 
     python -m bench.search_gpu                 # one GPU, ~hours
-    OMP_NUM_THREADS=1 python -m bench.search_gpu --reduced --trials 24 --seeds 5   # 2-core CPU, ~40 minutes
+    python -m bench.search_gpu --reduced --trials 100 --seeds 5   # 2-core CPU, ~2 hours
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from nas_kd.stats import PairedDifference, paired_difference
 from nas_kd.study import run_dir, write_json
 from nas_kd.verdict import compare_runs
 
-__all__ = ["main", "options", "paired_rows", "paired_table", "run_one", "table"]
+__all__ = ["fill", "main", "options", "paired_rows", "paired_table", "run_one", "table"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search.json"
 
@@ -64,20 +65,47 @@ def _acc(summary: dict | None) -> str:
     return f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f}"
 
 
+# Report fields of a trial for each limit a budget can set (`Budget` in the report).
+_QUANTITY = {"macs": "macs", "params": "params", "memory": "memory_bytes", "size": "size_bytes", "latency": "latency_ms"}
+
+
+def fill(report: dict) -> dict:
+    """How the trained trials (pruned ones included) used the budget: per trial its binding fill
+    (the largest quantity / limit over the budget's limits; latency only where it was measured),
+    their median and minimum, how many were over budget and how many distinct configs."""
+    budget = report.get("budget") or {}  # absent from records made before these columns
+    limits = {k: budget[k] for k in _QUANTITY if budget.get(k)}
+    trained = [t for t in report.get("trials") or [] if t["state"] in ("COMPLETE", "PRUNED")]
+    fills = []
+    for t in trained:
+        ratios = [t[_QUANTITY[k]] / v for k, v in limits.items() if t.get(_QUANTITY[k]) is not None]
+        if ratios:
+            fills.append(max(ratios))
+    return {
+        "trained": len(trained),
+        "distinct": len({t["config"] for t in trained}),
+        "median_fill": statistics.median(fills) if fills else None,
+        "min_fill": min(fills) if fills else None,
+        "over_budget": sum(f > 1 for f in fills),
+    }
+
+
 def table(results: list[tuple[str, str, dict]]) -> str:
-    head = "| budget | sampler | trained / rejected trials | best val (brief) | winner MACs | winner params | winner test % | uniform ce test % | uniform kd test % | uniform MACs | wall s |\n"
-    head += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    head = "| budget | sampler | trained / rejected trials | distinct | median / min fill | over budget | best val (brief) | winner MACs | winner params | winner test % | uniform ce test % | uniform kd test % | uniform MACs | wall s |\n"
+    head += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     baselines = {b: r["baselines"] for b, s, r in results if r.get("baselines")}
     rows = []
     for budget, sampler, r in results:
         w, states = r["winner"], r["trials_by_state"]
         base = baselines.get(budget) or {}
         trained = sum(n for s, n in states.items() if s != "INFEASIBLE")
+        f = fill(r)
+        used = f"{f['distinct']} | {f['median_fill']:.3f} / {f['min_fill']:.3f} | {f['over_budget']}" if f["median_fill"] is not None else "- | - | -"
         if w is None:
-            rows.append(f"| {budget} | {sampler} | {trained} / {states.get('INFEASIBLE', 0)} | no candidate within budget | - | - | - | - | - | - | {r['bench_seconds']:.0f} |")
+            rows.append(f"| {budget} | {sampler} | {trained} / {states.get('INFEASIBLE', 0)} | {used} | no candidate within budget | - | - | - | - | - | - | {r['bench_seconds']:.0f} |")
             continue
         rows.append(
-            f"| {budget} | {sampler} | {trained} / {states.get('INFEASIBLE', 0)} | {100 * w['search_val_accuracy']:.2f} | "
+            f"| {budget} | {sampler} | {trained} / {states.get('INFEASIBLE', 0)} | {used} | {100 * w['search_val_accuracy']:.2f} | "
             f"{format_count(w['macs'])} | {format_count(w['params'])} | {_acc(w) if 'test_mean' in w else '-'} | {_acc(base.get('modes', {}).get('ce'))} | "
             f"{_acc(base.get('modes', {}).get('kd'))} | {format_count(base['macs']) if base else '-'} | {r['bench_seconds']:.0f} |"
         )
@@ -105,7 +133,7 @@ def paired_rows(results: list[tuple[str, str, dict]]) -> dict:
         searches.append({
             "budget": budget, "sampler": sampler,
             "trained_trials": (r.get("trial_counts") or {}).get("trained"), "trials_by_state": r.get("trials_by_state"),
-            "wall_seconds": r.get("bench_seconds"),
+            "wall_seconds": r.get("bench_seconds"), "fill": fill(r),
             "winner": {"describe": w["describe"], "macs": w["macs"], "params": w["params"], "search_val_accuracy": w["search_val_accuracy"], "mode": w.get("mode"), "test_by_seed": _seeds(w)},
             "baseline": None if not base else {"describe": base["describe"], "macs": base["macs"], "params": base["params"], "test_by_seed": {m: _seeds(summary) for m, summary in base["modes"].items()}},
             "winner_minus_baseline": {m: d.to_dict() for m, d in comparisons.items()},
@@ -132,7 +160,8 @@ def paired_table(paired: dict) -> str:
         d = s["winner_minus_baseline"]
         seeds = len(s["winner"]["test_by_seed"])
         base_macs = format_count(s["baseline"]["macs"]) if s["baseline"] else "-"
-        lines.append(f"| {s['budget']} | {s['sampler']} | {format_count(s['winner']['macs'])} | {base_macs} | {seeds} | {_diff(d['kd']) if 'kd' in d else '-'} | {_diff(d['ce']) if 'ce' in d else '-'} |")
+        winner = format_count(s["winner"]["macs"]) + (" (the baseline itself)" if s["baseline"] and s["winner"]["describe"] == s["baseline"]["describe"] else "")
+        lines.append(f"| {s['budget']} | {s['sampler']} | {winner} | {base_macs} | {seeds} | {_diff(d['kd']) if 'kd' in d else '-'} | {_diff(d['ce']) if 'ce' in d else '-'} |")
     if paired["samplers"]:
         lines += ["", "| budget | samplers | MACs | difference, points [95% CI] |", "| --- | --- | --- | --- |"]
         lines += [f"| {v['budget']} | {v['a']} - {v['b']} | {format_count(v['a_macs'])} vs {format_count(v['b_macs'])} | {_diff(v['a_minus_b'])} |" for v in paired["samplers"]]
@@ -152,23 +181,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samplers", default="tpe,random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--render", action="store_true", help="redraw the section and the JSON from the last run's studies (runs/bench*) and docs/results/search.json; train nothing")
     args = p.parse_args(argv)
     args.trials = args.trials or (3 if args.reduced else 100)
     args.seeds = args.seeds or (1 if args.reduced else 5)
     args.preset = args.preset or ("quick" if args.reduced else "standard")
     args.mode = args.mode or ("kd" if args.reduced else "full")
+    if args.render:
+        return render(args)
     results = []
+    started = time.perf_counter()
     for budget in args.budgets.split(","):
         for i, sampler in enumerate(args.samplers.split(",")):
-            study = f"bench{'-reduced' if args.reduced else ''}_{args.dataset}_{budget}_{sampler}"
-            opts = options(budget, sampler, study=study, space=args.space, dataset=args.dataset, mode=args.mode, trials=args.trials, preset=args.preset, seed=args.seed, retrain_seeds=args.seeds, baselines=i == 0, device=args.device)
+            opts = options(budget, sampler, study=study_name(args, budget, sampler), space=args.space, dataset=args.dataset, mode=args.mode, trials=args.trials, preset=args.preset, seed=args.seed, retrain_seeds=args.seeds, baselines=i == 0, device=args.device)
             results.append((budget, sampler, run_one(opts, log=lambda text: print(text, flush=True))))
     command = "python -m bench.search_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    write(results, args, command.strip(), (time.perf_counter() - started) / 60, time.strftime("%Y-%m-%d"))
+    return 0
+
+
+def study_name(args, budget: str, sampler: str) -> str:
+    return f"bench{'-reduced' if args.reduced else ''}_{args.dataset}_{budget}_{sampler}"
+
+
+def render(args) -> int:
+    """Rewrite the section and the JSON from the studies' report.json files and the recorded run
+    (its command, date and wall times): new columns without rerunning hours of searches."""
+    recorded = json.loads(RESULTS.read_text())
+    args.reduced, args.preset, args.mode, args.trials, args.seeds = recorded["cpu_reduced"], recorded["preset"], recorded["mode"], recorded["trials"], recorded["retrain_seeds"]
+    seconds = {(s["budget"], s["sampler"]): s["wall_seconds"] for s in recorded["searches"]}
+    results = []
+    for budget in args.budgets.split(","):
+        for sampler in args.samplers.split(","):
+            path = run_dir(study_name(args, budget, sampler)) / "report.json"
+            if not path.is_file():
+                raise UserError(f"no report at {path}: --render redraws a finished run; run the benchmark first")
+            report = json.loads(path.read_text())
+            report["bench_seconds"] = seconds[budget, sampler]
+            results.append((budget, sampler, report))
+    write(results, args, recorded["command"], sum(seconds.values()) / 60, recorded["date"])
+    return 0
+
+
+def write(results: list[tuple[str, str, dict]], args, command: str, total_minutes: float, date: str) -> None:
     if args.reduced:
         intro = (
-            f"**CPU-reduced run** (`{command.strip()}`): preset {args.preset}, {args.trials} trained trials per search, "
-            f"{args.seeds} retrain seed(s), mode {args.mode}, {args.dataset}, space {args.space}: the largest that fits "
-            "well inside an hour of this 2-core box. "
+            f"**CPU-reduced run** (`{command}`): preset {args.preset}, {args.trials} trained trials per search, "
+            f"{args.seeds} retrain seed(s), mode {args.mode}, {args.dataset}, space {args.space}; the searches took "
+            f"{total_minutes:.0f} minutes on this box. "
             "**The GPU figures (standard preset, 100 trials, 5 seeds) are owed**: run `make bench-gpu` on one GPU."
         )
     else:
@@ -176,11 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"## Search: searched student vs uniform baseline\n\n{intro}\n\nHardware: {hardware()}. Test accuracy is mean ± std over the retrain seeds "
         "(full schedule); the uniform baseline is the space's largest uniform member within the budget, trained with the same "
-        "schedule and seeds. Random search shares the TPE run's baselines.\n\n" + table(results)
+        "schedule and seeds. Random search shares the TPE run's baselines. *Fill*: a trained trial's MACs over the budget "
+        "(pruned trials included); *distinct*: distinct configs among the trained trials.\n\n" + table(results)
     )
     paired = paired_rows(results)
     body += "\nPaired by retrain seed (per-seed rows: `docs/results/search.json`):\n\n" + paired_table(paired)
-    write_json(RESULTS, {"command": command.strip(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d"), "cpu_reduced": args.reduced, "preset": args.preset, "mode": args.mode, "trials": args.trials, "retrain_seeds": args.seeds, **paired})
+    body += f"\n_Measured {date}._\n"
+    write_json(RESULTS, {"command": command, "hardware": hardware(), "date": date, "cpu_reduced": args.reduced, "preset": args.preset, "mode": args.mode, "trials": args.trials, "retrain_seeds": args.seeds, **paired})
     write_section("search", body)
     print(body)
     return 0
