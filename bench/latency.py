@@ -9,8 +9,8 @@ ruler's time now; built on demand, cached under ~/.cache/nas-kd) and measured by
 (median of >= 100 runs spanning >= 0.2 s, 1 thread), and once more against the ruler
 (`measure_relative`): the error in rulers is the table's own, without the machine's drift since
 the ruler was timed. Rows are kept in the JSON file as they are measured, so an interrupted run
-resumes where it stopped (same machine key, space and seed); a run on another machine or runtime
-starts afresh. Jitter: a few students measured ``--repeats`` times each, in ms and in rulers. The
+resumes where it stopped (same table file, space and seed); a run on another machine or runtime,
+or after the table was rebuilt, starts afresh. Jitter: a few students measured ``--repeats`` times each, in ms and in rulers. The
 load average is recorded before and after: figures taken on a busy CPU are noisy.
 """
 
@@ -79,13 +79,15 @@ def main() -> None:
     args = ap.parse_args()
     space = SearchSpace.load(args.space)
     m = machine()
-    key = {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE), "predictor": "calibrated sum of parts", "unit": RULER}
+    table = LatencyTable()
+    # Rows resume only against the very table that predicted them: another VM with the same CPU
+    # model name (same machine key) runs at another speed, and its fresh table is another table.
+    key = {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE), "predictor": "calibrated sum of parts", "unit": RULER, "table_created": table.created}
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    rows = old.get("rows", []) if old.get("key") == key else []
+    rows = old.get("rows", []) if table.created is not None and old.get("key") == key else []
     load_before = os.getloadavg()
     start = time.perf_counter()
     with torch_threads(1):
-        table = LatencyTable()
         rng = random.Random(args.seed)
         members = [space.random_config(rng) for _ in range(args.candidates)]
         for i, cfg in enumerate(members):
@@ -94,6 +96,7 @@ def main() -> None:
             predicted = table.predict(cfg, SHAPE, CLASSES, space=space)
             got = measure_latency(cfg, SHAPE, CLASSES)
             rulers = student_against_ruler(cfg, SHAPE, CLASSES)[1]
+            key["table_created"] = table.created  # set by the table's first save
             rows.append({"config": cfg.describe(), "predicted_ms": predicted, "sum_of_parts_ms": table.sum_of_parts(cfg, SHAPE, CLASSES), "measured_ms": got.median_ms, "p10_ms": got.p10_ms, "p90_ms": got.p90_ms, "runs": got.runs,
                          "predicted_rulers": table.predict_rulers(cfg, SHAPE, CLASSES, space=space), "measured_rulers": rulers})  # fmt: skip
             RESULTS.parent.mkdir(parents=True, exist_ok=True)

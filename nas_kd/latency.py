@@ -351,6 +351,9 @@ class LatencyTable:
         self.threads, self.runs = threads, runs
         self.entries: dict[str, float] = {}  # in rulers: each part's time over the ruler's
         self.calibrations: dict[str, dict] = {}
+        # When the cached file was first written: names this table among rebuilt ones (a bench
+        # resumes its rows only against the table that predicted them).
+        self.created: str | None = None
         self.measured = 0  # entries this object measured (the rest came from the cache)
         self._ruler_ms: float | None = None
         self._load()
@@ -371,6 +374,7 @@ class LatencyTable:
         if data.get("machine") == asdict(self.machine) and data.get("unit") == RULER:
             self.entries.update(data.get("entries", {}))
             self.calibrations.update(data.get("calibrations", {}))
+            self.created = data.get("created") or self.created
 
     def _save(self) -> None:
         # Other processes may have added entries meanwhile: merge, then replace atomically.
@@ -380,7 +384,8 @@ class LatencyTable:
         self.calibrations.update(calibrations)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        data = {"machine": asdict(self.machine), "unit": RULER, "runs": self.runs, "entries": self.entries, "calibrations": self.calibrations}
+        self.created = self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        data = {"machine": asdict(self.machine), "unit": RULER, "runs": self.runs, "created": self.created, "entries": self.entries, "calibrations": self.calibrations}
         tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
         tmp.replace(self.path)
 

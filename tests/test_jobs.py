@@ -152,8 +152,10 @@ _LOSES_FIRST_INTERRUPT = """
 import signal, sys, time
 from nas_kd.jobs import _interrupt_unless_stopping, _watch_parent
 signal.signal(signal.SIGINT, _interrupt_unless_stopping)
-print("ready", flush=True)
 try:
+    # "ready" inside the try: the parent interrupts as soon as it reads it, and on a loaded machine
+    # the first SIGINT could land before the try began (an unhandled KeyboardInterrupt, exit -2).
+    print("ready", flush=True)
     if len(sys.argv) > 1:
         _watch_parent(int(sys.argv[1]))  # not this process's parent: the watch fires at once
     time.sleep(30)

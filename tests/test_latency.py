@@ -41,6 +41,7 @@ def test_table_is_cached_per_machine_and_predicts(cache):
     assert table.measured == parts + 1  # and the call overhead
     again = LatencyTable()  # a second process: every entry comes from the file
     assert again.predict_rulers(cfg, SHAPE, CLASSES) == predicted and again.measured == 0
+    assert again.created == table.created is not None  # one table, however often it is loaded and saved
     other = LatencyTable(threads=2)  # another thread count is another machine key, another table
     assert other.path != table.path and not other.entries
     stored = json.loads(table.path.read_text())
