@@ -80,11 +80,15 @@ def main() -> None:
     space = SearchSpace.load(args.space)
     m = machine()
     table = LatencyTable()
-    # Rows resume only against the very table that predicted them: another VM with the same CPU
-    # model name (same machine key) runs at another speed, and its fresh table is another table.
-    key = {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE), "predictor": "calibrated sum of parts", "unit": RULER, "table_created": table.created}
+
+    def key() -> dict:
+        # Rows resume only against the very table that predicted them: another VM with the same
+        # CPU model name (same machine key) runs at another speed, and its fresh table is another
+        # table. `table.created` is set by the table's first save.
+        return {"machine": m.key, "space": args.space, "seed": args.seed, "shape": list(SHAPE), "predictor": "calibrated sum of parts", "unit": RULER, "table_created": table.created}
+
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    rows = old.get("rows", []) if table.created is not None and old.get("key") == key else []
+    rows = old.get("rows", []) if table.created is not None and old.get("key") == key() else []
     load_before = os.getloadavg()
     start = time.perf_counter()
     with torch_threads(1):
@@ -96,11 +100,10 @@ def main() -> None:
             predicted = table.predict(cfg, SHAPE, CLASSES, space=space)
             got = measure_latency(cfg, SHAPE, CLASSES)
             rulers = student_against_ruler(cfg, SHAPE, CLASSES)[1]
-            key["table_created"] = table.created  # set by the table's first save
             rows.append({"config": cfg.describe(), "predicted_ms": predicted, "sum_of_parts_ms": table.sum_of_parts(cfg, SHAPE, CLASSES), "measured_ms": got.median_ms, "p10_ms": got.p10_ms, "p90_ms": got.p90_ms, "runs": got.runs,
                          "predicted_rulers": table.predict_rulers(cfg, SHAPE, CLASSES, space=space), "measured_rulers": rulers})  # fmt: skip
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps({"key": key, "rows": rows}, indent=1))
+            RESULTS.write_text(json.dumps({"key": key(), "rows": rows}, indent=1))
             print(f"{i + 1}/{len(members)} predicted {predicted:.3f} ms measured {got.median_ms:.3f} ms  {cfg.describe()}", flush=True)
         jitter = []
         for cfg in (space.smallest(), members[0], space.largest()):
@@ -129,7 +132,7 @@ def main() -> None:
         "table_entries_measured_now": table.measured,
     }
     load_after = os.getloadavg()
-    result = {"key": key, "machine": {"cpu": m.cpu, "threads": m.threads, "onnxruntime": m.onnxruntime, "cores": os.cpu_count()}, "protocol": {"runs": RUNS, "min_seconds": MIN_SECONDS}, "load_average_before": load_before, "load_average_after": load_after, "seconds": time.perf_counter() - start, "summary": summary, "jitter": jitter, "rows": rows}
+    result = {"key": key(), "machine": {"cpu": m.cpu, "threads": m.threads, "onnxruntime": m.onnxruntime, "cores": os.cpu_count()}, "protocol": {"runs": RUNS, "min_seconds": MIN_SECONDS}, "load_average_before": load_before, "load_average_after": load_after, "seconds": time.perf_counter() - start, "summary": summary, "jitter": jitter, "rows": rows}
     RESULTS.write_text(json.dumps(result, indent=1))
     s = summary
     body = [

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 from bench._report import hardware, write_section
-from nas_kd.config import format_count
+from nas_kd.config import QUANTITIES, Budget, format_count
 from nas_kd.errors import UserError
+from nas_kd.meter import fill_of
+from nas_kd.report import AXES
 from nas_kd.search import SearchOptions, run_search
 from nas_kd.stats import PairedDifference, paired_difference
 from nas_kd.study import run_dir, write_json
@@ -65,22 +67,14 @@ def _acc(summary: dict | None) -> str:
     return f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f}"
 
 
-# Report fields of a trial for each limit a budget can set (`Budget` in the report).
-_QUANTITY = {"macs": "macs", "params": "params", "memory": "memory_bytes", "size": "size_bytes", "latency": "latency_ms"}
-
-
 def fill(report: dict) -> dict:
     """How the trained trials (pruned ones included) used the budget: per trial its binding fill
-    (the largest quantity / limit over the budget's limits; latency only where it was measured),
+    (`fill_of`, each quantity read from the trial's row as the report's Pareto axes read it),
     their median and minimum, how many were over budget and how many distinct configs."""
-    budget = report.get("budget") or {}  # absent from records made before these columns
-    limits = {k: budget[k] for k in _QUANTITY if budget.get(k)}
+    budget = Budget(**{q: (report.get("budget") or {}).get(q) for q in QUANTITIES})  # no budget: records made before these columns
     trained = [t for t in report.get("trials") or [] if t["state"] in ("COMPLETE", "PRUNED")]
-    fills = []
-    for t in trained:
-        ratios = [t[_QUANTITY[k]] / v for k, v in limits.items() if t.get(_QUANTITY[k]) is not None]
-        if ratios:
-            fills.append(max(ratios))
+    limited = budget.limits()
+    fills = [fill_of(budget, **{"macs": None, "params": None, **{q: AXES[q][1](t) for q in limited}}) for t in trained] if limited else []
     return {
         "trained": len(trained),
         "distinct": len({t["config"] for t in trained}),

@@ -55,7 +55,7 @@ class Mode:
     adv_warmup: float = 0.0  # fraction of training steps before the student's adversarial terms start
     # Images per batch whose stage maps the map terms (feat, desc, adv_feat, recon) read: the
     # batch's first ones, a random subset since batches are shuffled; None: all of them, as in the
-    # papers. 32 makes a `full` step on the 0.48M student ~1.5x a `ce` step instead of 2.7x on the
+    # papers. 32 makes a `full` step on the 0.48M student ~1.6x a `ce` step instead of 2.6x on the
     # CPU, but scored -0.22 [-1.37, +0.93] points against the whole batch over 3 paired seeds
     # (below on 2 of 3): not shown harmless, so the default is the whole batch (docs/DISTILLER.md,
     # "Map terms on part of each batch").
