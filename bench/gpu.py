@@ -5,20 +5,22 @@
     python -m bench.gpu --plan                    # sections, estimates, which are done
     python -m bench.gpu --calls                   # the device calls that run it (docs/BENCHMARKS.md, "GPU runs")
 
-Sections run in order (`sections`): teachers, loader, step, steptime, jobs, one search per budget
-and sampler, ablation. Each writes ``docs/results/gpu_<name>.json`` and its section of
-docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
-section whose JSON exists is skipped unless ``--force``. One call of the device machine lasts at
-most 10 minutes, so the command keeps its own clock (``--call-seconds``): it starts a section only
-if the section's estimate fits in what is left, and stops with "run the same command again"
-otherwise. The searches and the ablation are resumable inside a section: a search stops starting
-trials at the call's end and its study (``.bench-gpu/runs/<study>/study.db``) resumes next call;
-each ablation run is kept as it finishes. ``--pack`` writes the results and that state into one
-tar.gz for the call to bring back (extract it in the repository root before the next call).
+Sections run in order (`ORDER`): teachers, steptime, jobs, step, loader, one search per budget
+and sampler (2M first), ablation. Each writes ``docs/results/gpu_<name>.json`` and its section
+of docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
+section whose JSON exists is skipped unless ``--force``. A GPU session here has 15 minutes of
+device time: the machine's start and one call of at most 10 minutes. So the command keeps its own
+clock (``--call-seconds``): it starts a section only if the section's estimate fits in what is
+left, and stops with "run the same command again" otherwise. The searches and the ablation are
+resumable inside a section: a search stops starting trials at the call's end and its study
+(``.bench-gpu/runs/<study>/study.db``) resumes next call; each ablation run is kept as it
+finishes. That state goes into ``docs/results/gpu-state.tar.gz`` (`save_state`), which is
+committed and so reaches the next GPU session, where the run unpacks it first (`restore_state`).
+``--pack`` writes the results, the markdown and that archive into one tar.gz for the call to
+bring back (extract it in the repository root), after every finished section and at the end.
 
-Everything runs inside a work folder (``.bench-gpu/``; ``--smoke``: ``.bench-gpu-smoke/``), so
-its ``runs/`` (teachers, studies) is the one thing to carry between calls. The smoke run writes
-its JSON and markdown there too, never into docs/.
+Everything runs inside a work folder (``.bench-gpu/``; ``--smoke``: ``.bench-gpu-smoke/``). The
+smoke run writes its JSON, markdown and state archive there too, never into docs/.
 """
 
 from __future__ import annotations
@@ -80,30 +82,39 @@ class Section:
     resumable: bool = False  # may start with less than its estimate left (see MIN_SLICE)
 
 
+# What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
+# per mode, --jobs, where the step goes, the loader), then the searches (resumable across calls
+# and sessions through the state archive), the ablation last (the longest).
+ORDER = ("teachers", "steptime", "jobs", "step", "loader", "searches", "ablation")
+
+
 def sections(sizes: Sizes) -> list[Section]:
     from bench import gpu_sections as s
 
-    fixed = [
-        Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
-        Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
-        Section("step", sizes.estimates["step"], s.step, s.own_markdown("step")),
-        Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
-        Section("jobs", sizes.estimates["jobs"], s.jobs, s.own_markdown("jobs")),
-    ]
+    fixed = {
+        "teachers": Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
+        "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
+        "step": Section("step", sizes.estimates["step"], s.step, s.own_markdown("step")),
+        "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
+        "jobs": Section("jobs", sizes.estimates["jobs"], s.jobs, s.own_markdown("jobs")),
+        "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
+    }
+    # Per budget, the first sampler trains the baselines the others share: it comes first.
     searches = [
         Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True)
         for budget in sizes.budgets
         for sampler in sizes.samplers
     ]
-    return fixed + searches + [Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True)]
+    return [sec for name in ORDER for sec in (searches if name == "searches" else [fixed[name]])]
 
 
 def result_path(cfg: Config, name: str) -> Path:
     return cfg.results / f"gpu_{name}.json"
 
 
-def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print) -> bool:
-    """Run what is not done yet, in order, within the call; True when every section is done."""
+def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, after: Callable[[], None] = lambda: None) -> bool:
+    """Run what is not done yet, in order, within the call; True when every section is done.
+    ``after`` runs after each finished section (the pack: a call killed later keeps it)."""
     for sec in todo:
         path = result_path(cfg, sec.name)
         if path.is_file() and not force:
@@ -124,6 +135,7 @@ def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print) ->
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         write_section(*sec.render(cfg), path=cfg.markdown)
         log(f"bench-gpu: {sec.name} done in {record['seconds']:.0f} s")
+        after()
     return True
 
 
@@ -143,27 +155,64 @@ def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
         else:
             total += sec.estimate_s
             lines.append(f"{sec.name:24s} to do     {sec.estimate_s:6.0f} s estimated" + ("  (resumable)" if sec.resumable else ""))
-    lines.append(f"{'left':24s}           {total:6.0f} s estimated, about {max(1, -(-total // CALL_SECONDS)):.0f} call(s) of {CALL_SECONDS:.0f} s")
+    lines.append(f"{'left':24s}           {total:6.0f} s estimated, about {max(1, -(-total // CALL_SECONDS)):.0f} call(s) of {CALL_SECONDS:.0f} s (one per GPU session)")
     return lines
 
 
-def pack(cfg: Config, target: Path) -> None:
-    """Results, the markdown, and the state the next call resumes from, in one tar.gz whose paths
-    are relative to the repository root (extract it there)."""
-    keep = [p for p in sorted(cfg.results.glob("gpu_*.json"))] + [cfg.results / "search.json", cfg.markdown]
+STATE = "gpu-state.tar.gz"  # in the results folder: committed, so it travels to the next GPU session
+
+
+def _state_files(cfg: Config) -> list[Path]:
+    """What a later call resumes from: the studies (runs/, without teachers, exports, plots) and the
+    finished ablation runs."""
+    keep = []
     runs = cfg.work / "runs"
     if runs.is_dir():
-        for p in sorted(runs.rglob("*")):
-            # Exports and plots are rebuilt from the study; the larger teachers are measured, not reused.
-            if p.is_file() and "export" not in p.parts and p.suffix != ".png" and not (p.parent.name == "teachers" and p.name != cfg.sizes.teacher_file()):
-                keep.append(p)
-    keep += sorted((cfg.work / "ablation").glob("*.json"))
+        keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix != ".png" and "teachers" not in p.relative_to(runs).parts[:1]]
+    return keep + sorted((cfg.work / "ablation").glob("*.json"))
+
+
+def _write_tar(target: Path, members: list[tuple[Path, str]]) -> None:
+    """Written beside the target and renamed: a call killed while packing leaves the last whole pack."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(target, "w:gz") as tar:
-        for p in keep:
-            if p.is_file():
-                tar.add(p, arcname=str(_arcname(cfg, p.resolve())))
-    print(f"bench-gpu: packed {len(keep)} files into {target} ({target.stat().st_size / 2**20:.1f} MiB); extract with: tar xzf {target.name} (in the repository root)", flush=True)
+    tmp = target.with_name(target.name + ".part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path, name in members:
+            tar.add(path, arcname=name)
+    os.replace(tmp, target)
+
+
+def save_state(cfg: Config) -> Path | None:
+    """The state archive (`STATE`, paths relative to the work folder), or None with nothing to keep."""
+    files = _state_files(cfg)
+    if not files:
+        return None
+    target = cfg.results / STATE
+    _write_tar(target, [(p, str(p.relative_to(cfg.work))) for p in files])
+    return target
+
+
+def restore_state(cfg: Config, log=print) -> None:
+    """Unpack the state archive into the work folder: the studies and ablation runs an earlier
+    call (or GPU session) left unfinished resume from it."""
+    archive = cfg.results / STATE
+    if not archive.is_file():
+        return
+    with tarfile.open(archive) as tar:
+        tar.extractall(cfg.work, filter="data")
+        count = len(tar.getnames())
+    log(f"bench-gpu: resumed {count} state files from {archive.name}")
+
+
+def pack(cfg: Config, target: Path) -> None:
+    """Everything the call brings back, in one tar.gz whose paths are relative to the repository
+    root (extract it there): the results, the markdown, the state archive, and the teachers
+    section's resnet20 (the file to ship if it beats the shipped one)."""
+    state = save_state(cfg)
+    keep = sorted(cfg.results.glob("gpu_*.json")) + [cfg.results / "search.json", cfg.markdown, *([state] if state else [])]
+    keep.append(cfg.work / "runs" / "teachers" / cfg.sizes.teacher_file())
+    _write_tar(target, [(p, str(_arcname(cfg, p.resolve()))) for p in keep if p.is_file()])
+    print(f"bench-gpu: packed {sum(p.is_file() for p in keep)} files into {target} ({target.stat().st_size / 2**20:.1f} MiB); extract with: tar xzf {target.name} (in the repository root)", flush=True)
 
 
 def _arcname(cfg: Config, path: Path) -> Path:
@@ -176,19 +225,25 @@ def _arcname(cfg: Config, path: Path) -> Path:
 
 
 def device_calls(data_dir: str = ".data") -> list[str]:
-    """What `make gpu-prep` prints: the device call that runs (and resumes) the GPU benchmarks."""
+    """What `make gpu-prep` prints: the one device call a GPU session makes, and what to do after."""
     # What `make bench-gpu DATA_DIR=... PACK=...` runs, spelt out: the image need not have make.
     command = f"{WHEELS_PIP} && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && python3 -m bench.gpu --data-dir {data_dir} --pack $OUT/bench-gpu.tar.gz"
-    call = {"kind": "nvidia-h100-x1", "timeout_s": 600, "carry": [".whl", ".data", ".bench-gpu"], "command": command}
+    call = {"timeout_s": 600, "carry": [".whl", ".data"], "command": command}
+    results = "docs/results"
     return [
-        "# 1. here, once: wheels and data for the offline GPU machine (done by `make gpu-prep`)",
+        "# 1. here, once per session: wheels and data for the offline GPU machine (done by `make gpu-prep`)",
         "bash ../shared/device/wheels.sh",
-        "# 2. the device call; repeat it (about 3 times) until its output ends with 'bench-gpu: all sections done':",
+        "# 2. the device call: a GPU session's 15 minutes of device time hold the machine's start and this one",
+        "#    10-minute call; give the machine back right after it (give_back). The call packs after every",
+        "#    finished section, so a call cut off still brings back what it finished. Sections run in",
+        f"#    order ({', '.join(ORDER)}); the next session's call resumes where this one stopped.",
         f"run {json.dumps(call)}",
-        "# 3. here, after each call, in the repository root (files_at is in the call's reply):",
-        "tar xzf <files_at>/bench-gpu.tar.gz && python -m bench.gpu --plan",
-        "# 4. once the teachers section is done: ship its reconstruction-trained resnet20 as the default teacher",
-        f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)} --hardware 'one NVIDIA H100 (make bench-gpu, section teachers)'",
+        "give_back",
+        "# 3. here, in the repository root (files_at is in the call's reply), then commit what it wrote:",
+        f"tar xzf <files_at>/bench-gpu.tar.gz && python -m bench.gpu --plan && git add {results} docs/BENCHMARKS.md",
+        f"#    ({results}/{STATE} holds the unfinished searches' studies and the ablation's finished runs: committed, it travels)",
+        "# 4. if the teachers section's resnet20 beats the shipped teacher's test accuracy: ship it",
+        f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)} --hardware 'one NVIDIA H200 (make bench-gpu, section teachers)'",
     ]
 
 
@@ -248,12 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         print("bench-gpu: no GPU here; the sections would measure a CPU (use --smoke for the miniature run)", flush=True)
         return 2
     cfg.work.mkdir(parents=True, exist_ok=True)
+    restore_state(cfg)
     os.chdir(cfg.work)  # runs/ (teachers, studies) lives in the work folder
+    target = None if not args.pack else Path(args.pack) if Path(args.pack).is_absolute() else ROOT / args.pack
     try:
-        done = run_sections(cfg, todo, force=args.force)
+        done = run_sections(cfg, todo, force=args.force, after=(lambda: pack(cfg, target)) if target else (lambda: None))
     finally:
-        if args.pack:
-            pack(cfg, Path(args.pack) if Path(args.pack).is_absolute() else ROOT / args.pack)
+        if target:
+            pack(cfg, target)
     print("bench-gpu: all sections done" if done else "bench-gpu: more to do; run the same command again", flush=True)
     return 0
 

@@ -6,13 +6,14 @@ the next call resumes from."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 from bench.gpu import sections
-from bench.gpu_sizes import SMOKE
+from bench.gpu_sizes import GPU, SMOKE
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [s.name for s in sections(SMOKE)]
@@ -47,6 +48,8 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     assert step["breakdown"]["profile"]["aten_ops"] > 0 and step["breakdown"]["seconds"]["full"] > 0
     assert all("error" not in v for v in step["compile"].values()), step["compile"]
     assert [b["batch_size"] for b in step["batch"]] == list(SMOKE.step.batch_sizes)
+    epochs = done["steptime"]["result"]["epoch_seconds"]["large"]
+    assert epochs["kd"] > 0 and "epoch with the teacher under" in done["steptime"]["result"]["markdown"]
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     for name in first:
         assert f"<!-- BEGIN gpu-{name} -->" in markdown
@@ -85,10 +88,24 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
     assert "ablation: done" in again and "bench-gpu: all sections done" in again
     with tarfile.open(tmp_path / "p.tar.gz") as tar:
         names = tar.getnames()
+        state = tarfile.open(fileobj=tar.extractfile(f"{tmp_path.name}/results/gpu-state.tar.gz"))
     base = tmp_path.name
     assert f"{base}/results/gpu_ablation.json" in names and f"{base}/BENCHMARKS.md" in names
-    assert sum(n.startswith(f"{base}/ablation/") for n in names) == total
     assert [n for n in names if "/runs/teachers/" in n] == [f"{base}/runs/teachers/{SMOKE.teacher_file()}"]
+    # The ablation's runs travel in the state archive, the teacher does not (it is retrained or shipped).
+    assert sorted(n for n in state.getnames() if n.startswith("ablation/")) == sorted(f"ablation/{p.name}" for p in files)
+    assert not [n for n in state.getnames() if "teachers" in n]
+
+    # A later GPU session starts from a fresh machine: only the committed archive is there.
+    saved = {p.name: p.read_text() for p in files}  # a retrained run differs (its timings at least)
+    for p in files:
+        p.unlink()
+    (tmp_path / "results" / "gpu_ablation.json").unlink()
+    shutil.rmtree(tmp_path / "runs" / "teachers")
+    resumed = _bench(tmp_path, "--section", "ablation")
+    assert f"resumed {len(state.getnames())} state files" in resumed
+    assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
+    assert {p.name: p.read_text() for p in (tmp_path / "ablation").glob("*.json")} == saved  # unpacked, not trained again
 
 
 def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
@@ -103,6 +120,41 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
     assert ablation(cfg) is None  # cut short: the next call trains them
     assert list((tmp_path / "ablation").glob("*.json")) == []
+
+
+def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
+    for sizes in (GPU, SMOKE):
+        names = [s.name for s in sections(sizes)]
+        assert names[:5] == ["teachers", "steptime", "jobs", "step", "loader"] and names[-1] == "ablation"
+        searches = [n for n in names if n.startswith("search-")]
+        assert searches == [f"search-{b}-{s}" for b in sizes.budgets for s in sizes.samplers]
+    assert GPU.budgets[0] == "2M"  # make search's default budget: the standard search's figure first
+
+
+def test_every_finished_section_is_packed_at_once(tmp_path):
+    """A call killed by the device's time limit still brings back the sections it finished."""
+    import time
+
+    import torch
+
+    from bench.gpu import Config, Section, run_sections
+
+    packed: list[list[str]] = []
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 60, argv=())
+    todo = [Section(n, 1.0, lambda _c: {"x": 1}, lambda _c, n=n: (f"gpu-{n}", "body")) for n in ("a", "b")]
+    todo.append(Section("c", 1.0, lambda _c: None, lambda _c: ("gpu-c", "body"), resumable=True))  # cut short
+    done = run_sections(cfg, todo, force=False, log=lambda _l: None, after=lambda: packed.append(sorted(p.name for p in cfg.results.glob("*.json"))))
+    assert not done and packed == [["gpu_a.json"], ["gpu_a.json", "gpu_b.json"]]
+
+
+def test_the_device_call_fits_the_tool_and_the_lease():
+    from bench.gpu import CALL_SECONDS, device_calls
+
+    call = json.loads(next(line for line in device_calls() if line.startswith("run ")).removeprefix("run "))
+    assert set(call) <= {"command", "timeout_s", "carry"}  # what the device tool's run takes
+    assert CALL_SECONDS < call["timeout_s"] <= 600 and len(call["command"]) <= 2000
+    assert set(call["carry"]) == {".whl", ".data"}  # state travels committed (docs/results/gpu-state.tar.gz)
+    assert "give_back" in device_calls()
 
 
 def test_the_ship_line_names_the_file_the_ship_command_would_train():
