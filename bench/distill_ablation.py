@@ -28,7 +28,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench._report import hardware, write_section
@@ -40,6 +39,7 @@ from nas_kd.distill import MODES, get_mode, train
 from nas_kd.models.student import build_student
 from nas_kd.models.teachers import resolve_teacher
 from nas_kd.space import SearchSpace
+from nas_kd.stats import spearman
 
 SPACE = str(Path(__file__).resolve().parent.parent / "search_spaces" / "mbv2.yaml")  # any working folder
 TARGETS = {"small": 0.5e6, "large": 2e6}  # MACs (issue 11: students near 0.5M and 2M)
@@ -60,22 +60,6 @@ def pick_students(space: SearchSpace, input_shape, num_classes, samples: int = 3
             if name not in best or abs(macs - target) < abs(best[name][0] - target):
                 best[name] = (macs, cfg)
     return best
-
-
-def spearman(a, b) -> float:
-    """Rank correlation (average ranks for ties)."""
-
-    def ranks(v):
-        v = np.asarray(v, dtype=float)
-        order = v.argsort()
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for value in np.unique(v):  # ties share their mean rank
-            r[v == value] = r[v == value].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def header(title: str, args, device, schedule_text: str) -> list[str]:

@@ -36,38 +36,10 @@ from nas_kd.latency import (
     student_against_ruler,
 )
 from nas_kd.space import SearchSpace
+from nas_kd.stats import percentile, spearman
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "latency.json"
 SHAPE, CLASSES = (1, 28, 28), 10
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Average ranks (ties share the mean rank), for Spearman's coefficient."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-
-
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Paired-seed comparisons: the mean per-seed difference and its Student-t confidence interval.
+"""Paired-seed comparisons (the mean per-seed difference and its Student-t confidence interval),
+and the rank and order statistics the benches report (Spearman's coefficient, percentiles).
 
 "A beats B" in nas-kd means: both trained on the same seeds (same data order and, for equal
 architectures, the same initial weights), the per-seed differences a_i - b_i averaged, and a 95%
@@ -12,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["t_cdf", "t_quantile", "PairedDifference", "paired_difference"]
+__all__ = ["t_cdf", "t_quantile", "PairedDifference", "paired_difference", "ranks", "spearman", "percentile"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -126,3 +127,34 @@ def paired_difference(a: dict[int, float], b: dict[int, float], confidence: floa
         return PairedDifference(seeds, diffs, mean, None, None, confidence)
     half = t_quantile(0.5 + confidence / 2.0, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return PairedDifference(seeds, diffs, mean, mean - half, mean + half, confidence)
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Average ranks (ties share the mean rank), for Spearman's coefficient."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's on the average ranks."""
+    ra, rb = ranks(list(a)), ranks(list(b))
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0 <= q <= 1), linear between order statistics (numpy's default)."""
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)

@@ -34,3 +34,27 @@ def test_one_pair_has_no_interval():
     assert d.low is None and d.high is None and d.direction == "no detectable difference" and d.mean == pytest.approx(0.1)
     with pytest.raises(ValueError):
         paired_difference({1: 0.9}, {2: 0.8})
+
+
+def test_ranks_share_the_mean_rank_on_ties():
+    from nas_kd.stats import ranks
+
+    assert ranks([3.0, 1.0, 3.0, 2.0]) == [2.5, 0.0, 2.5, 1.0]
+
+
+def test_spearman_is_one_for_any_increasing_map_and_minus_one_reversed():
+    from nas_kd.stats import spearman
+
+    a = [0.3, 0.1, 0.7, 0.2, 0.9]
+    assert abs(spearman(a, [x**3 + 5 for x in a]) - 1.0) < 1e-12
+    assert abs(spearman(a, [-x for x in a]) + 1.0) < 1e-12
+    # One swapped pair of five: 1 - 6 * 2 / (5 * 24) = 0.9
+    assert abs(spearman([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) - 0.9) < 1e-12
+
+
+def test_percentile_interpolates_like_numpy():
+    from nas_kd.stats import percentile
+
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.25) == 1.75
+    assert percentile([5.0], 0.1) == 5.0
