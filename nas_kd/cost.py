@@ -144,14 +144,24 @@ def _measure(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes:
     return Cost(macs=macs, params=sum(p.numel() for p in model.parameters()))
 
 
-def thop_macs(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes: int) -> int:
-    """thop's count under the same definition: its BN and pooling rules are zeroed (see module doc)."""
+def thop_macs(cfg: StudentConfig, input_shape: tuple[int, int, int], num_classes: int) -> int | None:
+    """thop's count under the same definition: its BN and pooling rules are zeroed (see module doc).
+    None where thop cannot be imported: it is a cross-check, and the report says it is missing."""
     c, h, w = _shape(input_shape)
     model = build_student(cfg, c, num_classes).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # thop warns at import (distutils) and about unknown modules
-        from thop import profile
-        from thop.vision.basic_hooks import zero_ops
+        try:
+            # thop imports distutils, gone from Python 3.12's standard library; setuptools, once
+            # imported, provides it.
+            import setuptools  # noqa: F401
+        except ImportError:
+            pass
+        try:
+            from thop import profile
+            from thop.vision.basic_hooks import zero_ops
+        except ImportError:
+            return None
 
         not_counted = {nn.BatchNorm2d: zero_ops, nn.AdaptiveAvgPool2d: zero_ops}
         macs, _ = profile(model, inputs=(torch.zeros(1, c, h, w),), custom_ops=not_counted, verbose=False)

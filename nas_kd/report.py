@@ -238,7 +238,7 @@ def _markdown(r: dict) -> str:
             "| | value |",
             "| --- | --- |",
             f"| MACs (fvcore) | {w['macs']:,} ({format_count(w['macs'])}) |",
-            f"| MACs (thop) | {w['thop_macs']:,} ({format_count(w['thop_macs'])}) |",
+            f"| MACs (thop) | {w['thop_macs']:,} ({format_count(w['thop_macs'])}) |" if w.get("thop_macs") is not None else "| MACs (thop) | thop could not be imported here |",
             f"| params | {w['params']:,} ({format_count(w['params'])}) |",
             f"| validation accuracy in the search (brief schedule) | {_pct(w['search_val_accuracy'])} |",
         ]

@@ -121,3 +121,12 @@ def test_measure_is_memoised_by_canonical_config():
 
 def test_cost_describe():
     assert Cost(2_000_000, 150_000).describe() == "2.00M MACs, 150.00k params"
+
+
+def test_thop_is_a_cross_check_its_absence_does_not_stop_a_report(monkeypatch):
+    """thop imports distutils, which Python 3.12 lacks without setuptools: then no thop figure."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "thop", None)  # import thop raises ImportError
+    cfg = SearchSpace.load(SPACES[0]).smallest()
+    assert thop_macs(cfg, (1, 28, 28), 10) is None
