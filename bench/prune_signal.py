@@ -1,0 +1,195 @@
+"""Does the search's pruner stop the right candidates? Its signal, measured without pruning.
+
+The search prunes a candidate after its first brief epoch when its validation accuracy is under
+the median of the earlier candidates' first epochs (`nas_kd.search.TrainedMedianPruner`). That
+saves compute only if the first epoch ranks candidates the way the last one does. This bench
+trains N random in-budget candidates on the preset's brief schedule with pruning off, keeps every
+epoch's validation accuracy, and replays pruning rules on that record in trial order:
+
+- the Spearman correlation of epoch-1 with final validation accuracy;
+- per rule (no pruning, median, lower quartile, ...): the share of the brief compute it spends,
+  how many of the final top-k it stops, and its regret (best final accuracy overall minus the best
+  among the candidates it lets finish).
+
+Random sampling makes the replay exact: which candidate comes next does not depend on what was
+pruned (with TPE it would). The test set is never read.
+
+    python -m bench.prune_signal --budget 2M --trials 60          # 2-core CPU, quick preset, ~15 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench._report import hardware, write_section
+from nas_kd.stats import percentile, spearman
+
+__all__ = ["Rule", "RULES", "replay", "main"]
+
+EQUAL_COMPUTE_TRIALS = 20  # the compute of this many unpruned brief runs, for the equal-compute column
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "prune_signal.json"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Stop a candidate after epoch 1 when its accuracy is under this percentile of the earlier
+    candidates' epoch-1 accuracies, once `startup` candidates are in (None: never)."""
+
+    name: str
+    percentile: float | None
+    startup: int = 5
+
+
+RULES = (Rule("none", None), Rule("median (shipped)", 50.0), Rule("lower quartile", 25.0), Rule("lowest tenth", 10.0))
+
+
+def replay(histories: list[list[float]], rule: Rule, top_k: int = 5) -> dict:
+    """Apply `rule` to per-candidate validation histories in trial order (epoch-1 is index 0)."""
+    first = [h[0] for h in histories]
+    final = [h[-1] for h in histories]
+    epochs = len(histories[0])
+    stopped = []
+    for i, acc in enumerate(first):
+        earlier = first[:i]  # pruned candidates report epoch 1 too, so all of them count
+        stop = rule.percentile is not None and len(earlier) >= rule.startup and acc < percentile(earlier, rule.percentile / 100)
+        stopped.append(stop)
+    kept = [f for f, s in zip(final, stopped, strict=True) if not s]
+    top = sorted(range(len(final)), key=lambda i: -final[i])[:top_k]
+    epochs_spent = sum(1 if s else epochs for s in stopped)
+    return {
+        "rule": rule.name,
+        "stopped": sum(stopped),
+        "compute_share": epochs_spent / (epochs * len(histories)),
+        "top_k_stopped": sum(stopped[i] for i in top),
+        "regret": max(final) - max(kept),
+    }
+
+
+def equal_compute(histories: list[list[float]], rule: Rule, trials: int, draws: int = 2000, seed: int = 0) -> float:
+    """Expected best final accuracy among the candidates `rule` lets finish, when a search may
+    spend the brief compute of `trials` unpruned candidates: the record in `draws` random orders,
+    candidates taken in turn until that compute is spent (a pruned one costs one epoch)."""
+    import random
+
+    rng = random.Random(seed)
+    epochs = len(histories[0])
+    best_total = 0.0
+    for _ in range(draws):
+        order = rng.sample(histories, len(histories))
+        seen: list[float] = []
+        spent, best = 0, 0.0
+        for h in order:
+            stop = rule.percentile is not None and len(seen) >= rule.startup and h[0] < percentile(seen, rule.percentile / 100)
+            cost = 1 if stop else epochs
+            if spent + cost > trials * epochs:
+                break
+            spent += cost
+            seen.append(h[0])
+            if not stop:
+                best = max(best, h[-1])
+        best_total += best
+    return best_total / draws
+
+
+def collect(budget: str, trials: int, seed: int, preset: str, mode: str, log=print) -> list[dict]:
+    """Train `trials` random in-budget candidates on the brief schedule, no pruning."""
+    import optuna
+
+    from nas_kd.device import resolve_device
+    from nas_kd.models.teachers import resolve_teacher
+    from nas_kd.plan import build_plan
+    from nas_kd.search import Objective, SearchOptions, _budget_sampler
+
+    plan = build_plan(SearchOptions(budget=budget, sampler="random", mode=mode, preset=preset, seed=seed, trials=trials, study=f"prune-signal_{budget}_s{seed}"))
+    device = resolve_device("auto")
+    teacher = None
+    if plan.mode.uses_teacher:
+        teacher, meta, path = resolve_teacher(plan.teacher.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=plan.teacher.reconstruction, log=log)
+        plan = plan.with_teacher(meta, path)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=_budget_sampler(plan, seed), pruner=optuna.pruners.NopPruner())
+    objective = Objective(plan, teacher=teacher, device=device, prune=False)
+    rows = []
+    while len(rows) < trials:
+        start = time.perf_counter()
+        study.optimize(objective, n_trials=1)
+        t = study.trials[-1]
+        if not t.user_attrs.get("feasible"):
+            continue
+        rows.append({"number": t.number, "describe": t.user_attrs["describe"], "macs": t.user_attrs["macs"], "val_history": t.user_attrs["val_history"], "seconds": time.perf_counter() - start})
+        log(f"prune-signal: {len(rows)}/{trials} {rows[-1]['describe']} val {' '.join(f'{a:.4f}' for a in rows[-1]['val_history'])} ({rows[-1]['seconds']:.1f}s)")
+    return rows
+
+
+def analyse(rows: list[dict], top_k: int = 5) -> dict:
+    histories = [r["val_history"] for r in rows]
+    first = [h[0] for h in histories]
+    final = [h[-1] for h in histories]
+    return {
+        "candidates": len(rows),
+        "epochs": len(histories[0]),
+        "spearman_first_final": spearman(first, final),
+        "first_median": statistics.median(first),
+        "final_median": statistics.median(final),
+        "top_k": top_k,
+        "rules": [replay(histories, rule, top_k) | {"equal_compute_best": equal_compute(histories, rule, EQUAL_COMPUTE_TRIALS)} for rule in RULES],
+        "equal_compute_trials": EQUAL_COMPUTE_TRIALS,
+    }
+
+
+def render(record: dict) -> str:
+    a = record["analysis"]
+    lines = [
+        "## Does the pruner stop the right candidates? (CPU)",
+        "",
+        f"`{record['command']}` ({record['date']}, {record['hardware']}; preset {record['preset']}, mode {record['mode']}, budget {record['budget']}, random sampler, search seed {record['seed']}).",
+        "",
+        f"{a['candidates']} random in-budget candidates trained on the brief schedule ({a['epochs']} epochs) with pruning off; the rules are replayed on their record in trial order. "
+        f"Spearman(epoch-1, final validation accuracy) = **{a['spearman_first_final']:.2f}**; medians {a['first_median']:.3f} after epoch 1, {a['final_median']:.3f} at the end.",
+        "",
+        f"| rule (stop after epoch 1 if under ... of earlier epoch-1s) | stopped | brief compute spent | of the final top {a['top_k']}, stopped | regret (best final - best kept) | best final at the compute of {a['equal_compute_trials']} unpruned runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in a["rules"]:
+        lines.append(f"| {r['rule']} | {r['stopped']}/{a['candidates']} | {r['compute_share']:.0%} | {r['top_k_stopped']} | {100 * r['regret']:+.2f} pts | {100 * r['equal_compute_best']:.2f}% |")
+    lines += ["", "*best final at equal compute*: the mean over 2,000 random orders of this record of the best final validation accuracy among the candidates a rule lets finish, taking candidates until the compute of that many unpruned brief runs is spent (a stopped one costs its first epoch): what a random search with that rule would find for the same time."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="2M")
+    ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--mode", default="kd")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--render", action="store_true", help="rewrite the section from the JSON; train nothing")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.render:
+        import datetime as dt
+        import shlex
+        import sys
+
+        rows = collect(args.budget, args.trials, args.seed, args.preset, args.mode)
+        record = {"command": shlex.join(["python", "-m", "bench.prune_signal", *(sys.argv[1:] if argv is None else argv)]), "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "seed": args.seed, "preset": args.preset, "mode": args.mode, "rows": rows}
+        record["analysis"] = analyse(rows)
+        RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    record = json.loads(RESULTS.read_text())
+    record["analysis"] = analyse(record["rows"])
+    write_section("prune-signal", render(record))
+    print(render(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
