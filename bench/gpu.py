@@ -11,7 +11,7 @@ of docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the mark
 section whose JSON exists is skipped unless ``--force``. A GPU session here has 15 minutes of
 device time: the machine's start and one call of at most 10 minutes. So the command keeps its own
 clock (``--call-seconds``): it starts a section only if the section's estimate fits in what is
-left, and stops with "run the same command again" otherwise. The searches and the ablation are
+left, and otherwise leaves it for the next call and goes on to the next section that fits. The searches and the ablation are
 resumable inside a section: a search stops starting trials at the call's end and its study
 (``.bench-gpu/runs/<study>/study.db``) resumes next call; each ablation run is kept as it
 finishes. That state goes into ``docs/results/gpu-state.tar.gz`` (`save_state`), which is
@@ -114,7 +114,10 @@ def result_path(cfg: Config, name: str) -> Path:
 
 def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, after: Callable[[], None] = lambda: None) -> bool:
     """Run what is not done yet, in order, within the call; True when every section is done.
-    ``after`` runs after each finished section (the pack: a call killed later keeps it)."""
+    A section without time left is skipped for the next call and a later, shorter one may still
+    run: a GPU call is too rare to end early. ``after`` runs after each finished section (the
+    pack: a call killed later keeps it)."""
+    complete = True
     for sec in todo:
         path = result_path(cfg, sec.name)
         if path.is_file() and not force:
@@ -122,21 +125,23 @@ def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, af
             continue
         left = cfg.left()
         if left < (min(MIN_SLICE, sec.estimate_s) if sec.resumable else sec.estimate_s):
-            log(f"bench-gpu: stopping before {sec.name} (about {sec.estimate_s:.0f} s; {left:.0f} s left in this call): run the same command again")
-            return False
+            log(f"bench-gpu: no time for {sec.name} in this call (about {sec.estimate_s:.0f} s; {left:.0f} s left): left for the next call")
+            complete = False
+            continue
         log(f"bench-gpu: {sec.name} (estimated {sec.estimate_s:.0f} s{'' if cfg.smoke else ' on an H100'}; {left:.0f} s left in this call)")
         t0 = time.perf_counter()
         result = sec.run(cfg)
         if result is None:
             log(f"bench-gpu: {sec.name} cut short at the end of this call: run the same command again to resume it")
-            return False
+            complete = False
+            continue
         record = {"section": sec.name, "seconds": time.perf_counter() - t0, "estimate_seconds": sec.estimate_s, "date": dt.date.today().isoformat(), "hardware": hardware(), "smoke": cfg.smoke, "command": shlex.join(["python", "-m", "bench.gpu", *cfg.argv]), "result": result}
         cfg.results.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         write_section(*sec.render(cfg), path=cfg.markdown)
         log(f"bench-gpu: {sec.name} done in {record['seconds']:.0f} s")
         after()
-    return True
+    return complete
 
 
 def render_all(cfg: Config, todo: list[Section]) -> None:
