@@ -1,0 +1,139 @@
+"""How many trials does a search need? The same search at two trial counts, paired by search seed.
+
+`make search` on a CPU runs the quick preset's trial count. Optuna's TPE proposes its first 10
+candidates at random (``n_startup_trials``), so a search of 8 trials is a random search with the
+uniform baseline as its first candidate. This bench runs the TPE search at each ``--trials``
+count for each search seed (budget, mode kd, quick preset, re-screen and final retrain as
+`make search` does them) and compares:
+
+- per count: the winner's retrain test accuracy minus the uniform baseline's (kd), paired by
+  retrain seed, pooled over the search seeds; how often the winner is the baseline itself;
+  the search's wall time (trials, re-screen and retrains);
+- the larger count minus the smaller: the winner's mean test accuracy, paired by search seed
+  (each search seed's searches retrain on the same seeds, so the baseline is the same too).
+
+    python -m bench.search_trials --trials 8,24 --search-seeds 0,1,2     # 2-core CPU, ~45 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+from bench._report import hardware, write_section
+from bench.search_gpu import _seeds, options, run_one
+from nas_kd.stats import PairedDifference, paired_difference
+
+__all__ = ["main", "analyse", "render"]
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"
+
+
+def _row(report: dict, trials: int, seed: int, baseline: dict | None) -> dict:
+    w = report["winner"]
+    base = baseline or report["baselines"]
+    return {
+        "trials": trials,
+        "search_seed": seed,
+        "wall_seconds": report["bench_seconds"],
+        "winner": {"describe": w["describe"], "macs": w["macs"], "search_val_accuracy": w["search_val_accuracy"], "test_by_seed": _seeds(w)},
+        "baseline": {"describe": base["describe"], "macs": base["macs"], "test_by_seed": _seeds(base["modes"]["kd"])},
+    }
+
+
+def analyse(rows: list[dict]) -> dict:
+    counts = sorted({r["trials"] for r in rows})
+    per_count = {}
+    for n in counts:
+        mine = [r for r in rows if r["trials"] == n]
+        # Winner minus baseline, one pair per (search seed, retrain seed).
+        w = {(r["search_seed"], s): a for r in mine for s, a in r["winner"]["test_by_seed"].items()}
+        b = {(r["search_seed"], s): a for r in mine for s, a in r["baseline"]["test_by_seed"].items()}
+        keys = sorted(w)
+        per_count[n] = {
+            "searches": len(mine),
+            "winner_is_baseline": sum(r["winner"]["describe"] == r["baseline"]["describe"] for r in mine),
+            "winner_minus_baseline": paired_difference(dict(enumerate(w[k] for k in keys)), dict(enumerate(b[k] for k in keys))).to_dict(),
+            # The search seed is the unit a user re-rolls: one pair per search (means over its retrain seeds).
+            "winner_minus_baseline_by_search": paired_difference(
+                {r["search_seed"]: statistics.fmean(r["winner"]["test_by_seed"].values()) for r in mine},
+                {r["search_seed"]: statistics.fmean(r["baseline"]["test_by_seed"].values()) for r in mine},
+            ).to_dict(),
+            "median_wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
+        }
+    versus = None
+    if len(counts) >= 2:
+        lo, hi = counts[0], counts[-1]
+
+        def mean_by_seed(n):
+            return {r["search_seed"]: statistics.fmean(r["winner"]["test_by_seed"].values()) for r in rows if r["trials"] == n}
+
+        versus = {"more": hi, "fewer": lo, "more_minus_fewer": paired_difference(mean_by_seed(hi), mean_by_seed(lo)).to_dict()}
+    return {"per_count": per_count, "versus": versus}
+
+
+def _diff(d: dict) -> str:
+    p = PairedDifference.from_dict(d)
+    if p.low is None:
+        return f"{100 * p.mean:+.2f} (one pair)"
+    return f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}] ({p.direction})"
+
+
+def render(record: dict) -> str:
+    a = analyse(record["rows"])
+    lines = [
+        "## How many trials does the CPU search need? (CPU)",
+        "",
+        f"`{record['command']}` ({record['date']}, {record['hardware']}; budget {record['budget']}, TPE, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
+        "",
+        "| trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | the same, one pair per search seed x retrain seed (not independent: 3 share a winner) | median wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, c in a["per_count"].items():
+        lines.append(f"| {n} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {_diff(c['winner_minus_baseline'])} | {c['median_wall_seconds']:.0f} |")
+    lines += ["", "*wall s*: trials, re-screen and retrains; the first count's searches also train the baselines (6 full runs) that the others reuse, so the columns do not compare."]
+    lines += ["", "| search seed | trials | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(record["rows"], key=lambda r: (r["search_seed"], r["trials"])):
+        w, b = r["winner"], r["baseline"]
+        lines.append(f"| {r['search_seed']} | {r['trials']} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |")
+    if a["versus"]:
+        v = a["versus"]
+        lines += ["", f"{v['more']} trials minus {v['fewer']}, the winner's mean test accuracy paired by search seed: {_diff(v['more_minus_fewer'])}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", default="8,24", help="trial counts, comma-separated (the first trains the baselines)")
+    ap.add_argument("--search-seeds", default="0,1,2")
+    ap.add_argument("--budget", default="2M")
+    ap.add_argument("--retrain-seeds", type=int, default=3)
+    ap.add_argument("--space", default="search_spaces/mbv2.yaml")
+    ap.add_argument("--render", action="store_true", help="rewrite the section from the JSON; train nothing")
+    args = ap.parse_args(argv)
+    if not args.render:
+        counts = [int(n) for n in args.trials.split(",")]
+        rows = []
+        record = {"command": shlex.join(["python", "-m", "bench.search_trials", *(sys.argv[1:] if argv is None else argv)]), "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": rows}
+        for seed in (int(s) for s in args.search_seeds.split(",")):
+            baseline = None
+            for i, n in enumerate(counts):
+                study = f"bench-trials_{args.budget}_t{n}_s{seed}"
+                opts = options(args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=n, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=i == 0, progress=False)
+                report = run_one(opts, log=lambda text: print(text, flush=True))
+                baseline = baseline or report["baselines"]  # the same retrain seeds: the same baseline
+                rows.append(_row(report, n, seed, baseline))
+                RESULTS.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
+    record = json.loads(RESULTS.read_text())
+    write_section("search-trials", render(record))
+    print(render(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
