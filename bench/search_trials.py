@@ -34,15 +34,19 @@ __all__ = ["main", "analyse", "render"]
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"
 
 
-def _row(report: dict, trials: int, seed: int, baseline: dict | None) -> dict:
+def _baseline(report: dict) -> dict:
+    base = report["baselines"]
+    return {"describe": base["describe"], "macs": base["macs"], "test_by_seed": _seeds(base["modes"]["kd"])}
+
+
+def _row(report: dict, trials: int, seed: int, baseline: dict) -> dict:
     w = report["winner"]
-    base = baseline or report["baselines"]
     return {
         "trials": trials,
         "search_seed": seed,
         "wall_seconds": report["bench_seconds"],
         "winner": {"describe": w["describe"], "macs": w["macs"], "search_val_accuracy": w["search_val_accuracy"], "test_by_seed": _seeds(w)},
-        "baseline": {"describe": base["describe"], "macs": base["macs"], "test_by_seed": _seeds(base["modes"]["kd"])},
+        "baseline": baseline,
     }
 
 
@@ -89,7 +93,7 @@ def render(record: dict) -> str:
     lines = [
         "## How many trials does the CPU search need? (CPU)",
         "",
-        f"`{record['command']}` ({record['date']}, {record['hardware']}; budget {record['budget']}, TPE, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
+        f"{' then '.join(f'`{c}`' for c in record.get('commands') or [record['command']])} ({record['date']}, {record['hardware']}; budget {record['budget']}, TPE, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
         "",
         "| trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | the same, one pair per search seed x retrain seed (not independent: 3 share a winner) | median wall s |",
         "|---|---|---|---|---|---|",
@@ -118,15 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.render:
         counts = [int(n) for n in args.trials.split(",")]
-        rows = []
-        record = {"command": shlex.join(["python", "-m", "bench.search_trials", *(sys.argv[1:] if argv is None else argv)]), "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": rows}
+        command = shlex.join(["python", "-m", "bench.search_trials", *(sys.argv[1:] if argv is None else argv)])
+        record = {"commands": [], "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
+        if RESULTS.is_file():
+            old = json.loads(RESULTS.read_text())
+            if (old["budget"], old["retrain_seeds"]) == (args.budget, args.retrain_seeds):  # more searches of the same experiment
+                record.update(rows=old["rows"], commands=old.get("commands") or [old["command"]])
+        record["commands"].append(command)
+        rows = record["rows"]
         for seed in (int(s) for s in args.search_seeds.split(",")):
-            baseline = None
-            for i, n in enumerate(counts):
+            # The same retrain seeds give the same baseline: trained by this seed's first search only.
+            baseline = next((r["baseline"] for r in rows if r["search_seed"] == seed), None)
+            for n in counts:
+                if any((r["trials"], r["search_seed"]) == (n, seed) for r in rows):
+                    continue
                 study = f"bench-trials_{args.budget}_t{n}_s{seed}"
-                opts = options(args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=n, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=i == 0, progress=False)
+                opts = options(args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=n, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baseline is None, progress=False)
                 report = run_one(opts, log=lambda text: print(text, flush=True))
-                baseline = baseline or report["baselines"]  # the same retrain seeds: the same baseline
+                baseline = baseline or _baseline(report)
                 rows.append(_row(report, n, seed, baseline))
                 RESULTS.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
     record = json.loads(RESULTS.read_text())

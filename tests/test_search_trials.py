@@ -32,3 +32,30 @@ def test_pairs_by_search_seed_and_by_retrain_seed():
     v = a["versus"]
     assert (v["more"], v["fewer"]) == (24, 8) and abs(v["more_minus_fewer"]["mean"] - (0.01 + 0.02) / 2) < 1e-12
     assert "24 trials minus 8" in render({"rows": rows, "command": "c", "date": "d", "hardware": "h", "budget": "2M", "retrain_seeds": 2})
+
+
+def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_path, monkeypatch):
+    import json
+
+    import bench.search_trials as bench
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "search_trials.json")
+    monkeypatch.setattr(bench, "write_section", lambda *a, **k: None)
+    asked = []
+
+    def fake_run_one(opts, log=print):
+        asked.append((opts.trials, opts.seed, opts.baselines))
+        runs = [{"seed": opts.seed + 1, "test_accuracy": 0.9}]
+        report = {"bench_seconds": 1.0, "winner": {"describe": "w", "macs": 1, "search_val_accuracy": 0.8, "retrain_runs": runs}}
+        if opts.baselines:
+            report["baselines"] = {"describe": "b", "macs": 1, "modes": {"kd": {"runs": [{"seed": opts.seed + 1, "test_accuracy": 0.89}]}}}
+        return report
+
+    monkeypatch.setattr(bench, "run_one", fake_run_one)
+    bench.main(["--trials", "8,24", "--search-seeds", "0", "--retrain-seeds", "1"])
+    bench.main(["--trials", "8,24", "--search-seeds", "0,1", "--retrain-seeds", "1"])
+    # Seed 0's two searches are not run again; each seed's first search alone trains the baseline.
+    assert asked == [(8, 0, True), (24, 0, False), (8, 1, True), (24, 1, False)]
+    record = json.loads((tmp_path / "search_trials.json").read_text())
+    assert sorted((r["trials"], r["search_seed"]) for r in record["rows"]) == [(8, 0), (8, 1), (24, 0), (24, 1)]
+    assert len(record["commands"]) == 2 and all(r["baseline"]["test_by_seed"] for r in record["rows"])
