@@ -128,7 +128,7 @@ def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, af
             log(f"bench-gpu: no time for {sec.name} in this call (about {sec.estimate_s:.0f} s; {left:.0f} s left): left for the next call")
             complete = False
             continue
-        log(f"bench-gpu: {sec.name} (estimated {sec.estimate_s:.0f} s{'' if cfg.smoke else ' on an H100'}; {left:.0f} s left in this call)")
+        log(f"bench-gpu: {sec.name} (estimated {sec.estimate_s:.0f} s{'' if cfg.smoke else ' on the GPU'}; {left:.0f} s left in this call)")
         t0 = time.perf_counter()
         result = sec.run(cfg)
         if result is None:
@@ -173,7 +173,7 @@ def _state_files(cfg: Config) -> list[Path]:
     keep = []
     runs = cfg.work / "runs"
     if runs.is_dir():
-        keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix != ".png" and "teachers" not in p.relative_to(runs).parts[:1]]
+        keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix != ".png" and p.relative_to(runs).parts[0] != "teachers"]
     return keep + sorted((cfg.work / "ablation").glob("*.json"))
 
 

@@ -131,8 +131,9 @@ def steptime(cfg) -> dict:
     modes = [m for m in cfg.sizes.steptime_modes if cfg.sizes.teacher_reconstruction or m != "zhang"]
     times = distill_ablation.step_times(students, {False: model, True: model}, splits, full, modes, cfg.sizes.steptime_reps, cfg.device)
     intro = f"Batch {full.batch_size}, median of {cfg.sizes.steptime_reps} interleaved steps per mode after 2 warm-up steps (synchronised wall time on a GPU). Target: full <= 1.6x kd. {distill_ablation.describe_students(students, cfg.sizes.dataset)}."
-    epochs = epoch_seconds(times, len(splits.train) // full.batch_size)
-    note = (f"- Step time alone x {len(splits.train) // full.batch_size} steps (teacher outputs cached, no crop, a sync per step; the goal of an epoch under "
+    steps = len(splits.train) // full.batch_size
+    epochs = epoch_seconds(times, steps)
+    note = (f"- Step time alone x {steps} steps (teacher outputs cached, no crop, a sync per step; the goal of an epoch under "
             f"{EPOCH_GOAL_S} s is judged on real trials in the jobs section): " + "; ".join(f"{name} {mode} {sec:.2f} s" for name, per in epochs.items() for mode, sec in per.items() if mode in ("kd", "full")))
     return {"seconds": times, "epoch_seconds": epochs, "markdown": "\n".join([intro, "", *distill_ablation.steptime_table(times), "", note])}
 

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 from bench._report import hardware, write_section
-from bench.search_gpu import _seeds, options, run_one
-from nas_kd.stats import PairedDifference, paired_difference
+from bench.search_gpu import _diff, _seeds, options, run_one
+from nas_kd.stats import paired_difference
 
 __all__ = ["main", "analyse", "render"]
 
@@ -50,6 +50,11 @@ def _row(report: dict, trials: int, seed: int, baseline: dict) -> dict:
     }
 
 
+def _mean_by_search(rows: list[dict], side: str) -> dict[int, float]:
+    """Per search seed, the mean test accuracy of its winner or baseline over the retrain seeds."""
+    return {r["search_seed"]: statistics.fmean(r[side]["test_by_seed"].values()) for r in rows}
+
+
 def analyse(rows: list[dict]) -> dict:
     counts = sorted({r["trials"] for r in rows})
     per_count = {}
@@ -64,28 +69,15 @@ def analyse(rows: list[dict]) -> dict:
             "winner_is_baseline": sum(r["winner"]["describe"] == r["baseline"]["describe"] for r in mine),
             "winner_minus_baseline": paired_difference(dict(enumerate(w[k] for k in keys)), dict(enumerate(b[k] for k in keys))).to_dict(),
             # The search seed is the unit a user re-rolls: one pair per search (means over its retrain seeds).
-            "winner_minus_baseline_by_search": paired_difference(
-                {r["search_seed"]: statistics.fmean(r["winner"]["test_by_seed"].values()) for r in mine},
-                {r["search_seed"]: statistics.fmean(r["baseline"]["test_by_seed"].values()) for r in mine},
-            ).to_dict(),
+            "winner_minus_baseline_by_search": paired_difference(_mean_by_search(mine, "winner"), _mean_by_search(mine, "baseline")).to_dict(),
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
         }
     versus = None
     if len(counts) >= 2:
         lo, hi = counts[0], counts[-1]
-
-        def mean_by_seed(n):
-            return {r["search_seed"]: statistics.fmean(r["winner"]["test_by_seed"].values()) for r in rows if r["trials"] == n}
-
-        versus = {"more": hi, "fewer": lo, "more_minus_fewer": paired_difference(mean_by_seed(hi), mean_by_seed(lo)).to_dict()}
+        winners = {n: _mean_by_search([r for r in rows if r["trials"] == n], "winner") for n in (lo, hi)}
+        versus = {"more": hi, "fewer": lo, "more_minus_fewer": paired_difference(winners[hi], winners[lo]).to_dict()}
     return {"per_count": per_count, "versus": versus}
-
-
-def _diff(d: dict) -> str:
-    p = PairedDifference.from_dict(d)
-    if p.low is None:
-        return f"{100 * p.mean:+.2f} (one pair)"
-    return f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}] ({p.direction})"
 
 
 def render(record: dict) -> str:
