@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
@@ -74,14 +73,23 @@ def test_entries_measured_at_different_machine_speeds_agree(cache, monkeypatch):
     import nas_kd.latency as latency
 
     cfg = TINY.largest()
+    # The slow machine replays the fast one's own timings, 3x longer: a fresh measurement would
+    # add run-to-run noise (up to 30% on a small part on a VM whose ruler takes 0.05 ms), and
+    # busy-waiting inside each run stretched the graph but not the timer's own microsecond.
+    recorded: list = []
+    real_against, real_graph = latency.time_against, latency.time_graph
+    monkeypatch.setattr(latency, "time_against", lambda *a, **k: recorded.append(real_against(*a, **k)) or recorded[-1])
+    monkeypatch.setattr(latency, "time_graph", lambda *a, **k: recorded.append(real_graph(*a, **k)) or recorded[-1])
     fast_table = LatencyTable(path=cache / "fast.json")
     fast_table.sum_of_parts_rulers(cfg, SHAPE, CLASSES)
     fast_ruler_ms = fast_table.ruler_ms
-    # A machine 3x slower, as the timer sees it. (Padding each run by busy waiting, as before,
-    # stretched the graph but not the timer's own microsecond: on a VM where the ruler takes
-    # 0.05 ms that skewed the small parts' ratios by up to half.)
-    real_ns = time.perf_counter_ns
-    monkeypatch.setattr(latency.time, "perf_counter_ns", lambda: 3 * real_ns())
+
+    def slower(times):
+        return tuple([3 * t for t in ts] for ts in times) if isinstance(times, tuple) else [3 * t for t in times]
+
+    replay = iter(recorded)
+    monkeypatch.setattr(latency, "time_against", lambda *a, **k: slower(next(replay)))
+    monkeypatch.setattr(latency, "time_graph", lambda *a, **k: slower(next(replay)))
     slow_table = LatencyTable(path=cache / "slow.json")
     slow_table.sum_of_parts_rulers(cfg, SHAPE, CLASSES)
     # Each part's entry in rulers, not their sum less the call overheads: that difference of
