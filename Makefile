@@ -30,7 +30,7 @@ PACK ?=
 WORK ?=
 opt = $(if $(2),$(1) $(2),)
 
-.PHONY: setup test teacher search export dashboard worker finalize bench bench-latency bench-gpu gpu-prep lint clean
+.PHONY: setup test teacher search export dashboard worker finalize bench bench-latency bench-gpu gpu-prep gpu-env-check lint clean
 
 setup: $(STAMP)
 
@@ -91,6 +91,11 @@ bench-gpu:
 gpu-prep:
 	bash ../shared/device/wheels.sh
 	@$(BENCH_PYTHON) -m bench.gpu --calls
+
+# The smoke bench in a venv holding only the GPU machine's packages: a missing dependency fails here,
+# not in a GPU session's one call.
+gpu-env-check:
+	bash scripts/gpu_env_check.sh
 
 lint: setup
 	$(BIN)/ruff check nas_kd tests bench

@@ -33,6 +33,7 @@ import shlex
 import sys
 import tarfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,14 @@ def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, af
             continue
         log(f"bench-gpu: {sec.name} (estimated {sec.estimate_s:.0f} s{'' if cfg.smoke else ' on the GPU'}; {left:.0f} s left in this call)")
         t0 = time.perf_counter()
-        result = sec.run(cfg)
+        try:
+            result = sec.run(cfg)
+        except Exception as exc:  # KeyboardInterrupt still ends the call (the pack runs in main's finally)
+            # A bug in one section (a CUDA error, an API this torch lacks) must not cost the call's
+            # other sections: record it for the next session to fix, free the device, go on.
+            record_failure(cfg, sec.name, exc, log)
+            complete = False
+            continue
         if result is None:
             log(f"bench-gpu: {sec.name} cut short at the end of this call: run the same command again to resume it")
             complete = False
@@ -142,6 +150,29 @@ def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, af
         log(f"bench-gpu: {sec.name} done in {record['seconds']:.0f} s")
         after()
     return complete
+
+
+FAILURES = "failures.log"  # in the work folder; packed, so the call brings it back
+
+
+def record_failure(cfg: Config, name: str, exc: BaseException, log=print) -> None:
+    """One line to the log, the whole traceback to stderr and to `FAILURES` (appended: a call may
+    hold several), and the device's cached memory freed for the sections that follow."""
+    trace = "".join(traceback.format_exception(exc))
+    log(f"bench-gpu: {name} FAILED ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the next sections still run, traceback in {FAILURES}")
+    print(trace, file=sys.stderr, flush=True)
+    try:
+        where = hardware()
+    except Exception:  # a sticky CUDA error can make even the device's name unreadable
+        where = "device unreadable after the failure"
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    with open(cfg.work / FAILURES, "a") as f:
+        f.write(f"# {dt.datetime.now().isoformat(timespec='seconds')} section {name} ({where})\n{trace}\n")
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass  # the context is lost: the next sections will fail and be recorded the same way
 
 
 def render_all(cfg: Config, todo: list[Section]) -> None:
@@ -216,6 +247,7 @@ def pack(cfg: Config, target: Path) -> None:
     state = save_state(cfg)
     keep = sorted(cfg.results.glob("gpu_*.json")) + [cfg.results / "search.json", cfg.markdown, *([state] if state else [])]
     keep.append(cfg.work / "runs" / "teachers" / cfg.sizes.teacher_file())
+    keep.append(cfg.work / FAILURES)
     _write_tar(target, [(p, str(_arcname(cfg, p.resolve()))) for p in keep if p.is_file()])
     print(f"bench-gpu: packed {sum(p.is_file() for p in keep)} files into {target} ({target.stat().st_size / 2**20:.1f} MiB); extract with: tar xzf {target.name} (in the repository root)", flush=True)
 
@@ -238,6 +270,8 @@ def device_calls(data_dir: str = ".data") -> list[str]:
     return [
         "# 1. here, once per session: wheels and data for the offline GPU machine (done by `make gpu-prep`)",
         "bash ../shared/device/wheels.sh",
+        "# 1b. here, no device time: the smoke bench with only the GPU machine's packages (about 90 s)",
+        "make gpu-env-check",
         "# 2. the device call: a GPU session's 15 minutes of device time hold the machine's start and this one",
         "#    10-minute call; give the machine back right after it (give_back). The call packs after every",
         "#    finished section, so a call cut off still brings back what it finished. Sections run in",
@@ -247,6 +281,7 @@ def device_calls(data_dir: str = ".data") -> list[str]:
         "# 3. here, in the repository root (files_at is in the call's reply), then commit what it wrote:",
         f"tar xzf <files_at>/bench-gpu.tar.gz && python -m bench.gpu --plan && git add {results} docs/BENCHMARKS.md",
         f"#    ({results}/{STATE} holds the unfinished searches' studies and the ablation's finished runs: committed, it travels)",
+        "#    (a section that FAILED left its traceback in .bench-gpu/failures.log: fix it here; it runs again next call)",
         "# 4. if the teachers section's resnet20 beats the shipped teacher's test accuracy: ship it",
         f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)} --hardware 'one NVIDIA H200 (make bench-gpu, section teachers)'",
     ]
@@ -308,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench-gpu: no GPU here; the sections would measure a CPU (use --smoke for the miniature run)", flush=True)
         return 2
     cfg.work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     restore_state(cfg)
     os.chdir(cfg.work)  # runs/ (teachers, studies) lives in the work folder
     target = None if not args.pack else Path(args.pack) if Path(args.pack).is_absolute() else ROOT / args.pack
@@ -316,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if target:
             pack(cfg, target)
+    failed = (cfg.work / FAILURES).is_file() and (cfg.work / FAILURES).stat().st_mtime >= started
     print("bench-gpu: all sections done" if done else "bench-gpu: more to do; run the same command again", flush=True)
-    return 0
+    if failed:
+        print(f"bench-gpu: some sections FAILED in this call: see {cfg.work / FAILURES}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

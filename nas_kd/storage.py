@@ -105,6 +105,9 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 10, grace_period:
                     return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
             with study_lock(url, "(schema)"):  # N workers starting at once on an empty database
                 return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except ImportError as e:  # a storage dependency (alembic's mako, a database driver): not the server's fault
+        name = e.name or getattr(e.__cause__, "name", None) or "its database driver"  # optuna re-raises the driver's
+        raise UserError(f"cannot open storage '{url}': the Python package '{name}' is missing: install it (pip install {name})") from None
     except optuna.exceptions.StorageInternalError as e:
         cause = e.__cause__ or e.__context__ or e
         first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [cause.__class__.__name__])[0][:200]

@@ -190,3 +190,42 @@ def test_kernel_time_counts_each_kernel_once():
         SimpleNamespace(key="sgd_update_kernel", device_type=DeviceType.CUDA, self_device_time_total=50.0),
     ]
     assert kernel_seconds(rows) == 350.0 / 1e6
+
+
+def test_a_failing_section_is_recorded_and_the_later_ones_still_run(tmp_path):
+    """A bug in one section (an API the GPU machine's torch lacks, a CUDA error) must not cost a
+    rare GPU call its other sections: the traceback goes to failures.log (packed), the call goes on."""
+    import time
+
+    import torch
+
+    from bench.gpu import FAILURES, Config, Section, run_sections
+
+    def broken(_cfg):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 60, argv=())
+    todo = [Section("bad", 1.0, broken, lambda _c: ("gpu-bad", "body")), Section("good", 1.0, lambda _c: {"x": 1}, lambda _c: ("gpu-good", "body"))]
+    lines: list[str] = []
+    assert not run_sections(cfg, todo, force=False, log=lines.append)
+    assert [p.name for p in (tmp_path / "results").glob("*.json")] == ["gpu_good.json"]  # not recorded as done
+    log = (tmp_path / FAILURES).read_text()
+    assert "section bad" in log and "illegal memory access" in log and "def broken" not in log and "in broken" in log
+    assert any("bad FAILED" in line for line in lines)
+
+
+def test_a_call_with_a_failed_section_packs_the_failure_and_exits_nonzero(tmp_path, monkeypatch):
+    import bench.gpu as gpu
+
+    real = gpu.sections
+
+    def with_a_bug(sizes):
+        return [gpu.Section("bad", 1.0, lambda _c: 1 / 0, lambda _c: ("gpu-bad", "")), *[s for s in real(sizes) if s.name == "loader"]]
+
+    monkeypatch.setattr(gpu, "sections", with_a_bug)
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "pack.tar.gz"
+    assert gpu.main(["--smoke", "--work", str(tmp_path / "w"), "--pack", str(target)]) == 1
+    with tarfile.open(target) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("gpu_loader.json") for n in names) and any(n.endswith(gpu.FAILURES) for n in names), names

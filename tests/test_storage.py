@@ -38,6 +38,18 @@ def test_unreachable_server_is_a_user_error():
         open_storage("postgresql://nobody@127.0.0.1:1/x")
 
 
+def test_a_missing_storage_package_is_named_not_blamed_on_the_server(tmp_path):
+    """A machine without alembic's mako (the GPU machine has it only as a carried wheel): the message must say which package, not
+    'check that the database server runs'. A fresh interpreter with mako made unimportable."""
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.modules['mako'] = None\nfrom nas_kd.storage import open_storage\nopen_storage('sqlite:///{tmp_path}/s.db')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "the Python package 'mako' is missing: install it (pip install mako)" in r.stderr, r.stderr[-2000:]
+    assert "database server" not in r.stderr
+
+
 def _hold(url, name, out):
     with study_lock(url, name):
         out.put(("in", time.time()))
