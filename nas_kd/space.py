@@ -153,6 +153,24 @@ def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+BUILTIN_SPACES = Path(__file__).resolve().parent / "search_spaces"
+
+
+def builtin_spaces() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_SPACES.glob("*.yaml"))
+
+
+def resolve_space_file(path: str | Path) -> Path:
+    """An existing file as given; else a built-in space named bare (``mbv2``) or as in a checkout
+    (``search_spaces/mbv2.yaml``), so the defaults work from any folder and from a pip install.
+    Any other missing path stays as given (its read fails with the path the user typed)."""
+    path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("search_spaces")):
+        return path
+    builtin = BUILTIN_SPACES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    return builtin if builtin.is_file() else path
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A block-wise space of `StudentConfig`s (see module docstring for the file format)."""
@@ -169,11 +187,11 @@ class SearchSpace:
     def read(cls, path: str | Path) -> tuple[SearchSpace, str]:
         """Read and validate a YAML space; returns (space, the file's text). Any problem is a
         one-line `UserError`."""
-        path = Path(path)
+        path = resolve_space_file(path)
         try:
             text = path.read_text()
         except OSError as e:
-            raise UserError(f"cannot read search space {path}: {e.strerror or e}") from None
+            raise UserError(f"cannot read search space {path}: {e.strerror or e} (built in: {', '.join(builtin_spaces())}, or a YAML file's path)") from None
         return cls.from_yaml(text, source=str(path)), text
 
     @classmethod

@@ -201,3 +201,23 @@ def test_baseline_below_smallest_uniform_member_names_its_cost():
         space.baseline(parse_budget("500k"), CIFAR, 10)
     assert "below the smallest uniform member of resnet" in str(e.value)
     assert cost.describe() in str(e.value)
+
+
+def test_builtin_spaces_are_found_from_any_folder_and_other_paths_are_not_replaced(tmp_path, monkeypatch):
+    """`nas-kd search` run outside the checkout (or from a pip install) still finds its default
+    space; a path the user typed that does not exist is never silently swapped for a built-in."""
+    from nas_kd.errors import UserError
+    from nas_kd.space import SearchSpace, builtin_spaces
+
+    monkeypatch.chdir(tmp_path)
+    assert {"mbv2", "resnet", "tiny"} <= set(builtin_spaces())
+    default, _ = SearchSpace.read("search_spaces/mbv2.yaml")
+    assert default.name == SearchSpace.read("mbv2")[0].name == "mbv2"
+    assert SearchSpace.read("resnet.yaml")[0].block != default.block
+    for typed in ("my_spaces/mbv2.yaml", "search_spaces/nosuch.yaml"):
+        with pytest.raises(UserError, match=f"cannot read search space {typed}: No such file or directory \\(built in: mbv2, resnet, tiny"):
+            SearchSpace.read(typed)
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "mbv2.yaml").write_text("not: [valid")  # a file of the user's own wins
+    with pytest.raises(UserError, match="not valid YAML"):
+        SearchSpace.read("search_spaces/mbv2.yaml")

@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="Optuna search over a space under a budget; then final retrain, report and export")
     p.add_argument("--budget", default="2M", help="cost limits: 2M (MACs, the default), params:200k, memory:64k (peak activation bytes), size:100k (weight bytes), latency:2ms (ms per image, batch 1, this machine), joined by commas, e.g. macs:2M,memory:64k,latency:1.5ms")
     p.add_argument("--precision", default="int8", choices=["int8", "fp32"], help="precision the memory: and size: limits count bytes at (default int8; biases are int32 under int8)")
-    p.add_argument("--space", default="search_spaces/mbv2.yaml", help="search space YAML (default search_spaces/mbv2.yaml)")
+    p.add_argument("--space", default="search_spaces/mbv2.yaml", help="search space: a YAML file, or a built-in name (mbv2, resnet, tiny; default search_spaces/mbv2.yaml)")
     add_data_args(p)
     add_teacher_args(p)
     p.add_argument("--mode", default=None, help="distiller mode for every candidate and the winner: ce, kd, ktan, ksanc, xu, zhang, full (default: the preset's, kd for quick, full for standard)")
