@@ -31,7 +31,17 @@ from nas_kd.stats import paired_difference
 
 __all__ = ["main", "analyse", "render"]
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
+
+
+def results_path(budget: str) -> Path:
+    """One record per budget (2M keeps the first record's name): a run at another budget never
+    overwrites the 2M rows."""
+    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_trials_{budget}.json")
+
+
+def section_name(budget: str) -> str:
+    return "search-trials" if budget == "2M" else f"search-trials-{budget}"
 
 
 def _baseline(report: dict) -> dict:
@@ -83,7 +93,7 @@ def analyse(rows: list[dict]) -> dict:
 def render(record: dict) -> str:
     a = analyse(record["rows"])
     lines = [
-        "## How many trials does the CPU search need? (CPU)",
+        "## How many trials does the CPU search need? (CPU)" if record["budget"] == "2M" else f"## How many trials does the CPU search need at {record['budget']}? (CPU)",
         "",
         f"{' then '.join(f'`{c}`' for c in record.get('commands') or [record['command']])} ({record['date']}, {record['hardware']}; budget {record['budget']}, TPE, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
         "",
@@ -112,14 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="search_spaces/mbv2.yaml")
     ap.add_argument("--render", action="store_true", help="rewrite the section from the JSON; train nothing")
     args = ap.parse_args(argv)
+    results = results_path(args.budget)
     if not args.render:
         counts = [int(n) for n in args.trials.split(",")]
         command = shlex.join(["python", "-m", "bench.search_trials", *(sys.argv[1:] if argv is None else argv)])
         record = {"commands": [], "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
-        if RESULTS.is_file():
-            old = json.loads(RESULTS.read_text())
-            if (old["budget"], old["retrain_seeds"]) == (args.budget, args.retrain_seeds):  # more searches of the same experiment
-                record.update(rows=old["rows"], commands=old.get("commands") or [old["command"]])
+        if results.is_file():
+            old = json.loads(results.read_text())
+            if old["retrain_seeds"] != args.retrain_seeds:  # would pair searches retrained on other seeds
+                print(f"search_trials: {results.name} holds searches with {old['retrain_seeds']} retrain seeds: use --retrain-seeds {old['retrain_seeds']}, or move the file away", file=sys.stderr)
+                return 2
+            record.update(rows=old["rows"], commands=old.get("commands") or [old["command"]])  # more searches of the same experiment
         record["commands"].append(command)
         rows = record["rows"]
         for seed in (int(s) for s in args.search_seeds.split(",")):
@@ -133,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 report = run_one(opts, log=lambda text: print(text, flush=True))
                 baseline = baseline or _baseline(report)
                 rows.append(_row(report, n, seed, baseline))
-                RESULTS.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
-    record = json.loads(RESULTS.read_text())
-    write_section("search-trials", render(record))
+                results.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
+    record = json.loads(results.read_text())
+    write_section(section_name(args.budget), render(record))
     print(render(record))
     return 0
 

@@ -59,3 +59,10 @@ def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_pa
     record = json.loads((tmp_path / "search_trials.json").read_text())
     assert sorted((r["trials"], r["search_seed"]) for r in record["rows"]) == [(8, 0), (8, 1), (24, 0), (24, 1)]
     assert len(record["commands"]) == 2 and all(r["baseline"]["test_by_seed"] for r in record["rows"])
+    # Another budget gets a record of its own: the 2M rows stay as they were.
+    bench.main(["--trials", "8", "--search-seeds", "0", "--retrain-seeds", "1", "--budget", "500k"])
+    assert json.loads((tmp_path / "search_trials.json").read_text()) == record
+    assert [r["search_seed"] for r in json.loads((tmp_path / "search_trials_500k.json").read_text())["rows"]] == [0]
+    # Other retrain seeds would pair unlike searches: refused before any search runs.
+    before = len(asked)
+    assert bench.main(["--trials", "8", "--search-seeds", "5", "--retrain-seeds", "3"]) == 2 and len(asked) == before
