@@ -29,7 +29,7 @@ from bench._report import hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
-__all__ = ["main", "analyse", "render"]
+__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
 
@@ -65,16 +65,17 @@ def _mean_by_search(rows: list[dict], side: str) -> dict[int, float]:
     return {r["search_seed"]: statistics.fmean(r[side]["test_by_seed"].values()) for r in rows}
 
 
-def analyse(rows: list[dict]) -> dict:
-    counts = sorted({r["trials"] for r in rows})
-    per_count = {}
-    for n in counts:
-        mine = [r for r in rows if r["trials"] == n]
+def per_arm(rows: list[dict], key: str) -> dict:
+    """Per value of ``key`` (an arm: a trial count, a TPE start-up count), the winner against the
+    uniform baseline: one pair per search seed, and per (search seed, retrain seed)."""
+    per = {}
+    for n in sorted({r[key] for r in rows}):
+        mine = [r for r in rows if r[key] == n]
         # Winner minus baseline, one pair per (search seed, retrain seed).
         w = {(r["search_seed"], s): a for r in mine for s, a in r["winner"]["test_by_seed"].items()}
         b = {(r["search_seed"], s): a for r in mine for s, a in r["baseline"]["test_by_seed"].items()}
         keys = sorted(w)
-        per_count[n] = {
+        per[n] = {
             "searches": len(mine),
             "winner_is_baseline": sum(r["winner"]["describe"] == r["baseline"]["describe"] for r in mine),
             "winner_minus_baseline": paired_difference(dict(enumerate(w[k] for k in keys)), dict(enumerate(b[k] for k in keys))).to_dict(),
@@ -82,11 +83,23 @@ def analyse(rows: list[dict]) -> dict:
             "winner_minus_baseline_by_search": paired_difference(_mean_by_search(mine, "winner"), _mean_by_search(mine, "baseline")).to_dict(),
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
         }
+    return per
+
+
+def arm_difference(rows: list[dict], key: str, arm: object, reference: object) -> dict:
+    """Arm minus reference: the winner's mean test accuracy, paired by search seed (each search
+    seed's searches retrain on the same seeds, so they share the baseline too)."""
+    winners = {a: _mean_by_search([r for r in rows if r[key] == a], "winner") for a in (arm, reference)}
+    return paired_difference(winners[arm], winners[reference]).to_dict()
+
+
+def analyse(rows: list[dict]) -> dict:
+    per_count = per_arm(rows, "trials")
+    counts = sorted(per_count)
     versus = None
     if len(counts) >= 2:
         lo, hi = counts[0], counts[-1]
-        winners = {n: _mean_by_search([r for r in rows if r["trials"] == n], "winner") for n in (lo, hi)}
-        versus = {"more": hi, "fewer": lo, "more_minus_fewer": paired_difference(winners[hi], winners[lo]).to_dict()}
+        versus = {"more": hi, "fewer": lo, "more_minus_fewer": arm_difference(rows, "trials", hi, lo)}
     return {"per_count": per_count, "versus": versus}
 
 
@@ -113,14 +126,19 @@ def render(record: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", default="8,24", help="trial counts, comma-separated (the first trains the baselines)")
-    ap.add_argument("--search-seeds", default="0,1,2")
+def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
+    """The options every paired-search bench shares (this one and bench.search_startup)."""
+    ap.add_argument("--search-seeds", default=search_seeds)
     ap.add_argument("--budget", default="2M")
     ap.add_argument("--retrain-seeds", type=int, default=3)
     ap.add_argument("--space", default="search_spaces/mbv2.yaml")
     ap.add_argument("--render", action="store_true", help="rewrite the section from the JSON; train nothing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", default="8,24", help="trial counts, comma-separated (the first trains the baselines)")
+    add_search_args(ap, "0,1,2")
     args = ap.parse_args(argv)
     results = results_path(args.budget)
     if not args.render:

@@ -86,6 +86,7 @@ class SearchOptions:
     heartbeat: int = 10  # seconds; see nas_kd.storage
     min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
     rescreen: int = 3  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen)
+    startup_trials: int = 10  # TPE draws this many candidates at random before it models (Optuna's default; nas_kd.search.make_sampler)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
     jobs: int | None = None  # trial processes on this machine; None: the device's default (nas_kd.jobs.default_jobs)
     gpu_step: str | None = None  # the GPU step's switches (nas_kd.device.parse_step_options); None: the defaults
@@ -155,6 +156,7 @@ class SearchPlan:
     heartbeat: int
     min_fill: float = 0.85
     rescreen: int = 0  # see SearchOptions.rescreen; 0 in plans stored before it existed
+    startup_trials: int = 10  # see SearchOptions.startup_trials; plans stored before it existed used Optuna's 10
     jobs: int = 1  # trial processes on this machine (one session's choice, like the device)
     step: StepOptions = StepOptions()
     versions: dict[str, str] = field(default_factory=dict, compare=False)
@@ -224,6 +226,8 @@ class SearchPlan:
             parts += ["--min-fill", f"{self.min_fill:g}"]
         if self.rescreen != SearchOptions.rescreen:
             parts += ["--rescreen", str(self.rescreen)]
+        if self.startup_trials != SearchOptions.startup_trials:
+            parts += ["--startup-trials", str(self.startup_trials)]
         if self.jobs != 1:
             parts += ["--jobs", str(self.jobs)]
         if self.step != StepOptions():
@@ -281,6 +285,7 @@ class SearchPlan:
             "heartbeat": self.heartbeat,
             "min_fill": self.min_fill,
             "rescreen": self.rescreen,
+            "startup_trials": self.startup_trials,
             "jobs": self.jobs,
             "gpu_step": self.step.to_dict(),
             "command": self.command(),
@@ -318,6 +323,7 @@ class SearchPlan:
             heartbeat=int(d["heartbeat"]),
             min_fill=float(d["min_fill"]),
             rescreen=int(d.get("rescreen", 0)),  # plans stored before the re-screen chose by the brief run alone
+            startup_trials=int(d.get("startup_trials", SearchOptions.startup_trials)),
             jobs=int(d.get("jobs", 1)),  # plans stored before --jobs existed ran one process
             step=StepOptions(**(d.get("gpu_step") or {})),
             versions=dict(d.get("versions") or {}),
@@ -335,6 +341,10 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
     if opts.rescreen < 0:
         raise UserError(f"--rescreen must be 0 (off) or a count of candidates to train again, got {opts.rescreen}")
+    if opts.startup_trials < 1:
+        raise UserError(f"--startup-trials must be at least 1 (candidates drawn at random before TPE models), got {opts.startup_trials}")
+    if opts.startup_trials != SearchOptions.startup_trials and opts.sampler != "tpe":
+        raise UserError(f"--startup-trials applies to --sampler tpe only (this search uses {opts.sampler}): drop it or use --sampler tpe")
     if not 0.0 <= opts.min_fill <= 1.0:
         raise UserError(f"--min-fill must be between 0 and 1 (a share of the budget), got {opts.min_fill}")
     if opts.heartbeat < 1:
@@ -415,6 +425,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         heartbeat=opts.heartbeat,
         min_fill=opts.min_fill,
         rescreen=opts.rescreen,
+        startup_trials=opts.startup_trials,
         jobs=jobs,
         step=step,
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},

@@ -86,11 +86,12 @@ class TrainedMedianPruner(BasePruner):
         return len(trained) >= self.n_startup_trials and self._median.prune(study, trial)
 
 
-def make_sampler(name: str, seed: int, multi: bool):
+def make_sampler(name: str, seed: int, multi: bool, startup_trials: int = 10):
+    """``startup_trials``: TPE's random candidates before it models (the enqueued baseline counts)."""
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=not multi)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=not multi, n_startup_trials=startup_trials)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
@@ -242,7 +243,7 @@ def trial_line(t) -> str:
 
 
 def _budget_sampler(plan: SearchPlan, seed: int) -> BudgetSampler:
-    return BudgetSampler(make_sampler(plan.sampler, seed, plan.multi), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed)
+    return BudgetSampler(make_sampler(plan.sampler, seed, plan.multi, plan.startup_trials), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed)
 
 
 def _pruner(plan: SearchPlan, log: Callable[[str], None]):

@@ -46,6 +46,8 @@ def test_impossible_budget_changes_nothing_and_trains_nothing(in_tmp, cli, monke
         ({"sampler": "grid"}, "unknown sampler"),
         ({"study": "a/b"}, "invalid study name"),
         ({"retrain_seeds": 0}, "--retrain-seeds"),
+        ({"startup_trials": 0}, "--startup-trials"),
+        ({"sampler": "random", "startup_trials": 4}, "applies to --sampler tpe"),
     ],
 )
 def test_every_option_is_checked_by_build_plan(in_tmp, change, message):
@@ -56,7 +58,7 @@ def test_every_option_is_checked_by_build_plan(in_tmp, change, message):
 
 
 def test_plan_round_trips_and_resolves_once(in_tmp):
-    plan = build_plan(SearchOptions(budget="macs:2M,params:50k", space=MBV2, dataset="synthetic", mode="full", loss_weights="kd=0.7,adv_feat=0", seed=5, teacher_seed=2, retrain_seeds=4, preset="quick"))
+    plan = build_plan(SearchOptions(budget="macs:2M,params:50k", space=MBV2, dataset="synthetic", mode="full", loss_weights="kd=0.7,adv_feat=0", seed=5, teacher_seed=2, retrain_seeds=4, preset="quick", startup_trials=4))
     plan = dataclasses.replace(plan, teacher=TeacherRef(spec="resnet8", path="t.pt", sha256="cd" * 32, arch="resnet8", test_accuracy=0.9))
     assert plan.seeds == Seeds(search=5, split=2, retrain=(6, 7, 8, 9))  # disjoint from the search seed
     assert plan.mode.weights.kd == 0.7 and plan.mode.weights.adv_feat == 0 and plan.mode.name == "full"
@@ -64,6 +66,18 @@ def test_plan_round_trips_and_resolves_once(in_tmp):
     again = SearchPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again == plan and again.mode == plan.mode and again.space == plan.space and again.to_dict() == plan.to_dict()
     assert "--loss-weights kd=0.7,adv_feat=0" in plan.command() and "--seed 5" in plan.command()
+    assert again.startup_trials == 4 and "--startup-trials 4" in plan.command()
+
+
+def test_the_tpe_sampler_models_after_the_plans_startup_trials(in_tmp):
+    from nas_kd.search import _budget_sampler
+
+    for startup in (3, 10):
+        plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, startup_trials=startup))
+        assert _budget_sampler(plan, 0).base._n_startup_trials == startup
+    old = plan.to_dict()
+    del old["startup_trials"]  # a plan stored before the option existed searched with Optuna's 10
+    assert SearchPlan.from_dict(old).startup_trials == 10
 
 
 def test_deployment_budget_and_precision_round_trip(in_tmp):

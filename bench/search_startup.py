@@ -1,0 +1,116 @@
+"""Does TPE learn anything inside `make search`'s few trials? TPE start-up counts, paired by search seed.
+
+Optuna's TPE draws its first ``n_startup_trials`` candidates at random (10 by default), so the
+CPU preset's 8-trial search never models: it is a random search with the uniform baseline first.
+This bench runs the same search (budget, mode kd, quick preset, re-screen and final retrain as
+`make search` does them) with each ``--startup`` count for each search seed, and compares:
+
+- per count: the winner's retrain test accuracy minus the uniform baseline's (kd), one pair per
+  search seed; how often the winner is the baseline itself; the search's wall time;
+- each other count minus the first (Optuna's default 10 first): the winner's mean test accuracy,
+  paired by search seed. The arms share a search seed's random draws up to the smaller start-up
+  count and its retrain seeds, so the difference is what the modelled candidates buy.
+
+    python -m bench.search_startup --startup 10,4 --search-seeds 0,1,2,3,4   # 2-core CPU, ~75 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+from bench._report import hardware, write_section
+from bench.search_gpu import _diff, options, run_one
+from bench.search_trials import _baseline, _row, add_search_args, arm_difference, per_arm
+
+__all__ = ["main", "analyse", "render"]
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_startup.json"
+
+
+def results_path(budget: str) -> Path:
+    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_startup_{budget}.json")
+
+
+def section_name(budget: str) -> str:
+    return "search-startup" if budget == "2M" else f"search-startup-{budget}"
+
+
+def analyse(rows: list[dict], reference: int) -> dict:
+    per = per_arm(rows, "startup")
+    return {"per_startup": per, "versus": {k: arm_difference(rows, "startup", k, reference) for k in per if k != reference}}
+
+
+def render(record: dict) -> str:
+    reference = record["startup"][0]
+    a = analyse(record["rows"], reference)
+    lines = [
+        f"## Does TPE learn anything in {record['trials']} trials? (CPU{', ' + record['budget'] if record['budget'] != '2M' else ''})",
+        "",
+        f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (multivariate), mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does; every row on this one machine).",
+        "",
+        "| TPE start-up trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | winner minus the start-up-"
+        + f"{reference} winner, paired by search seed | median wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, c in a["per_startup"].items():
+        versus = _diff(a["versus"][k]) if k in a["versus"] else "(reference)"
+        lines.append(f"| {k} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {versus} | {c['median_wall_seconds']:.0f} |")
+    lines += ["", f"Start-up {reference} at {record['trials']} trials is a random search (the baseline first); a smaller count lets TPE propose the last trials from the first ones. *wall s*: trials, re-screen and retrains; each search seed's first search also trains the baselines (6 full runs)."]
+    lines += ["", "| search seed | start-up | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(record["rows"], key=lambda r: (r["search_seed"], -r["startup"])):
+        w, b = r["winner"], r["baseline"]
+        lines.append(f"| {r['search_seed']} | {r['startup']} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--startup", default="10,4", help="TPE start-up counts, comma-separated; the first is the reference and trains the baselines")
+    ap.add_argument("--trials", type=int, default=8, help="trials per search (make search's quick preset: 8)")
+    add_search_args(ap, "0,1,2,3,4")
+    args = ap.parse_args(argv)
+    results = results_path(args.budget)
+    if not args.render:
+        counts = [int(k) for k in args.startup.split(",")]
+        if any(k < 1 for k in counts):
+            print(f"search_startup: start-up counts must be at least 1, got {args.startup}", file=sys.stderr)
+            return 2
+        command = shlex.join(["python", "-m", "bench.search_startup", *(sys.argv[1:] if argv is None else argv)])
+        record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "trials": args.trials, "startup": counts, "retrain_seeds": args.retrain_seeds, "rows": []}
+        if results.is_file():
+            old = json.loads(results.read_text())
+            same = {k: old[k] for k in ("trials", "retrain_seeds")} == {"trials": args.trials, "retrain_seeds": args.retrain_seeds}
+            if not same or old["startup"][0] != counts[0]:  # would pair unlike searches
+                print(f"search_startup: {results.name} holds {old['trials']}-trial searches with {old['retrain_seeds']} retrain seeds against start-up {old['startup'][0]}: use those, or move the file away", file=sys.stderr)
+                return 2
+            record.update(rows=old["rows"], commands=old["commands"], dates=old["dates"], startup=old["startup"] + [k for k in counts if k not in old["startup"]])
+        record["commands"].append(command)
+        if dt.date.today().isoformat() not in record["dates"]:
+            record["dates"].append(dt.date.today().isoformat())
+        rows = record["rows"]
+        for seed in (int(s) for s in args.search_seeds.split(",")):
+            # The same retrain seeds give the same baseline: trained by this seed's first search only.
+            baseline = next((r["baseline"] for r in rows if r["search_seed"] == seed), None)
+            for k in counts:
+                if any((r["startup"], r["search_seed"]) == (k, seed) for r in rows):
+                    continue
+                study = f"bench-startup_{args.budget}_t{args.trials}_u{k}_s{seed}"
+                opts = options(args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=args.trials, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baseline is None, progress=False, startup_trials=k)
+                report = run_one(opts, log=lambda text: print(text, flush=True))
+                baseline = baseline or _baseline(report)
+                rows.append({"startup": k, **_row(report, args.trials, seed, baseline)})
+                results.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
+    record = json.loads(results.read_text())
+    write_section(section_name(args.budget), render(record))
+    print(render(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
