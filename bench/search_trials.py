@@ -108,7 +108,7 @@ def render(record: dict) -> str:
     lines = [
         "## How many trials does the CPU search need? (CPU)" if record["budget"] == "2M" else f"## How many trials does the CPU search need at {record['budget']}? (CPU)",
         "",
-        f"{' then '.join(f'`{c}`' for c in record.get('commands') or [record['command']])} ({record['date']}, {record['hardware']}; budget {record['budget']}, TPE, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
+        f"{' then '.join(f'`{c}`' for c in record.get('commands') or [record['command']])} ({', '.join(record.get('dates') or [record['date']])}, {record['hardware']}; budget {record['budget']}, TPE, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
         "",
         "| trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | the same, one pair per search seed x retrain seed (not independent: 3 share a winner) | median wall s |",
         "|---|---|---|---|---|---|",
@@ -144,14 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render:
         counts = [int(n) for n in args.trials.split(",")]
         command = shlex.join(["python", "-m", "bench.search_trials", *(sys.argv[1:] if argv is None else argv)])
-        record = {"commands": [], "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
+        record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
         if results.is_file():
             old = json.loads(results.read_text())
             if old["retrain_seeds"] != args.retrain_seeds:  # would pair searches retrained on other seeds
                 print(f"search_trials: {results.name} holds searches with {old['retrain_seeds']} retrain seeds: use --retrain-seeds {old['retrain_seeds']}, or move the file away", file=sys.stderr)
                 return 2
-            record.update(rows=old["rows"], commands=old.get("commands") or [old["command"]])  # more searches of the same experiment
+            record.update(rows=old["rows"], commands=old.get("commands") or [old["command"]], dates=old.get("dates") or [old["date"]])  # more searches of the same experiment
         record["commands"].append(command)
+        if dt.date.today().isoformat() not in record["dates"]:
+            record["dates"].append(dt.date.today().isoformat())
         rows = record["rows"]
         for seed in (int(s) for s in args.search_seeds.split(",")):
             # The same retrain seeds give the same baseline: trained by this seed's first search only.

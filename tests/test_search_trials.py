@@ -59,6 +59,17 @@ def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_pa
     record = json.loads((tmp_path / "search_trials.json").read_text())
     assert sorted((r["trials"], r["search_seed"]) for r in record["rows"]) == [(8, 0), (8, 1), (24, 0), (24, 1)]
     assert len(record["commands"]) == 2 and all(r["baseline"]["test_by_seed"] for r in record["rows"])
+    # A record extended on another day keeps the first day too (older records had one "date").
+    import datetime as dt
+
+    assert record["dates"] == [dt.date.today().isoformat()]
+    old = {**record, "date": "2026-01-01"}
+    del old["dates"]
+    (tmp_path / "search_trials.json").write_text(json.dumps(old))
+    bench.main(["--trials", "8", "--search-seeds", "2", "--retrain-seeds", "1"])
+    extended = json.loads((tmp_path / "search_trials.json").read_text())
+    assert extended["dates"] == ["2026-01-01", dt.date.today().isoformat()] and "(2026-01-01, " in bench.render(extended)
+    record = extended
     # Another budget gets a record of its own: the 2M rows stay as they were.
     bench.main(["--trials", "8", "--search-seeds", "0", "--retrain-seeds", "1", "--budget", "500k"])
     assert json.loads((tmp_path / "search_trials.json").read_text()) == record
