@@ -120,6 +120,8 @@ def render(record: dict) -> str:
     for r in sorted(record["rows"], key=lambda r: (r["search_seed"], r["trials"])):
         w, b = r["winner"], r["baseline"]
         lines.append(f"| {r['search_seed']} | {r['trials']} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |")
+    if record.get("note"):  # what a later measurement found about these rows, written by hand
+        lines += ["", f"**Note.** {record['note']}"]
     if a["versus"]:
         v = a["versus"]
         lines += ["", f"{v['more']} trials minus {v['fewer']}, the winner's mean test accuracy paired by search seed: {_diff(v['more_minus_fewer'])}."]

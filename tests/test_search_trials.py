@@ -32,6 +32,7 @@ def test_pairs_by_search_seed_and_by_retrain_seed():
     v = a["versus"]
     assert (v["more"], v["fewer"]) == (24, 8) and abs(v["more_minus_fewer"]["mean"] - (0.01 + 0.02) / 2) < 1e-12
     assert "24 trials minus 8" in render({"rows": rows, "command": "c", "date": "d", "hardware": "h", "budget": "2M", "retrain_seeds": 2})
+    assert "**Note.** re-measured" in render({"rows": rows, "command": "c", "date": "d", "hardware": "h", "budget": "2M", "retrain_seeds": 2, "note": "re-measured"})
 
 
 def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_path, monkeypatch):
