@@ -7,12 +7,42 @@ rewrites only that, so scripts can run in any order and on different machines.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import hashlib
 import platform
 import re
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEvery table below is written by a script in `bench/`; each section names its command, hardware, seeds and date.\n"
+
+
+@functools.cache
+def numerics_fingerprint() -> str:
+    """What this host's CPU kernels compute, bit for bit: the hash of a tiny conv net's weights
+    after 5 seeded SGD steps on one thread. Two VMs of one cloud kind rounded differently (other
+    brief scores, other search winners; docs/SEARCH.md), and torch's kernel dispatch level
+    (``ATEN_CPU_CAPABILITY``) changes it, so rows from hosts with different fingerprints do not pair
+    run for run. Costs about 0.1 s, once per process."""
+    import torch
+    from torch import nn
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thread count changes reduction order: fingerprint the host, not the setting
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+            net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+            opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+            for _ in range(5):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest()[:10]
+    return f"{digest} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def hardware() -> str:
@@ -24,7 +54,7 @@ def hardware() -> str:
         gpu = "no GPU"
     import os
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}, CPU numerics {numerics_fingerprint()}"
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:

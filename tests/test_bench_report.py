@@ -1,0 +1,35 @@
+"""bench._report.numerics_fingerprint: one value per host, another where the kernels differ."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench._report import hardware, numerics_fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _in_subprocess(capability: str) -> str:
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": str(ROOT)}
+    code = "from bench._report import numerics_fingerprint; print(numerics_fingerprint())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_fingerprint_is_stable_leaves_the_thread_count_and_is_in_every_header():
+    threads = torch.get_num_threads()
+    first = numerics_fingerprint()
+    numerics_fingerprint.cache_clear()
+    assert numerics_fingerprint() == first and torch.get_num_threads() == threads
+    assert f"CPU numerics {first}" in hardware()
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() == "DEFAULT", reason="the host itself runs the unvectorised kernels")
+def test_other_cpu_kernels_give_another_fingerprint():
+    # Unvectorised kernels round differently from the host's best: the fingerprint must see it.
+    assert _in_subprocess("default").split()[0] != numerics_fingerprint().split()[0]
