@@ -29,7 +29,7 @@ from bench._report import hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
-__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args"]
+__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "warn_other_host"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
 
@@ -128,6 +128,13 @@ def render(record: dict) -> str:
     return "\n".join(lines)
 
 
+def warn_other_host(old: dict, name: str) -> None:
+    """A record extended on another host: its new rows pair within themselves, never run for run
+    with the old ones (VMs of one kind round differently; docs/SEARCH.md)."""
+    if old.get("hardware") != hardware():
+        print(f"{name}: note: this record was made on '{old.get('hardware')}', this host is '{hardware()}': new rows pair within this host only", file=sys.stderr)
+
+
 def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
     """The options every paired-search bench shares (this one and bench.search_startup)."""
     ap.add_argument("--search-seeds", default=search_seeds)
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
         if results.is_file():
             old = json.loads(results.read_text())
+            warn_other_host(old, "search_trials")
             if old["retrain_seeds"] != args.retrain_seeds:  # would pair searches retrained on other seeds
                 print(f"search_trials: {results.name} holds searches with {old['retrain_seeds']} retrain seeds: use --retrain-seeds {old['retrain_seeds']}, or move the file away", file=sys.stderr)
                 return 2

@@ -29,7 +29,7 @@ def test_each_count_is_paired_with_the_reference_by_search_seed():
     assert "(reference)" in text and "start-up-10 winner" in text
 
 
-def test_the_count_reaches_the_search_and_each_seed_trains_its_baseline_once(tmp_path, monkeypatch):
+def test_the_count_reaches_the_search_and_each_seed_trains_its_baseline_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "search_startup.json")
     monkeypatch.setattr(bench, "write_section", lambda *a, **k: None)
     asked = []
@@ -43,7 +43,10 @@ def test_the_count_reaches_the_search_and_each_seed_trains_its_baseline_once(tmp
 
     monkeypatch.setattr(bench, "run_one", fake_run_one)
     assert bench.main(["--startup", "10,4", "--search-seeds", "0", "--retrain-seeds", "1"]) == 0
+    record = json.loads((tmp_path / "search_startup.json").read_text())
+    (tmp_path / "search_startup.json").write_text(json.dumps({**record, "hardware": "another VM"}))
     assert bench.main(["--startup", "10,4", "--search-seeds", "0,1", "--retrain-seeds", "1"]) == 0
+    assert "made on 'another VM'" in capsys.readouterr().err  # the new rows' host is named
     assert asked == [(10, 0, True, 8), (4, 0, False, 8), (10, 1, True, 8), (4, 1, False, 8)]
     record = json.loads((tmp_path / "search_startup.json").read_text())
     assert sorted((r["startup"], r["search_seed"]) for r in record["rows"]) == [(4, 0), (4, 1), (10, 0), (10, 1)]
