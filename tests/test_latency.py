@@ -141,8 +141,12 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     # a final measurement over the limit is said in the report, not left for the table to pass as a fit
     from nas_kd.report import _markdown
 
-    assert "Over the latency limit" not in _markdown(report) or report["winner"]["footprint"]["latency_ms"] > limit
-    assert "at the slowest speed the search saw**" not in _markdown(report) or report["winner"]["footprint"]["latency_slowest_ms"] > limit
+    # (about the winner: the baseline is not selected under the limit and may be said to miss it)
+    def said_over(kind: str) -> bool:
+        return any(line.startswith(f"**Over the latency limit ({limit:g} ms) {kind}") and "the searched student" in line for line in _markdown(report).splitlines())
+
+    assert not said_over("when measured") or report["winner"]["footprint"]["latency_ms"] > limit
+    assert not said_over("at the slowest") or report["winner"]["footprint"]["latency_slowest_ms"] > limit
     report["winner"]["footprint"]["latency_slowest_ms"] = 2 * limit  # over at the slow speed only: said too
     assert "at the slowest speed the search saw**, measured after the retrain: the searched student" in _markdown(report)
     report["winner"]["footprint"]["latency_ms"] = 10 * limit
