@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench._report import hardware, write_section
 from bench.search_gpu import _diff, options, run_one
-from bench.search_trials import _baseline, _row, add_search_args, arm_difference, per_arm, warn_other_host
+from bench.search_trials import add_search_args, arm_difference, per_arm, run_arms, warn_other_host
 
 __all__ = ["main", "analyse", "render"]
 
@@ -52,7 +52,7 @@ def render(record: dict) -> str:
     lines = [
         f"## Does TPE learn anything in {record['trials']} trials? (CPU{', ' + record['budget'] if record['budget'] != '2M' else ''})",
         "",
-        f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (multivariate), mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does; every row on this one machine).",
+        f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (multivariate), mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
         "",
         "| TPE start-up trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | winner minus the start-up-"
         + f"{reference} winner, paired by search seed | median wall s |",
@@ -94,19 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         record["commands"].append(command)
         if dt.date.today().isoformat() not in record["dates"]:
             record["dates"].append(dt.date.today().isoformat())
-        rows = record["rows"]
-        for seed in (int(s) for s in args.search_seeds.split(",")):
-            # The same retrain seeds give the same baseline: trained by this seed's first search only.
-            baseline = next((r["baseline"] for r in rows if r["search_seed"] == seed), None)
-            for k in counts:
-                if any((r["startup"], r["search_seed"]) == (k, seed) for r in rows):
-                    continue
-                study = f"bench-startup_{args.budget}_t{args.trials}_u{k}_s{seed}"
-                opts = options(args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=args.trials, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baseline is None, progress=False, startup_trials=k)
-                report = run_one(opts, log=lambda text: print(text, flush=True))
-                baseline = baseline or _baseline(report)
-                rows.append({"startup": k, **_row(report, args.trials, seed, baseline)})
-                results.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
+
+        def search(k: int, seed: int, baselines: bool) -> tuple[dict, int]:
+            opts = options(args.budget, "tpe", study=f"bench-startup_{args.budget}_t{args.trials}_u{k}_s{seed}", space=args.space, dataset="fashion-mnist", mode="kd", trials=args.trials, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False, startup_trials=k)
+            return run_one(opts, log=lambda text: print(text, flush=True)), args.trials
+
+        run_arms(record, results, args.search_seeds, counts, "startup", search)
     record = json.loads(results.read_text())
     write_section(section_name(args.budget), render(record))
     print(render(record))

@@ -29,7 +29,7 @@ from bench._report import hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
-__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "warn_other_host"]
+__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "warn_other_host", "run_arms"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
 
@@ -128,11 +128,29 @@ def render(record: dict) -> str:
     return "\n".join(lines)
 
 
+def run_arms(record: dict, results: Path, search_seeds: str, arms: list, key: str, search) -> None:
+    """Each arm's search for each search seed, skipping those ``record`` holds; the record is
+    written as each search ends. ``search(arm, seed, baselines)`` runs one and returns its report
+    and trial count; the same retrain seeds give the same baseline, so only a seed's first search
+    trains it."""
+    rows = record["rows"]
+    for seed in (int(s) for s in search_seeds.split(",")):
+        baseline = next((r["baseline"] for r in rows if r["search_seed"] == seed), None)
+        for arm in arms:
+            if any((r[key], r["search_seed"]) == (arm, seed) for r in rows):
+                continue
+            report, trials = search(arm, seed, baseline is None)
+            baseline = baseline or _baseline(report)
+            rows.append({key: arm, **_row(report, trials, seed, baseline)})
+            results.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def warn_other_host(old: dict, name: str) -> None:
     """A record extended on another host: its new rows pair within themselves, never run for run
     with the old ones (VMs of one kind round differently; docs/SEARCH.md)."""
-    if old.get("hardware") != hardware():
-        print(f"{name}: note: this record was made on '{old.get('hardware')}', this host is '{hardware()}': new rows pair within this host only", file=sys.stderr)
+    here = hardware()
+    if old.get("hardware") != here:
+        print(f"{name}: note: this record was made on '{old.get('hardware')}', this host is '{here}': new rows pair within this host only", file=sys.stderr)
 
 
 def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
@@ -164,19 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         record["commands"].append(command)
         if dt.date.today().isoformat() not in record["dates"]:
             record["dates"].append(dt.date.today().isoformat())
-        rows = record["rows"]
-        for seed in (int(s) for s in args.search_seeds.split(",")):
-            # The same retrain seeds give the same baseline: trained by this seed's first search only.
-            baseline = next((r["baseline"] for r in rows if r["search_seed"] == seed), None)
-            for n in counts:
-                if any((r["trials"], r["search_seed"]) == (n, seed) for r in rows):
-                    continue
-                study = f"bench-trials_{args.budget}_t{n}_s{seed}"
-                opts = options(args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=n, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baseline is None, progress=False)
-                report = run_one(opts, log=lambda text: print(text, flush=True))
-                baseline = baseline or _baseline(report)
-                rows.append(_row(report, n, seed, baseline))
-                results.write_text(json.dumps(record, indent=1) + "\n")  # kept as each search ends
+
+        def search(n: int, seed: int, baselines: bool) -> tuple[dict, int]:
+            opts = options(args.budget, "tpe", study=f"bench-trials_{args.budget}_t{n}_s{seed}", space=args.space, dataset="fashion-mnist", mode="kd", trials=n, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False)
+            return run_one(opts, log=lambda text: print(text, flush=True)), n
+
+        run_arms(record, results, args.search_seeds, counts, "trials", search)
     record = json.loads(results.read_text())
     write_section(section_name(args.budget), render(record))
     print(render(record))
