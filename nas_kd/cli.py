@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     # A Ctrl-C that lands inside a database call makes SQLAlchemy's pool log the interrupted
     # connection reset with a traceback; the CLI already reports the interrupt in one line.
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    # And one that lands in a finalizer (SQLAlchemy's weakref callbacks) would be printed and lost.
+    from nas_kd.interrupts import keep_lost_interrupts
+
+    keep_lost_interrupts()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

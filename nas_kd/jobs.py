@@ -15,9 +15,10 @@ the parent forwards SIGINT to each, waits up to `STOP_SECONDS`, and kills any ch
 child whose parent died without forwarding (SIGKILL) notices within a second (`_watch_parent`) and
 interrupts itself the same way, so no worker outlives its search.
 
-One SIGINT is not enough: a KeyboardInterrupt raised while the interpreter runs a garbage
-collector's finalizer (SQLAlchemy has weakref callbacks) is printed as "Exception ignored" and
-lost, and the child would train on. So SIGINT is repeated every `RESEND_SECONDS` until the child
+One SIGINT is not always enough: a KeyboardInterrupt raised while the interpreter runs a garbage
+collector's finalizer (SQLAlchemy has weakref callbacks) cannot propagate. `nas_kd.interrupts`
+re-arms it silently (it used to be printed as "Exception ignored" and lost, and the child trained
+on); as a second guard, SIGINT is repeated every `RESEND_SECONDS` until the child
 is gone, and the child's handler (`_interrupt_unless_stopping`) raises only when no
 KeyboardInterrupt is already being handled: a repeat never breaks the recording of the
 interrupted trial.
@@ -192,6 +193,7 @@ def _watch_parent(parent: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """A child: the plan on stdin; trials until the study has them; exit 0, 130 (interrupted) or 2."""
     from nas_kd.errors import EXIT_USAGE, UserError
+    from nas_kd.interrupts import keep_lost_interrupts
 
     ap = argparse.ArgumentParser(description="one trial process of `nas-kd search --jobs N` (started by the search, not by hand)")
     ap.add_argument("--worker", type=int, required=True)
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     # it must raise KeyboardInterrupt even when started from a shell job that ignores SIGINT
     # (`nohup nas-kd search --jobs 2 &`): an ignored disposition survives exec.
     signal.signal(signal.SIGINT, _interrupt_unless_stopping)
+    keep_lost_interrupts()  # one that lands in a finalizer is re-armed, not printed
     _watch_parent(args.parent)
     torch.set_num_threads(args.threads)
 

@@ -139,11 +139,13 @@ def test_a_worker_whose_parent_was_killed_stops_by_itself(tmp_path, teacher_path
         time.sleep(0.3)
     assert _gone(child), log.read_text()[-3000:]
     # The child recorded its own trial as interrupted; the parent's, killed, stays RUNNING until
-    # a later worker's heartbeat check fails and retries it (test_workers.py).
+    # a later worker's heartbeat check fails and retries it (test_workers.py), or is COMPLETE if it
+    # finished in the instant between the check above and the kill (a race seen once in a loop).
     trials = _trials(storage, study)
     seen = ([(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials], log.read_text()[-3000:])
     assert len([t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED and t.state == TrialState.FAIL]) == 1, seen
-    assert len([t for t in trials if t.state == TrialState.RUNNING]) == 1, seen
+    assert len([t for t in trials if t.state == TrialState.RUNNING]) <= 1, seen
+    assert all(t.state in (TrialState.COMPLETE, TrialState.RUNNING) or t.user_attrs.get("fail_reason") == INTERRUPTED for t in trials), seen
 
 
 # A child whose first KeyboardInterrupt is lost, as when it lands in a garbage collector's finalizer

@@ -1,0 +1,63 @@
+"""nas_kd.interrupts: a Ctrl-C that lands in a finalizer stops the process, silently."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.child_process import ctrl_c_reaches_it
+
+# The SIGINT arrives while a weakref callback runs (as SQLAlchemy's do, wherever the garbage
+# collector frees a pooled connection): its KeyboardInterrupt cannot propagate from there.
+_SIGINT_IN_A_FINALIZER = """
+import signal, sys, time, weakref
+from nas_kd.interrupts import keep_lost_interrupts
+from nas_kd.jobs import _interrupt_unless_stopping
+if sys.argv[1] == "worker":
+    signal.signal(signal.SIGINT, _interrupt_unless_stopping)
+keep_lost_interrupts()
+keep_lost_interrupts()  # a second call (cli, then a worker) is harmless
+class Pooled:
+    pass
+item = Pooled()
+ref = weakref.ref(item, lambda r: signal.raise_signal(signal.SIGINT))
+try:
+    del item
+    for _ in range(300):
+        time.sleep(0.01)
+    print("ran on")
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+# Anything else raised in a finalizer is still reported by the hook installed before.
+_VALUE_ERROR_IN_A_FINALIZER = """
+import weakref
+from nas_kd.interrupts import keep_lost_interrupts
+keep_lost_interrupts()
+class Pooled:
+    pass
+item = Pooled()
+def fail(r):
+    raise ValueError("finalizer failed")
+ref = weakref.ref(item, fail)
+del item
+print("went on")
+"""
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60, preexec_fn=ctrl_c_reaches_it)
+
+
+@pytest.mark.parametrize("handler", ["default", "worker"])
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_and_prints_nothing(handler):
+    # Without the hook: "ran on" and an "Exception ignored ... KeyboardInterrupt" traceback.
+    done = _run(_SIGINT_IN_A_FINALIZER, handler)
+    assert done.stdout.strip() == "stopped" and done.stderr == "", (done.stdout, done.stderr)
+
+
+def test_other_errors_in_finalizers_are_still_reported():
+    done = _run(_VALUE_ERROR_IN_A_FINALIZER)
+    assert done.stdout.strip() == "went on"
+    assert "Exception ignored" in done.stderr and "ValueError: finalizer failed" in done.stderr
