@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench._report import hardware, write_section
 from bench.search_gpu import _diff, options, run_one
-from bench.search_trials import add_search_args, arm_difference, per_arm, run_arms, warn_other_host
+from bench.search_trials import add_search_args, arm_difference, check_host, per_arm, run_arms
 
 __all__ = ["main", "analyse", "render"]
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "trials": args.trials, "startup": counts, "retrain_seeds": args.retrain_seeds, "rows": []}
         if results.is_file():
             old = json.loads(results.read_text())
-            warn_other_host(old, "search_startup")
+            if not check_host(old, record, "search_startup", args.other_host):
+                return 2
             same = {k: old[k] for k in ("trials", "retrain_seeds")} == {"trials": args.trials, "retrain_seeds": args.retrain_seeds}
             if not same or old["startup"][0] != counts[0]:  # would pair unlike searches
                 print(f"search_startup: {results.name} holds {old['trials']}-trial searches with {old['retrain_seeds']} retrain seeds against start-up {old['startup'][0]}: use those, or move the file away", file=sys.stderr)

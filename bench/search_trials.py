@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -29,7 +30,7 @@ from bench._report import hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
-__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "warn_other_host", "run_arms"]
+__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "check_host", "run_arms"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
 
@@ -145,12 +146,28 @@ def run_arms(record: dict, results: Path, search_seeds: str, arms: list, key: st
             results.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def warn_other_host(old: dict, name: str) -> None:
-    """A record extended on another host: its new rows pair within themselves, never run for run
-    with the old ones (VMs of one kind round differently; docs/SEARCH.md)."""
+def _numerics(hardware_line: str) -> str | None:
+    found = re.search(r"CPU numerics (\S+)", hardware_line or "")
+    return found.group(1) if found else None
+
+
+def check_host(old: dict, record: dict, name: str, other_host: bool) -> bool:
+    """May ``record`` (being extended from ``old``) take rows from this host? Rows pair run for run
+    only where the CPU numerics match (VMs of one kind round differently; docs/SEARCH.md). Another
+    fingerprint is refused unless ``other_host``; a record older than fingerprints is extended
+    with a note. Either way ``record['hardware']`` keeps the old host and names this one."""
     here = hardware()
-    if old.get("hardware") != here:
-        print(f"{name}: note: this record was made on '{old.get('hardware')}', this host is '{here}': new rows pair within this host only", file=sys.stderr)
+    before = old.get("hardware") or "unknown"
+    if before == here or here in before.split(" | extended on "):
+        record["hardware"] = before
+        return True
+    theirs, ours = _numerics(before), _numerics(here)
+    if theirs is not None and theirs != ours and not other_host:
+        print(f"{name}: this record was measured with CPU numerics {theirs}, this host computes {ours}: its rows would not pair with new ones; run it on that host, move the file away, or pass --other-host (new rows then pair among themselves only)", file=sys.stderr)
+        return False
+    print(f"{name}: note: this record was made on '{before}', this host is '{here}': new rows pair within this host only", file=sys.stderr)
+    record["hardware"] = f"{before} | extended on {here}"
+    return True
 
 
 def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
@@ -160,6 +177,7 @@ def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
     ap.add_argument("--retrain-seeds", type=int, default=3)
     ap.add_argument("--space", default="search_spaces/mbv2.yaml")
     ap.add_argument("--render", action="store_true", help="rewrite the section from the JSON; train nothing")
+    ap.add_argument("--other-host", action="store_true", help="extend a record measured with other CPU numerics (refused otherwise)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
         if results.is_file():
             old = json.loads(results.read_text())
-            warn_other_host(old, "search_trials")
+            if not check_host(old, record, "search_trials", args.other_host):
+                return 2
             if old["retrain_seeds"] != args.retrain_seeds:  # would pair searches retrained on other seeds
                 print(f"search_trials: {results.name} holds searches with {old['retrain_seeds']} retrain seeds: use --retrain-seeds {old['retrain_seeds']}, or move the file away", file=sys.stderr)
                 return 2

@@ -55,3 +55,11 @@ def test_the_count_reaches_the_search_and_each_seed_trains_its_baseline_once(tmp
     assert bench.main(["--startup", "4,2", "--search-seeds", "2", "--retrain-seeds", "1"]) == 2
     assert bench.main(["--startup", "10,4", "--search-seeds", "2", "--retrain-seeds", "1", "--trials", "12"]) == 2
     assert bench.main(["--startup", "0", "--search-seeds", "2"]) == 2 and len(asked) == before
+    # Measured with other CPU numerics: refused, nothing run; --other-host extends it and names both hosts.
+    here = json.loads((tmp_path / "search_startup.json").read_text())["hardware"]
+    assert "another VM | extended on " in here and "CPU numerics" in here
+    (tmp_path / "search_startup.json").write_text(json.dumps({**record, "hardware": "x86_64, 2 CPU cores, CPU numerics 0000000000 (AVX2)"}))
+    assert bench.main(["--startup", "10,4", "--search-seeds", "2", "--retrain-seeds", "1"]) == 2 and len(asked) == before
+    assert "CPU numerics 0000000000" in capsys.readouterr().err
+    assert bench.main(["--startup", "10,4", "--search-seeds", "2", "--retrain-seeds", "1", "--other-host"]) == 0 and len(asked) == before + 2
+    assert json.loads((tmp_path / "search_startup.json").read_text())["hardware"].startswith("x86_64, 2 CPU cores, CPU numerics 0000000000 (AVX2) | extended on ")
