@@ -56,9 +56,15 @@ def _row(report: dict, trials: int, seed: int, baseline: dict) -> dict:
         "trials": trials,
         "search_seed": seed,
         "wall_seconds": report["bench_seconds"],
+        "finished": finished_trials(report),
         "winner": {"describe": w["describe"], "macs": w["macs"], "search_val_accuracy": w["search_val_accuracy"], "test_by_seed": _seeds(w)},
         "baseline": baseline,
     }
+
+
+def finished_trials(report: dict) -> int:
+    """Candidates that finished their brief run (COMPLETE; not pruned, failed or over budget)."""
+    return sum(t.get("state") == "COMPLETE" and t.get("feasible", True) for t in report.get("trials", []))
 
 
 def _mean_by_search(rows: list[dict], side: str) -> dict[int, float]:

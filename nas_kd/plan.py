@@ -87,6 +87,7 @@ class SearchOptions:
     min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
     rescreen: int = 3  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen)
     startup_trials: int = 10  # TPE draws this many candidates at random before it models (Optuna's default; nas_kd.search.make_sampler)
+    prune: bool | None = None  # stop brief runs below the median after an epoch; None: the preset's (off on quick, on on standard)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
     jobs: int | None = None  # trial processes on this machine; None: the device's default (nas_kd.jobs.default_jobs)
     gpu_step: str | None = None  # the GPU step's switches (nas_kd.device.parse_step_options); None: the defaults
@@ -157,6 +158,7 @@ class SearchPlan:
     min_fill: float = 0.85
     rescreen: int = 0  # see SearchOptions.rescreen; 0 in plans stored before it existed
     startup_trials: int = 10  # see SearchOptions.startup_trials; plans stored before it existed used Optuna's 10
+    prune: bool = True  # see SearchOptions.prune; plans stored before it existed pruned
     jobs: int = 1  # trial processes on this machine (one session's choice, like the device)
     step: StepOptions = StepOptions()
     versions: dict[str, str] = field(default_factory=dict, compare=False)
@@ -228,6 +230,8 @@ class SearchPlan:
             parts += ["--rescreen", str(self.rescreen)]
         if self.startup_trials != SearchOptions.startup_trials:
             parts += ["--startup-trials", str(self.startup_trials)]
+        if self.prune != self.preset.prune:
+            parts += ["--prune" if self.prune else "--no-prune"]
         if self.jobs != 1:
             parts += ["--jobs", str(self.jobs)]
         if self.step != StepOptions():
@@ -286,6 +290,7 @@ class SearchPlan:
             "min_fill": self.min_fill,
             "rescreen": self.rescreen,
             "startup_trials": self.startup_trials,
+            "prune": self.prune,
             "jobs": self.jobs,
             "gpu_step": self.step.to_dict(),
             "command": self.command(),
@@ -297,7 +302,7 @@ class SearchPlan:
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise UserError(f"not a {PLAN_FORMAT} search plan (format {d.get('format') if isinstance(d, dict) else None!r}): start a new study with this version of nas-kd")
         p = d["preset"]
-        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"))
+        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"), prune=bool(p.get("prune", True)))
         data, seeds = d["dataset"], d["seeds"]
         return cls(
             study=d["study"],
@@ -324,6 +329,7 @@ class SearchPlan:
             min_fill=float(d["min_fill"]),
             rescreen=int(d.get("rescreen", 0)),  # plans stored before the re-screen chose by the brief run alone
             startup_trials=int(d.get("startup_trials", SearchOptions.startup_trials)),
+            prune=bool(d.get("prune", True)),  # plans stored before --no-prune existed pruned
             jobs=int(d.get("jobs", 1)),  # plans stored before --jobs existed ran one process
             step=StepOptions(**(d.get("gpu_step") or {})),
             versions=dict(d.get("versions") or {}),
@@ -426,6 +432,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         min_fill=opts.min_fill,
         rescreen=opts.rescreen,
         startup_trials=opts.startup_trials,
+        prune=preset.prune if opts.prune is None else opts.prune,
         jobs=jobs,
         step=step,
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},

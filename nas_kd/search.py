@@ -252,6 +252,9 @@ def _pruner(plan: SearchPlan, log: Callable[[str], None]):
     if plan.multi:
         log("search: two objectives, so no pruning (Optuna prunes single-objective studies only)")
         return optuna.pruners.NopPruner()
+    if not plan.prune:
+        log(f"search: no pruning ({'the ' + plan.preset.name + ' preset' if plan.prune == plan.preset.prune else '--no-prune'}): every candidate finishes its brief run")
+        return optuna.pruners.NopPruner()
     if plan.brief.epochs < 2:
         log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
     # Candidates train only a few epochs: prune after the first, once 5 trials set the median.

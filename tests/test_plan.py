@@ -80,6 +80,29 @@ def test_the_tpe_sampler_models_after_the_plans_startup_trials(in_tmp):
     assert SearchPlan.from_dict(old).startup_trials == 10
 
 
+def test_pruning_follows_the_preset_unless_asked(in_tmp):
+    import optuna
+
+    from nas_kd.search import TrainedMedianPruner, _pruner
+
+    def plan(preset: str, prune=None) -> SearchPlan:
+        return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset=preset, baselines=False, prune=prune))
+
+    lines: list[str] = []
+    quick, standard = plan("quick"), plan("standard")
+    assert not quick.prune and standard.prune  # quick's 8 trials count pruned candidates (nas_kd.config)
+    assert isinstance(_pruner(quick, lines.append), optuna.pruners.NopPruner) and "no pruning (the quick preset)" in lines[-1]
+    assert isinstance(_pruner(standard, lines.append), TrainedMedianPruner)
+    asked = plan("quick", prune=True)
+    assert asked.prune and isinstance(_pruner(asked, lines.append), TrainedMedianPruner) and "--prune" in asked.command()
+    off = plan("standard", prune=False)
+    assert isinstance(_pruner(off, lines.append), optuna.pruners.NopPruner) and "(--no-prune)" in lines[-1] and "--no-prune" in off.command()
+    assert "prune" not in quick.command() and SearchPlan.from_dict(json.loads(json.dumps(asked.to_dict()))) == asked
+    old = quick.to_dict()
+    del old["prune"], old["preset"]["prune"]  # stored before the option existed: every preset pruned
+    assert SearchPlan.from_dict(old).prune and SearchPlan.from_dict(old).preset.prune
+
+
 def test_deployment_budget_and_precision_round_trip(in_tmp):
     plan = build_plan(SearchOptions(budget="memory:90k,size:40k", precision="fp32", space=MBV2, dataset="synthetic", preset="quick", baselines=False))
     assert (plan.budget.memory, plan.budget.size, plan.budget.precision) == (90_000, 40_000, "fp32")

@@ -1,0 +1,62 @@
+"""bench.full_schedule: variants at equal steps, students within the budget, paired analysis."""
+
+import dataclasses
+
+import pytest
+
+from bench.full_schedule import analyse, main, pick, render, variant_schedule
+from nas_kd.config import get_preset, parse_budget
+from nas_kd.cost import analytic_macs
+from nas_kd.space import SearchSpace
+
+
+def test_a_variant_keeps_the_steps_of_warm_up_and_changes_only_epochs_and_subset():
+    base = get_preset("quick").full
+    same = variant_schedule(base, f"{base.epochs}x{base.train_subset}")
+    assert same == base
+    once = variant_schedule(base, "1x48000")
+    assert (once.epochs, once.train_subset, once.batch_size, once.lr) == (1, 48000, base.batch_size, base.lr)
+    steps = lambda s: s.warmup_epochs * s.train_subset / s.batch_size  # noqa: E731
+    assert steps(once) == pytest.approx(steps(base))
+    assert variant_schedule(base, "2x24000@0.05") == dataclasses.replace(base, lr=0.05)
+    for bad in ("48000", "0x48000", "1x10", "2x", "2x24000@0", "2x24000@x", "2x24000@1.2.3"):
+        with pytest.raises(ValueError):
+            variant_schedule(base, bad)
+
+
+def test_students_are_the_baseline_then_distinct_members_filling_the_budget():
+    space, budget = SearchSpace.load("search_spaces/mbv2.yaml"), parse_budget("2M")
+    students = pick(space, budget, (1, 28, 28), 10, 4, seed=0)
+    assert students[0] == ("baseline", space.baseline(budget, (1, 28, 28), 10))
+    configs = [c.to_json() for _, c in students]
+    assert len(students) == 4 and len(set(configs)) == 4
+    assert all(0.85 * budget.macs <= analytic_macs(c, (1, 28, 28), 10) <= budget.macs for _, c in students[1:])
+    assert pick(space, budget, (1, 28, 28), 10, 4, seed=0) == students  # seeded
+
+
+def _rows():
+    # Variant b is 0.5 points better on every (student, seed) than a, though students differ by 3 points.
+    rows = []
+    for student, level in (("baseline", 88.0), ("random 1", 91.0)):
+        for seed, noise in ((1, 0.0), (2, 0.4), (3, -0.3)):
+            rows.append({"variant": "a", "student": student, "seed": seed, "val_acc": level + noise, "test_acc": level + noise, "train_seconds": 30.0})
+            rows.append({"variant": "b", "student": student, "seed": seed, "val_acc": level + noise + 0.5, "test_acc": level + noise + 0.5, "train_seconds": 31.0})
+    return rows
+
+
+def test_the_difference_is_paired_by_student_and_seed():
+    a = analyse(_rows(), ["a", "b"])
+    diff = a["versus"]["b"]["val_acc"]
+    # Paired: exactly +0.5 with no spread; unpaired, the students' 3 points would swamp it.
+    assert diff["mean"] == pytest.approx(0.005) and diff["low"] == pytest.approx(0.005) and diff["high"] == pytest.approx(0.005)
+    assert a["per_variant"]["a"]["runs"] == 6
+    record = {"commands": ["c"], "dates": ["d"], "hardware": "h", "budget": "2M", "batch_size": 128, "lr": 0.1, "variants": ["a", "b"], "seeds": [1, 2, 3], "rows": _rows(),
+              "students": {"baseline": {"describe": "u", "macs": 1.9e6}, "random 1": {"describe": "r", "macs": 1.8e6}}}
+    text = render(record)
+    assert "+0.50 [+0.50, +0.50] (better)" in text and "| baseline: `u` | 1.90M |" in text
+
+
+def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "full.json"
+    assert main(["--variants", "2x24000,48000", "--results", str(out)]) == 2
+    assert "EPOCHSxSUBSET" in capsys.readouterr().err and not out.exists()
