@@ -117,6 +117,27 @@ def analyse(rows: list[dict], variants: list[str]) -> dict:
     return out
 
 
+def against_baseline(rows: list[dict], student: str, variant: str, mean_only: bool = False) -> dict | None:
+    """``student`` minus the uniform baseline under ``variant``, paired by seed, on val and test
+    (fractions, as `_diff` prints them); with ``mean_only`` just the mean differences."""
+    if student == "baseline":
+        return None
+    out = {}
+    for key in ("val_acc", "test_acc"):
+        mine = {r["seed"]: r[key] / 100 for r in rows if r["variant"] == variant and r["student"] == student}
+        base = {r["seed"]: r[key] / 100 for r in rows if r["variant"] == variant and r["student"] == "baseline"}
+        if not set(mine) & set(base):
+            return None
+        diff = paired_difference(mine, base)
+        out[key] = diff.mean if mean_only else dataclasses.asdict(diff)
+    return out
+
+
+def _over_students(means: list[dict], key: str) -> dict:
+    """One difference per student (its mean over seeds), as a paired difference against zero."""
+    return dataclasses.asdict(paired_difference(dict(enumerate(m[key] for m in means)), dict.fromkeys(range(len(means)), 0.0)))
+
+
 def render(record: dict) -> str:
     variants = record["variants"]
     a = analyse(record["rows"], variants)
@@ -135,13 +156,20 @@ def render(record: dict) -> str:
             f"| {v} | {c['runs']} | {c['val']:.2f} | {c['test']:.2f} | {std} | {c['train_seconds']:.0f} | "
             + (f"{_diff(versus['val_acc'])} | {_diff(versus['test_acc'])} |" if "val_acc" in versus else "(reference) | |")
         )
-    lines += ["", "| student | MACs | " + " | ".join(f"{v} test % (val %)" for v in variants) + " |", "|---|---|" + "---|" * len(variants)]
+    ref = variants[0]
+    lines += ["", "| student | MACs | " + " | ".join(f"{v} test % (val %)" for v in variants) + f" | minus the baseline ({ref}), val, paired by seed | minus the baseline, test |", "|---|---|" + "---|" * (len(variants) + 2)]
     for name, info in record["students"].items():
         cells = []
         for v in variants:
             mine = [r for r in record["rows"] if r["variant"] == v and r["student"] == name]
             cells.append(f"{statistics.fmean(r['test_acc'] for r in mine):.2f} ({statistics.fmean(r['val_acc'] for r in mine):.2f})" if mine else "-")
+        versus = against_baseline(record["rows"], name, ref)
+        cells += [_diff(versus["val_acc"]), _diff(versus["test_acc"])] if versus else ["", ""]
         lines.append(f"| {name}: `{info['describe']}` | {info['macs'] / 1e6:.2f}M | " + " | ".join(cells) + " |")
+    random_members = [against_baseline(record["rows"], name, ref, mean_only=True) for name in record["students"] if name != "baseline"]
+    random_members = [m for m in random_members if m]
+    if len(random_members) >= 2:
+        lines += ["", f"**A random member filling the budget against the uniform baseline** ({ref}, each student's mean paired difference over its seeds, then over the {len(random_members)} students): val {_diff(_over_students(random_members, 'val_acc'))}, test {_diff(_over_students(random_members, 'test_acc'))} points."]
     if record.get("note"):
         lines += ["", f"**Note.** {record['note']}"]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from bench.full_schedule import analyse, main, pick, render, variant_schedule
+from bench.full_schedule import against_baseline, analyse, main, pick, render, variant_schedule
 from nas_kd.config import get_preset, parse_budget
 from nas_kd.cost import analytic_macs
 from nas_kd.space import SearchSpace
@@ -54,6 +54,10 @@ def test_the_difference_is_paired_by_student_and_seed():
               "students": {"baseline": {"describe": "u", "macs": 1.9e6}, "random 1": {"describe": "r", "macs": 1.8e6}}}
     text = render(record)
     assert "+0.50 [+0.50, +0.50] (better)" in text and "| baseline: `u` | 1.90M |" in text
+    # Against the baseline, paired by seed: random 1 is 3 points above it on every seed.
+    versus = against_baseline(_rows(), "random 1", "a")
+    assert versus["val_acc"]["mean"] == pytest.approx(0.03) and versus["val_acc"]["low"] == pytest.approx(0.03)
+    assert against_baseline(_rows(), "baseline", "a") is None and "+3.00 [+3.00, +3.00] (better)" in text
 
 
 def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path, capsys):
