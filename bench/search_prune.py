@@ -78,7 +78,9 @@ def import_reference(record: dict, source: Path, other_host: bool) -> bool:
             ):  # that search's own report, where this machine still has it
                 row["finished"] = finished_trials(json.loads(report.read_text()))
             record["rows"].append(row)
-    record["commands"].append(f"(arm 'on' from {source.name}: {' then '.join(old['commands'])})")
+    note = f"(arm 'on' from {source.name}: {' then '.join(old['commands'])})"
+    if note not in record["commands"]:
+        record["commands"].append(note)
     return True
 
 
@@ -106,6 +108,7 @@ def render(record: dict) -> str:
             if finished
             else f"| {arm} | {c['searches']} | - | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {c['median_wall_seconds']:.0f} |"
         )
+    lines += ["", "*wall s*: trials, re-screen and retrains; a search seed's first search (the imported arm, where there is one) also trained the baselines (6 full runs), so the arms' wall times do not compare."]
     if a["off_minus_on"]:
         lines += [
             "",
