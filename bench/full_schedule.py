@@ -33,9 +33,10 @@ from pathlib import Path
 from bench._report import hardware, write_section
 from bench._teacher_pass import TeacherPass
 from bench.search_gpu import _diff
+from bench.search_trials import check_host
 from nas_kd.config import Schedule, get_preset, parse_budget
 from nas_kd.cost import analytic_macs, torch_threads
-from nas_kd.data import load_splits
+from nas_kd.data import dataset_info, load_splits
 from nas_kd.device import resolve_device
 from nas_kd.errors import UserError
 from nas_kd.files import digest
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--render", action="store_true", help="rewrite the section from the JSON; train nothing")
+    ap.add_argument("--other-host", action="store_true", help="extend a record measured with other CPU numerics (refused otherwise)")
     args = ap.parse_args(argv)
     results = Path(args.results)
     base = get_preset("quick").full
@@ -200,9 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render:
         command = shlex.join(["python", "-m", "bench.full_schedule", *(sys.argv[1:] if argv is None else argv)])
         record = json.loads(results.read_text()) if results.is_file() else {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "batch_size": base.batch_size, "lr": base.lr, "variants": [], "seeds": [], "students": {}, "rows": []}
-        if record["budget"] != args.budget or record["hardware"] != hardware():
-            print(f"full_schedule: {results.name} holds runs at {record['budget']} on '{record['hardware']}': they would not pair with these; move the file away", file=sys.stderr)
+        if not check_host(record, record, "full_schedule", args.other_host):
             return 2
+        if record["budget"] != args.budget:
+            print(f"full_schedule: {results.name} holds runs at {record['budget']}: they would not pair with these; move the file away", file=sys.stderr)
+            return 2
+        info = dataset_info("fashion-mnist", args.data_dir)
+        students = pick(SearchSpace.load(args.space), budget, info.input_shape, info.num_classes, args.students, args.student_seed)
+        for name, cfg in students:
+            known = record["students"].setdefault(name, {"describe": cfg.describe(), "config": cfg.to_json(), "macs": analytic_macs(cfg, info.input_shape, info.num_classes)})
+            if known["config"] != cfg.to_json():
+                print(f"full_schedule: student '{name}' was {known['describe']} in {results.name}: use the same --student-seed and space, or move the file away", file=sys.stderr)
+                return 2
         record["commands"].append(command)
         record["variants"] += [v for v in variants if v not in record["variants"]]
         record["seeds"] += [s for s in seeds if s not in record["seeds"]]
@@ -214,13 +225,6 @@ def main(argv: list[str] | None = None) -> int:
             sha = digest(tpath)
             for v, schedule in variants.items():
                 splits = load_splits("fashion-mnist", args.data_dir, seed=0, train_subset=schedule.train_subset)
-                info = splits.info
-                students = pick(SearchSpace.load(args.space), budget, info.input_shape, info.num_classes, args.students, args.student_seed)
-                for name, cfg in students:
-                    known = record["students"].setdefault(name, {"describe": cfg.describe(), "config": cfg.to_json(), "macs": analytic_macs(cfg, info.input_shape, info.num_classes)})
-                    if known["config"] != cfg.to_json():
-                        print(f"full_schedule: student '{name}' was {known['describe']} in {results.name}: use the same --student-seed and space, or move the file away", file=sys.stderr)
-                        return 2
                 teacher_pass = TeacherPass(teacher, splits, schedule.batch_size, device, planned=["kd"])
                 for seed in seeds:  # seed-major: a run cut short stays paired across students
                     for name, cfg in students:

@@ -19,7 +19,6 @@ must compute the same CPU numerics as this one (`bench.search_trials.check_host`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import statistics
@@ -33,6 +32,7 @@ from bench.search_trials import (
     arm_difference,
     check_host,
     finished_trials,
+    open_record,
     per_arm,
     run_arms,
 )
@@ -80,7 +80,7 @@ def import_reference(record: dict, source: Path, other_host: bool) -> bool:
             record["rows"].append(row)
     note = f"(arm 'on' from {source.name}: {' then '.join(old['commands'])})"
     if note not in record["commands"]:
-        record["commands"].append(note)
+        record["commands"].insert(len(record["commands"]) - 1, note)  # before this run's own command
     return True
 
 
@@ -146,35 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(
             ["python", "-m", "bench.search_prune", *(sys.argv[1:] if argv is None else argv)]
         )
-        record = {
-            "commands": [],
-            "dates": [],
-            "hardware": hardware(),
-            "budget": args.budget,
-            "trials": args.trials,
-            "retrain_seeds": args.retrain_seeds,
-            "rows": [],
-        }
-        if RESULTS.is_file():
-            old = json.loads(RESULTS.read_text())
-            if not check_host(old, record, "search_prune", args.other_host):
-                return 2
-            if (old["trials"], old["retrain_seeds"], old["budget"]) != (
-                args.trials,
-                args.retrain_seeds,
-                args.budget,
-            ):
-                print(
-                    f"search_prune: {RESULTS.name} holds {old['trials']}-trial searches at {old['budget']} with {old['retrain_seeds']} retrain seeds: use those, or move the file away",
-                    file=sys.stderr,
-                )
-                return 2
-            record.update(rows=old["rows"], commands=old["commands"], dates=old["dates"])
-        if args.reference_from and not import_reference(record, Path(args.reference_from), args.other_host):
+        fresh = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "trials": args.trials, "retrain_seeds": args.retrain_seeds, "rows": []}
+        record, _ = open_record(RESULTS, fresh, "search_prune", ("trials", "retrain_seeds", "budget"), args.other_host, command)
+        if record is None or (args.reference_from and not import_reference(record, Path(args.reference_from), args.other_host)):
             return 2
-        record["commands"].append(command)
-        if dt.date.today().isoformat() not in record["dates"]:
-            record["dates"].append(dt.date.today().isoformat())
 
         def search(arm: str, seed: int, baselines: bool) -> tuple[dict, int]:
             opts = options(

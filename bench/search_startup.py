@@ -17,7 +17,6 @@ This bench runs the same search (budget, mode kd, quick preset, re-screen and fi
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from bench._report import hardware, write_section
 from bench.search_gpu import _diff, options, run_one
-from bench.search_trials import add_search_args, arm_difference, check_host, per_arm, run_arms
+from bench.search_trials import add_search_args, arm_difference, open_record, per_arm, run_arms
 
 __all__ = ["main", "analyse", "render"]
 
@@ -62,6 +61,8 @@ def render(record: dict) -> str:
         versus = _diff(a["versus"][k]) if k in a["versus"] else "(reference)"
         lines.append(f"| {k} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {versus} | {c['median_wall_seconds']:.0f} |")
     lines += ["", f"Start-up {reference} at {record['trials']} trials is a random search (the baseline first); a smaller count lets TPE propose the last trials from the first ones. *wall s*: trials, re-screen and retrains; each search seed's first search also trains the baselines (6 full runs)."]
+    if record.get("note"):  # what a later measurement found about these rows, written by hand
+        lines += ["", f"**Note.** {record['note']}"]
     lines += ["", "| search seed | start-up | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |", "|---|---|---|---|---|---|---|"]
     for r in sorted(record["rows"], key=lambda r: (r["search_seed"], -r["startup"])):
         w, b = r["winner"], r["baseline"]
@@ -82,19 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"search_startup: start-up counts must be at least 1, got {args.startup}", file=sys.stderr)
             return 2
         command = shlex.join(["python", "-m", "bench.search_startup", *(sys.argv[1:] if argv is None else argv)])
-        record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "trials": args.trials, "startup": counts, "retrain_seeds": args.retrain_seeds, "rows": []}
-        if results.is_file():
-            old = json.loads(results.read_text())
-            if not check_host(old, record, "search_startup", args.other_host):
+        fresh = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "trials": args.trials, "startup": counts, "retrain_seeds": args.retrain_seeds, "rows": []}
+        record, old = open_record(results, fresh, "search_startup", ("trials", "retrain_seeds"), args.other_host, command)
+        if record is None:
+            return 2
+        if old:
+            if old["startup"][0] != counts[0]:  # the reference every other count is paired with
+                print(f"search_startup: {results.name} pairs every count with start-up {old['startup'][0]}: put it first, or move the file away", file=sys.stderr)
                 return 2
-            same = {k: old[k] for k in ("trials", "retrain_seeds")} == {"trials": args.trials, "retrain_seeds": args.retrain_seeds}
-            if not same or old["startup"][0] != counts[0]:  # would pair unlike searches
-                print(f"search_startup: {results.name} holds {old['trials']}-trial searches with {old['retrain_seeds']} retrain seeds against start-up {old['startup'][0]}: use those, or move the file away", file=sys.stderr)
-                return 2
-            record.update(rows=old["rows"], commands=old["commands"], dates=old["dates"], startup=old["startup"] + [k for k in counts if k not in old["startup"]])
-        record["commands"].append(command)
-        if dt.date.today().isoformat() not in record["dates"]:
-            record["dates"].append(dt.date.today().isoformat())
+            record["startup"] = old["startup"] + [k for k in counts if k not in old["startup"]]
 
         def search(k: int, seed: int, baselines: bool) -> tuple[dict, int]:
             opts = options(args.budget, "tpe", study=f"bench-startup_{args.budget}_t{args.trials}_u{k}_s{seed}", space=args.space, dataset="fashion-mnist", mode="kd", trials=args.trials, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False, startup_trials=k)

@@ -30,7 +30,7 @@ from bench._report import hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
-__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "check_host", "run_arms"]
+__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "check_host", "open_record", "run_arms"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
 
@@ -176,6 +176,27 @@ def check_host(old: dict, record: dict, name: str, other_host: bool) -> bool:
     return True
 
 
+def open_record(results: Path, fresh: dict, name: str, same: tuple[str, ...], other_host: bool, command: str) -> tuple[dict | None, dict]:
+    """(``fresh`` extended by the record at ``results``: its rows, commands and dates; the record
+    as it was, or {}), with this run's command and date added. None in place of the record (after
+    one line) when that record was made with other CPU numerics (`check_host`) or differs in a
+    field of ``same``: its rows would not pair with these."""
+    old: dict = {}
+    if results.is_file():
+        old = json.loads(results.read_text())
+        if not check_host(old, fresh, name, other_host):
+            return None, old
+        differ = [k for k in same if old.get(k) != fresh[k]]
+        if differ:
+            print(f"{name}: {results.name} holds searches with {', '.join(f'{k} {old.get(k)}' for k in differ)}, this run asks for {', '.join(f'{k} {fresh[k]}' for k in differ)}: their rows would not pair; use those, or move the file away", file=sys.stderr)
+            return None, old
+        fresh.update(rows=old["rows"], commands=old.get("commands") or [old["command"]], dates=old.get("dates") or [old["date"]])
+    fresh["commands"].append(command)
+    if dt.date.today().isoformat() not in fresh["dates"]:
+        fresh["dates"].append(dt.date.today().isoformat())
+    return fresh, old
+
+
 def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
     """The options every paired-search bench shares (this one and bench.search_startup)."""
     ap.add_argument("--search-seeds", default=search_seeds)
@@ -195,18 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render:
         counts = [int(n) for n in args.trials.split(",")]
         command = shlex.join(["python", "-m", "bench.search_trials", *(sys.argv[1:] if argv is None else argv)])
-        record = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
-        if results.is_file():
-            old = json.loads(results.read_text())
-            if not check_host(old, record, "search_trials", args.other_host):
-                return 2
-            if old["retrain_seeds"] != args.retrain_seeds:  # would pair searches retrained on other seeds
-                print(f"search_trials: {results.name} holds searches with {old['retrain_seeds']} retrain seeds: use --retrain-seeds {old['retrain_seeds']}, or move the file away", file=sys.stderr)
-                return 2
-            record.update(rows=old["rows"], commands=old.get("commands") or [old["command"]], dates=old.get("dates") or [old["date"]])  # more searches of the same experiment
-        record["commands"].append(command)
-        if dt.date.today().isoformat() not in record["dates"]:
-            record["dates"].append(dt.date.today().isoformat())
+        fresh = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "retrain_seeds": args.retrain_seeds, "rows": []}
+        record, _ = open_record(results, fresh, "search_trials", ("retrain_seeds",), args.other_host, command)
+        if record is None:
+            return 2
 
         def search(n: int, seed: int, baselines: bool) -> tuple[dict, int]:
             opts = options(args.budget, "tpe", study=f"bench-trials_{args.budget}_t{n}_s{seed}", space=args.space, dataset="fashion-mnist", mode="kd", trials=n, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False)

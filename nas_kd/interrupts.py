@@ -6,8 +6,8 @@ propagate: the interpreter hands it to `sys.unraisablehook`, whose default print
 "Exception ignored in ... KeyboardInterrupt" with a traceback and drops it, so the process runs on
 as if the key was never pressed. `keep_lost_interrupts` installs a hook that instead re-arms the
 interrupt (`_thread.interrupt_main` from a helper thread: the SIGINT handler runs again at the next
-point where Python code runs normally) and prints nothing; every other unraisable exception goes to the hook that was
-installed before.
+point where Python code runs normally) and prints nothing; every other unraisable exception goes
+to the hook that was installed before.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 __all__ = ["keep_lost_interrupts"]
 
 
-def _rearm_lost_interrupts(unraisable, previous=sys.__unraisablehook__) -> None:
+def _rearm_lost_interrupts(unraisable, previous) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
         # Called from the main thread, interrupt_main would run the handler at once, inside this
         # hook, and lose the interrupt again; from another thread it only marks SIGINT pending,

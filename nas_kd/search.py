@@ -339,7 +339,7 @@ def run_worker(plan: SearchPlan, *, worker: int, log: Callable[[str], None] = pr
         log(f"teacher: worker {worker} loads {ref.path} (sha256 {ref.sha256[:12]})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _join_study(plan, worker)
-    objective = Objective(plan, teacher=teacher, device=device, prune=not plan.multi)
+    objective = Objective(plan, teacher=teacher, device=device, prune=plan.prune)
     ran = _trial_loop(study, plan, objective, after_trial=lambda _st, t: log(f"{trial_line(t)} [worker {worker}]"))
     if isinstance(study.sampler, BudgetSampler) and study.sampler.counts.proposals:
         log(f"search: worker {worker}: {study.sampler.counts.describe()}")
@@ -394,7 +394,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     log(f"search: study {plan.study} in {plan.storage} ({previous} trials so far)")
 
     target = plan.trials
-    objective = Objective(plan, teacher=teacher if mode.uses_teacher else None, device=device, prune=not plan.multi)
+    objective = Objective(plan, teacher=teacher if mode.uses_teacher else None, device=device, prune=plan.prune)
     done = len(finished_trials(study.get_trials(deepcopy=False)))
     new_trials, start = 0, time.perf_counter()
     bar = _bar(target, done, opts.progress)

@@ -27,6 +27,7 @@ def test_each_count_is_paired_with_the_reference_by_search_seed():
     record = {"rows": rows, "commands": ["c"], "dates": ["d"], "hardware": "h", "budget": "2M", "trials": 8, "startup": [10, 4], "retrain_seeds": 1}
     text = bench.render(record)
     assert "(reference)" in text and "start-up-10 winner" in text
+    assert "**Note.** pruned" in bench.render({**record, "note": "pruned"})
 
 
 def test_the_count_reaches_the_search_and_each_seed_trains_its_baseline_once(tmp_path, monkeypatch, capsys):
