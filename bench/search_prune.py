@@ -35,6 +35,7 @@ from bench.search_trials import (
     open_record,
     per_arm,
     run_arms,
+    winners_table,
 )
 from nas_kd.study import run_dir
 
@@ -114,16 +115,7 @@ def render(record: dict) -> str:
             "",
             f"**Pruning off minus on**, the winner's mean test accuracy paired by search seed: **{_diff(a['off_minus_on'])}** points.",
         ]
-    lines += [
-        "",
-        "| search seed | pruning | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(record["rows"], key=lambda r: (r["search_seed"], r["prune"])):
-        w, b = r["winner"], r["baseline"]
-        lines.append(
-            f"| {r['search_seed']} | {r['prune']} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |"
-        )
+    lines += ["", *winners_table(record["rows"], "prune", "pruning")]
     return "\n".join(lines)
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import sys
 from pathlib import Path
 
 from bench._report import hardware, write_section
 from bench.search_gpu import _diff, options, run_one
-from bench.search_trials import add_search_args, arm_difference, open_record, per_arm, run_arms
+from bench.search_trials import add_search_args, arm_difference, open_record, per_arm, run_arms, winners_table
 
 __all__ = ["main", "analyse", "render"]
 
@@ -63,10 +62,7 @@ def render(record: dict) -> str:
     lines += ["", f"Start-up {reference} at {record['trials']} trials is a random search (the baseline first); a smaller count lets TPE propose the last trials from the first ones. *wall s*: trials, re-screen and retrains; each search seed's first search also trains the baselines (6 full runs)."]
     if record.get("note"):  # what a later measurement found about these rows, written by hand
         lines += ["", f"**Note.** {record['note']}"]
-    lines += ["", "| search seed | start-up | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(record["rows"], key=lambda r: (r["search_seed"], -r["startup"])):
-        w, b = r["winner"], r["baseline"]
-        lines.append(f"| {r['search_seed']} | {r['startup']} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |")
+    lines += ["", *winners_table(record["rows"], "startup", "start-up", descending=True)]
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from bench._report import hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
-__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "check_host", "open_record", "run_arms"]
+__all__ = ["main", "analyse", "render", "per_arm", "arm_difference", "add_search_args", "check_host", "open_record", "run_arms", "winners_table"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_trials.json"  # 2M: make search's default
 
@@ -100,6 +100,19 @@ def arm_difference(rows: list[dict], key: str, arm: object, reference: object) -
     return paired_difference(winners[arm], winners[reference]).to_dict()
 
 
+def winners_table(rows: list[dict], key: str, label: str, descending: bool = False) -> list[str]:
+    """Markdown lines: per search seed and arm (``rows[i][key]``, headed ``label``; numeric arms
+    largest first with ``descending``), the winner, its brief score and mean retrain test accuracy,
+    and the baseline's."""
+    lines = [f"| search seed | {label} | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["search_seed"], -r[key] if descending else r[key])):
+        w, b = r["winner"], r["baseline"]
+        lines.append(
+            f"| {r['search_seed']} | {r[key]} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |"
+        )
+    return lines
+
+
 def analyse(rows: list[dict]) -> dict:
     per_count = per_arm(rows, "trials")
     counts = sorted(per_count)
@@ -123,10 +136,7 @@ def render(record: dict) -> str:
     for n, c in a["per_count"].items():
         lines.append(f"| {n} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {_diff(c['winner_minus_baseline'])} | {c['median_wall_seconds']:.0f} |")
     lines += ["", "*wall s*: trials, re-screen and retrains; the first count's searches also train the baselines (6 full runs) that the others reuse, so the columns do not compare."]
-    lines += ["", "| search seed | trials | winner | MACs | brief val | winner test % (mean of retrain seeds) | baseline test % |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(record["rows"], key=lambda r: (r["search_seed"], r["trials"])):
-        w, b = r["winner"], r["baseline"]
-        lines.append(f"| {r['search_seed']} | {r['trials']} | `{w['describe']}` | {w['macs'] / 1e6:.2f}M | {100 * w['search_val_accuracy']:.2f} | {100 * statistics.fmean(w['test_by_seed'].values()):.2f} | {100 * statistics.fmean(b['test_by_seed'].values()):.2f} |")
+    lines += ["", *winners_table(record["rows"], "trials", "trials")]
     if record.get("note"):  # what a later measurement found about these rows, written by hand
         lines += ["", f"**Note.** {record['note']}"]
     if a["versus"]:
