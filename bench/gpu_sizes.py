@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from bench.gpu_step import StepSizes
 from nas_kd.config import Schedule, get_preset
-from nas_kd.plan import SearchOptions
 
 __all__ = ["Sizes", "GPU", "SMOKE", "SHARE"]
 
@@ -70,7 +69,7 @@ class Sizes:
     def retrain_estimate(self, with_baselines: bool) -> float:
         """The re-screen and the final retrain: the winner's seeds, and with baselines the uniform
         student's in the mode and in ce, `processes` runs at a time (nas_kd.finalize)."""
-        runs = self.retrain_seeds * (3 if with_baselines else 1) + SearchOptions.rescreen  # the re-screen trains the top N on the full schedule first
+        runs = self.retrain_seeds * (3 if with_baselines else 1) + _rescreen_runs(get_preset(self.preset).rescreen)  # the re-screen runs first
         waves = -(-runs // self.processes)
         return waves * self.full_run_s * (SHARE if self.processes > 1 else 1.0)
 
@@ -159,3 +158,9 @@ SMOKE = Sizes(
     margin_s=1.0,
     estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("step", 15.0), ("steptime", 5.0), ("jobs", 15.0), ("ablation", 15.0)),
 )
+
+
+def _rescreen_runs(count: int) -> int:
+    """Full-schedule runs of a re-screen of the ``count`` best (nas_kd.rescreen): those and the
+    uniform baseline, none below 2."""
+    return count + 1 if count >= 2 else 0

@@ -38,7 +38,12 @@ from bench.search_trials import (
 __all__ = ["main", "analyse", "render", "import_reference"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_rescreen.json"
-REFERENCE_ARM = "3"  # the quick default, `nas-kd search --rescreen 3`
+REFERENCE_ARM = "3"  # the quick default until 2026-12-03, `nas-kd search --rescreen 3`
+
+
+def results_path(budget: str) -> Path:
+    """One record per budget (2M: make search's default, the plain name)."""
+    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_rescreen_{budget}.json")
 
 
 def import_reference(record: dict, source: Path, other_host: bool) -> bool:
@@ -80,7 +85,8 @@ def render(record: dict) -> str:
     ]
     for arm, c in a["per_arm"].items():
         lines.append(f"| {arm} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {c['median_wall_seconds']:.0f} |")
-    lines += ["", "*wall s*: trials, re-screen and retrains (the baselines' retrains were trained once, by the searches that first ran each seed, and are in neither arm)."]
+    imported = any(r.get("from") for r in record["rows"])
+    lines += ["", "*wall s*: trials, re-screen and retrains; " + ("the baselines' retrains were trained before, by the searches the '3' arm came from, and are in neither arm." if imported else "each search seed's first search (the first arm) also trained the baselines (6 full runs), so the arms' wall times do not compare.")]
     for arm, d in a["minus_reference"].items():
         same = sum(
             r["winner"]["describe"] == next((o["winner"]["describe"] for o in record["rows"] if o["rescreen"] == REFERENCE_ARM and o["search_seed"] == r["search_seed"]), None)
@@ -103,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(not a.isdigit() for a in arms):
         print(f"search_rescreen: --arms takes --rescreen values (0, 3, ...), got {args.arms}", file=sys.stderr)
         return 2
+    results = results_path(args.budget)
     if not args.render:
         command = shlex.join(["python", "-m", "bench.search_rescreen", *(sys.argv[1:] if argv is None else argv)])
         fresh = {"commands": [], "dates": [], "hardware": hardware(), "budget": args.budget, "trials": args.trials, "retrain_seeds": args.retrain_seeds, "rows": []}
-        record, _ = open_record(RESULTS, fresh, "search_rescreen", ("trials", "retrain_seeds", "budget"), args.other_host, command)
+        record, _ = open_record(results, fresh, "search_rescreen", ("trials", "retrain_seeds", "budget"), args.other_host, command)
         if record is None or (args.reference_from and not import_reference(record, Path(args.reference_from), args.other_host)):
             return 2
 
@@ -117,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             return run_one(opts, log=lambda text: print(text, flush=True)), args.trials
 
-        run_arms(record, RESULTS, args.search_seeds, arms, "rescreen", search)
-    if not RESULTS.is_file():
-        print(f"search_rescreen: nothing to render: no record at {RESULTS}", file=sys.stderr)
+        run_arms(record, results, args.search_seeds, arms, "rescreen", search)
+    if not results.is_file():
+        print(f"search_rescreen: nothing to render: no record at {results}", file=sys.stderr)
         return 2
-    record = json.loads(RESULTS.read_text())
+    record = json.loads(results.read_text())
     write_section(f"search-rescreen{'' if record['budget'] == '2M' else '-' + record['budget']}", render(record))
     print(render(record))
     return 0

@@ -94,6 +94,7 @@ class Preset:
     trials: int = 20  # default number of search trials
     mode: str = "full"  # default distiller mode of a search (`--mode` overrides it)
     prune: bool = True  # stop brief runs below the median after their first epoch (`--prune/--no-prune` overrides it)
+    rescreen: int = 3  # re-screen the best N brief candidates and the baseline on the full schedule (`--rescreen` overrides it)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,6 +125,12 @@ PRESETS: dict[str, Preset] = {
         # 5th) on a 31-step score whose rank agreement with the brief run's end is 0.36 (58
         # trials), to save under 2% of a search's time (re-screen and retrain are the rest).
         prune=False,
+        # No re-screen: inside a budget band one 2-epoch full-schedule run ranks students worse
+        # (Spearman 0.23 against their 3-seed mean, 25 students at 2M) than the 62-step brief run
+        # (0.41). End to end over 10 paired 8-trial searches at 2M, the brief run's best alone
+        # minus the re-screened pick was -0.02 [-0.26, +0.22] test points at 194 s against 301 s
+        # median: docs/SEARCH.md, "Ranking inside the budget band".
+        rescreen=0,
     ),
     # One H100: the full training split.
     "standard": Preset(

@@ -29,6 +29,7 @@ from typing import Any
 
 from nas_kd.config import (
     DEFAULT_PRECISION,
+    PRESETS,
     Budget,
     Preset,
     Schedule,
@@ -85,7 +86,7 @@ class SearchOptions:
     progress: bool | None = None
     heartbeat: int = 10  # seconds; see nas_kd.storage
     min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
-    rescreen: int = 3  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen)
+    rescreen: int | None = None  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen); None: the preset's (0 on quick, 3 on standard)
     startup_trials: int = 10  # TPE draws this many candidates at random before it models (Optuna's default; nas_kd.search.make_sampler)
     prune: bool | None = None  # stop brief runs below the median after an epoch; None: the preset's (off on quick, on on standard)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
@@ -226,11 +227,14 @@ class SearchPlan:
         parts += ["--seed", str(self.seeds.search), "--teacher-seed", str(self.seeds.split), "--retrain-seeds", str(len(self.seeds.retrain))]
         if self.min_fill != SearchOptions.min_fill:
             parts += ["--min-fill", f"{self.min_fill:g}"]
-        if self.rescreen != SearchOptions.rescreen:
+        # Against today's preset, not the stored one: the line must reproduce this plan with this
+        # version, whose preset defaults may have changed since the plan was stored.
+        today = PRESETS.get(self.preset.name)
+        if today is None or self.rescreen != today.rescreen:
             parts += ["--rescreen", str(self.rescreen)]
         if self.startup_trials != SearchOptions.startup_trials:
             parts += ["--startup-trials", str(self.startup_trials)]
-        if self.prune != self.preset.prune:
+        if today is None or self.prune != today.prune:
             parts += ["--prune" if self.prune else "--no-prune"]
         if self.jobs != 1:
             parts += ["--jobs", str(self.jobs)]
@@ -302,7 +306,7 @@ class SearchPlan:
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise UserError(f"not a {PLAN_FORMAT} search plan (format {d.get('format') if isinstance(d, dict) else None!r}): start a new study with this version of nas-kd")
         p = d["preset"]
-        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"), prune=bool(p.get("prune", True)))
+        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"), prune=bool(p.get("prune", True)), rescreen=int(p.get("rescreen", 3)))
         data, seeds = d["dataset"], d["seeds"]
         return cls(
             study=d["study"],
@@ -345,7 +349,7 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise UserError(f"--retrain-seeds must be at least 1, got {opts.retrain_seeds}")
     if opts.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler '{opts.sampler}': choose one of {', '.join(SAMPLERS)}")
-    if opts.rescreen < 0:
+    if opts.rescreen is not None and opts.rescreen < 0:
         raise UserError(f"--rescreen must be 0 (off) or a count of candidates to train again, got {opts.rescreen}")
     if opts.startup_trials < 1:
         raise UserError(f"--startup-trials must be at least 1 (candidates drawn at random before TPE models), got {opts.startup_trials}")
@@ -430,7 +434,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         device=opts.device,
         heartbeat=opts.heartbeat,
         min_fill=opts.min_fill,
-        rescreen=opts.rescreen,
+        rescreen=preset.rescreen if opts.rescreen is None else opts.rescreen,
         startup_trials=opts.startup_trials,
         prune=preset.prune if opts.prune is None else opts.prune,
         jobs=jobs,

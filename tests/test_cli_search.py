@@ -49,7 +49,7 @@ def searched(tmp_path_factory):
         Path("tiny.yaml").write_text(TINY_SPACE)
         budget = _budget(SearchSpace.load("tiny.yaml"))
         _, _, teacher = ensure_teacher("synthetic", "resnet8", TINY_TEACHER, preset="test", device=torch.device("cpu"), log=lambda *_: None)
-        args = ["search", "--dataset", "synthetic", "--teacher", str(teacher), "--space", "tiny.yaml", "--budget", str(budget), "--trials", "4", "--retrain-seeds", "1", "--mode", "kd", "--study", STUDY, "--preset", "quick", "--device", "cpu"]
+        args = ["search", "--dataset", "synthetic", "--teacher", str(teacher), "--space", "tiny.yaml", "--budget", str(budget), "--trials", "4", "--retrain-seeds", "1", "--mode", "kd", "--study", STUDY, "--preset", "quick", "--device", "cpu", "--rescreen", "3"]  # the re-screen path (quick skips it by default)
         code = main(args)
         yield {"root": root, "code": code, "args": args, "budget": budget, "run": root / "runs" / STUDY}
     finally:
@@ -95,7 +95,7 @@ def test_report_numbers_match_the_trials(searched):
     row = next(r for r in rows if int(r["number"]) == w["trial"])
     assert row["state"] == "COMPLETE" and float(row["val_accuracy"]) == pytest.approx(w["search_val_accuracy"])
     assert int(row["macs"]) == w["macs"] and int(row["params"]) == w["params"]
-    # the winner is the best full-schedule re-screen among the brief run's top 3 (default --rescreen 3)
+    # the winner is the best full-schedule re-screen among the brief run's top 3 (--rescreen 3)
     brief = sorted((float(r["val_accuracy"]) for r in rows if r["state"] == "COMPLETE"), reverse=True)
     rescreened = report["rescreen"]
     assert sorted((r["brief_val_accuracy"] for r in rescreened), reverse=True) == pytest.approx(brief[: len(rescreened)]) and len(rescreened) == min(3, len(brief))

@@ -101,6 +101,27 @@ def test_pruning_follows_the_preset_unless_asked(in_tmp):
     old = quick.to_dict()
     del old["prune"], old["preset"]["prune"]  # stored before the option existed: every preset pruned
     assert SearchPlan.from_dict(old).prune and SearchPlan.from_dict(old).preset.prune
+    # The line reproduces the stored plan under today's presets: that old plan pruned, quick no longer does.
+    assert "--prune" in SearchPlan.from_dict(old).command()
+
+
+def test_the_rescreen_follows_the_preset_unless_asked(in_tmp):
+    def plan(preset: str, rescreen=None) -> SearchPlan:
+        return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset=preset, baselines=False, rescreen=rescreen))
+
+    quick, standard = plan("quick"), plan("standard")
+    assert (quick.rescreen, standard.rescreen) == (0, 3)  # quick: the brief run decides (nas_kd.config)
+    assert "--rescreen" not in quick.command() and "--rescreen" not in standard.command()
+    asked = plan("quick", rescreen=3)
+    assert asked.rescreen == 3 and "--rescreen 3" in asked.command()
+    assert "--rescreen 0" in plan("standard", rescreen=0).command()
+    assert SearchPlan.from_dict(json.loads(json.dumps(asked.to_dict()))) == asked
+    # A quick plan stored when quick re-screened 3 (its preset has no such field): the line says so.
+    old = asked.to_dict()
+    del old["preset"]["rescreen"]
+    assert SearchPlan.from_dict(old).rescreen == 3 and "--rescreen 3" in SearchPlan.from_dict(old).command()
+    with pytest.raises(UserError, match="--rescreen"):
+        plan("quick", rescreen=-1)
 
 
 def test_deployment_budget_and_precision_round_trip(in_tmp):

@@ -122,7 +122,7 @@ def test_ctrl_c_fails_the_trial_writes_a_partial_report_and_exits_130(setup, mon
 
 def test_two_objectives_no_pruning_pareto_winner_and_full_finish(setup):
     opts, calls = setup
-    opts.objectives, opts.sampler, opts.trials = "accuracy,macs", "nsga2", 4
+    opts.objectives, opts.sampler, opts.trials, opts.rescreen = "accuracy,macs", "nsga2", 4, 3  # the re-screen path (quick defaults to none)
     result = run_search(opts, log=quiet)
     study = load_study("mini")
     assert len(study.directions) == 2 and study.metric_names == ["val_accuracy", "macs"]
