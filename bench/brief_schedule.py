@@ -17,9 +17,11 @@ same ``--students`` first). Per variant:
   of the other seeds' runs is printed beside it: the re-screen's own fidelity.
 - A search replayed: pools of the baseline and 7 other students (what an 8-trial quick search with
   10 random start-up draws trains, the baseline first), ranked by the variant's brief score; the
-  top 3 and the baseline "re-screened" by the full-schedule run of the first truth seed; the winner
-  judged by the mean *test* accuracy of the other truth seeds (never the run it was chosen on),
-  minus the baseline's. Beside it: the brief ranking alone, a random member, the pool's best.
+  top 3 (and other widths) and the baseline "re-screened" by one truth seed's full-schedule
+  validation accuracy, each truth seed in turn; the winner judged by its mean validation (and
+  test) accuracy over the other truth seeds (never the run it was chosen on), minus the
+  baseline's. Beside it: the brief ranking alone, a random member, the pool's best; bootstrap
+  intervals over students for the differences between variants and between picking rules.
 
     python -m bench.full_schedule --variants 2x24000 --students 25 --seeds 1,2,3      # the truth, ~45 min
     python -m bench.brief_schedule --variants 2x4000,2x8000,2x16000 --students 25     # ~20 min, 2-core CPU
@@ -149,13 +151,14 @@ def analyse(record: dict, reference: dict, truth_seeds: list[int], pools: int = 
     out["full_seconds"] = statistics.median(r.get("train_seconds", 0.0) for r in reference["rows"] if r["variant"] == FULL_VARIANT and r["student"] in truth_by_name)
     ref = variants[0] if variants else None
     boot_gain: dict[str, dict[str, list[dict]]] = {}
+    rho_boot: dict[str, list[float]] = {}
     for v in variants:
-        rho_boot = [_mean_rho(scores[v], val, idx) for idx in boot]
+        rho_boot[v] = [_mean_rho(scores[v], val, idx) for idx in boot]
         entry = {
             "brief_seeds": sorted(scores[v]),
             "rho_per_seed": {str(s): spearman(x, val) for s, x in scores[v].items()},
             "rho": _mean_rho(scores[v], val, everyone),
-            "rho_interval": _interval(rho_boot),
+            "rho_interval": _interval(rho_boot[v]),
             "brief_val": statistics.fmean(statistics.fmean(x) for x in scores[v].values()),
             "train_seconds": statistics.median(r["train_seconds"] for r in record["rows"] if r["variant"] == v),
             "steps": next(r["steps"] for r in record["rows"] if r["variant"] == v),
@@ -172,7 +175,7 @@ def analyse(record: dict, reference: dict, truth_seeds: list[int], pools: int = 
                 entry.setdefault("rescreen_minus_first", {})[split] = [replayed["rescreen"][TOP] - first, *_interval([a["rescreen"][TOP] - b["rescreen"][TOP] for a, b in zip(boot_v, boot_ref, strict=True)])]
         if v != ref:
             entry["rho_minus_first"] = entry["rho"] - out["per_variant"][ref]["rho"]
-            entry["rho_minus_first_interval"] = _interval([a - _mean_rho(scores[ref], val, idx) for a, idx in zip(rho_boot, boot, strict=True)])
+            entry["rho_minus_first_interval"] = _interval([a - b for a, b in zip(rho_boot[v], rho_boot[ref], strict=True)])
         out["per_variant"][v] = entry
     out["truth"] = {n: {"val": val[i], "test": statistics.fmean(t for _, t in full[i].values())} for i, n in enumerate(names)}
     return out

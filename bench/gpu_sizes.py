@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bench.gpu_step import StepSizes
 from nas_kd.config import Schedule, get_preset
+from nas_kd.rescreen import most_runs
 
 __all__ = ["Sizes", "GPU", "SMOKE", "SHARE"]
 
@@ -69,7 +70,7 @@ class Sizes:
     def retrain_estimate(self, with_baselines: bool) -> float:
         """The re-screen and the final retrain: the winner's seeds, and with baselines the uniform
         student's in the mode and in ce, `processes` runs at a time (nas_kd.finalize)."""
-        runs = self.retrain_seeds * (3 if with_baselines else 1) + _rescreen_runs(get_preset(self.preset).rescreen)  # the re-screen runs first
+        runs = self.retrain_seeds * (3 if with_baselines else 1) + most_runs(get_preset(self.preset).rescreen)  # the re-screen runs first
         waves = -(-runs // self.processes)
         return waves * self.full_run_s * (SHARE if self.processes > 1 else 1.0)
 
@@ -159,8 +160,3 @@ SMOKE = Sizes(
     estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("step", 15.0), ("steptime", 5.0), ("jobs", 15.0), ("ablation", 15.0)),
 )
 
-
-def _rescreen_runs(count: int) -> int:
-    """Full-schedule runs of a re-screen of the ``count`` best (nas_kd.rescreen): those and the
-    uniform baseline, none below 2."""
-    return count + 1 if count >= 2 else 0

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from bench._report import hardware, write_section
-from bench.search_gpu import _diff, options, run_one
+from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
     add_search_args,
     arm_difference,
@@ -34,6 +34,7 @@ from bench.search_trials import (
     finished_trials,
     open_record,
     per_arm,
+    quick_options,
     run_arms,
     winners_table,
 )
@@ -144,22 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
         def search(arm: str, seed: int, baselines: bool) -> tuple[dict, int]:
-            opts = options(
-                args.budget,
-                "tpe",
-                study=f"bench-prune_{args.budget}_t{args.trials}_{arm}_s{seed}",
-                space=args.space,
-                dataset="fashion-mnist",
-                mode="kd",
-                trials=args.trials,
-                preset="quick",
-                seed=seed,
-                retrain_seeds=args.retrain_seeds,
-                baselines=baselines,
-                progress=False,
-                prune=arm == "on",
-            )
-            return run_one(opts, log=lambda text: print(text, flush=True)), args.trials
+            return run_one(quick_options(args, f"bench-prune_{args.budget}_t{args.trials}_{arm}_s{seed}", args.trials, seed, baselines, prune=arm == "on"), log=lambda text: print(text, flush=True)), args.trials
 
         run_arms(record, RESULTS, args.search_seeds, arms, "prune", search)
     record = json.loads(RESULTS.read_text())

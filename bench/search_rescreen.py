@@ -24,13 +24,14 @@ import sys
 from pathlib import Path
 
 from bench._report import hardware, write_section
-from bench.search_gpu import _diff, options, run_one
+from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
     add_search_args,
     arm_difference,
     check_host,
     open_record,
     per_arm,
+    quick_options,
     run_arms,
     winners_table,
 )
@@ -118,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
         def search(arm: str, seed: int, baselines: bool) -> tuple[dict, int]:
-            opts = options(
-                args.budget, "tpe", study=f"bench-rescreen_{args.budget}_t{args.trials}_r{arm}_s{seed}", space=args.space, dataset="fashion-mnist", mode="kd",
-                trials=args.trials, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False, prune=False, rescreen=int(arm),
-            )  # fmt: skip
-            return run_one(opts, log=lambda text: print(text, flush=True)), args.trials
+            return run_one(quick_options(args, f"bench-rescreen_{args.budget}_t{args.trials}_r{arm}_s{seed}", args.trials, seed, baselines, prune=False, rescreen=int(arm)), log=lambda text: print(text, flush=True)), args.trials
 
         run_arms(record, results, args.search_seeds, arms, "rescreen", search)
     if not results.is_file():

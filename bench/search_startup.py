@@ -23,8 +23,16 @@ import sys
 from pathlib import Path
 
 from bench._report import hardware, write_section
-from bench.search_gpu import _diff, options, run_one
-from bench.search_trials import add_search_args, arm_difference, open_record, per_arm, run_arms, winners_table
+from bench.search_gpu import _diff, run_one
+from bench.search_trials import (
+    add_search_args,
+    arm_difference,
+    open_record,
+    per_arm,
+    quick_options,
+    run_arms,
+    winners_table,
+)
 
 __all__ = ["main", "analyse", "render"]
 
@@ -50,7 +58,7 @@ def render(record: dict) -> str:
     lines = [
         f"## Does TPE learn anything in {record['trials']} trials? (CPU{', ' + record['budget'] if record['budget'] != '2M' else ''})",
         "",
-        f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (multivariate), mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, re-screen of the top 3 as `make search` does).",
+        f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (multivariate), mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, median pruning and the re-screen of the top 3, the quick defaults when these ran).",
         "",
         "| TPE start-up trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | winner minus the start-up-"
         + f"{reference} winner, paired by search seed | median wall s |",
@@ -90,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             record["startup"] = old["startup"] + [k for k in counts if k not in old["startup"]]
 
         def search(k: int, seed: int, baselines: bool) -> tuple[dict, int]:
-            opts = options(args.budget, "tpe", study=f"bench-startup_{args.budget}_t{args.trials}_u{k}_s{seed}", space=args.space, dataset="fashion-mnist", mode="kd", trials=args.trials, preset="quick", seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False, startup_trials=k)
-            return run_one(opts, log=lambda text: print(text, flush=True)), args.trials
+            return run_one(quick_options(args, f"bench-startup_{args.budget}_t{args.trials}_u{k}_s{seed}", args.trials, seed, baselines, startup_trials=k), log=lambda text: print(text, flush=True)), args.trials
 
         run_arms(record, results, args.search_seeds, counts, "startup", search)
     record = json.loads(results.read_text())

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from nas_kd.study import is_feasible
 
-__all__ = ["RESCREEN_ATTR", "RescreenKey", "ranked", "scores", "record", "choose", "rescreen", "candidates_key", "contenders"]
+__all__ = ["most_runs", "RESCREEN_ATTR", "RescreenKey", "ranked", "scores", "record", "choose", "rescreen", "candidates_key", "contenders"]
 
 RESCREEN_ATTR = "nas_kd_rescreen"
 
@@ -72,6 +72,12 @@ def record(study, trial_number: int, key: RescreenKey, val_accuracy: float, seco
     stored = dict(study.user_attrs.get(RESCREEN_ATTR) or {})
     stored[str(trial_number)] = {"key": key.to_dict(), "val_accuracy": float(val_accuracy), "seconds": float(seconds)}
     study.set_user_attr(RESCREEN_ATTR, stored)
+
+
+def most_runs(count: int) -> int:
+    """Full-schedule runs a re-screen of the ``count`` best trains at most: those and the uniform
+    baseline (`contenders`), none with ``count`` < 2."""
+    return count + 1 if count >= 2 else 0
 
 
 def contenders(study, count: int, exclude: frozenset[int] = frozenset()) -> list:
