@@ -129,6 +129,23 @@ def _interval(values: list[float]) -> list[float]:
     return [percentile(values, 0.025), percentile(values, 0.975)]
 
 
+def _averaged(scores: dict[int, list[float]], full: list, val: list[float], truth_seeds: list[int], everyone: list[int], boot: list, rho_boot: list[float], replay_boot: list, boot_gain: dict, single: dict, pools: int) -> dict:
+    """The same variant scored by the mean of its brief seeds' runs (twice the brief cost for two
+    seeds) against one seed's run: rho, the replayed search, and the differences with bootstrap
+    intervals over the same resampled students as the one-seed figures."""
+    averaged = {-1: [statistics.fmean(x[i] for x in scores.values()) for i in everyone]}
+    rho_avg = [_mean_rho(averaged, val, idx) for idx in boot]
+    out = {"rho": _mean_rho(averaged, val, everyone), "rho_minus_one_seed": [_mean_rho(averaged, val, everyone) - _mean_rho(scores, val, everyone), *_interval([a - b for a, b in zip(rho_avg, rho_boot, strict=True)])], "replay": {}, "minus_one_seed": {}}
+    for split, judged in SPLITS.items():
+        replayed = out["replay"][split] = _replays(averaged, full, truth_seeds, everyone, pools, judged)
+        boot_avg = [_replays(averaged, full, truth_seeds, idx, max(1, pools // 10), judged, widths=(TOP,)) for idx in replay_boot]
+        out["minus_one_seed"][split] = {
+            way: [pick(replayed) - pick(single[split]), *_interval([pick(a) - pick(b) for a, b in zip(boot_avg, boot_gain[split], strict=True)])]
+            for way, pick in (("brief", lambda r: r["brief"]), ("rescreen", lambda r: r["rescreen"][TOP]))
+        }
+    return out
+
+
 def analyse(record: dict, reference: dict, truth_seeds: list[int], pools: int = 1000, resamples: int = 1000, replay_resamples: int = 200) -> dict:
     """Spearman per variant and brief seed, the replayed search, bootstrap intervals over students
     (module docstring). Deterministic: every random draw comes from fixed seeds."""
@@ -173,6 +190,8 @@ def analyse(record: dict, reference: dict, truth_seeds: list[int], pools: int = 
                 first = out["per_variant"][ref]["replay"][split]["rescreen"][TOP]
                 boot_ref = boot_gain[ref][split]
                 entry.setdefault("rescreen_minus_first", {})[split] = [replayed["rescreen"][TOP] - first, *_interval([a["rescreen"][TOP] - b["rescreen"][TOP] for a, b in zip(boot_v, boot_ref, strict=True)])]
+        if len(scores[v]) > 1:
+            entry["averaged"] = _averaged(scores[v], full, val, truth_seeds, everyone, boot, rho_boot[v], replay_boot, boot_gain[v], entry["replay"], pools)
         if v != ref:
             entry["rho_minus_first"] = entry["rho"] - out["per_variant"][ref]["rho"]
             entry["rho_minus_first_interval"] = _interval([a - b for a, b in zip(rho_boot[v], rho_boot[ref], strict=True)])
@@ -237,6 +256,20 @@ def render(record: dict, reference: dict) -> str:
             "|---|" + "---|" * len(WIDTHS),
         ]
         lines += [f"| {v} | " + " | ".join(f"{e['replay']['val']['rescreen'][k]:+.2f} ({e['replay']['test']['rescreen'][k]:+.2f})" for k in WIDTHS) + " |" for v, e in pv.items()]
+    averaged = {v: e["averaged"] for v, e in pv.items() if "averaged" in e}
+    if averaged:
+        lines += [
+            "",
+            "The same variants scored by the **mean of their brief seeds' runs** (twice the brief cost), minus one seed's run (val; test in parentheses for the picks):",
+            "",
+            f"| brief variant | rho, averaged | rho minus one seed | the brief top 1 alone, val (test) | alone: minus one seed, val | top {TOP} re-screened, val (test) | re-screened: minus one seed, val |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for v, e in averaged.items():
+            rv, rt, d = e["replay"]["val"], e["replay"]["test"], e["minus_one_seed"]["val"]
+            lines.append(
+                f"| {v} | {e['rho']:.2f} | {_ci(e['rho_minus_one_seed'])} | {rv['brief']:+.2f} ({rt['brief']:+.2f}) | {_ci(d['brief'])} | {rv['rescreen'][TOP]:+.2f} ({rt['rescreen'][TOP]:+.2f}) | {_ci(d['rescreen'])} |"
+            )
     variants = list(pv)
     lines += ["", "| student | MACs | full val % (mean) | full test % (mean) | " + " | ".join(f"{v} val % (per seed)" for v in variants) + " |", "|---|---|---|---|" + "---|" * len(variants)]
     for n in names:

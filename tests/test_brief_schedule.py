@@ -97,3 +97,15 @@ def test_a_wider_rescreen_finds_more_when_the_brief_ranking_is_backwards():
     gains = [widths[k] for k in (1, 2, 3, 4, 5, 7)]
     assert gains == sorted(gains) and gains[-1] > gains[0]
     assert "| top 1 | top 2 |" in render(record, _reference())
+
+
+def test_averaging_the_brief_seeds_cancels_noise_that_one_seed_keeps():
+    # Each seed's run is the truth plus noise of opposite signs: one seed ranks poorly, their mean exactly.
+    noise = {n: 3.0 * (((i * 7) % 12) - 5.5) for i, n in enumerate(NAMES)}
+    record = _record({"noisy": lambda n, s: LEVEL[n] - 10 + (noise[n] if s == 0 else -noise[n])})
+    a = analyse(record, _reference(), [1, 2, 3], pools=50, resamples=50, replay_resamples=5)["per_variant"]["noisy"]
+    avg = a["averaged"]
+    assert a["rho"] < 0.5 and avg["rho"] == pytest.approx(1.0)
+    assert avg["rho_minus_one_seed"][1] > 0 and avg["minus_one_seed"]["val"]["brief"][0] > 0
+    assert avg["replay"]["val"]["brief"] == pytest.approx(avg["replay"]["val"]["best"])
+    assert "| noisy | 1.00 |" in render(record, _reference())
