@@ -30,8 +30,8 @@ from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
     add_search_args,
     arm_difference,
-    check_host,
     finished_trials,
+    import_arm,
     open_record,
     per_arm,
     quick_options,
@@ -47,43 +47,19 @@ ARMS = ("on", "off")
 
 
 def import_reference(record: dict, source: Path, other_host: bool) -> bool:
-    """Add ``source``'s start-up-10 rows (pruning on) as the ``on`` arm; False (and one line) when
-    they cannot pair with this record's searches."""
-    old = json.loads(source.read_text())
-    if (old.get("trials"), old.get("retrain_seeds"), old.get("budget")) != (
-        record["trials"],
-        record["retrain_seeds"],
-        record["budget"],
-    ):
-        print(
-            f"search_prune: {source.name} holds {old.get('trials')}-trial searches at {old.get('budget')} with {old.get('retrain_seeds')} retrain seeds: they would not pair with these",
-            file=sys.stderr,
-        )
-        return False
-    probe = {"hardware": record["hardware"]}
-    if not check_host(old, probe, "search_prune", other_host):
-        return False
-    have = {(r["prune"], r["search_seed"]) for r in record["rows"]}
-    for r in old["rows"]:
-        if r["startup"] == 10 and ("on", r["search_seed"]) not in have:
-            row = {
-                "prune": "on",
-                **{k: v for k, v in r.items() if k != "startup"},
-                "from": f"{source.name} ({', '.join(old['dates'])}; {old['hardware']})",
-            }
-            report = (
-                run_dir(f"bench-startup_{old['budget']}_t{old['trials']}_u10_s{r['search_seed']}")
-                / "report.json"
-            )
-            if (
-                "finished" not in row and report.is_file()
-            ):  # that search's own report, where this machine still has it
-                row["finished"] = finished_trials(json.loads(report.read_text()))
-            record["rows"].append(row)
-    note = f"(arm 'on' from {source.name}: {' then '.join(old['commands'])})"
-    if note not in record["commands"]:
-        record["commands"].insert(len(record["commands"]) - 1, note)  # before this run's own command
-    return True
+    """Add ``source``'s (bench.search_startup's) start-up-10 rows, pruning on, as the ``on`` arm
+    (`import_arm`)."""
+
+    def take(r: dict, old: dict) -> dict | None:
+        if r["startup"] != 10:
+            return None
+        row = {k: v for k, v in r.items() if k != "startup"}
+        report = run_dir(f"bench-startup_{old['budget']}_t{old['trials']}_u10_s{r['search_seed']}") / "report.json"
+        if "finished" not in row and report.is_file():  # that search's own report, where this machine still has it
+            row["finished"] = finished_trials(json.loads(report.read_text()))
+        return row
+
+    return import_arm(record, source, "search_prune", "prune", "on", take, other_host)
 
 
 def analyse(rows: list[dict]) -> dict:

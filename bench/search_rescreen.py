@@ -28,7 +28,7 @@ from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
     add_search_args,
     arm_difference,
-    check_host,
+    import_arm,
     open_record,
     per_arm,
     quick_options,
@@ -48,23 +48,12 @@ def results_path(budget: str) -> Path:
 
 
 def import_reference(record: dict, source: Path, other_host: bool) -> bool:
-    """Add ``source``'s (bench.search_prune's) pruning-off rows as the ``3`` arm; False (and one
-    line) when they cannot pair with this record's searches."""
-    old = json.loads(source.read_text())
-    same = ("trials", "retrain_seeds", "budget")
-    if any(old.get(k) != record[k] for k in same):
-        print(f"search_rescreen: {source.name} holds {old.get('trials')}-trial searches at {old.get('budget')} with {old.get('retrain_seeds')} retrain seeds: they would not pair with these", file=sys.stderr)
-        return False
-    if not check_host(old, {"hardware": record["hardware"]}, "search_rescreen", other_host):
-        return False
-    have = {(r["rescreen"], r["search_seed"]) for r in record["rows"]}
-    for r in old["rows"]:
-        if r["prune"] == "off" and (REFERENCE_ARM, r["search_seed"]) not in have:
-            record["rows"].append({"rescreen": REFERENCE_ARM, **{k: v for k, v in r.items() if k not in ("prune", "from")}, "from": f"{source.name} ({', '.join(old['dates'])}; {old['hardware']})"})
-    note = f"(arm '{REFERENCE_ARM}' from {source.name}'s pruning-off rows: {' then '.join(c for c in old['commands'] if not c.startswith('('))})"
-    if note not in record["commands"]:
-        record["commands"].insert(len(record["commands"]) - 1, note)  # before this run's own command
-    return True
+    """Add ``source``'s (bench.search_prune's) pruning-off rows as the ``3`` arm (`import_arm`)."""
+
+    def take(r: dict, _old: dict) -> dict | None:
+        return {k: v for k, v in r.items() if k not in ("prune", "from")} if r["prune"] == "off" else None
+
+    return import_arm(record, source, "search_rescreen", "rescreen", REFERENCE_ARM, take, other_host, rows_named="'s pruning-off rows")
 
 
 def analyse(rows: list[dict]) -> dict:

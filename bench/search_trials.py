@@ -223,6 +223,29 @@ def open_record(results: Path, fresh: dict, name: str, same: tuple[str, ...], ot
     return fresh, old
 
 
+def import_arm(record: dict, source: Path, name: str, key: str, arm: str, take, other_host: bool, rows_named: str = "") -> bool:
+    """Add the rows of another bench's record ``source`` that ``take`` selects (and rewrites, or
+    None to skip) as this record's ``arm`` of ``key``, so finished searches are not trained again;
+    False (and one line) when they cannot pair with this record's searches: other trials, retrain
+    seeds or budget, or another host's numerics (`check_host`). ``rows_named`` qualifies the source
+    in the commands' note (e.g. "'s pruning-off rows")."""
+    old = json.loads(source.read_text())
+    if any(old.get(k) != record[k] for k in ("trials", "retrain_seeds", "budget")):
+        print(f"{name}: {source.name} holds {old.get('trials')}-trial searches at {old.get('budget')} with {old.get('retrain_seeds')} retrain seeds: they would not pair with these", file=sys.stderr)
+        return False
+    if not check_host(old, {"hardware": record["hardware"]}, name, other_host):
+        return False
+    have = {(r[key], r["search_seed"]) for r in record["rows"]}
+    for r in old["rows"]:
+        row = take(r, old)
+        if row is not None and (arm, r["search_seed"]) not in have:
+            record["rows"].append({key: arm, **row, "from": f"{source.name} ({', '.join(old['dates'])}; {old['hardware']})"})
+    note = f"(arm '{arm}' from {source.name}{rows_named}: {' then '.join(c for c in old['commands'] if not c.startswith('('))})"
+    if note not in record["commands"]:
+        record["commands"].insert(len(record["commands"]) - 1, note)  # before this run's own command
+    return True
+
+
 def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
     """The options every paired-search bench shares (this one and bench.search_startup)."""
     ap.add_argument("--search-seeds", default=search_seeds)
