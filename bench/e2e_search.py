@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench._report import hardware, write_section
+from nas_kd.config import PRESETS, Preset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,13 @@ def _timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return time.perf_counter() - t0, r.stdout
+
+
+def _procedure(preset: Preset) -> str:
+    """The preset's search procedure in words, as this run's clone did it."""
+    prune = "median pruning after the first brief epoch" if preset.prune else "no pruning"
+    rescreen = f"the re-screen of the brief top {preset.rescreen} and the baseline" if preset.rescreen > 1 else "no re-screen: the brief run's best wins"
+    return f"{preset.trials} trials ({prune}, {rescreen})"
 
 
 def section_name(budget: str) -> str:
@@ -59,7 +67,7 @@ def main(argv=None) -> None:
         f"Command: `python -m bench.e2e_search --budget {args.budget}` (commit {commit})  ",
         f"Hardware: {hardware()}  ",
         "Steps: `git clone`, then `make search` (new .venv, pinned torch, package and extras, the teacher (line below), the "
-        "quick preset's trials and re-screen, 3-seed retrain of the winner and of the uniform baseline in the same mode and "
+        f"quick preset's {_procedure(PRESETS['quick'])}, 3-seed retrain of the winner and of the uniform baseline in the same mode and "
         "with ce, on seeds the search never used, report, export), then the same command again.",
         "",
         "| run | wall time |",
