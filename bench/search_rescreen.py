@@ -39,7 +39,7 @@ from bench.search_trials import (
 __all__ = ["main", "analyse", "render", "import_reference"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_rescreen.json"
-REFERENCE_ARM = "3"  # the quick default until 2026-12-03, `nas-kd search --rescreen 3`
+REFERENCE_ARM = "3"  # `nas-kd search --rescreen 3`, the quick default (but for one day, 2026-12-03)
 
 
 def results_path(budget: str) -> Path:

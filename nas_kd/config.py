@@ -125,12 +125,14 @@ PRESETS: dict[str, Preset] = {
         # 5th) on a 31-step score whose rank agreement with the brief run's end is 0.36 (58
         # trials), to save under 2% of a search's time (re-screen and retrain are the rest).
         prune=False,
-        # No re-screen: inside a budget band one 2-epoch full-schedule run ranks students worse
-        # (Spearman 0.23 against their 3-seed mean, 25 students at 2M) than the 62-step brief run
-        # (0.41). End to end over 10 paired 8-trial searches at 2M, the brief run's best alone
-        # minus the re-screened pick was -0.02 [-0.26, +0.22] test points at 194 s against 301 s
-        # median: docs/SEARCH.md, "Ranking inside the budget band".
-        rescreen=0,
+        # Re-screen the brief top 3 and the baseline: inside a budget band one 2-epoch full run
+        # ranks students worse (Spearman 0.23 against their 3-seed mean, 25 students at 2M) than
+        # the 62-step brief run (0.41), yet it guards the pick. Over 10 paired 8-trial searches
+        # each, the brief run's best alone minus the re-screened pick was -0.02 [-0.26, +0.22]
+        # test points at 2M but -0.50 [-1.22, +0.21] at 500k (one search -2.4), where only the
+        # re-screened searches beat the uniform baseline (+0.38 [+0.09, +0.66] vs -0.13
+        # [-0.91, +0.65]); cost ~110 s of a 2M search: docs/SEARCH.md, "Ranking inside the budget band".
+        rescreen=3,
     ),
     # One H100: the full training split.
     "standard": Preset(

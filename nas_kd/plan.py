@@ -86,7 +86,7 @@ class SearchOptions:
     progress: bool | None = None
     heartbeat: int = 10  # seconds; see nas_kd.storage
     min_fill: float = 0.85  # every proposal uses at least this share of its binding limit (nas_kd.proposals)
-    rescreen: int | None = None  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen); None: the preset's (0 on quick, 3 on standard)
+    rescreen: int | None = None  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen); None: the preset's (3 on both)
     startup_trials: int = 10  # TPE draws this many candidates at random before it models (Optuna's default; nas_kd.search.make_sampler)
     prune: bool | None = None  # stop brief runs below the median after an epoch; None: the preset's (off on quick, on on standard)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out

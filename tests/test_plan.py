@@ -110,16 +110,21 @@ def test_the_rescreen_follows_the_preset_unless_asked(in_tmp):
         return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset=preset, baselines=False, rescreen=rescreen))
 
     quick, standard = plan("quick"), plan("standard")
-    assert (quick.rescreen, standard.rescreen) == (0, 3)  # quick: the brief run decides (nas_kd.config)
+    assert (quick.rescreen, standard.rescreen) == (3, 3)  # both re-screen the brief top 3 (nas_kd.config)
     assert "--rescreen" not in quick.command() and "--rescreen" not in standard.command()
-    asked = plan("quick", rescreen=3)
-    assert asked.rescreen == 3 and "--rescreen 3" in asked.command()
-    assert "--rescreen 0" in plan("standard", rescreen=0).command()
+    asked = plan("quick", rescreen=0)
+    assert asked.rescreen == 0 and "--rescreen 0" in asked.command()
+    assert "--rescreen 5" in plan("standard", rescreen=5).command()
     assert SearchPlan.from_dict(json.loads(json.dumps(asked.to_dict()))) == asked
-    # A quick plan stored when quick re-screened 3 (its preset has no such field): the line says so.
-    old = asked.to_dict()
-    del old["preset"]["rescreen"]
-    assert SearchPlan.from_dict(old).rescreen == 3 and "--rescreen 3" in SearchPlan.from_dict(old).command()
+    # A quick plan stored while quick did not re-screen (2026-12-03): its preset says 0, and the
+    # line says so under today's preset, which does.
+    stored = quick.to_dict()
+    stored["rescreen"] = stored["preset"]["rescreen"] = 0
+    assert SearchPlan.from_dict(stored).rescreen == 0 and "--rescreen 0" in SearchPlan.from_dict(stored).command()
+    # A plan stored before the option existed (its preset has no such field) chose by the brief run alone.
+    old = quick.to_dict()
+    del old["rescreen"], old["preset"]["rescreen"]
+    assert SearchPlan.from_dict(old).rescreen == 0 and "--rescreen 0" in SearchPlan.from_dict(old).command()
     with pytest.raises(UserError, match="--rescreen"):
         plan("quick", rescreen=-1)
 
