@@ -302,8 +302,11 @@ def _markdown(r: dict) -> str:
                 lines += ["", f"**Over the latency limit ({limit:g} ms) at the slowest speed the search saw**, measured after the retrain: {', '.join(slow)}. At this machine's slow speed the limit would be missed."]
         if r["comparisons"]:
             lines += ["", "| searched - baseline | paired seeds | mean difference (points) | 95% t-interval | |", "| --- | --- | --- | --- | --- |"]
+            itself = r["baselines"] is not None and r["baselines"].get("config") == w.get("config")
             for mode, d in r["comparisons"].items():
-                lines.append(f"| baseline in mode {mode} | {d['n']} | {100 * d['mean']:+.2f} | {_interval(d)} | {d['direction']} |")
+                # The re-screen chose the baseline: in its own mode the comparison is of one student with itself.
+                what = "the same student (the search chose the baseline)" if itself and mode == w.get("mode") else d["direction"]
+                lines.append(f"| baseline in mode {mode} | {d['n']} | {100 * d['mean']:+.2f} | {_interval(d)} | {what} |")
     lines += ["", "## Reproduce", "", "```", r["command"], "```", "", "Files: `trials.csv` (every trial), `pareto.png` (and `pareto-<limit>.png` for each other limit of the budget), `report.json`, `export/` (after the final retrain)."]
     return "\n".join(lines) + "\n"
 

@@ -47,7 +47,10 @@ def verdict_sentence(winner: dict, baselines: dict | None, comparisons: dict[str
         return f"{prefix}{who[0].upper()}{who[1:]} reached {100 * winner['test_mean']:.2f}% test accuracy; no baseline was trained, so there is no verdict."
     if winner.get("config") is not None and winner.get("config") == baselines.get("config"):
         # The re-screen (nas_kd.rescreen) found no searched student better than the hand-scaled one.
-        return f"{prefix}The search's answer is the uniform baseline itself ({format_count(baselines['macs'])} MACs, mode {winner['mode']}, {100 * winner['test_mean']:.2f}% test): no searched student beat it on the re-screen's full-schedule validation score."
+        # Its comparison in its own mode is with itself; the others (plain ce) still say what distillation bought.
+        others = [(mode, d) for mode, d in comparisons.items() if mode != winner["mode"]]
+        also = f" Over {others[0][1].n} paired seeds it is " + " and ".join(_clause(mode, d, "the same student") for mode, d in others) + "." if others else ""
+        return f"{prefix}The search's answer is the uniform baseline itself ({format_count(baselines['macs'])} MACs, mode {winner['mode']}, {100 * winner['test_mean']:.2f}% test): no searched student beat it on the re-screen's full-schedule validation score.{also}"
     n = next(iter(comparisons.values())).n
     names = [f"the uniform baseline ({format_count(baselines['macs'])} MACs)"] + ["the same baseline"] * (len(comparisons) - 1)
     clauses = [_clause(mode, d, name) for (mode, d), name in zip(comparisons.items(), names, strict=True)]

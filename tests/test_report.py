@@ -77,3 +77,28 @@ def test_partial_report_without_final_retrain(in_tmp):
 def test_without_a_final_json_a_full_report_falls_back_to_partial(in_tmp):
     paths = write_report(make_study(in_tmp))
     assert json.loads(paths["report.json"].read_text())["partial"]
+
+
+def _final(winner_cfg: dict, baseline_cfg: dict) -> dict:
+    from nas_kd.finalize import summarise
+    from nas_kd.verdict import compare_runs
+
+    def runs(accs):
+        return summarise([{"seed": s, "test_accuracy": a, "val_accuracy": a} for s, a in zip((1, 2, 3), accs, strict=True)])
+
+    winner = {"trial": 2, "config": winner_cfg, "describe": "ir c8", "search_val_accuracy": 0.75, "macs": 900_000, "params": 1000, "footprint": None, "mode": "full", **runs([0.87, 0.88, 0.8771])}
+    modes = {"full": runs([0.87, 0.88, 0.8771] if winner_cfg == baseline_cfg else [0.86, 0.87, 0.87]), "ce": runs([0.86, 0.87, 0.87])}
+    baselines = {"config": baseline_cfg, "describe": "ir c8", "macs": 900_000, "params": 1000, "footprint": None, "modes": modes}
+    comparisons = {m: d.to_dict() for m, d in compare_runs(winner, modes).items()}
+    return {"winner": winner, "baselines": baselines, "comparisons": comparisons, "schedule": {}, "rescreen": None}
+
+
+def test_when_the_search_chose_the_baseline_its_own_mode_row_says_so(in_tmp):
+    study = make_study(in_tmp)
+    cfg = json.loads(CFG)
+    md = write_report(study, final=_final(cfg, cfg))["report.md"].read_text()
+    assert "| baseline in mode full | 3 | +0.00 | +0.00 to +0.00 | the same student (the search chose the baseline) |" in md
+    assert "| baseline in mode ce | 3 | +0.90 |" in md and "| better |" in md
+    assert "Over 3 paired seeds it is better than the same student in mode ce" in md
+    other = write_report(study, final=_final(cfg, {**cfg, "stem_width": 16}))["report.md"].read_text()
+    assert "the search chose the baseline" not in other and "is the uniform baseline itself" not in other and "| baseline in mode full | 3 | +0.90 | +0.49 to +1.32 | better |" in other

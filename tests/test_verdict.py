@@ -45,5 +45,7 @@ def test_a_winner_that_is_the_baseline_is_named_as_such():
     base = {"macs": 480_000, "config": dict(cfg), "modes": {"kd": runs([0.87, 0.88, 0.8771]), "ce": runs([0.86, 0.87, 0.87])}}
     text = verdict_sentence(w, base, compare_runs(w, base["modes"]))
     assert text.startswith("The search's answer is the uniform baseline itself (480.00k MACs, mode kd, 87.57% test)")
+    # What distillation bought is still said: the same student against its plain-ce runs.
+    assert text.endswith("): no searched student beat it on the re-screen's full-schedule validation score. Over 3 paired seeds it is better than the same student in mode ce by 0.90 points (95% CI +0.49 to +1.32).")
     other = {**w, "config": {**cfg, "stem_width": 16}}
     assert "is not detectably different" in verdict_sentence(other, base, compare_runs(other, base["modes"]))
