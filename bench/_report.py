@@ -69,3 +69,9 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def budget_slug(budget: str) -> str:
+    """A budget's text as a file or section name part: "500k" stays, "memory:32k,size:64k" becomes
+    "memory-32k-size-64k"."""
+    return re.sub(r"[^a-z0-9.]+", "-", budget.lower()).strip("-")

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench._report import hardware, write_section
+from bench._report import budget_slug, hardware, write_section
 from nas_kd.config import PRESETS, Preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +43,7 @@ def _procedure(preset: Preset) -> str:
 
 def section_name(budget: str) -> str:
     """"e2e-search" for the default 2M, "e2e-search-latency-1ms" for latency:1ms, and so on."""
-    return "e2e-search" if budget == "2M" else "e2e-search-" + re.sub(r"[^a-z0-9.]+", "-", budget.lower()).strip("-")
+    return "e2e-search" if budget == "2M" else "e2e-search-" + budget_slug(budget)
 
 
 def main(argv=None) -> None:

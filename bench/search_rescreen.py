@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench._report import hardware, write_section
+from bench._report import budget_slug, hardware, write_section
 from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
     add_search_args,
@@ -44,7 +44,7 @@ REFERENCE_ARM = "3"  # `nas-kd search --rescreen 3`, the quick default (but for 
 
 def results_path(budget: str) -> Path:
     """One record per budget (2M: make search's default, the plain name)."""
-    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_rescreen_{budget}.json")
+    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_rescreen_{budget_slug(budget)}.json")
 
 
 def import_reference(record: dict, source: Path, other_host: bool) -> bool:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search_rescreen: nothing to render: no record at {results}", file=sys.stderr)
         return 2
     record = json.loads(results.read_text())
-    write_section(f"search-rescreen{'' if record['budget'] == '2M' else '-' + record['budget']}", render(record))
+    write_section(f"search-rescreen{'' if record['budget'] == '2M' else '-' + budget_slug(record['budget'])}", render(record))
     print(render(record))
     return 0
 

@@ -26,7 +26,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench._report import hardware, write_section
+from bench._report import budget_slug, hardware, write_section
 from bench.search_gpu import _diff, _seeds, options, run_one
 from nas_kd.stats import paired_difference
 
@@ -38,11 +38,11 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "search_
 def results_path(budget: str) -> Path:
     """One record per budget (2M keeps the first record's name): a run at another budget never
     overwrites the 2M rows."""
-    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_trials_{budget}.json")
+    return RESULTS if budget == "2M" else RESULTS.with_name(f"search_trials_{budget_slug(budget)}.json")
 
 
 def section_name(budget: str) -> str:
-    return "search-trials" if budget == "2M" else f"search-trials-{budget}"
+    return "search-trials" if budget == "2M" else f"search-trials-{budget_slug(budget)}"
 
 
 def _baseline(report: dict) -> dict:
