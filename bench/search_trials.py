@@ -100,9 +100,9 @@ def arm_difference(rows: list[dict], key: str, arm: object, reference: object) -
     return paired_difference(winners[arm], winners[reference]).to_dict()
 
 
-# The procedure these records were measured with: the quick preset's defaults until 2026-12-02
-# (pruning) and 2026-12-03 (the re-screen of the top 3). Pinned, so that a record extended after
-# a default changes still pairs like with like.
+# The procedure these records were measured with: median pruning (the quick preset's default
+# until 2026-12-02) and the re-screen of the top 3 (its default but for 2026-12-03). Pinned, so
+# that a record extended after a default changes still pairs like with like.
 RECORDED = {"prune": True, "rescreen": 3}
 
 
@@ -113,7 +113,6 @@ def quick_options(args, study: str, trials: int, seed: int, baselines: bool, **a
         args.budget, "tpe", study=study, space=args.space, dataset="fashion-mnist", mode="kd", trials=trials, preset="quick",
         seed=seed, retrain_seeds=args.retrain_seeds, baselines=baselines, progress=False, **{**RECORDED, **arm},
     )  # fmt: skip
-
 
 
 def winners_table(rows: list[dict], key: str, label: str, descending: bool = False) -> list[str]:

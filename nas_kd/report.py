@@ -17,6 +17,7 @@ from nas_kd.config import format_count, format_quantity
 from nas_kd.plan import plan_of
 from nas_kd.stats import PairedDifference
 from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_json
+from nas_kd.verdict import chose_baseline
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
@@ -302,7 +303,7 @@ def _markdown(r: dict) -> str:
                 lines += ["", f"**Over the latency limit ({limit:g} ms) at the slowest speed the search saw**, measured after the retrain: {', '.join(slow)}. At this machine's slow speed the limit would be missed."]
         if r["comparisons"]:
             lines += ["", "| searched - baseline | paired seeds | mean difference (points) | 95% t-interval | |", "| --- | --- | --- | --- | --- |"]
-            itself = r["baselines"] is not None and r["baselines"].get("config") == w.get("config")
+            itself = chose_baseline(w, r["baselines"])
             for mode, d in r["comparisons"].items():
                 # The re-screen chose the baseline: in its own mode the comparison is of one student with itself.
                 what = "the same student (the search chose the baseline)" if itself and mode == w.get("mode") else d["direction"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from nas_kd.config import format_count
 from nas_kd.stats import PairedDifference, paired_difference
 
-__all__ = ["compare_runs", "verdict_sentence"]
+__all__ = ["compare_runs", "verdict_sentence", "chose_baseline"]
 
 
 def _by_seed(summary: dict) -> dict[int, float]:
@@ -38,6 +38,12 @@ def _clause(mode: str, d: PairedDifference, baseline: str) -> str:
     return f"{d.direction} than {baseline} in mode {mode} by {abs(100 * d.mean):.2f} points ({interval})"
 
 
+def chose_baseline(winner: dict, baselines: dict | None) -> bool:
+    """Whether the winner is the uniform baseline itself (the re-screen found no searched student
+    better: nas_kd.rescreen)."""
+    return bool(baselines) and winner.get("config") is not None and winner.get("config") == baselines.get("config")
+
+
 def verdict_sentence(winner: dict, baselines: dict | None, comparisons: dict[str, PairedDifference], cut_short: str | None = None) -> str:
     """``winner``/``baselines`` as in ``final.json``; ``cut_short`` says why the search stopped
     early (None when it ran to its requested trial count)."""
@@ -45,8 +51,7 @@ def verdict_sentence(winner: dict, baselines: dict | None, comparisons: dict[str
     who = f"the searched student ({format_count(winner['macs'])} MACs, mode {winner['mode']})"
     if not baselines or not comparisons:
         return f"{prefix}{who[0].upper()}{who[1:]} reached {100 * winner['test_mean']:.2f}% test accuracy; no baseline was trained, so there is no verdict."
-    if winner.get("config") is not None and winner.get("config") == baselines.get("config"):
-        # The re-screen (nas_kd.rescreen) found no searched student better than the hand-scaled one.
+    if chose_baseline(winner, baselines):
         # Its comparison in its own mode is with itself; the others (plain ce) still say what distillation bought.
         others = [(mode, d) for mode, d in comparisons.items() if mode != winner["mode"]]
         also = f" Over {others[0][1].n} paired seeds it is " + " and ".join(_clause(mode, d, "the same student") for mode, d in others) + "." if others else ""

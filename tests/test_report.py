@@ -9,9 +9,10 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from nas_kd.finalize import pick_winner
+from nas_kd.finalize import pick_winner, summarise
 from nas_kd.plan import PLAN_ATTR, SearchOptions, TeacherRef, build_plan
 from nas_kd.report import trial_rows, write_report
+from nas_kd.verdict import compare_runs
 
 SPACE = str(Path(__file__).resolve().parents[1] / "search_spaces" / "mbv2.yaml")
 
@@ -80,9 +81,6 @@ def test_without_a_final_json_a_full_report_falls_back_to_partial(in_tmp):
 
 
 def _final(winner_cfg: dict, baseline_cfg: dict) -> dict:
-    from nas_kd.finalize import summarise
-    from nas_kd.verdict import compare_runs
-
     def runs(accs):
         return summarise([{"seed": s, "test_accuracy": a, "val_accuracy": a} for s, a in zip((1, 2, 3), accs, strict=True)])
 
