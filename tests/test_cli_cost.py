@@ -129,3 +129,44 @@ def test_subprocess_has_no_traceback():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("nas-kd: error: invalid budget 'banana'") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+class SlowingRulerTable:
+    """A stand-in latency table: 100 rulers per million MACs. The first table object times its
+    ruler at 1 us, every later one at 0.5 us (the machine sped up), and a real measurement's ruler
+    (tens of us) is far slower than either: a meter that let its figures' measurements, or a second
+    table, into the fit would judge at another speed."""
+
+    made = 0
+    threads = 1
+
+    def __init__(self):
+        type(self).made += 1
+        self.ruler_ms = 0.001 if type(self).made == 1 else 0.0005
+
+    def predict_rulers(self, cfg, shape, classes, space=None):
+        from nas_kd.cost import analytic_cost
+
+        return 100 * analytic_cost(cfg, shape, classes).macs / 1e6
+
+
+def test_latency_fits_are_judged_at_one_speed_the_table_ruler_now(capsys, monkeypatch):
+    """latency:0.5ms at 0.001 ms per ruler: members up to 5M MACs fit. The baseline, the printed
+    prediction it was judged on and the random members' fit all use that one ruler timing."""
+    import random
+
+    import nas_kd.latency
+
+    monkeypatch.setattr(SlowingRulerTable, "made", 0)
+    monkeypatch.setattr(nas_kd.latency, "LatencyTable", SlowingRulerTable)
+    code, out, err = run(capsys, "--space", MBV2, "--dataset", "fashion-mnist", "--budget", "latency:0.5ms", "--samples", "200", "--seed", "3")
+    assert code == 0 and err == "", err
+    space, table = SearchSpace.load(MBV2), rows(out)
+    fits = lambda cfg: measure(cfg, (1, 28, 28), 10).macs <= 5e6  # noqa: E731 (100 rulers/M MACs x 0.001 ms <= 0.5 ms)
+    expected = max((m for m in space.uniform_members() if fits(m)), key=lambda m: measure(m, (1, 28, 28), 10).macs)
+    assert table["baseline"].endswith(f"  {expected.describe()}")
+    predicted = 100 * measure(expected, (1, 28, 28), 10).macs / 1e6 * 0.001
+    assert f"(predicted {predicted:.3f} ms: the fit is judged on the prediction)" in table["baseline"]
+    rng = random.Random(3)
+    fit = sum(fits(space.random_config(rng)) for _ in range(200))
+    assert 0 < fit < 200 and table["fit"].startswith(f"{fit} of 200 random members")
