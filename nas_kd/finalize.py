@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from nas_kd.errors import UserError
+from nas_kd.models.student import StudentConfig
 from nas_kd.plan import SearchPlan, plan_of
 from nas_kd.study import load_study, write_json
 
-__all__ = ["pick_winner", "over_latency_limit", "confirm_winner", "measured_latencies", "LATENCY_CHECKS_ATTR", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
+__all__ = ["pick_winner", "over_latency_limit", "confirm_winner", "confirm_baseline", "measured_latencies", "LATENCY_CHECKS_ATTR", "BASELINE_CHECKS_ATTR", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
 
 FINAL_DIR = "final"
 
@@ -44,6 +45,7 @@ def baseline_modes(mode_name: str) -> tuple[str, ...]:
 
 
 LATENCY_CHECKS_ATTR = "nas_kd_latency_checks"  # study attr: {trial number: measurement} taken for the winner
+BASELINE_CHECKS_ATTR = "nas_kd_baseline_latency_checks"  # study attr: {config JSON: measurement} taken for the baseline
 
 
 def measured_latencies(study) -> dict[int, float]:
@@ -92,7 +94,6 @@ def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: 
     (given the trials now excluded) re-screens the top candidates that lack a score first, so a
     candidate moving up into the top N is re-screened too."""
     from nas_kd.meter import BudgetMeter
-    from nas_kd.models.student import StudentConfig
 
     plan = plan_of(study) if _latency_limit(study) is not None else None
     while True:
@@ -116,6 +117,46 @@ def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: 
         )
         if fits:
             return winner
+
+
+def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print) -> StudentConfig | None:
+    """The uniform baseline the winner is compared with, held to the winner's latency rule
+    (`confirm_winner`): the largest uniform member that fits by prediction at the study's
+    correction and slowest speed, is no trial measured over the limit, and measures within it now
+    at the slowest speed seen; one measured over is recorded (study attr `BASELINE_CHECKS_ATTR`)
+    and the next smaller member is tried. Otherwise a baseline over the limit could be the yardstick
+    (a fresh-clone `latency:0.2ms` search compared its winner with a baseline the study had just
+    measured at 0.29 ms). None when no uniform member meets the limit. Without a latency limit,
+    `SearchSpace.baseline` alone."""
+    from nas_kd.meter import BudgetMeter, judged_ms
+
+    trials = study.get_trials(deepcopy=False)
+    if plan.budget.latency is None:
+        return plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials)
+    over = {n for n, ms in measured_latencies(study).items() if ms > plan.budget.latency}
+    rejected = {t.user_attrs["config"] for t in trials if t.number in over and "config" in t.user_attrs}
+    checks = dict(study.user_attrs.get(BASELINE_CHECKS_ATTR) or {})
+    meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
+    meter.correct_from(trials)
+    while True:
+        try:
+            base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials, exclude=rejected)
+        except UserError:
+            log(f"finalize: no uniform member of {plan.space.name} meets the latency limit ({plan.budget.latency:g} ms) when measured: no baseline to compare with")
+            return None
+        key = base.to_json()
+        if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
+            latency = meter.measure_latency(base)
+            meter.at_slowest(latency)
+            checks[key] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
+            study.set_user_attr(BASELINE_CHECKS_ATTR, checks)
+        check = checks[key]
+        ms = judged_ms(check["ms"], check["rulers"], max(meter.slowest_ms(), check["slowest_ruler_ms"]))
+        fits = ms <= plan.budget.latency
+        log(f"finalize: uniform baseline {base.describe()} measures {check['ms']:.3f} ms, {ms:.3f} ms at the slowest speed seen (limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next smaller'}")
+        if fits:
+            return base
+        rejected.add(key)
 
 
 def load_planned_teacher(plan: SearchPlan, device: torch.device, log: Callable[[str], None] = print):
@@ -191,7 +232,7 @@ def _train(config: str, mode, seed: int, plan: SearchPlan, teacher, splits, devi
     """One student from scratch with the full schedule: (metrics, the trained student);
     ``train_kw`` (show_progress, log) go to `nas_kd.distill.train`."""
     from nas_kd.distill import train
-    from nas_kd.models.student import StudentConfig, build_student
+    from nas_kd.models.student import build_student
 
     torch.manual_seed(seed)  # the seed decides the initial weights too, not the order of earlier runs
     student = build_student(StudentConfig.from_json(config), splits.info.channels, splits.info.num_classes)
@@ -263,7 +304,6 @@ def finalize(
     from nas_kd.device import configure_step, resolve_device
     from nas_kd.jobs import map_processes
     from nas_kd.meter import BudgetMeter
-    from nas_kd.models.student import StudentConfig
     from nas_kd.rescreen import RescreenKey, choose, rescreen
     from nas_kd.verdict import compare_runs
 
@@ -310,8 +350,8 @@ def finalize(
         return cached
 
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
-    # Latency budgets: at the study's slowest speed and correction, like the winner was judged.
-    base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=study.get_trials(deepcopy=False)) if with_baselines else None
+    # Latency budgets: at the study's slowest speed and correction and measured, like the winner.
+    base = confirm_baseline(study, plan, log) if with_baselines else None
     runs = [Retrain("winner", winner.user_attrs["config"], mode.name, s) for s in seeds]
     runs += [Retrain("baseline", base.to_json(), name, s) for name in baseline_modes(mode.name) for s in seeds] if base else []
     chosen = f"best of {len(rescreened)} re-screened" if rescreened else "best brief run"

@@ -174,3 +174,14 @@ class BudgetMeter:
             # what the limit is judged on (module docstring); latency budgets only
             **({"latency_slowest_ms": self.at_slowest(latency), "slowest_ruler_ms": self.slowest_ms()} if self.budget.latency is not None else {}),
         }
+
+
+def admits_largest(meter: BudgetMeter, space) -> str | None:
+    """'budget ... admits the largest member of SPACE (its values): it does not bind' when the
+    space's largest member (every choice at its maximum, so the most of every quantity) fits the
+    meter's budget, else None. Such a budget constrains nothing: a search trains the largest
+    students, the slowest, which is rarely what a user who named a limit meant."""
+    values = meter.values(space.largest())
+    if not meter.budget.fits(**values):
+        return None
+    return f"budget {meter.budget.describe()} admits the largest member of {space.name} ({describe_values(meter.budget, values)}): it does not bind"

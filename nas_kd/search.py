@@ -370,6 +370,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     from nas_kd.cost import torch_threads
     from nas_kd.device import configure_step, resolve_device
     from nas_kd.jobs import LocalWorkers, threads_per_job
+    from nas_kd.meter import BudgetMeter, admits_largest
     from nas_kd.models.teachers import resolve_teacher
     from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized
 
@@ -378,6 +379,9 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     device = resolve_device(plan.device)
     mode = plan.mode
     log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
+    unbound = admits_largest(BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space), plan.space)
+    if unbound:
+        log(f"search: {unbound}; the students it trains are near the space's largest (the slowest to train), and a tighter budget is what would constrain them")
     if plan.sampler == "nsga2" and not plan.multi:
         log("search: NSGA-II on one objective is a genetic algorithm; TPE is usually better there")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,12 +323,14 @@ class SearchSpace:
         return list(_UNIFORM_CACHE[self])
 
     def baseline(
-        self, budget: Budget, input_shape: tuple[int, int, int], num_classes: int = 10, trials=(), table=None
+        self, budget: Budget, input_shape: tuple[int, int, int], num_classes: int = 10, trials=(), table=None, exclude: Collection[str] = ()
     ) -> StudentConfig:
         """The largest uniform member whose measured cost fits ``budget`` (peak memory and
         weight bytes exact, latency predicted by the machine's table: `nas_kd.meter`). A study's
         ``trials`` put their correction and slowest speed on the latency prediction, so a
-        baseline chosen after a search is judged like the search's candidates."""
+        baseline chosen after a search is judged like the search's candidates. Members whose
+        config JSON is in ``exclude`` (measured over a latency limit: `nas_kd.finalize`) are
+        passed over."""
         from nas_kd.meter import BudgetMeter
 
         meter = BudgetMeter(budget, input_shape, num_classes, self, table=table)
@@ -337,7 +339,7 @@ class SearchSpace:
         fitting = [  # the most MACs that fit: the baseline a user would pick for this budget
             (cost.macs, cost.params, i)
             for i, (cost, cfg) in enumerate(costs)
-            if budget.fits(**{**meter.values(cfg), "macs": cost.macs, "params": cost.params})
+            if cfg.to_json() not in exclude and budget.fits(**{**meter.values(cfg), "macs": cost.macs, "params": cost.params})
         ]
         if not fitting:
             cost, cfg = min(costs, key=lambda pair: (pair[0].macs, pair[0].params))

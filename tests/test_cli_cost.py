@@ -44,7 +44,16 @@ def test_budget_2m_on_fashion_mnist(capsys, in_tmp):
     assert table["baseline"].startswith(f"{measure(baseline, (1, 28, 28), 10).describe()}, peak memory ")
     assert table["baseline"].endswith(f" ms  {baseline.describe()}")
     fit, of = table["fit"].split(" random members")[0].split(" of ")
-    assert of == "1000" and 0 < int(fit) < 1000
+    assert of == "1000" and 0 < int(fit) < 1000 and "does not bind" not in table["fit"]
+
+
+def test_a_budget_above_the_largest_member_says_it_does_not_bind(capsys):
+    code, out, _ = run(capsys, "--space", MBV2, "--dataset", "fashion-mnist", "--budget", "30M", "--samples", "5")
+    largest = measure(SearchSpace.load(MBV2).largest(), (1, 28, 28), 10)
+    assert code == 0 and rows(out)["fit"] == (
+        f"5 of 5 random members (100.0%); the budget MACs <= 30.00M admits the largest member of mbv2 "
+        f"({format_count(largest.macs)} MACs, {format_count(largest.params)} params): it does not bind"
+    )
 
 
 def test_deployment_figures_and_budgets(capsys):

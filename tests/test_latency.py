@@ -141,7 +141,7 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     # a final measurement over the limit is said in the report, not left for the table to pass as a fit
     from nas_kd.report import _markdown
 
-    # (about the winner: the baseline is not selected under the limit and may be said to miss it)
+    # (about the winner; the baseline, measured within the limit before its retrain, may still miss it after)
     def said_over(kind: str) -> bool:
         return any(line.startswith(f"**Over the latency limit ({limit:g} ms) {kind}") and "the searched student" in line for line in _markdown(report).splitlines())
 

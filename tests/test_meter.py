@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from nas_kd.config import parse_budget
+from nas_kd.config import format_count, format_quantity, parse_budget
 from nas_kd.cost import analytic_cost
-from nas_kd.meter import MIN_MEASURED, TABLE_LATENCY_ATTR, BudgetMeter, latency_correction
+from nas_kd.meter import MIN_MEASURED, TABLE_LATENCY_ATTR, BudgetMeter, admits_largest, latency_correction
 from nas_kd.proposals import BudgetSampler
 from nas_kd.space import SearchSpace
 
@@ -114,3 +114,78 @@ def test_a_baseline_chosen_after_a_search_is_judged_at_the_studys_slowest_speed(
     slow = MBV2.baseline(budget, SHAPE, 10, trials=[SimpleNamespace(user_attrs={"slowest_ruler_ms": 2.0})], table=MacsTable())
     fast_macs, slow_macs = (analytic_cost(c, SHAPE, 10).macs for c in (fast, slow))
     assert slow_macs <= 1e6 < fast_macs <= 2e6
+
+
+def test_a_budget_binds_unless_the_largest_member_fits_every_limit():
+    """MacsTable: the largest mbv2 member (26.67M MACs) predicts 26.67 ms. A budget binds while any
+    one of its limits is below the largest member's value."""
+    largest = analytic_cost(MBV2.largest(), SHAPE, 10)
+    over = lambda text: admits_largest(BudgetMeter(parse_budget(text), SHAPE, 10, MBV2, table=MacsTable()), MBV2)  # noqa: E731
+    assert over("latency:27ms") == f"budget latency <= 27 ms admits the largest member of mbv2 ({format_count(largest.macs)} MACs, {format_count(largest.params)} params, {format_quantity('latency', largest.macs / 1e6)} latency): it does not bind"
+    assert over("latency:26ms") is None
+    assert over("30M") is not None and over("20M") is None
+    assert over("30M,latency:20ms") is None and over("30M,memory:1M") is not None
+
+
+@pytest.fixture
+def fake_latency(monkeypatch):
+    """MacsTable as the machine's table, and measurements of 1 ruler (1 ms) per million MACs times
+    a per-config factor (``slow``: config JSON -> factor); ``calls`` counts them."""
+    import nas_kd.latency
+    from nas_kd.latency import Latency
+
+    slow: dict[str, float] = {}
+    calls: list[str] = []
+
+    def measure(cfg, shape, classes, threads=1, **_):
+        calls.append(cfg.to_json())
+        rulers = slow.get(cfg.to_json(), 1.0) * analytic_cost(cfg, shape, classes).macs / 1e6
+        return Latency(rulers, rulers, rulers, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=rulers)
+
+    monkeypatch.setattr(nas_kd.latency, "LatencyTable", MacsTable)
+    monkeypatch.setattr(nas_kd.latency, "measure_latency", measure)
+    return SimpleNamespace(slow=slow, calls=calls)
+
+
+def test_the_baseline_is_held_to_the_winners_latency_rule(fake_latency):
+    """latency:2ms, MacsTable: the largest uniform member under 2M MACs fits by prediction. Measured
+    1.5x slower (over the limit) it is passed over, recorded, and the next smaller member, which
+    measures within the limit, is the baseline; a resumed finalize measures nothing again."""
+    from nas_kd.finalize import BASELINE_CHECKS_ATTR, confirm_baseline
+
+    plan = SimpleNamespace(budget=parse_budget("latency:2ms"), input_shape=SHAPE, num_classes=10, space=MBV2)
+    predicted = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable())
+    smaller = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable(), exclude={predicted.to_json()})
+    assert analytic_cost(smaller, SHAPE, 10).macs < analytic_cost(predicted, SHAPE, 10).macs <= 2e6
+    fake_latency.slow[predicted.to_json()] = 1.5
+    study, lines = optuna.create_study(direction="maximize"), []
+    assert confirm_baseline(study, plan, lines.append) == smaller
+    assert fake_latency.calls == [predicted.to_json(), smaller.to_json()]
+    assert set(study.user_attrs[BASELINE_CHECKS_ATTR]) == {predicted.to_json(), smaller.to_json()}
+    assert "over the limit, next smaller" in lines[0] and lines[1].endswith("(limit 2): fits")
+    assert confirm_baseline(study, plan, lines.append) == smaller and len(fake_latency.calls) == 2  # resumed: no new measurement
+    # no latency limit: the prediction's choice, nothing measured
+    assert confirm_baseline(study, SimpleNamespace(**{**vars(plan), "budget": parse_budget("2M")}), lines.append) == MBV2.baseline(parse_budget("2M"), SHAPE, 10)
+    assert len(fake_latency.calls) == 2
+
+
+def test_a_baseline_the_search_measured_over_the_limit_is_not_the_baseline(fake_latency):
+    from nas_kd.finalize import confirm_baseline
+
+    plan = SimpleNamespace(budget=parse_budget("latency:2ms"), input_shape=SHAPE, num_classes=10, space=MBV2)
+    predicted = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable())
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs={"config": predicted.to_json(), "baseline": True, "latency_ms": 2.4, "latency_rulers": 2.4, "latency_ruler_ms": 1.0}))
+    base = confirm_baseline(study, plan, lambda _: None)
+    assert base is not None and base != predicted and fake_latency.calls == [base.to_json()]  # the trial's measurement counts: not measured again
+
+
+def test_no_uniform_member_within_the_measured_limit_means_no_baseline(fake_latency):
+    from nas_kd.finalize import confirm_baseline
+
+    plan = SimpleNamespace(budget=parse_budget("latency:2ms"), input_shape=SHAPE, num_classes=10, space=MBV2)
+    for member in MBV2.uniform_members():
+        fake_latency.slow[member.to_json()] = 100.0
+    lines = []
+    assert confirm_baseline(optuna.create_study(direction="maximize"), plan, lines.append) is None
+    assert lines[-1].startswith("finalize: no uniform member of mbv2 meets the latency limit (2 ms) when measured")

@@ -70,7 +70,9 @@ def test_candidates_are_repaired_into_the_budget_never_rejected_and_never_repeat
     lo = analytic_cost(space.smallest(), (1, 16, 16), 10).macs
     hi = analytic_cost(space.largest(), (1, 16, 16), 10).macs
     opts.budget, opts.baselines = str((lo + hi) // 2), False
-    result = run_search(opts, log=quiet, finish=False)
+    lines = []
+    result = run_search(opts, log=lines.append, finish=False)
+    assert not any("does not bind" in line for line in lines)  # this budget binds
     study = load_study("mini")
     trained = [t for t in study.trials if t.user_attrs.get("feasible")]
     assert len(study.trials) == len(finished_trials(study.trials)) == result["finished"] == 3 == len(trained) == len(calls)
@@ -82,6 +84,26 @@ def test_candidates_are_repaired_into_the_budget_never_rejected_and_never_repeat
     opts.trials = 4
     run_search(opts, log=quiet, finish=False)
     assert len(finished_trials(load_study("mini").trials)) == 4 == len(calls)
+
+
+def test_a_budget_that_admits_the_largest_member_is_named_before_training(setup):
+    """10M MACs on the mini space admits every member: the search says so (a user who named a
+    limit gets the largest, slowest students) before the first trial, and still runs."""
+    from nas_kd.config import format_count
+    from nas_kd.cost import analytic_cost
+    from nas_kd.space import SearchSpace
+
+    opts, calls = setup
+    opts.trials, opts.baselines = 1, False
+    space = SearchSpace.load("mini.yaml")
+    largest = analytic_cost(space.largest(), (1, 16, 16), 10)
+    assert largest.macs <= 10e6
+    lines = []
+    run_search(opts, log=lines.append, finish=False)
+    notes = [i for i, line in enumerate(lines) if "does not bind" in line]
+    assert len(notes) == 1 and len(calls) == 1
+    assert lines[notes[0]].startswith(f"search: budget MACs <= 10.00M admits the largest member of {space.name} ({format_count(largest.macs)} MACs, {format_count(largest.params)} params): it does not bind;")
+    assert notes[0] < next(i for i, line in enumerate(lines) if line.startswith("trial "))
 
 
 def test_a_diverged_trial_fails_with_its_reason_and_the_study_goes_on(setup, monkeypatch):

@@ -29,7 +29,7 @@ def run(args) -> int:
     from nas_kd.cost import measure
     from nas_kd.data import dataset_info
     from nas_kd.errors import UserError
-    from nas_kd.meter import BudgetMeter, describe_values
+    from nas_kd.meter import BudgetMeter, admits_largest, describe_values
     from nas_kd.space import SearchSpace
 
     budget = parse_budget(args.budget, args.precision) if args.budget is not None else None  # bad input fails first
@@ -91,7 +91,8 @@ def run(args) -> int:
         # analytic_cost equals fvcore's count exactly (tests/test_cost.py) and is ~100x faster;
         # memory and size are exact too, latency is the table's prediction (built on first use).
         fit = sum(budget.fits(**meter.values(space.random_config(rng))) for _ in range(args.samples))
-        rows.append(("fit", f"{fit} of {args.samples} random members ({100 * fit / args.samples:.1f}%)"))
+        unbound = admits_largest(meter, space)
+        rows.append(("fit", f"{fit} of {args.samples} random members ({100 * fit / args.samples:.1f}%)" + (f"; the {unbound}" if unbound else "")))
     width = max(len(name) for name, _ in rows)
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
