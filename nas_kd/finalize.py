@@ -119,25 +119,27 @@ def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: 
             return winner
 
 
-def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print) -> StudentConfig | None:
+def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print, passed_over: list[dict] | None = None) -> StudentConfig | None:
     """The uniform baseline the winner is compared with, held to the winner's latency rule
     (`confirm_winner`): the largest uniform member that fits by prediction at the study's
     correction and slowest speed, is no trial measured over the limit, and measures within it now
     at the slowest speed seen; one measured over is recorded (study attr `BASELINE_CHECKS_ATTR`)
     and the next smaller member is tried. Otherwise a baseline over the limit could be the yardstick
     (a fresh-clone `latency:0.2ms` search compared its winner with a baseline the study had just
-    measured at 0.29 ms). None when no uniform member meets the limit. Without a latency limit,
-    `SearchSpace.baseline` alone."""
+    measured at 0.29 ms). Each member passed over is appended to ``passed_over`` ({"describe",
+    "latency_ms" as judged, "trial": the trial that measured it, or None for a check here}). None
+    when no uniform member meets the limit. Without a latency limit, `SearchSpace.baseline` alone."""
     from nas_kd.meter import BudgetMeter, judged_ms
 
     trials = study.get_trials(deepcopy=False)
     if plan.budget.latency is None:
         return plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials)
-    over = {n for n, ms in measured_latencies(study).items() if ms > plan.budget.latency}
-    rejected = {t.user_attrs["config"] for t in trials if t.number in over and "config" in t.user_attrs}
+    measured = measured_latencies(study)
+    over = {t.user_attrs["config"]: (t.number, measured[t.number]) for t in trials if measured.get(t.number, 0.0) > plan.budget.latency and "config" in t.user_attrs}
     checks = dict(study.user_attrs.get(BASELINE_CHECKS_ATTR) or {})
     meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
     meter.correct_from(trials)
+    rejected: set[str] = set()
     while True:
         try:
             base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials, exclude=rejected)
@@ -145,17 +147,23 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
             log(f"finalize: no uniform member of {plan.space.name} meets the latency limit ({plan.budget.latency:g} ms) when measured: no baseline to compare with")
             return None
         key = base.to_json()
-        if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
-            latency = meter.measure_latency(base)
-            meter.at_slowest(latency)
-            checks[key] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
-            study.set_user_attr(BASELINE_CHECKS_ATTR, checks)
-        check = checks[key]
-        ms = judged_ms(check["ms"], check["rulers"], max(meter.slowest_ms(), check["slowest_ruler_ms"]))
-        fits = ms <= plan.budget.latency
-        log(f"finalize: uniform baseline {base.describe()} measures {check['ms']:.3f} ms, {ms:.3f} ms at the slowest speed seen (limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next smaller'}")
-        if fits:
-            return base
+        if key in over:  # the search measured it over the limit: set aside, as it was as a candidate
+            number, ms = over[key]
+            log(f"finalize: uniform baseline {base.describe()} was measured over the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen): next smaller")
+        else:
+            if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
+                latency = meter.measure_latency(base)
+                meter.at_slowest(latency)
+                checks[key] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
+                study.set_user_attr(BASELINE_CHECKS_ATTR, checks)
+            check, number = checks[key], None
+            ms = judged_ms(check["ms"], check["rulers"], max(meter.slowest_ms(), check["slowest_ruler_ms"]))
+            fits = ms <= plan.budget.latency
+            log(f"finalize: uniform baseline {base.describe()} measures {check['ms']:.3f} ms, {ms:.3f} ms at the slowest speed seen (limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next smaller'}")
+            if fits:
+                return base
+        if passed_over is not None:
+            passed_over.append({"describe": base.describe(), "latency_ms": ms, "trial": number})
         rejected.add(key)
 
 
@@ -351,7 +359,8 @@ def finalize(
 
     cfg = StudentConfig.from_json(winner.user_attrs["config"])
     # Latency budgets: at the study's slowest speed and correction and measured, like the winner.
-    base = confirm_baseline(study, plan, log) if with_baselines else None
+    passed_over: list[dict] = []
+    base = confirm_baseline(study, plan, log, passed_over) if with_baselines else None
     runs = [Retrain("winner", winner.user_attrs["config"], mode.name, s) for s in seeds]
     runs += [Retrain("baseline", base.to_json(), name, s) for name in baseline_modes(mode.name) for s in seeds] if base else []
     chosen = f"best of {len(rescreened)} re-screened" if rescreened else "best brief run"
@@ -395,7 +404,7 @@ def finalize(
     }
     if base is not None:
         bcost = measure(base, plan.input_shape, plan.num_classes)
-        final["baselines"] = {"config": base.to_dict(), "describe": base.describe(), "macs": bcost.macs, "params": bcost.params, "footprint": meter.footprint(base), "modes": {}}
+        final["baselines"] = {"config": base.to_dict(), "describe": base.describe(), "macs": bcost.macs, "params": bcost.params, "footprint": meter.footprint(base), "modes": {}, "passed_over": passed_over}
         for name in baseline_modes(mode.name):
             final["baselines"]["modes"][name] = summarise([by_run[j]["record"] for j in runs if j.label == "baseline" and j.mode == name])
         final["comparisons"] = {m: d.to_dict() for m, d in compare_runs(final["winner"], final["baselines"]["modes"]).items()}

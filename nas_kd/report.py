@@ -267,10 +267,12 @@ def _markdown(r: dict) -> str:
     base = r["baselines"]
     if base:
         seeds = [run["seed"] for run in w["retrain_runs"]]
+        lines += ["", "## Against the uniform baseline (same budget, full schedule, retrain seeds and mode)", ""]
+        if base.get("passed_over"):
+            # Held to the winner's rule (nas_kd.finalize.confirm_baseline): say which larger members missed it.
+            missed = [f"`{m['describe']}` ({m['latency_ms']:.3f} ms, " + (f"in trial {m['trial']})" if m["trial"] is not None else "before the retrain)") for m in base["passed_over"]]
+            lines += [f"Larger uniform members measured over the latency limit at the slowest speed seen, passed over as a winner would be: {', '.join(missed)}.", ""]
         lines += [
-            "",
-            "## Against the uniform baseline (same budget, full schedule, retrain seeds and mode)",
-            "",
             f"Retrain seeds {', '.join(map(str, seeds))} (the search used seed {r['seeds']['search']}); test accuracy per seed, %:",
             "",
             "| student | MACs | params | mode | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",

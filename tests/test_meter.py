@@ -158,8 +158,9 @@ def test_the_baseline_is_held_to_the_winners_latency_rule(fake_latency):
     smaller = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable(), exclude={predicted.to_json()})
     assert analytic_cost(smaller, SHAPE, 10).macs < analytic_cost(predicted, SHAPE, 10).macs <= 2e6
     fake_latency.slow[predicted.to_json()] = 1.5
-    study, lines = optuna.create_study(direction="maximize"), []
-    assert confirm_baseline(study, plan, lines.append) == smaller
+    study, lines, passed = optuna.create_study(direction="maximize"), [], []
+    assert confirm_baseline(study, plan, lines.append, passed) == smaller
+    assert passed == [{"describe": predicted.describe(), "latency_ms": pytest.approx(1.5 * analytic_cost(predicted, SHAPE, 10).macs / 1e6), "trial": None}]
     assert fake_latency.calls == [predicted.to_json(), smaller.to_json()]
     assert set(study.user_attrs[BASELINE_CHECKS_ATTR]) == {predicted.to_json(), smaller.to_json()}
     assert "over the limit, next smaller" in lines[0] and lines[1].endswith("(limit 2): fits")
@@ -176,8 +177,10 @@ def test_a_baseline_the_search_measured_over_the_limit_is_not_the_baseline(fake_
     predicted = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable())
     study = optuna.create_study(direction="maximize")
     study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs={"config": predicted.to_json(), "baseline": True, "latency_ms": 2.4, "latency_rulers": 2.4, "latency_ruler_ms": 1.0}))
-    base = confirm_baseline(study, plan, lambda _: None)
+    passed = []
+    base = confirm_baseline(study, plan, lambda _: None, passed)
     assert base is not None and base != predicted and fake_latency.calls == [base.to_json()]  # the trial's measurement counts: not measured again
+    assert passed == [{"describe": predicted.describe(), "latency_ms": 2.4, "trial": 0}]
 
 
 def test_no_uniform_member_within_the_measured_limit_means_no_baseline(fake_latency):

@@ -100,3 +100,13 @@ def test_when_the_search_chose_the_baseline_its_own_mode_row_says_so(in_tmp):
     assert "Over 3 paired seeds it is better than the same student in mode ce" in md
     other = write_report(study, final=_final(cfg, {**cfg, "stem_width": 16}))["report.md"].read_text()
     assert "the search chose the baseline" not in other and "is the uniform baseline itself" not in other and "| baseline in mode full | 3 | +0.90 | +0.49 to +1.32 | better |" in other
+
+
+def test_baselines_passed_over_for_latency_are_named_in_the_report(in_tmp):
+    study = make_study(in_tmp)
+    cfg = json.loads(CFG)
+    final = _final(cfg, {**cfg, "stem_width": 16})
+    assert "passed over" not in write_report(study, final=final)["report.md"].read_text()
+    final["baselines"]["passed_over"] = [{"describe": "ir c16 big", "latency_ms": 0.2861, "trial": 0}, {"describe": "ir c16 mid", "latency_ms": 0.2104, "trial": None}]
+    md = write_report(study, final=final)["report.md"].read_text()
+    assert "Larger uniform members measured over the latency limit at the slowest speed seen, passed over as a winner would be: `ir c16 big` (0.286 ms, in trial 0), `ir c16 mid` (0.210 ms, before the retrain)." in md
