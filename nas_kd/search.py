@@ -107,12 +107,12 @@ def failure_types() -> tuple[type[Exception], ...]:
 class Objective:
     """Optuna objective: cost, reject or distil one candidate (see module docstring)."""
 
-    def __init__(self, plan: SearchPlan, *, teacher, device: torch.device, prune: bool):
+    def __init__(self, plan: SearchPlan, *, teacher, device: torch.device, prune: bool, table=None):
         self.plan, self.space, self.budget = plan, plan.space, plan.budget
         self.shape, self.num_classes = plan.input_shape, plan.num_classes
         self.schedule, self.mode, self.multi = plan.brief, plan.mode, plan.multi
         self.teacher, self.device, self.prune = teacher, device, prune
-        self.meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
+        self.meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space, table=table)  # `_latency_table`
         self._splits = self._loaders = None
         self._cache = self._attention = None
 
@@ -242,8 +242,21 @@ def trial_line(t) -> str:
     return text
 
 
-def _budget_sampler(plan: SearchPlan, seed: int) -> BudgetSampler:
-    return BudgetSampler(make_sampler(plan.sampler, seed, plan.multi, plan.startup_trials), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed)
+def _budget_sampler(plan: SearchPlan, seed: int, table=None) -> BudgetSampler:
+    return BudgetSampler(make_sampler(plan.sampler, seed, plan.multi, plan.startup_trials), plan.space, plan.budget, plan.input_shape, plan.num_classes, min_fill=plan.min_fill, seed=seed, table=table)
+
+
+def _latency_table(plan: SearchPlan):
+    """One latency table per process for a latency budget, shared by the sampler, the enqueued
+    baseline and the objective: each table object times its own ruler, and on a VM whose speed
+    drifts a student proposed or enqueued at one timing could be rejected, untrained, at a slower
+    one (the uniform baseline of a fresh-clone `latency:0.2ms` search never reached its re-screen).
+    None for other budgets (they never read one)."""
+    if plan.budget.latency is None:
+        return None
+    from nas_kd.latency import LatencyTable
+
+    return LatencyTable()
 
 
 def _pruner(plan: SearchPlan, log: Callable[[str], None]):
@@ -261,7 +274,7 @@ def _pruner(plan: SearchPlan, log: Callable[[str], None]):
     return TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
-def _open_study(plan: SearchPlan, log: Callable[[str], None]):
+def _open_study(plan: SearchPlan, log: Callable[[str], None], table=None):
     import optuna
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +287,7 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
         check_settings(plan_of(existing).settings(), plan.settings(), plan.study)
     previous = len(existing.trials) if existing is not None else 0
     # A resumed session must not replay the first session's random draws: offset the seed.
-    sampler = _budget_sampler(plan, plan.seeds.search + previous)
+    sampler = _budget_sampler(plan, plan.seeds.search + previous, table)
     directions = ["maximize", "minimize"] if plan.multi else ["maximize"]
     study = optuna.create_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=_pruner(plan, log), directions=directions, load_if_exists=True)
     with warnings.catch_warnings():
@@ -282,7 +295,7 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
         study.set_metric_names(["val_accuracy", "macs"] if plan.multi else ["val_accuracy"])
     study.set_user_attr(PLAN_ATTR, plan.to_dict())  # settings are equal; trials, seeds, device follow this session
     if existing is None:
-        _enqueue_baseline(study, plan, log)
+        _enqueue_baseline(study, plan, log, table)
     study.set_user_attr(STOP_ATTR, None)
     return study, previous
 
@@ -292,7 +305,7 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None]):
 WORKER_SEED_STRIDE = 100_003
 
 
-def _join_study(plan: SearchPlan, worker: int):
+def _join_study(plan: SearchPlan, worker: int, table=None):
     """The study the parent of a ``--jobs`` search opened: loaded, never created or re-stamped."""
     import optuna
 
@@ -300,7 +313,7 @@ def _join_study(plan: SearchPlan, worker: int):
     study = optuna.load_study(study_name=plan.study, storage=storage)
     check_settings(plan_of(study).settings(), plan.settings(), plan.study)
     seed = plan.seeds.search + len(study.trials) + worker * WORKER_SEED_STRIDE
-    return optuna.load_study(study_name=plan.study, storage=storage, sampler=_budget_sampler(plan, seed), pruner=_pruner(plan, lambda _: None))
+    return optuna.load_study(study_name=plan.study, storage=storage, sampler=_budget_sampler(plan, seed, table), pruner=_pruner(plan, lambda _: None))
 
 
 def _trial_loop(study, plan: SearchPlan, objective: Objective, after_trial: Callable) -> int:
@@ -338,18 +351,19 @@ def run_worker(plan: SearchPlan, *, worker: int, log: Callable[[str], None] = pr
         teacher = loaded[0]
         log(f"teacher: worker {worker} loads {ref.path} (sha256 {ref.sha256[:12]})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _join_study(plan, worker)
-    objective = Objective(plan, teacher=teacher, device=device, prune=plan.prune)
+    table = _latency_table(plan)
+    study = _join_study(plan, worker, table)
+    objective = Objective(plan, teacher=teacher, device=device, prune=plan.prune, table=table)
     ran = _trial_loop(study, plan, objective, after_trial=lambda _st, t: log(f"{trial_line(t)} [worker {worker}]"))
     if isinstance(study.sampler, BudgetSampler) and study.sampler.counts.proposals:
         log(f"search: worker {worker}: {study.sampler.counts.describe()}")
     return ran
 
 
-def _enqueue_baseline(study, plan: SearchPlan, log: Callable[[str], None]) -> None:
+def _enqueue_baseline(study, plan: SearchPlan, log: Callable[[str], None], table=None) -> None:
     """The hand-scaled answer is the study's first candidate: the search starts from it."""
     try:
-        base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes)
+        base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, table=table)
     except UserError:
         return  # no uniform member fits (only possible with --no-baselines)
     study.enqueue_trial(plan.space.params_of(base), user_attrs={"baseline": True})
@@ -379,7 +393,8 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     device = resolve_device(plan.device)
     mode = plan.mode
     log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
-    unbound = admits_largest(BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space), plan.space)
+    table = _latency_table(plan)
+    unbound = admits_largest(BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space, table=table), plan.space)
     if unbound:
         log(f"search: {unbound}; the students it trains are near the space's largest (the slowest to train), and a tighter budget is what would constrain them")
     if plan.sampler == "nsga2" and not plan.multi:
@@ -393,12 +408,12 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     else:
         log(f"search: mode {mode.name} learns from labels alone; no teacher is loaded or trained")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, previous = _open_study(plan, log)
+    study, previous = _open_study(plan, log, table)
     write_json(plan.run_dir / "config.json", plan.to_dict())
     log(f"search: study {plan.study} in {plan.storage} ({previous} trials so far)")
 
     target = plan.trials
-    objective = Objective(plan, teacher=teacher if mode.uses_teacher else None, device=device, prune=plan.prune)
+    objective = Objective(plan, teacher=teacher if mode.uses_teacher else None, device=device, prune=plan.prune, table=table)
     done = len(finished_trials(study.get_trials(deepcopy=False)))
     new_trials, start = 0, time.perf_counter()
     bar = _bar(target, done, opts.progress)

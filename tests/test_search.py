@@ -241,3 +241,49 @@ def test_mode_ce_loads_no_teacher_and_the_report_says_so(setup, monkeypatch):
     result = run_search(opts, log=quiet)
     assert set(calls) == {"ce"} and result["verdict"] and "mode ce" in result["verdict"]
     assert "Teacher**: none" in open("runs/mini/report.md").read()
+
+
+class SlowingTable:
+    """A stand-in latency table, 1 ruler per million MACs, on a machine that slows down: each table
+    object times its ruler twice as slow as the one made before it (0.5 ms, 1 ms, 2 ms, ...)."""
+
+    made = 0
+    threads = 1
+
+    def __init__(self):
+        type(self).made += 1
+        self.ruler_ms = 0.5 * 2 ** (type(self).made - 1)
+
+    def predict_rulers(self, cfg, shape, classes, space=None):
+        from nas_kd.cost import analytic_cost
+
+        return analytic_cost(cfg, shape, classes).macs / 1e6
+
+
+def test_the_enqueued_baseline_is_judged_at_the_ruler_timing_it_was_chosen_at(setup, monkeypatch):
+    """One table (one ruler timing) per search process for the sampler, the enqueued baseline and
+    the objective. With a table each, the baseline chosen at one timing was judged at a slower
+    one and rejected untrained, so the search did not start from the hand-scaled answer."""
+    import nas_kd.latency
+    from nas_kd.cost import analytic_cost
+    from nas_kd.latency import Latency
+    from nas_kd.space import SearchSpace
+
+    def measure(cfg, shape, classes, threads=1, **_):  # agrees with the table: judged at the meter's own ruler
+        rulers = analytic_cost(cfg, shape, classes).macs / 1e6
+        return Latency(0.0, 0.0, 0.0, 100, 1, "cpu", "ort", ruler_ms=1e-6, rulers=rulers)
+
+    monkeypatch.setattr(SlowingTable, "made", 0)
+    monkeypatch.setattr(nas_kd.latency, "LatencyTable", SlowingTable)
+    monkeypatch.setattr(nas_kd.latency, "measure_latency", measure)
+    opts, calls = setup
+    space = SearchSpace.load("mini.yaml")
+    uniform = sorted(analytic_cost(m, (1, 16, 16), 10).macs for m in space.uniform_members())
+    limit = uniform[-2] / 1e6 * 2.0001  # binds at a 2 ms ruler (the plan's checks make two tables, the search the third)
+    opts.budget, opts.trials = f"latency:{limit:.6f}ms", 1
+    run_search(opts, log=lambda _: None, finish=False)
+    first = load_study("mini").trials[0]
+    assert first.user_attrs["baseline"] and first.user_attrs["feasible"] and calls  # trained, not rejected
+    # chosen at the ruler of the last table made, the one the objective judged it with
+    last_ruler = 0.5 * 2 ** (SlowingTable.made - 1)
+    assert first.user_attrs["macs"] == max(m for m in uniform if m / 1e6 * last_ruler <= limit)
