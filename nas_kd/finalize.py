@@ -124,7 +124,8 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
     (`confirm_winner`): the largest uniform member that fits by prediction at the study's
     correction and slowest speed, is no trial measured over the limit, and measures within it now
     at the slowest speed seen; one measured over is recorded (study attr `BASELINE_CHECKS_ATTR`)
-    and the next smaller member is tried. Otherwise a baseline over the limit could be the yardstick
+    and the next smaller member is tried; one a trial measured within it (the winner's check too) is
+not measured again. Otherwise a baseline over the limit could be the yardstick
     (a fresh-clone `latency:0.2ms` search compared its winner with a baseline the study had just
     measured at 0.29 ms). Each member passed over is appended to ``passed_over`` ({"describe",
     "latency_ms" as judged, "trial": the trial that measured it, or None for a check here}). None
@@ -135,7 +136,13 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
     if plan.budget.latency is None:
         return plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials)
     measured = measured_latencies(study)
-    over = {t.user_attrs["config"]: (t.number, measured[t.number]) for t in trials if measured.get(t.number, 0.0) > plan.budget.latency and "config" in t.user_attrs}
+    timed = {t.number: t.user_attrs["config"] for t in trials if t.number in measured and "config" in t.user_attrs}
+    over = {config: (n, measured[n]) for n, config in timed.items() if measured[n] > plan.budget.latency}
+    # Measured within the limit in a trial or as the winner (the winner may be this very member):
+    # confirmed by that measurement, as the winner was. Measuring it again could judge the same
+    # student on both sides of the limit (a fresh-clone latency:0.2ms search set its winner, the
+    # uniform member, against a smaller baseline after a second measurement read 0.209 ms).
+    within = {config: (n, measured[n]) for n, config in timed.items() if measured[n] <= plan.budget.latency and config not in over}
     checks = dict(study.user_attrs.get(BASELINE_CHECKS_ATTR) or {})
     meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
     meter.correct_from(trials)
@@ -150,6 +157,10 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
         if key in over:  # the search measured it over the limit: set aside, as it was as a candidate
             number, ms = over[key]
             log(f"finalize: uniform baseline {base.describe()} was measured over the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen): next smaller")
+        elif key in within:
+            number, ms = within[key]
+            log(f"finalize: uniform baseline {base.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}): fits")
+            return base
         else:
             if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
                 latency = meter.measure_latency(base)

@@ -192,3 +192,21 @@ def test_no_uniform_member_within_the_measured_limit_means_no_baseline(fake_late
     lines = []
     assert confirm_baseline(optuna.create_study(direction="maximize"), plan, lines.append) is None
     assert lines[-1].startswith("finalize: no uniform member of mbv2 meets the latency limit (2 ms) when measured")
+
+
+def test_a_baseline_measured_within_the_limit_as_a_trial_or_winner_is_not_measured_again(fake_latency):
+    """The winner is the uniform member itself, confirmed within the limit by `confirm_winner`'s
+    check: measuring it again (here 1.5x slower, over the limit) must not set the same student
+    aside as a baseline while it stands as the winner."""
+    from nas_kd.finalize import LATENCY_CHECKS_ATTR, confirm_baseline
+
+    plan = SimpleNamespace(budget=parse_budget("latency:2ms"), input_shape=SHAPE, num_classes=10, space=MBV2)
+    predicted = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable())
+    fake_latency.slow[predicted.to_json()] = 1.5
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs={"config": predicted.to_json(), "baseline": True}))
+    study.set_user_attr(LATENCY_CHECKS_ATTR, {"0": {"ms": 1.9, "ruler_ms": 1.0, "rulers": 1.9, "slowest_ruler_ms": 1.0}})
+    lines, passed = [], []
+    assert confirm_baseline(study, plan, lines.append, passed) == predicted
+    assert fake_latency.calls == [] and passed == []
+    assert lines == ["finalize: uniform baseline " + predicted.describe() + " was measured within the latency limit in trial 0 (1.900 ms at the slowest speed seen, limit 2): fits"]
