@@ -5,7 +5,7 @@
     python -m bench.gpu --plan                    # sections, estimates, which are done
     python -m bench.gpu --calls                   # the device calls that run it (docs/BENCHMARKS.md, "GPU runs")
 
-Sections run in order (`ORDER`): teachers, steptime, jobs, step, loader, one search per budget
+Sections run in order (`ORDER`): teachers, steptime, loader, step, jobs, one search per budget
 and sampler (2M first), ablation. Each writes ``docs/results/gpu_<name>.json`` and its section
 of docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
 section whose JSON exists is skipped unless ``--force``. A GPU session here has 15 minutes of
@@ -84,9 +84,10 @@ class Section:
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
-# per mode, --jobs, where the step goes, the loader), then the searches (resumable across calls
+# per mode, the loader), then where the step goes and what each switch is worth (the first GPU
+# call found the step host-bound: this section says what pays), then --jobs, then the searches (resumable across calls
 # and sessions through the state archive), the ablation last (the longest).
-ORDER = ("teachers", "steptime", "jobs", "step", "loader", "searches", "ablation")
+ORDER = ("teachers", "steptime", "loader", "step", "jobs", "searches", "ablation")
 
 
 def sections(sizes: Sizes) -> list[Section]:
@@ -97,7 +98,7 @@ def sections(sizes: Sizes) -> list[Section]:
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
         "step": Section("step", sizes.estimates["step"], s.step, s.own_markdown("step")),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
-        "jobs": Section("jobs", sizes.estimates["jobs"], s.jobs, s.own_markdown("jobs")),
+        "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n in sizes.jobs[2]), s.jobs, s.own_markdown("jobs"), resumable=True),
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
@@ -199,13 +200,13 @@ STATE = "gpu-state.tar.gz"  # in the results folder: committed, so it travels to
 
 
 def _state_files(cfg: Config) -> list[Path]:
-    """What a later call resumes from: the studies (runs/, without teachers, exports, plots) and the
-    finished ablation runs."""
+    """What a later call resumes from: the studies (runs/, without teachers, exports, plots), the
+    finished ablation runs and the jobs section's finished --jobs values."""
     keep = []
     runs = cfg.work / "runs"
     if runs.is_dir():
         keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix != ".png" and p.relative_to(runs).parts[0] != "teachers"]
-    return keep + sorted((cfg.work / "ablation").glob("*.json"))
+    return keep + sorted((cfg.work / "ablation").glob("*.json")) + sorted((cfg.work / "jobs").glob("*.json"))
 
 
 def _write_tar(target: Path, members: list[tuple[Path, str]]) -> None:

@@ -153,30 +153,56 @@ def _search_options(cfg, budget: str, sampler: str, study: str, **more):
     return search_gpu.options(budget, sampler, study=study, teacher=str(teacher(cfg)[2]), data_dir=cfg.data_dir, progress=False, **fields)
 
 
-def jobs(cfg) -> dict:
-    """The same search (trials only, no final retrain) with each --jobs value, from scratch."""
+JOBS_DIR = "jobs"  # in the work folder: each --jobs value's finished row, kept in the state archive
+
+
+def jobs(cfg) -> dict | None:
+    """The same search (trials only, no pruning, no final retrain) with each --jobs value, from
+    scratch. Each value is its own slice: its row is kept (`JOBS_DIR`) as it finishes, and a value
+    starts only if its estimate fits in what is left of the call (else the next value is tried);
+    the section returns None until every value is measured, and the next call measures the rest (the first GPU call ran 16 pruned trials at
+    --jobs 1 past the device's limit and brought nothing back)."""
     from optuna.trial import TrialState
 
     from nas_kd.search import run_search
     from nas_kd.study import load_study
 
     budget, trials, counts = cfg.sizes.jobs
-    rows = []
+    kept = cfg.work / JOBS_DIR
+    kept.mkdir(parents=True, exist_ok=True)
+    rows, missing = [], []
     for count in counts:
+        path = kept / f"{count}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+            continue
+        need = cfg.sizes.jobs_estimate(count)
+        if cfg.left() < need:  # a later, shorter value may still fit
+            print(f"bench-gpu: jobs: no time for --jobs {count} in this call (about {need:.0f} s; {cfg.left():.0f} s left): the next call measures it", flush=True)
+            missing.append(count)
+            continue
         study = f"gpu_jobs{count}"
         shutil.rmtree(Path("runs") / study, ignore_errors=True)  # this section times a search from its start
-        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False)
+        # No pruning: every --jobs value trains whole trials, so trials per minute compare like
+        # with like (the pruner stops different shares of trials when they run side by side).
+        # The timeout stops new trials before the call's end; a slice cut by it still counts.
+        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s))
         t0 = time.perf_counter()
         run_search(opts, finish=False)
         wall = time.perf_counter() - t0
         done = [t for t in load_study(study, opts.storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
-        rows.append({"jobs": count, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial})
-    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
-    lines += ["| --jobs | wall s | trials / min | train s / trial | speed-up |", "|---:|---:|---:|---:|---:|"]
+        row = {"jobs": count, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
+        path.write_text(json.dumps(row) + "\n")
+        rows.append(row)
+    if missing:
+        return None
+    rows.sort(key=lambda r: counts.index(r["jobs"]))
+    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
+    lines += ["| --jobs | trials | wall s | trials / min | train s / trial | speed-up |", "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         per = "-" if r["mean_train_seconds"] is None else f"{r['mean_train_seconds']:.1f}"
-        lines.append(f"| {r['jobs']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
+        lines.append(f"| {r['jobs']} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
     lines.append("")
     if len(rows) > 1:
         best = max(rows[1:], key=lambda r: r["trials_per_minute"])

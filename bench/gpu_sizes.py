@@ -1,15 +1,15 @@
 """How big each `bench.gpu` section is: the GPU run (`GPU`) and its CPU miniature (`SMOKE`).
 
-The GPU lent here is now an H200 (an H100's processor with faster memory: the same launch-bound
-step times); a GPU session gets 15 minutes of device time, one 10-minute call after the machine's
-start. The estimates are the GPU seconds the runner paces that call with. No GPU has run
-this yet; they come from counting, and each section's JSON records the real ``seconds`` once one
-has. The count: a tiny student's step in eager PyTorch is bound by its kernel launches, about 400
-ops for the student's forward, backward and update, plus the teacher's forward and, in mode full,
-some 300 more for adapters, attention and two discriminators: ~12 ms at ~15 us per op. A brief
-trial (3 epochs x 211 steps at batch 256) is then ~9 s, a full retrain (20 epochs) ~50 s. N
-processes sharing the GPU overlap their launches: 4 are taken to give 3.5x the trials per
-minute, each run slowed by `SHARE` (both guesses the jobs section measures).
+The GPU lent here is now an H200 (an H100's processor with faster memory); a GPU session gets 15
+minutes of device time, one 10-minute call after the machine's start. The estimates are the GPU
+seconds the runner paces that call with. Until 2026-12-04 they came from counting kernel launches
+(~12 ms per full step, a brief trial ~9 s); the first GPU call (docs/BENCHMARKS.md, "What the first
+GPU session showed") measured far slower steps, bound by the host's launches and Python with the
+device busy 12% of a step: 38-41 ms per full step at batch 256, a whole 2M brief trial (3 epochs,
+mode full, one process) 30-42 s (mean 36), 23 s per trial with the pruner, and so ~12 s per epoch
+and ~240 s per full-schedule run (20 epochs). The estimates below use those figures. N processes
+sharing the GPU overlap their launches: 4 are taken to give 3.5x the trials per minute, each run
+slowed by `SHARE` (both guesses the jobs section measures).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class Sizes:
     steptime_modes: tuple[str, ...]
     steptime_reps: int
     jobs: tuple[str, int, tuple[int, ...]]  # budget, trials, the --jobs values compared
+    brief_trial_s: float  # one whole (unpruned) brief trial of the jobs budget, alone on the device
+    process_start_s: float  # a search's start before its first trial (processes, teacher, data)
     space: str  # relative to the repository root
     budgets: tuple[str, ...]
     samplers: tuple[str, ...]  # the first trains the baselines, the others share them
@@ -74,6 +76,11 @@ class Sizes:
         waves = -(-runs // self.processes)
         return waves * self.full_run_s * (SHARE if self.processes > 1 else 1.0)
 
+    def jobs_estimate(self, count: int) -> float:
+        """The jobs section's search at ``--jobs count``: its trials in waves of ``count``."""
+        waves = -(-self.jobs[1] // count)
+        return self.process_start_s + waves * self.brief_trial_s * (SHARE if count > 1 else 1.0)
+
     def teacher_recipe(self) -> Schedule:
         return self.teacher_schedule or get_preset(self.preset).teacher
 
@@ -102,7 +109,9 @@ GPU = Sizes(
     step_schedule=None,
     steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"),
     steptime_reps=30,
-    jobs=("2M", 16, (1, 4)),  # the criterion's pair; 8 would cost another ~60 s of the lease
+    jobs=("2M", 8, (1, 4)),  # the criterion's pair; 8 trials: --jobs 1 alone is ~5 minutes of the call
+    brief_trial_s=36.0,  # measured 2026-12-04 (H200): 6 whole 2M trials in mode full, 29.5-41.8 s
+    process_start_s=20.0,
     space="search_spaces/mbv2.yaml",
     budgets=("2M", "0.5M"),  # issue 12's budgets, the standard search's (make search) first
     samplers=("tpe", "random"),
@@ -111,18 +120,18 @@ GPU = Sizes(
     mode="full",
     search_jobs=None,
     processes=4,
-    search_trials_s=260.0,  # 100 trials x 9 s / 3.5
-    full_run_s=50.0,
+    search_trials_s=650.0,  # 100 trials x 23 s (measured, pruner on, one process) / 3.5
+    full_run_s=240.0,  # 20 epochs x 12 s (the measured brief epoch)
     ablation_modes=("ce", "kd", "full", "zhang", "xu", "ktan", "ksanc"),  # the criterion's modes first: a cut-short call keeps them
     ablation_seeds=(0, 1, 2, 3, 4),
     ablation_schedule=None,
     ablation_jobs=8,
-    ablation_run_s=100.0,  # full_run_s x SHARE x 8/4 processes; the runner replaces it by the runs it has timed
+    ablation_run_s=670.0,  # full_run_s x SHARE x 8/4 processes; the runner replaces it by the runs it has timed
     margin_s=45.0,
-    # teachers: resnet20 ~20 s and wrn-16-4 ~40 s of training, plus evaluation and data;
-    # step: inductor compiles of student and teacher dominate; jobs: 16 trials x 9 s, then / 3.5,
-    # plus the four processes' start; ablation: 70 full runs x 100 s / 8.
-    estimate_pairs=(("teachers", 90.0), ("loader", 30.0), ("step", 200.0), ("steptime", 30.0), ("jobs", 200.0), ("ablation", 900.0)),
+    # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s). step: its breakdown took
+    # 70 s (probe), its batch table trains 6 brief runs (~140 s), the compile variants get 150 s.
+    # ablation: 70 full runs x 670 s / 8.
+    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("step", 400.0), ("steptime", 75.0), ("ablation", 5900.0)),
 )
 
 SMOKE = Sizes(
@@ -141,6 +150,8 @@ SMOKE = Sizes(
     steptime_modes=("kd", "full"),
     steptime_reps=2,
     jobs=("130k", 2, (1, 2)),
+    brief_trial_s=3.0,
+    process_start_s=3.0,
     space="search_spaces/tiny.yaml",
     budgets=("130k",),
     samplers=("tpe", "random"),
@@ -157,6 +168,6 @@ SMOKE = Sizes(
     ablation_jobs=2,
     ablation_run_s=4.0,
     margin_s=1.0,
-    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("step", 15.0), ("steptime", 5.0), ("jobs", 15.0), ("ablation", 15.0)),
+    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("step", 15.0), ("steptime", 5.0), ("ablation", 15.0)),
 )
 

@@ -126,7 +126,7 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
     for sizes in (GPU, SMOKE):
         names = [s.name for s in sections(sizes)]
-        assert names[:5] == ["teachers", "steptime", "jobs", "step", "loader"] and names[-1] == "ablation"
+        assert names[:5] == ["teachers", "steptime", "loader", "step", "jobs"] and names[-1] == "ablation"
         searches = [n for n in names if n.startswith("search-")]
         assert searches == [f"search-{b}-{s}" for b in sizes.budgets for s in sizes.samplers]
     assert GPU.budgets[0] == "2M"  # make search's default budget: the standard search's figure first
@@ -229,3 +229,33 @@ def test_a_call_with_a_failed_section_packs_the_failure_and_exits_nonzero(tmp_pa
     with tarfile.open(target) as tar:
         names = tar.getnames()
     assert any(n.endswith("gpu_loader.json") for n in names) and any(n.endswith(gpu.FAILURES) for n in names), names
+
+
+def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_rest(tmp_path, monkeypatch):
+    """The first GPU call ran the jobs section past the device's limit and kept nothing. Here a call
+    with time for --jobs 2 (14 s estimated) but not --jobs 1 (20 s) measures 2, keeps its row and
+    returns None; the next call measures 1 alone and reports both, in the sizes' order."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from bench.gpu import Config, _state_files
+    from bench.gpu_sections import jobs
+
+    monkeypatch.chdir(tmp_path)
+    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0)
+    assert (sizes.jobs_estimate(1), sizes.jobs_estimate(2)) == (20.0, 14.0)
+
+    def call(seconds: float) -> Config:
+        return Config(sizes=sizes, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=())
+
+    cfg = call(17.0)
+    assert jobs(cfg) is None
+    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2.json"]
+    assert tmp_path / "jobs" / "2.json" in _state_files(cfg)  # it travels to the next GPU session
+    kept = (tmp_path / "jobs" / "2.json").read_text()
+    result = jobs(call(1000.0))
+    assert [r["jobs"] for r in result["rows"]] == [1, 2] and all(r["trained"] == sizes.jobs[1] for r in result["rows"])
+    assert (tmp_path / "jobs" / "2.json").read_text() == kept  # not measured again
+    assert "| 2 | 2 |" in result["markdown"] and "x the trials per hour of `--jobs 1`" in result["markdown"]
