@@ -5,8 +5,10 @@ student in mode ``full`` against the cached teacher, at the brief schedule's bat
 
 1. **breakdown**: ms per step of the data alone (one batch from the device loader), the teacher's
    forward alone, the student alone (mode ce), kd and full, and full with its data; per full step
-   the kernels launched and the device's busy share (profiler kernel time over wall time). A step
-   far from 100 % busy waits on the host (launches, Python), which is what ``--jobs`` fills.
+   the kernels launched and the device's busy share (profiler kernel time over wall time), and
+   the launches and ops of each part of the step (`per_part`). A step far from 100 % busy waits
+   on the host (launches, Python), which is what ``--jobs`` fills; the first GPU call measured
+   12 % busy and 1,425 launches per full step of the 0.48M student.
 2. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
 3. **compile**: ``torch.compile`` of the student's forward (per trial: every trial is a new
    network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process):
@@ -86,7 +88,30 @@ def _profile(fn, steps: int, device: torch.device) -> dict:
     launches = sum(e.count for e in averages if "LaunchKernel" in e.key) / steps
     ops = sum(e.count for e in averages if e.key.startswith("aten::")) / steps
     kernel_s = kernel_seconds(averages) / steps
-    return {"kernel_launches": launches, "aten_ops": ops, "kernel_seconds": kernel_s, "profiled_wall_seconds": wall}
+    return {"kernel_launches": launches, "aten_ops": ops, "kernel_seconds": kernel_s, "profiled_wall_seconds": wall, "parts": per_part(prof.events(), steps)}
+
+
+def per_part(events, steps: int) -> dict[str, dict[str, float]]:
+    """Per step and per part of the step (`nas_kd.distill.step.PARTS`, the profiler ranges the step
+    names; "other": outside them, the loss check and the step's own bookkeeping): kernel launches
+    and aten ops called from Python (an op inside another op is that op's work, not a dispatch of
+    its own). What a host-bound step spends its launches on, so the part worth fusing, capturing or
+    dropping is named by a measurement."""
+    from nas_kd.distill.step import PARTS
+
+    counts = {part: {"kernel_launches": 0, "aten_ops": 0} for part in (*PARTS, "other")}
+    for e in events:
+        launch, op = "LaunchKernel" in e.name, e.name.startswith("aten::")
+        if not (launch or (op and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::")))):
+            continue
+        part, p = "other", e.cpu_parent
+        while p is not None:
+            if p.name.startswith("distill."):
+                part = p.name.removeprefix("distill.")
+                break
+            p = p.cpu_parent
+        counts[part]["kernel_launches" if launch else "aten_ops"] += 1
+    return {part: {k: v / steps for k, v in c.items()} for part, c in counts.items()}
 
 
 def kernel_seconds(averages) -> float:
@@ -269,6 +294,9 @@ def step_markdown(r: dict) -> list[str]:
     busy = "n/a (CPU)" if prof["busy_share"] is None else f"{100 * prof['busy_share']:.0f}%"
     lines = ["**Breakdown** (batch {}; full step: {:.0f} kernel launches, {:.0f} aten ops, device busy {}):".format(r["batch_size"], prof["kernel_launches"], prof["aten_ops"], busy), ""]
     lines += ["| part | ms / step |", "|---|---:|", *[f"| {k} | {_ms(v)} |" for k, v in bd.items()], ""]
+    if prof.get("parts"):
+        lines += ["**Where the full step's launches go** (per step; aten ops: those called from Python):", "", "| part of the step | kernel launches | aten ops |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v['kernel_launches']:.0f} | {v['aten_ops']:.0f} |" for k, v in prof["parts"].items()] + [""]
     sw = r["switches"]
     lines += ["**Switches** (full step, one switch off at a time):", "", "| switches | ms / step | x defaults |", "|---|---:|---:|"]
     lines += [f"| {k} | {_ms(v)} | {v / sw['defaults']:.2f} |" for k, v in sw.items()] + [""]

@@ -46,6 +46,7 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     step = done["step"]["result"]
     assert set(step["switches"]) == {"defaults", "bf16 off", "channels_last off", "cuDNN benchmark off", "NaN check every step"}
     assert step["breakdown"]["profile"]["aten_ops"] > 0 and step["breakdown"]["seconds"]["full"] > 0
+    assert step["breakdown"]["profile"]["parts"]["discriminator_update"]["aten_ops"] > 0 and "Where the full step's launches go" in step["markdown"]
     assert all("error" not in v for v in step["compile"].values()), step["compile"]
     assert [b["batch_size"] for b in step["batch"]] == list(SMOKE.step.batch_sizes)
     assert done["steptime"]["result"]["epoch_seconds"]["large"]["kd"] > 0
@@ -259,3 +260,29 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     assert [r["jobs"] for r in result["rows"]] == [1, 2] and all(r["trained"] == sizes.jobs[1] for r in result["rows"])
     assert (tmp_path / "jobs" / "2.json").read_text() == kept  # not measured again
     assert "| 2 | 2 |" in result["markdown"] and "x the trials per hour of `--jobs 1`" in result["markdown"]
+
+
+def test_the_profile_says_which_part_of_the_step_dispatches_what():
+    """A full step profiled on the CPU: every part of the step (the ranges DistillStep names) shows
+    its own aten ops, the discriminators' update and the student's update included, and together
+    with "other" they account for every op called from Python. A step without the ranges would
+    put everything under "other"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.gpu_step import per_part
+    from nas_kd.distill.step import PARTS
+    from tests.test_distill_step import batch, make
+
+    step, _, _ = make("full")
+    x, y = batch()
+    step(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            step(x, y)
+    parts = per_part(prof.events(), 2)
+    assert set(parts) == {*PARTS, "other"}
+    assert all(parts[p]["aten_ops"] > 0 for p in PARTS), parts
+    assert parts["student_update"]["aten_ops"] > parts["forward"]["aten_ops"]  # backward and SGD outweigh the forward
+    top_level = sum(1 for e in prof.events() if e.name.startswith("aten::") and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::")))
+    assert sum(p["aten_ops"] for p in parts.values()) * 2 == top_level
+    assert all(p["kernel_launches"] == 0 for p in parts.values())  # no CUDA here
