@@ -1,6 +1,6 @@
 """`make search` from a fresh clone, timed: set-up, teacher, search, retrain, report, export.
 
-    python -m bench.e2e_search [--budget 2M]
+    python -m bench.e2e_search [--budget 2M] [--keep DIR]
 
 Clones this repository's HEAD into a temporary folder, runs `make search BUDGET=...` there (a new
 .venv, the pinned torch, the package; the shipped teacher, or one trained from scratch where none
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -49,7 +50,10 @@ def section_name(budget: str) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", default="2M")
+    ap.add_argument("--keep", default=None, metavar="DIR", help="copy the clone's runs/ (study, report, final retrain) and the first run's log into DIR: the clone itself is deleted")
     args = ap.parse_args(argv)
+    if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
+        raise SystemExit(f"e2e_search: --keep {args.keep} is not empty: name a new or empty folder")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="nas-kd-e2e-") as tmp:
         clone = Path(tmp) / "nas-kd"
@@ -60,6 +64,10 @@ def main(argv=None) -> None:
         excerpt = "\n".join(line for line in (report_path.parent / "report.md").read_text().splitlines() if not line.startswith(("## Reproduce", "```", "Files:", "nas-kd search")))
         teacher_line = next((line for line in log.splitlines() if line.startswith(("teacher: test accuracy", "teacher: the shipped"))), "")
         last_line = log.strip().splitlines()[-1]  # the verdict: the last thing make search prints
+        if args.keep:  # the study is what explains a surprising verdict; the clone goes with tmp
+            keep = Path(args.keep)
+            shutil.copytree(clone / "runs", keep / "runs", ignore=shutil.ignore_patterns("teachers"))
+            (keep / "search.log").write_text(log)
     body = "\n".join([
         f"## `make search BUDGET={args.budget}` from a fresh clone (CPU)",
         "",
