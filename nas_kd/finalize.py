@@ -125,8 +125,9 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
     correction and slowest speed, is no trial measured over the limit, and measures within it now
     at the slowest speed seen; one measured over is recorded (study attr `BASELINE_CHECKS_ATTR`)
     and the next smaller member is tried; one a trial measured within it (the winner's check too) is
-not measured again. Otherwise a baseline over the limit could be the yardstick
-    (a fresh-clone `latency:0.2ms` search compared its winner with a baseline the study had just
+    not measured again, and the largest uniform member so measured is the baseline if no larger one
+    fits by prediction (a measurement outranks a prediction). Otherwise a baseline over the limit
+    could be the yardstick (a fresh-clone `latency:0.2ms` search compared its winner with a baseline the study had just
     measured at 0.29 ms). Each member passed over is appended to ``passed_over`` ({"describe",
     "latency_ms" as judged, "trial": the trial that measured it, or None for a check here}). None
     when no uniform member meets the limit. Without a latency limit, `SearchSpace.baseline` alone."""
@@ -146,11 +147,25 @@ not measured again. Otherwise a baseline over the limit could be the yardstick
     checks = dict(study.user_attrs.get(BASELINE_CHECKS_ATTR) or {})
     meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
     meter.correct_from(trials)
+    # A uniform member measured within the limit fits, whatever the corrected prediction now says
+    # (a fresh-clone latency:0.2ms search won with the enqueued uniform member, measured within,
+    # while the study's correction had moved its prediction over, and compared it with a smaller
+    # uniform "baseline": the winner was the larger hand-scaled answer itself).
+    size = functools.partial(_size_of, plan)
+    members = {c.to_json() for c in plan.space.uniform_members()}
+    measured_fit = sorted((k for k in within if k in members and plan.budget.fits(**{**meter.values(StudentConfig.from_json(k)), "latency": within[k][1]})), key=size)
     rejected: set[str] = set()
     while True:
         try:
             base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials, exclude=rejected)
         except UserError:
+            base = None
+        if measured_fit and (base is None or size(measured_fit[-1]) > size(base.to_json())):
+            number, ms = within[measured_fit[-1]]
+            larger = StudentConfig.from_json(measured_fit[-1])
+            log(f"finalize: uniform baseline {larger.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}; larger than the prediction's choice): fits")
+            return larger
+        if base is None:
             log(f"finalize: no uniform member of {plan.space.name} meets the latency limit ({plan.budget.latency:g} ms) when measured: no baseline to compare with")
             return None
         key = base.to_json()
@@ -176,6 +191,14 @@ not measured again. Otherwise a baseline over the limit could be the yardstick
         if passed_over is not None:
             passed_over.append({"describe": base.describe(), "latency_ms": ms, "trial": number})
         rejected.add(key)
+
+
+def _size_of(plan: SearchPlan, config_json: str) -> tuple[int, int]:
+    """(MACs, params): how `SearchSpace.baseline` orders uniform members ("the largest")."""
+    from nas_kd.cost import measure
+
+    cost = measure(StudentConfig.from_json(config_json), plan.input_shape, plan.num_classes)
+    return cost.macs, cost.params
 
 
 def load_planned_teacher(plan: SearchPlan, device: torch.device, log: Callable[[str], None] = print):

@@ -210,3 +210,24 @@ def test_a_baseline_measured_within_the_limit_as_a_trial_or_winner_is_not_measur
     assert confirm_baseline(study, plan, lines.append, passed) == predicted
     assert fake_latency.calls == [] and passed == []
     assert lines == ["finalize: uniform baseline " + predicted.describe() + " was measured within the latency limit in trial 0 (1.900 ms at the slowest speed seen, limit 2): fits"]
+
+
+def test_a_larger_uniform_member_measured_within_the_limit_outranks_the_predictions_choice(fake_latency):
+    """The search enqueued the largest uniform member that fitted by prediction, measured it within
+    the limit and it won; by the end the study's correction predicts it over. The baseline is
+    still that member (measured, not predicted), not the smaller one the prediction now picks:
+    else the report compares the hand-scaled answer with a smaller copy of itself."""
+    from nas_kd.finalize import LATENCY_CHECKS_ATTR, confirm_baseline
+
+    plan = SimpleNamespace(budget=parse_budget("latency:2ms"), input_shape=SHAPE, num_classes=10, space=MBV2)
+    predicted = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable())
+    larger = min((c for c in MBV2.uniform_members() if analytic_cost(c, SHAPE, 10).macs > analytic_cost(predicted, SHAPE, 10).macs), key=lambda c: analytic_cost(c, SHAPE, 10).macs)
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs={"config": larger.to_json(), "baseline": True}))
+    study.set_user_attr(LATENCY_CHECKS_ATTR, {"0": {"ms": 1.95, "ruler_ms": 1.0, "rulers": 1.95, "slowest_ruler_ms": 1.0}})
+    lines = []
+    assert confirm_baseline(study, plan, lines.append) == larger
+    assert fake_latency.calls == [] and "larger than the prediction's choice" in lines[-1]
+    # measured over the limit instead: the prediction's choice, measured now
+    study.set_user_attr(LATENCY_CHECKS_ATTR, {"0": {"ms": 2.05, "ruler_ms": 1.0, "rulers": 2.05, "slowest_ruler_ms": 1.0}})
+    assert confirm_baseline(study, plan, lines.append) == predicted and fake_latency.calls == [predicted.to_json()]
