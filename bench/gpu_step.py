@@ -11,7 +11,8 @@ student in mode ``full`` against the cached teacher, at the brief schedule's bat
    12 % busy and 1,425 launches per full step of the 0.48M student.
 2. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
 3. **compile**: ``torch.compile`` of the student's forward (per trial: every trial is a new
-   network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process):
+   network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process),
+   and on a GPU the whole eager step captured in one CUDA graph (`graphed_step`, an experiment):
    set-up seconds, ms per step, and the steps it needs to pay back, against a brief trial's steps.
 4. **batch**: the brief schedule at larger batches, learning rate scaled linearly (per 256
    examples): ms per step, images/s and validation accuracy, to see where accuracy still holds.
@@ -31,12 +32,12 @@ from dataclasses import dataclass
 import torch
 
 from bench.distill_ablation import train_one
-from nas_kd.device import StepOptions, configure_step
+from nas_kd.device import StepOptions, configure_step, step_options
 from nas_kd.distill import get_mode
 from nas_kd.distill.step import teacher_outputs
 from nas_kd.distill.trainer import build_step
 from nas_kd.models.student import build_student
-from nas_kd.train import make_loaders
+from nas_kd.train import make_loaders, reset_finite_checks
 
 __all__ = ["StepSizes", "measure_step", "step_markdown"]
 
@@ -227,16 +228,20 @@ def _compile(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
     variants = {"student compiled": compiled_student, "teacher compiled": compiled_teacher}
     if sizes.cuda_graphs:
         variants["student compiled, CUDA graphs (reduce-overhead)"] = lambda: compiled_student("reduce-overhead")
+        variants[GRAPHED] = lambda: graphed_step(b, x, y)
     out = {}
     for name, make in variants.items():
         try:
             torch._dynamo.reset()
-            step = make()
             _sync(b.device)
+            t0 = time.perf_counter()
+            step = make()  # the capture itself, for the graph: part of its set-up
+            _sync(b.device)
+            made = time.perf_counter() - t0 if name == GRAPHED else 0.0
             t0 = time.perf_counter()
             step(x, y)
             _sync(b.device)
-            first = time.perf_counter() - t0
+            first = made + time.perf_counter() - t0
             steady = _seconds_per_call(lambda step=step: step(x, y), sizes, b.device)
             saved = eager_seconds - steady
             out[name] = {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}
@@ -244,6 +249,45 @@ def _compile(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
             out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
     torch._dynamo.reset()
     return out
+
+
+GRAPHED = "whole step in one CUDA graph (eager, lr fixed, NaN check deferred)"
+
+
+def graphed_step(b: _Bench, x: torch.Tensor, y: torch.Tensor):
+    """The whole full step (teacher, both updates, both optimisers) captured once in a CUDA graph
+    and replayed: the host's launches and Python, which the first GPU call found to be 88% of a
+    step, are paid once. An experiment, not yet the product's step (nas_kd.distill.trainer): the
+    learning rate is fixed at capture (no scheduler), Adam keeps its step count on the device
+    (``capturable``), and the deferred NaN check is never read back inside the capture. Returns a
+    callable that replays it on fixed input buffers (x, y copied in)."""
+    before = step_options()
+    configure_step(dataclasses.replace(before, check_every=10**9))  # no host read-back in the capture
+    try:
+        step = b.step("full")
+        step.scheduler = None
+        for group in step.disc_optimizer.param_groups if step.disc_optimizer is not None else []:
+            group["capturable"] = True  # before Adam's first step: its state is made on the device
+        sx, sy = x.clone(), y.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+            for _ in range(3):
+                step(sx, sy)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step(sx, sy)
+    finally:
+        configure_step(before)
+        reset_finite_checks()  # the capture's deferred checks are not this process's to read later
+
+    def replay(xb=x, yb=y):
+        sx.copy_(xb, non_blocking=True)
+        sy.copy_(yb, non_blocking=True)
+        graph.replay()
+
+    return replay
 
 
 def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
