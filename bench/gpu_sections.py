@@ -160,7 +160,8 @@ def jobs(cfg) -> dict | None:
     """The same search (trials only, no pruning, no final retrain) with each --jobs value, from
     scratch. Each value is its own slice: its row is kept (`JOBS_DIR`) as it finishes, and a value
     starts only if its estimate fits in what is left of the call (else the next value is tried);
-    the section returns None until every value is measured, and the next call measures the rest (the first GPU call ran 16 pruned trials at
+    the section returns None until every value is measured, and the next call measures the rest;
+    a value that fails does not stop the others (the section then fails, keeping what it measured) (the first GPU call ran 16 pruned trials at
     --jobs 1 past the device's limit and brought nothing back)."""
     from optuna.trial import TrialState
 
@@ -170,7 +171,7 @@ def jobs(cfg) -> dict | None:
     budget, trials, counts = cfg.sizes.jobs
     kept = cfg.work / JOBS_DIR
     kept.mkdir(parents=True, exist_ok=True)
-    rows, missing = [], []
+    rows, missing, failed = [], [], []
     for count in counts:
         path = kept / f"{count}.json"
         if path.is_file():
@@ -188,13 +189,19 @@ def jobs(cfg) -> dict | None:
         # The timeout stops new trials before the call's end; a slice cut by it still counts.
         opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s))
         t0 = time.perf_counter()
-        run_search(opts, finish=False)
+        try:
+            run_search(opts, finish=False)
+        except Exception as exc:  # noqa: BLE001 - the other values still run; the section fails at the end
+            failed.append(f"--jobs {count}: {type(exc).__name__}: {exc}")
+            continue
         wall = time.perf_counter() - t0
         done = [t for t in load_study(study, opts.storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
         row = {"jobs": count, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
+    if failed:  # recorded in failures.log by the runner; the values measured are kept
+        raise RuntimeError("jobs: " + "; ".join(failed))
     if missing:
         return None
     rows.sort(key=lambda r: counts.index(r["jobs"]))

@@ -286,3 +286,30 @@ def test_the_profile_says_which_part_of_the_step_dispatches_what():
     top_level = sum(1 for e in prof.events() if e.name.startswith("aten::") and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::")))
     assert sum(p["aten_ops"] for p in parts.values()) * 2 == top_level
     assert all(p["kernel_launches"] == 0 for p in parts.values())  # no CUDA here
+
+
+def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
+    """A search that fails at --jobs 1 (a CUDA error, say) must not stop --jobs 2 in the same
+    call: its row is kept, and the section fails naming the value that did."""
+    import time
+
+    import pytest
+    import torch
+
+    import nas_kd.search
+    from bench.gpu import Config
+    from bench.gpu_sections import jobs
+
+    monkeypatch.chdir(tmp_path)
+    real = nas_kd.search.run_search
+
+    def failing_at_one(opts, **kw):
+        if opts.jobs == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(opts, **kw)
+
+    monkeypatch.setattr(nas_kd.search, "run_search", failing_at_one)
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 1000, argv=())
+    with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
+        jobs(cfg)
+    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2.json"]
