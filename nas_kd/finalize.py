@@ -164,7 +164,7 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
             number, ms = within[measured_fit[-1]]
             larger = StudentConfig.from_json(measured_fit[-1])
             log(f"finalize: uniform baseline {larger.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}; larger than the prediction's choice): fits")
-            return larger
+            return _with_larger_over(larger, over, members, size, passed_over)
         if base is None:
             log(f"finalize: no uniform member of {plan.space.name} meets the latency limit ({plan.budget.latency:g} ms) when measured: no baseline to compare with")
             return None
@@ -175,7 +175,7 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
         elif key in within:
             number, ms = within[key]
             log(f"finalize: uniform baseline {base.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}): fits")
-            return base
+            return _with_larger_over(base, over, members, size, passed_over)
         else:
             if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
                 latency = meter.measure_latency(base)
@@ -187,10 +187,22 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
             fits = ms <= plan.budget.latency
             log(f"finalize: uniform baseline {base.describe()} measures {check['ms']:.3f} ms, {ms:.3f} ms at the slowest speed seen (limit {plan.budget.latency:g}): {'fits' if fits else 'over the limit, next smaller'}")
             if fits:
-                return base
+                return _with_larger_over(base, over, members, size, passed_over)
         if passed_over is not None:
             passed_over.append({"describe": base.describe(), "latency_ms": ms, "trial": number})
         rejected.add(key)
+
+
+def _with_larger_over(chosen: StudentConfig, over: dict, members: set[str], size, passed_over: list[dict] | None) -> StudentConfig:
+    """``chosen``, after naming in ``passed_over`` (largest first) every larger uniform member a
+    trial measured over the limit that the choice never reached: the corrected prediction may no
+    longer propose the member the search enqueued as its baseline, yet the report's list of larger
+    members passed over should hold it."""
+    if passed_over is not None:
+        listed = {m["describe"] for m in passed_over}
+        extra = [k for k in over if k in members and size(k) > size(chosen.to_json()) and StudentConfig.from_json(k).describe() not in listed]
+        passed_over[:0] = [{"describe": StudentConfig.from_json(k).describe(), "latency_ms": over[k][1], "trial": over[k][0]} for k in sorted(extra, key=size, reverse=True)]
+    return chosen
 
 
 def _size_of(plan: SearchPlan, config_json: str) -> tuple[int, int]:

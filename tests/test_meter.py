@@ -231,3 +231,19 @@ def test_a_larger_uniform_member_measured_within_the_limit_outranks_the_predicti
     # measured over the limit instead: the prediction's choice, measured now
     study.set_user_attr(LATENCY_CHECKS_ATTR, {"0": {"ms": 2.05, "ruler_ms": 1.0, "rulers": 2.05, "slowest_ruler_ms": 1.0}})
     assert confirm_baseline(study, plan, lines.append) == predicted and fake_latency.calls == [predicted.to_json()]
+
+
+def test_a_larger_uniform_member_a_trial_measured_over_is_named_though_the_prediction_never_proposed_it(fake_latency):
+    """The search enqueued a uniform member the table then predicted within the limit; its trial
+    measured it over, and by the end the prediction puts it over too, so the choice starts below
+    it. The report's "larger members passed over" still names it, with its trial."""
+    from nas_kd.finalize import confirm_baseline
+
+    plan = SimpleNamespace(budget=parse_budget("latency:2ms"), input_shape=SHAPE, num_classes=10, space=MBV2)
+    predicted = MBV2.baseline(plan.budget, SHAPE, 10, table=MacsTable())
+    larger = min((c for c in MBV2.uniform_members() if analytic_cost(c, SHAPE, 10).macs > analytic_cost(predicted, SHAPE, 10).macs), key=lambda c: analytic_cost(c, SHAPE, 10).macs)
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs={"config": larger.to_json(), "baseline": True, "latency_ms": 2.4, "latency_rulers": 2.4, "latency_ruler_ms": 1.0}))
+    passed = []
+    assert confirm_baseline(study, plan, lambda _: None, passed) == predicted
+    assert passed == [{"describe": larger.describe(), "latency_ms": 2.4, "trial": 0}]
