@@ -85,8 +85,8 @@ class Section:
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
 # per mode, the loader), then where the step goes and what each switch is worth (the first GPU
-# call found the step host-bound: this section says what pays), then --jobs, then the searches (resumable across calls
-# and sessions through the state archive), the ablation last (the longest).
+# call found the step host-bound: this section says what pays), then --jobs, then the searches
+# (resumable across calls and sessions through the state archive), the ablation last (the longest).
 ORDER = ("teachers", "steptime", "loader", "step", "jobs", "searches", "ablation")
 
 

@@ -159,10 +159,11 @@ JOBS_DIR = "jobs"  # in the work folder: each --jobs value's finished row, kept 
 def jobs(cfg) -> dict | None:
     """The same search (trials only, no pruning, no final retrain) with each --jobs value, from
     scratch. Each value is its own slice: its row is kept (`JOBS_DIR`) as it finishes, and a value
-    starts only if its estimate fits in what is left of the call (else the next value is tried);
-    the section returns None until every value is measured, and the next call measures the rest;
-    a value that fails does not stop the others (the section then fails, keeping what it measured) (the first GPU call ran 16 pruned trials at
-    --jobs 1 past the device's limit and brought nothing back)."""
+    starts only if its estimate fits in what is left of the call (else the next value is tried).
+    The section returns None until every value is measured (the next call measures the rest); a
+    value that fails does not stop the others, and the section then fails keeping what it
+    measured. (The first GPU call ran 16 pruned trials at --jobs 1 past the device's limit and
+    brought nothing back.)"""
     from optuna.trial import TrialState
 
     from nas_kd.search import run_search
@@ -204,7 +205,6 @@ def jobs(cfg) -> dict | None:
         raise RuntimeError("jobs: " + "; ".join(failed))
     if missing:
         return None
-    rows.sort(key=lambda r: counts.index(r["jobs"]))
     lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
     lines += ["| --jobs | trials | wall s | trials / min | train s / trial | speed-up |", "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -160,11 +160,13 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
             base = plan.space.baseline(plan.budget, plan.input_shape, plan.num_classes, trials=trials, exclude=rejected)
         except UserError:
             base = None
-        if measured_fit and (base is None or size(measured_fit[-1]) > size(base.to_json())):
+        # The prediction's choice measured within, or a larger member measured within: no new measurement.
+        if measured_fit and (base is None or size(measured_fit[-1]) >= size(base.to_json())):
             number, ms = within[measured_fit[-1]]
-            larger = StudentConfig.from_json(measured_fit[-1])
-            log(f"finalize: uniform baseline {larger.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}; larger than the prediction's choice): fits")
-            return _with_larger_over(larger, over, members, size, passed_over)
+            chosen = StudentConfig.from_json(measured_fit[-1])
+            larger = "; larger than the prediction's choice" if base is None or chosen != base else ""
+            log(f"finalize: uniform baseline {chosen.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}{larger}): fits")
+            return _with_larger_over(chosen, over, members, size, passed_over)
         if base is None:
             log(f"finalize: no uniform member of {plan.space.name} meets the latency limit ({plan.budget.latency:g} ms) when measured: no baseline to compare with")
             return None
@@ -172,10 +174,6 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
         if key in over:  # the search measured it over the limit: set aside, as it was as a candidate
             number, ms = over[key]
             log(f"finalize: uniform baseline {base.describe()} was measured over the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen): next smaller")
-        elif key in within:
-            number, ms = within[key]
-            log(f"finalize: uniform baseline {base.describe()} was measured within the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen, limit {plan.budget.latency:g}): fits")
-            return _with_larger_over(base, over, members, size, passed_over)
         else:
             if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
                 latency = meter.measure_latency(base)
