@@ -96,7 +96,7 @@ def sections(sizes: Sizes) -> list[Section]:
     fixed = {
         "teachers": Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
-        "step": Section("step", sizes.estimates["step"], s.step, s.own_markdown("step")),
+        "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
         "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n in sizes.jobs[2]), s.jobs, s.own_markdown("jobs"), resumable=True),
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
@@ -201,12 +201,13 @@ STATE = "gpu-state.tar.gz"  # in the results folder: committed, so it travels to
 
 def _state_files(cfg: Config) -> list[Path]:
     """What a later call resumes from: the studies (runs/, without teachers, exports, plots), the
-    finished ablation runs and the jobs section's finished --jobs values."""
+    finished ablation runs, the jobs section's finished --jobs values and the step section's
+    finished parts."""
     keep = []
     runs = cfg.work / "runs"
     if runs.is_dir():
         keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix != ".png" and p.relative_to(runs).parts[0] != "teachers"]
-    return keep + sorted((cfg.work / "ablation").glob("*.json")) + sorted((cfg.work / "jobs").glob("*.json"))
+    return keep + [p for folder in ("ablation", "jobs", "step") for p in sorted((cfg.work / folder).glob("*.json"))]
 
 
 def _write_tar(target: Path, members: list[tuple[Path, str]]) -> None:

@@ -113,11 +113,16 @@ def loader(cfg) -> dict:
     return {"rows": rows, "markdown": "\n".join([intro, "", *loader_speed.loader_table(rows)])}
 
 
-def step(cfg) -> dict:
+STEP_DIR = "step"  # in the work folder: each finished part of the step section, kept in the state archive
+
+
+def step(cfg) -> dict | None:
     brief = cfg.sizes.step_schedule or _preset(cfg).brief
     splits = load_splits(cfg.sizes.dataset, cfg.data_dir, seed=0, train_subset=brief.train_subset)
     (macs, student), model = _students(cfg, splits)["small"], teacher(cfg)[0]
-    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step, left=cfg.left)
+    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step, left=lambda: cfg.left() - cfg.sizes.margin_s, kept=cfg.work / STEP_DIR)
+    if r is None:
+        return None
     intro = f"Student `{student.describe()}` ({format_count(macs)} MACs), mode full, teacher {cfg.sizes.teacher}, batch {brief.batch_size} ({brief.epochs} epoch(s) on {brief.train_subset or 'all'} examples for the batch-size table); timings are the mean of {cfg.sizes.step.reps} back-to-back steps with one sync, median of 3 blocks."
     return {**r, "student": student.describe(), "markdown": "\n".join([intro, "", *step_markdown(r)])}
 

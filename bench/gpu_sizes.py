@@ -105,7 +105,10 @@ GPU = Sizes(
     teacher_schedule=None,
     teacher_targets=(("resnet20", 93.5, 120.0), ("wrn-16-4", 94.5, 120.0)),
     loader=("resnet20", 256, 50, 8),
-    step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), batch_seeds=(0, 1), compile_backend="inductor", cuda_graphs=True),
+    # breakdown: 70 s measured (2026-12-04 probe); batch: 10 brief runs of the 0.48M student, ~25 s
+    # at batch 256 and less above; compile: cold inductor compiles, never measured here.
+    step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), batch_seeds=(0, 1), compile_backend="inductor", cuda_graphs=True,
+                   part_seconds=(("breakdown", 80.0), ("graph", 30.0), ("switches", 40.0), ("batch", 180.0), ("compile", 150.0))),
     step_schedule=None,
     steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"),
     steptime_reps=30,
@@ -128,10 +131,9 @@ GPU = Sizes(
     ablation_jobs=8,
     ablation_run_s=670.0,  # full_run_s x SHARE x 8/4 processes; the runner replaces it by the runs it has timed
     margin_s=45.0,
-    # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s). step: its breakdown took
-    # 70 s (probe), its batch table trains 6 brief runs (~140 s), the compile variants get 150 s.
+    # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s); step: its parts' sum.
     # ablation: 70 full runs x 670 s / 8.
-    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("step", 400.0), ("steptime", 75.0), ("ablation", 5900.0)),
+    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 5900.0)),
 )
 
 SMOKE = Sizes(
@@ -145,7 +147,8 @@ SMOKE = Sizes(
     teacher_schedule=Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=512),
     teacher_targets=(),
     loader=("resnet8", 64, 3, 1),
-    step=StepSizes(reps=2, warmup=1, batch_sizes=(32, 64), batch_seeds=(0,), compile_backend="eager", cuda_graphs=False),
+    step=StepSizes(reps=2, warmup=1, batch_sizes=(32, 64), batch_seeds=(0,), compile_backend="eager", cuda_graphs=False,
+                   part_seconds=(("breakdown", 5.0), ("graph", 0.0), ("switches", 3.0), ("batch", 4.0), ("compile", 3.0))),
     step_schedule=Schedule(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0.0, train_subset=256, crop=False),
     steptime_modes=("kd", "full"),
     steptime_reps=2,
@@ -168,6 +171,6 @@ SMOKE = Sizes(
     ablation_jobs=2,
     ablation_run_s=4.0,
     margin_s=1.0,
-    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("step", 15.0), ("steptime", 5.0), ("ablation", 15.0)),
+    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("steptime", 5.0), ("ablation", 15.0)),
 )
 

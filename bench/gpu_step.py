@@ -1,7 +1,10 @@
 """Where a tiny student's distillation step goes on a GPU, and what each switch is worth.
 
-Used by `bench.gpu` (section ``step``); four measurements, each of one step of the ~0.5M-MAC mbv2
-student in mode ``full`` against the cached teacher, at the brief schedule's batch:
+Used by `bench.gpu` (section ``step``); five parts, in this order (the most telling first), each of
+one step of the ~0.5M-MAC mbv2 student in mode ``full``, at the brief schedule's batch. Each part is
+kept in its own file as it finishes (`measure_step`'s ``kept``, in the GPU state archive): a call
+that runs out of time, or a part that fails, costs only the part it was in (the second GPU session
+lost a whole finished breakdown and switch table to a NaN in the batch table).
 
 1. **breakdown**: ms per step of the data alone (one batch from the device loader), the teacher's
    forward alone, the student alone (mode ce), kd and full, and full with its data; per full step
@@ -9,13 +12,17 @@ student in mode ``full`` against the cached teacher, at the brief schedule's bat
    the launches and ops of each part of the step (`per_part`). A step far from 100 % busy waits
    on the host (launches, Python), which is what ``--jobs`` fills; the first GPU call measured
    12 % busy and 1,425 launches per full step of the 0.48M student.
-2. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
-3. **compile**: ``torch.compile`` of the student's forward (per trial: every trial is a new
-   network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process),
-   and on a GPU the whole eager step captured in one CUDA graph (`graphed_step`, an experiment):
-   set-up seconds, ms per step, and the steps it needs to pay back, against a brief trial's steps.
-4. **batch**: the brief schedule at larger batches, learning rate scaled linearly (per 256
-   examples): ms per step, images/s and validation accuracy, to see where accuracy still holds.
+2. **graph**: on a GPU, the whole eager step captured in one CUDA graph (`graphed_step`, an
+   experiment): set-up seconds, ms per step, and the steps it needs to pay back, against a brief
+   trial's steps. The answer to a host-bound step, so it comes second.
+3. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
+4. **batch**: the brief schedule at larger batches, the learning rate scaled linearly and by the
+   square root (per the schedule's batch): ms per step, images/s and validation accuracy, to see
+   where accuracy still holds. A run whose loss turns NaN is recorded as diverged: a result.
+5. **compile**: ``torch.compile`` of the student's forward (per trial: every trial is a new
+   network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process):
+   set-up seconds, ms per step and payback, like the graph. Last: cold inductor compiles are the
+   one part whose time nobody has measured here.
 
 Step times are the mean of `reps` back-to-back steps with one device sync at the end (the
 pipelined steady state a training loop sees), median of three such blocks.
@@ -25,9 +32,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -37,7 +48,7 @@ from nas_kd.distill import get_mode
 from nas_kd.distill.step import teacher_outputs
 from nas_kd.distill.trainer import build_step
 from nas_kd.models.student import build_student
-from nas_kd.train import make_loaders, reset_finite_checks
+from nas_kd.train import NonFiniteLossError, make_loaders, reset_finite_checks
 
 __all__ = ["StepSizes", "measure_step", "step_markdown"]
 
@@ -51,7 +62,11 @@ class StepSizes:
     batch_sizes: tuple[int, ...]  # for the batch measurement (the first is the brief schedule's)
     batch_seeds: tuple[int, ...]
     compile_backend: str  # "inductor" on a GPU; "eager" (graph capture only) for the CPU smoke
-    cuda_graphs: bool  # also try mode="reduce-overhead" (needs CUDA)
+    cuda_graphs: bool  # also try mode="reduce-overhead" and the whole-step graph (need CUDA)
+    part_seconds: tuple[tuple[str, float], ...]  # each part's estimate (`PARTS`): it starts only if it fits
+
+    def part_estimate(self, part: str) -> float:
+        return dict(self.part_seconds)[part]
 
 
 def _sync(device: torch.device) -> None:
@@ -228,24 +243,37 @@ def _compile(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
     variants = {"student compiled": compiled_student, "teacher compiled": compiled_teacher}
     if sizes.cuda_graphs:
         variants["student compiled, CUDA graphs (reduce-overhead)"] = lambda: compiled_student("reduce-overhead")
-        variants[GRAPHED] = lambda: graphed_step(b, x, y)
     out = {}
     for name, make in variants.items():
-        try:
-            torch._dynamo.reset()
-            step = make()
-            _sync(b.device)
-            t0 = time.perf_counter()
-            step(x, y)
-            _sync(b.device)
-            first = time.perf_counter() - t0
-            steady = _seconds_per_call(lambda step=step: step(x, y), sizes, b.device)
-            saved = eager_seconds - steady
-            out[name] = {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}
-        except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
-            out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
+        torch._dynamo.reset()
+        out[name] = _payback(make, x, y, sizes, b.device, eager_seconds)
     torch._dynamo.reset()
     return out
+
+
+def _payback(make, x, y, sizes: StepSizes, device, eager_seconds: float) -> dict:
+    """A variant's set-up (its first step minus an eager one), steady step time and the steps it
+    needs to pay the set-up back; a variant that fails records its error instead of stopping the
+    section (a compiler or capture failure is a result to report, not a crash)."""
+    try:
+        step = make()
+        _sync(device)
+        t0 = time.perf_counter()
+        step(x, y)
+        _sync(device)
+        first = time.perf_counter() - t0
+        steady = _seconds_per_call(lambda: step(x, y), sizes, device)
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
+    saved = eager_seconds - steady
+    return {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}
+
+
+def _graph(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
+    if not sizes.cuda_graphs:
+        return {GRAPHED: {"error": "skipped: needs CUDA"}}
+    _, (x, y) = b.batch()
+    return {GRAPHED: _payback(lambda: graphed_step(b, x, y), x, y, sizes, b.device, eager_seconds)}
 
 
 GRAPHED = "whole step in one CUDA graph (eager, lr fixed, NaN check deferred)"
@@ -295,42 +323,84 @@ def graphed_step(b: _Bench, x: torch.Tensor, y: torch.Tensor):
     return replay
 
 
-def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
+def batch_rows(base_batch: int, base_lr: float, sizes: tuple[int, ...]) -> list[tuple[int, float, str]]:
+    """(batch, lr, rule) per row of the batch table: the schedule's own batch once, each larger one
+    with the lr scaled linearly and by the square root (linear scaling is the usual rule for SGD,
+    but with momentum 0.9, a short warm-up and adversarial terms it can diverge: the second GPU
+    session saw a NaN at 2x or 4x the batch)."""
     rows = []
-    base = b.schedule.batch_size
-    for bs in sizes.batch_sizes:
-        # Linear scaling: the schedule's lr is per `base` examples.
-        schedule = b.schedule.replace(batch_size=bs, lr=b.schedule.lr * bs / base)
-        runs = [train_one(b.cfg, b.teacher, b.splits, schedule, "full", seed, b.device) for seed in sizes.batch_seeds]
-        steps = max(1, len(b.splits.train) // bs) * schedule.epochs
-        rows.append({
-            "batch_size": bs,
-            "lr": schedule.lr,
-            "val_accuracy": [r["val_accuracy"] for r in runs],
-            "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
-            "images_per_second": statistics.mean(r["images_per_second"] for r in runs),
-            "seconds_per_step": statistics.mean(r["train_seconds"] for r in runs) / steps,
-        })
+    for bs in sizes:
+        if bs == base_batch:
+            rows.append((bs, base_lr, "schedule"))
+            continue
+        ratio = bs / base_batch
+        rows += [(bs, base_lr * ratio, "linear"), (bs, base_lr * math.sqrt(ratio), "sqrt")]
     return rows
 
 
-COMPILE_RESERVE_S = 150.0  # the compile variants start only with this much of the call left
-
-
-def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left=lambda: float("inf")) -> dict:
-    """All four measurements (see the module docstring) as JSON-ready data. The compile variants
-    come last, and only with `COMPILE_RESERVE_S` of the call left (``left()``): cold inductor
-    compiles are the one part whose time nobody has measured here, and a call cut off by the
-    device's limit would lose the whole section."""
-    b = _Bench(splits, teacher, cfg, schedule, device)
-    breakdown = _breakdown(b, sizes)
-    steps_per_trial = max(1, len(splits.train) // schedule.batch_size) * schedule.epochs
-    out = {"batch_size": schedule.batch_size, "steps_per_brief_trial": steps_per_trial, "breakdown": breakdown, "switches": _switches(b, sizes), "batch": _batches(b, sizes)}
-    if left() >= COMPILE_RESERVE_S:
-        out["compile"] = _compile(b, sizes, breakdown["seconds"]["full"])
-    else:
-        out["compile"] = {"all variants": {"error": f"skipped: {left():.0f} s left in the call, under the {COMPILE_RESERVE_S:.0f} s they are given"}}
+def _batches(b: _Bench, sizes: StepSizes, train=train_one) -> list[dict]:
+    out = []
+    for bs, lr, rule in batch_rows(b.schedule.batch_size, b.schedule.lr, sizes.batch_sizes):
+        schedule = b.schedule.replace(batch_size=bs, lr=lr)
+        runs, diverged = [], []
+        for seed in sizes.batch_seeds:
+            try:
+                runs.append(train(b.cfg, b.teacher, b.splits, schedule, "full", seed, b.device))
+            except NonFiniteLossError as e:  # a diverged run is this row's answer, not the section's end
+                reset_finite_checks()
+                diverged.append({"seed": seed, "error": str(e)})
+        steps = max(1, len(b.splits.train) // bs) * schedule.epochs
+        seconds = statistics.mean(r["train_seconds"] for r in runs) if runs else None
+        out.append({
+            "batch_size": bs,
+            "lr": lr,
+            "lr_rule": rule,
+            "val_accuracy": [r["val_accuracy"] for r in runs],
+            "diverged": diverged,
+            "train_seconds": seconds,
+            "images_per_second": statistics.mean(r["images_per_second"] for r in runs) if runs else None,
+            "seconds_per_step": None if seconds is None else seconds / steps,
+        })
     return out
+
+
+PARTS = ("breakdown", "graph", "switches", "batch", "compile")
+
+
+def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left: Callable[[], float] = lambda: float("inf"), kept: Path | None = None) -> dict | None:
+    """The five parts (module docstring) as JSON-ready data, or None when the call's time
+    (``left()``) ran out before every part was done. A part starts only if its estimate fits;
+    each finished part is written to ``kept``/<part>.json and read back, not remeasured, by the
+    next call. A part that raises ends the section (the caller records the failure), the parts
+    before it stay kept."""
+    b = _Bench(splits, teacher, cfg, schedule, device)
+    out = {"batch_size": schedule.batch_size, "steps_per_brief_trial": max(1, len(splits.train) // schedule.batch_size) * schedule.epochs}
+    measure = {
+        "breakdown": lambda: _breakdown(b, sizes),
+        "graph": lambda: _graph(b, sizes, out["breakdown"]["seconds"]["full"]),
+        "switches": lambda: _switches(b, sizes),
+        "batch": lambda: _batches(b, sizes),
+        "compile": lambda: _compile(b, sizes, out["breakdown"]["seconds"]["full"]),
+    }
+    missing = False
+    for part in PARTS:
+        path = kept / f"{part}.json" if kept is not None else None
+        if path is not None and path.is_file():
+            out[part] = json.loads(path.read_text())
+            continue
+        need = sizes.part_estimate(part)
+        if left() < need:  # a later, shorter part may still fit
+            print(f"bench-gpu: step: no time for its {part} part in this call (about {need:.0f} s; {left():.0f} s left): the next call measures it", flush=True)
+            missing = True
+            continue
+        if part in ("graph", "compile") and "breakdown" not in out:
+            missing = True  # their payback is against the breakdown's eager step
+            continue
+        out[part] = measure[part]()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out[part], default=str))
+    return None if missing else out
 
 
 def _ms(seconds: float | None) -> str:
@@ -349,15 +419,16 @@ def step_markdown(r: dict) -> list[str]:
     sw = r["switches"]
     lines += ["**Switches** (full step, one switch off at a time):", "", "| switches | ms / step | x defaults |", "|---|---:|---:|"]
     lines += [f"| {k} | {_ms(v)} | {v / sw['defaults']:.2f} |" for k, v in sw.items()] + [""]
-    lines += [f"**Compile** (against {_ms(bd['full'])} ms eager; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| variant | set-up s | ms / step | steps to pay back |", "|---|---:|---:|---:|"]
-    for k, v in r["compile"].items():
+    lines += [f"**Graphs and compile** (against {_ms(bd['full'])} ms eager; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| variant | set-up s | ms / step | steps to pay back |", "|---|---:|---:|---:|"]
+    for k, v in {**r["graph"], **r["compile"]}.items():
         if "error" in v:
             lines.append(f"| {k} | failed: {v['error']} | | |")
         else:
             payback = "never" if v["payback_steps"] is None else f"{v['payback_steps']:,.0f}"
             lines.append(f"| {k} | {v['setup_seconds']:.1f} | {_ms(v['seconds'])} | {payback} |")
-    lines += ["", "**Batch size** (brief schedule, lr scaled linearly, mode full):", "", "| batch | lr | ms / step | img/s | val accuracy (%) |", "|---:|---:|---:|---:|---|"]
+    lines += ["", "**Batch size** (brief schedule, mode full; lr scaled linearly or by the square root of the batch ratio):", "", "| batch | lr (rule) | ms / step | img/s | val accuracy (%) |", "|---:|---:|---:|---:|---|"]
     for row in r["batch"]:
-        accs = ", ".join(f"{100 * a:.2f}" for a in row["val_accuracy"])
-        lines.append(f"| {row['batch_size']} | {row['lr']:g} | {_ms(row['seconds_per_step'])} | {row['images_per_second']:,.0f} | {accs} |")
+        accs = [f"{100 * a:.2f}" for a in row["val_accuracy"]] + [f"diverged (seed {d['seed']})" for d in row.get("diverged", [])]
+        ips = "-" if row["images_per_second"] is None else f"{row['images_per_second']:,.0f}"
+        lines.append(f"| {row['batch_size']} | {row['lr']:g} ({row.get('lr_rule', 'linear')}) | {_ms(row['seconds_per_step'])} | {ips} | {', '.join(accs)} |")
     return lines
