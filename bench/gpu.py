@@ -81,6 +81,9 @@ class Section:
     run: Callable[[Config], dict | None]  # JSON-ready result; None: cut short, resume next call
     render: Callable[[Config], tuple[str, str]]  # (markdown section name, body) from the JSON on disk
     resumable: bool = False  # may start with less than its estimate left (see MIN_SLICE)
+    # Whether a recorded result still covers what the section now measures (the jobs section:
+    # every --jobs value); one that no longer does runs again and resumes from its kept state.
+    covers: Callable[[dict], bool] = lambda result: True
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
@@ -98,7 +101,8 @@ def sections(sizes: Sizes) -> list[Section]:
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
         "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
-        "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n in sizes.jobs[2]), s.jobs, s.own_markdown("jobs"), resumable=True),
+        "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n in sizes.jobs[2]), s.jobs, s.own_markdown("jobs"), resumable=True,
+                        covers=lambda r: set(sizes.jobs[2]) <= {row["jobs"] for row in r["rows"]}),
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
@@ -114,6 +118,15 @@ def result_path(cfg: Config, name: str) -> Path:
     return cfg.results / f"gpu_{name}.json"
 
 
+def recorded(cfg: Config, sec: Section) -> dict | None:
+    """The section's JSON record if it is done: written, and covering what the section measures now."""
+    path = result_path(cfg, sec.name)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if sec.covers(record["result"]) else None
+
+
 def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, after: Callable[[], None] = lambda: None) -> bool:
     """Run what is not done yet, in order, within the call; True when every section is done.
     A section without time left is skipped for the next call and a later, shorter one may still
@@ -122,7 +135,7 @@ def run_sections(cfg: Config, todo: list[Section], *, force: bool, log=print, af
     complete = True
     for sec in todo:
         path = result_path(cfg, sec.name)
-        if path.is_file() and not force:
+        if recorded(cfg, sec) is not None and not force:
             log(f"bench-gpu: {sec.name}: done ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}); FORCE=1 redoes it")
             continue
         left = cfg.left()
@@ -185,9 +198,9 @@ def render_all(cfg: Config, todo: list[Section]) -> None:
 def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
     lines, total = [], 0.0
     for sec in todo:
-        path = result_path(cfg, sec.name)
-        if path.is_file():
-            took = json.loads(path.read_text())["seconds"]
+        record = recorded(cfg, sec)
+        if record is not None:
+            took = record["seconds"]
             lines.append(f"{sec.name:24s} done      {took:6.0f} s measured")
         else:
             total += sec.estimate_s

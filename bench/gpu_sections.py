@@ -27,6 +27,7 @@ from bench import teachers as teacher_bench
 from bench.gpu_step import measure_step, step_markdown
 from nas_kd.config import format_count, get_preset
 from nas_kd.data import load_splits
+from nas_kd.jobs import GPU_JOBS
 from nas_kd.models.shipped import DEFAULT_SPEC
 from nas_kd.models.teachers import ensure_teacher, load_teacher, resolve_teacher
 from nas_kd.space import SearchSpace
@@ -216,10 +217,14 @@ def jobs(cfg) -> dict | None:
         per = "-" if r["mean_train_seconds"] is None else f"{r['mean_train_seconds']:.1f}"
         lines.append(f"| {r['jobs']} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
     lines.append("")
-    if len(rows) > 1:
-        best = max(rows[1:], key=lambda r: r["trials_per_minute"])
-        ratio = best["trials_per_minute"] / rows[0]["trials_per_minute"]
-        lines.append(f"- Goal: `--jobs 4` at least {JOBS_GOAL}x the trials per hour of `--jobs 1`: **{'met' if ratio >= JOBS_GOAL else 'missed'}** (--jobs {best['jobs']}: {ratio:.2f}x)")
+    by_count = {r["jobs"]: r for r in rows}
+    goal = by_count.get(4) or max(rows[1:], key=lambda r: r["jobs"], default=None)  # the smoke sizes stop at 2
+    if goal is not None:
+        ratio = goal["trials_per_minute"] / rows[0]["trials_per_minute"]
+        lines.append(f"- Goal: `--jobs 4` at least {JOBS_GOAL}x the trials per hour of `--jobs 1`: **{'met' if ratio >= JOBS_GOAL else 'missed'}** (--jobs {goal['jobs']}: {ratio:.2f}x)")
+    if len(rows) > 2:
+        best = max(rows, key=lambda r: r["trials_per_minute"])
+        lines.append(f"- Most trials per hour: `--jobs {best['jobs']}` ({best['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x `--jobs 1`; the search's default on a GPU is `--jobs {GPU_JOBS}`)")
     alone = rows[0]["mean_train_seconds"]
     brief = _preset(cfg).brief
     epoch = None if alone is None else alone / brief.epochs

@@ -112,7 +112,10 @@ GPU = Sizes(
     step_schedule=None,
     steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"),
     steptime_reps=30,
-    jobs=("2M", 8, (1, 4)),  # the criterion's pair; 8 trials: --jobs 1 alone is ~5 minutes of the call
+    # The criterion's pair, then 8: at --jobs 4 a trial trained no slower than alone (33.8 s against
+    # 36-48 s; 2026-12-04), so four processes did not fill the device. 8 trials: --jobs 1 alone is
+    # ~5 minutes of a call.
+    jobs=("2M", 8, (1, 4, 8)),
     brief_trial_s=36.0,  # measured 2026-12-04 (H200): 6 whole 2M trials in mode full, 29.5-41.8 s
     process_start_s=20.0,
     space="search_spaces/mbv2.yaml",

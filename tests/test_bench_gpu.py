@@ -316,3 +316,25 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
         jobs(cfg)
     assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2.json"]
+
+
+def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
+    """The recorded jobs section measured --jobs 1 and 4; asking for 8 as well reopens it (the
+    kept rows of 1 and 4 are not measured again: the test above), and --plan counts it as to do."""
+    import time
+
+    import torch
+
+    from bench.gpu import Config, plan_lines, recorded
+
+    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    sec = next(s for s in sections(GPU) if s.name == "jobs")
+    assert GPU.jobs[2] == (1, 4, 8)
+
+    def record(counts):
+        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": n} for n in counts]}}))
+
+    record((1, 4))
+    assert recorded(cfg, sec) is None and any(line.startswith("jobs") and "to do" in line for line in plan_lines(cfg, [sec]))
+    record((1, 4, 8))
+    assert recorded(cfg, sec)["seconds"] == 300.0 and "done" in plan_lines(cfg, [sec])[0]
