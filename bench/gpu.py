@@ -101,8 +101,8 @@ def sections(sizes: Sizes) -> list[Section]:
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
         "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
-        "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n in sizes.jobs[2]), s.jobs, s.own_markdown("jobs"), resumable=True,
-                        covers=lambda r: set(sizes.jobs[2]) <= {row["jobs"] for row in r["rows"]}),
+        "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n, _ in sizes.jobs_runs()), s.jobs, s.own_markdown("jobs"), resumable=True,
+                        covers=lambda r: {s.jobs_key(n, v) for n, v in sizes.jobs_runs()} <= {s.jobs_key(row["jobs"], row.get("gpu_step")) for row in r["rows"]}),
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.

@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import multiprocessing
+import re
 import shutil
 import statistics
 import time
@@ -162,6 +163,15 @@ def _search_options(cfg, budget: str, sampler: str, study: str, **more):
 JOBS_DIR = "jobs"  # in the work folder: each --jobs value's finished row, kept in the state archive
 
 
+def jobs_key(count: int, gpu_step: str | None) -> str:
+    """A jobs-section search's name: its kept file's stem and its study's suffix."""
+    return str(count) if not gpu_step else f"{count}-" + re.sub(r"[^a-z0-9]+", "-", gpu_step.lower()).strip("-")
+
+
+def _jobs_label(row: dict) -> str:
+    return f"{row['jobs']}, `--gpu-step {row['gpu_step']}`" if row.get("gpu_step") else str(row["jobs"])
+
+
 def jobs(cfg) -> dict | None:
     """The same search (trials only, no pruning, no final retrain) with each --jobs value, from
     scratch. Each value is its own slice: its row is kept (`JOBS_DIR`) as it finishes, and a value
@@ -175,36 +185,37 @@ def jobs(cfg) -> dict | None:
     from nas_kd.search import run_search
     from nas_kd.study import load_study
 
-    budget, trials, counts = cfg.sizes.jobs
+    budget, trials, _ = cfg.sizes.jobs
     kept = cfg.work / JOBS_DIR
     kept.mkdir(parents=True, exist_ok=True)
     rows, missing, failed = [], [], []
-    for count in counts:
-        path = kept / f"{count}.json"
+    for count, gpu_step in cfg.sizes.jobs_runs():
+        key = jobs_key(count, gpu_step)
+        path = kept / f"{key}.json"
         if path.is_file():
             rows.append(json.loads(path.read_text()))
             continue
         need = cfg.sizes.jobs_estimate(count)
         if cfg.left() < need:  # a later, shorter value may still fit
-            print(f"bench-gpu: jobs: no time for --jobs {count} in this call (about {need:.0f} s; {cfg.left():.0f} s left): the next call measures it", flush=True)
-            missing.append(count)
+            print(f"bench-gpu: jobs: no time for --jobs {key} in this call (about {need:.0f} s; {cfg.left():.0f} s left): the next call measures it", flush=True)
+            missing.append(key)
             continue
-        study = f"gpu_jobs{count}"
+        study = f"gpu_jobs{key}"
         shutil.rmtree(Path("runs") / study, ignore_errors=True)  # this section times a search from its start
         # No pruning: every --jobs value trains whole trials, so trials per minute compare like
         # with like (the pruner stops different shares of trials when they run side by side).
         # The timeout stops new trials before the call's end; a slice cut by it still counts.
-        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s))
+        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step)
         t0 = time.perf_counter()
         try:
             run_search(opts, finish=False)
         except Exception as exc:  # noqa: BLE001 - the other values still run; the section fails at the end
-            failed.append(f"--jobs {count}: {type(exc).__name__}: {exc}")
+            failed.append(f"--jobs {key}: {type(exc).__name__}: {exc}")
             continue
         wall = time.perf_counter() - t0
         done = [t for t in load_study(study, opts.storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
-        row = {"jobs": count, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
+        row = {"jobs": count, "gpu_step": gpu_step, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
     if failed:  # recorded in failures.log by the runner; the values measured are kept
@@ -215,16 +226,16 @@ def jobs(cfg) -> dict | None:
     lines += ["| --jobs | trials | wall s | trials / min | train s / trial | speed-up |", "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         per = "-" if r["mean_train_seconds"] is None else f"{r['mean_train_seconds']:.1f}"
-        lines.append(f"| {r['jobs']} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
+        lines.append(f"| {_jobs_label(r)} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
     lines.append("")
-    by_count = {r["jobs"]: r for r in rows}
-    goal = by_count.get(4) or max(rows[1:], key=lambda r: r["jobs"], default=None)  # the smoke sizes stop at 2
+    plain = [r for r in rows if not r.get("gpu_step")]
+    goal = next((r for r in plain if r["jobs"] == 4), None) or max(plain[1:], key=lambda r: r["jobs"], default=None)  # the smoke sizes stop at 2
     if goal is not None:
         ratio = goal["trials_per_minute"] / rows[0]["trials_per_minute"]
         lines.append(f"- Goal: `--jobs 4` at least {JOBS_GOAL}x the trials per hour of `--jobs 1`: **{'met' if ratio >= JOBS_GOAL else 'missed'}** (--jobs {goal['jobs']}: {ratio:.2f}x)")
     if len(rows) > 2:
         best = max(rows, key=lambda r: r["trials_per_minute"])
-        lines.append(f"- Most trials per hour: `--jobs {best['jobs']}` ({best['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x `--jobs 1`; the search's default on a GPU is `--jobs {GPU_JOBS}`)")
+        lines.append(f"- Most trials per hour: `--jobs {_jobs_label(best)}` ({best['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x `--jobs 1`; the search's default on a GPU is `--jobs {GPU_JOBS}` with the default step)")
     alone = rows[0]["mean_train_seconds"]
     brief = _preset(cfg).brief
     epoch = None if alone is None else alone / brief.epochs

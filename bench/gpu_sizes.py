@@ -61,6 +61,13 @@ class Sizes:
     ablation_run_s: float  # estimated seconds of one ablation run while others share the device
     margin_s: float  # left at the end of a call for the trials in flight and the pack
     estimate_pairs: tuple[tuple[str, float], ...]
+    # (--jobs, --gpu-step) searches beside the plain --jobs values: the same trials with a step
+    # switch on, so a switch's worth is measured on real trials, not only on one step.
+    jobs_step_variants: tuple[tuple[int, str], ...] = ()
+
+    def jobs_runs(self) -> list[tuple[int, str | None]]:
+        """Every search the jobs section times, in order: the plain --jobs values, then the variants."""
+        return [(n, None) for n in self.jobs[2]] + list(self.jobs_step_variants)
 
     @property
     def estimates(self) -> dict[str, float]:
@@ -105,10 +112,10 @@ GPU = Sizes(
     teacher_schedule=None,
     teacher_targets=(("resnet20", 93.5, 120.0), ("wrn-16-4", 94.5, 120.0)),
     loader=("resnet20", 256, 50, 8),
-    # breakdown: 70 s measured (2026-12-04 probe); batch: 10 brief runs of the 0.48M student, ~25 s
-    # at batch 256 and less above; compile: cold inductor compiles, never measured here.
+    # breakdown: 70 s measured (2026-12-04 probe); batch: 10 brief runs of the 0.48M student, ~30 s
+    # at batch 256 and less above (the failed call's first 260 s agree); compile: cold inductor compiles, never measured here.
     step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), batch_seeds=(0, 1), compile_backend="inductor", cuda_graphs=True,
-                   part_seconds=(("breakdown", 80.0), ("graph", 30.0), ("switches", 40.0), ("batch", 180.0), ("compile", 150.0))),
+                   part_seconds=(("breakdown", 80.0), ("graph", 30.0), ("switches", 40.0), ("batch", 220.0), ("compile", 150.0))),
     step_schedule=None,
     steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"),
     steptime_reps=30,
@@ -137,6 +144,8 @@ GPU = Sizes(
     # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s); step: its parts' sum.
     # ablation: 70 full runs x 670 s / 8.
     estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 5900.0)),
+    # The whole step in a CUDA graph per trial (nas_kd.distill.graphed), in the search's own trials.
+    jobs_step_variants=((4, "graph=1"),),
 )
 
 SMOKE = Sizes(
@@ -175,5 +184,6 @@ SMOKE = Sizes(
     ablation_run_s=4.0,
     margin_s=1.0,
     estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("steptime", 5.0), ("ablation", 15.0)),
+    jobs_step_variants=((2, "graph=1"),),  # a CPU ignores the switch: the code path runs
 )
 

@@ -12,9 +12,10 @@ lost a whole finished breakdown and switch table to a NaN in the batch table).
    the launches and ops of each part of the step (`per_part`). A step far from 100 % busy waits
    on the host (launches, Python), which is what ``--jobs`` fills; the first GPU call measured
    12 % busy and 1,425 launches per full step of the 0.48M student.
-2. **graph**: on a GPU, the whole eager step captured in one CUDA graph (`graphed_step`, an
-   experiment): set-up seconds, ms per step, and the steps it needs to pay back, against a brief
-   trial's steps. The answer to a host-bound step, so it comes second.
+2. **graph**: on a GPU, the product's whole step captured in one CUDA graph per trial
+   (`nas_kd.distill.graphed`, ``--gpu-step graph=1``): set-up seconds, ms per step, and the steps
+   it needs to pay back, against a brief trial's steps. The answer to a host-bound step, so it
+   comes second.
 3. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
 4. **batch**: the brief schedule at larger batches, the learning rate scaled linearly and by the
    square root (per the schedule's batch): ms per step, images/s and validation accuracy, to see
@@ -45,6 +46,7 @@ import torch
 from bench.distill_ablation import train_one
 from nas_kd.device import StepOptions, configure_step, step_options
 from nas_kd.distill import get_mode
+from nas_kd.distill.graphed import maybe_graphed
 from nas_kd.distill.step import teacher_outputs
 from nas_kd.distill.trainer import build_step
 from nas_kd.models.student import build_student
@@ -167,7 +169,8 @@ class _Bench:
         student = build_student(self.cfg, self.splits.info.channels, self.splits.info.num_classes)
         info, teacher, mode = self.splits.info, teacher or self.teacher, get_mode(mode)
         attention = self.attention(teacher) if mode.weights.desc else None
-        return build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention)
+        step = build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention)
+        return maybe_graphed(step, self.device)  # as the trainer does: the `graph` switch
 
 
 def _breakdown(b: _Bench, sizes: StepSizes) -> dict:
@@ -201,18 +204,34 @@ SWITCHES = {
     "channels_last off": {"channels_last": False},
     "cuDNN benchmark off": {"benchmark": False},
     "NaN check every step": {"check_every": 1},
+    "fused optimisers on": {"fused": True},
+    "CUDA graph on": {"graph": True},  # its steady step; the graph part has its set-up
 }
 
 
 def _switches(b: _Bench, sizes: StepSizes) -> dict:
+    """Per switch: the steady step (``seconds``) and what a trial pays once for its new network
+    (``new_student_seconds``: building the student and its step, which runs it once to size the
+    adapters, and its first training step; with cuDNN's benchmark on, the autotuning of every new
+    conv shape is in it, which only the trial's steady steps can pay back). A switch whose step
+    fails (a capture a GPU refuses) records its error under ``errors``; the others still run."""
     base = StepOptions()
-    out = {}
+    out: dict[str, dict] = {"seconds": {}, "new_student_seconds": {}, "errors": {}}
     try:
         for name, change in SWITCHES.items():
             configure_step(dataclasses.replace(base, **change))
-            _, (x, y) = b.batch()
-            step = b.step("full")
-            out[name] = _seconds_per_call(lambda step=step, x=x, y=y: step(x, y), sizes, b.device)
+            try:
+                _, (x, y) = b.batch()
+                _sync(b.device)
+                t0 = time.perf_counter()
+                step = b.step("full")
+                step(x, y)
+                _sync(b.device)
+                out["new_student_seconds"][name] = time.perf_counter() - t0
+                out["seconds"][name] = _seconds_per_call(lambda step=step, x=x, y=y: step(x, y), sizes, b.device)
+            except Exception as e:  # noqa: BLE001 - one switch's failure is its row's result
+                reset_finite_checks()
+                out["errors"][name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
     finally:
         configure_step(base)
     return out
@@ -270,57 +289,35 @@ def _payback(make, x, y, sizes: StepSizes, device, eager_seconds: float) -> dict
 
 
 def _graph(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
+    """The product's CUDA-graph step (`nas_kd.distill.graphed`, ``--gpu-step graph=1``): its
+    set-up is what its first `WARMUP` + 1 steps (eager warm-up, capture, first replay) cost beyond
+    as many eager steps; then the steady replayed step and the steps that pay the set-up back."""
     if not sizes.cuda_graphs:
         return {GRAPHED: {"error": "skipped: needs CUDA"}}
-    _, (x, y) = b.batch()
-    return {GRAPHED: _payback(lambda: graphed_step(b, x, y), x, y, sizes, b.device, eager_seconds)}
+    from nas_kd.distill.graphed import WARMUP
+
+    before = step_options()
+    try:
+        configure_step(dataclasses.replace(before, graph=True))
+        _, (x, y) = b.batch()
+        step = b.step("full")
+        _sync(b.device)
+        t0 = time.perf_counter()
+        for _ in range(WARMUP + 1):
+            step(x, y)
+        _sync(b.device)
+        first = time.perf_counter() - t0 - WARMUP * eager_seconds
+        steady = _seconds_per_call(lambda: step(x, y), sizes, b.device)
+    except Exception as e:  # noqa: BLE001 - a capture failure is this experiment's result
+        return {GRAPHED: {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}}
+    finally:
+        configure_step(before)
+        reset_finite_checks()
+    saved = eager_seconds - steady
+    return {GRAPHED: {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}}
 
 
-GRAPHED = "whole step in one CUDA graph (eager, lr fixed, NaN check deferred)"
-
-
-def graphed_step(b: _Bench, x: torch.Tensor, y: torch.Tensor):
-    """The whole full step (teacher, both updates, both optimisers) captured once in a CUDA graph
-    and replayed: the host's launches and Python, which the first GPU call found to be 88% of a
-    step, are paid once. An experiment, not yet the product's step (nas_kd.distill.trainer): the
-    learning rate is fixed at capture (no scheduler), Adam keeps its step count on the device
-    (``capturable``), and the deferred NaN check is never read back inside the capture. Returns a
-    callable that replays it on fixed input buffers (x, y copied in); its first call warms up and
-    captures, so that call's time is the set-up, as a compiled variant's first call is."""
-    step = b.step("full")
-    step.scheduler = None
-    for group in step.disc_optimizer.param_groups if step.disc_optimizer is not None else []:
-        group["capturable"] = True  # before Adam's first step: its state is made on the device
-    sx, sy = x.clone(), y.clone()
-    graph = None
-
-    def capture() -> torch.cuda.CUDAGraph:
-        before = step_options()
-        configure_step(dataclasses.replace(before, check_every=10**9))  # no host read-back in the capture
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-                for _ in range(3):
-                    step(sx, sy)
-            torch.cuda.current_stream().wait_stream(side)
-            captured = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(captured):
-                step(sx, sy)
-            return captured
-        finally:
-            configure_step(before)
-            reset_finite_checks()  # the capture's deferred checks are not this process's to read later
-
-    def replay(xb, yb):
-        nonlocal graph
-        if graph is None:
-            graph = capture()
-        sx.copy_(xb, non_blocking=True)
-        sy.copy_(yb, non_blocking=True)
-        graph.replay()
-
-    return replay
+GRAPHED = "whole step in one CUDA graph per trial (--gpu-step graph=1)"
 
 
 def batch_rows(base_batch: int, base_lr: float, sizes: tuple[int, ...]) -> list[tuple[int, float, str]]:
@@ -416,9 +413,10 @@ def step_markdown(r: dict) -> list[str]:
     if prof.get("parts"):
         lines += ["**Where the full step's launches go** (per step; aten ops: those called from Python):", "", "| part of the step | kernel launches | aten ops |", "|---|---:|---:|"]
         lines += [f"| {k} | {v['kernel_launches']:.0f} | {v['aten_ops']:.0f} |" for k, v in prof["parts"].items()] + [""]
-    sw = r["switches"]
-    lines += ["**Switches** (full step, one switch off at a time):", "", "| switches | ms / step | x defaults |", "|---|---:|---:|"]
-    lines += [f"| {k} | {_ms(v)} | {v / sw['defaults']:.2f} |" for k, v in sw.items()] + [""]
+    sw, new, errors = r["switches"]["seconds"], r["switches"]["new_student_seconds"], r["switches"].get("errors", {})
+    lines += [f"**Switches** (full step, one switch changed at a time; *new student s*: what a trial pays once for its network, building it and its first step, cuDNN's autotuning included; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| switches | ms / step | x defaults | new student s |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {_ms(v)} | {v / sw['defaults']:.2f} | {new[k]:.2f} |" for k, v in sw.items()]
+    lines += [f"| {k} | failed: {e} | | |" for k, e in errors.items()] + [""]
     lines += [f"**Graphs and compile** (against {_ms(bd['full'])} ms eager; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| variant | set-up s | ms / step | steps to pay back |", "|---|---:|---:|---:|"]
     for k, v in {**r["graph"], **r["compile"]}.items():
         if "error" in v:

@@ -1,7 +1,11 @@
 """Where tensors live and how they are computed: device choice, and the GPU step's switches.
 
 `StepOptions` says how a training step uses a GPU: bf16 autocast, channels_last, cuDNN autotuning,
-and how often the NaN/inf check may wait for the device (`nas_kd.train.check_finite`). They are
+how often the NaN/inf check may wait for the device (`nas_kd.train.check_finite`), fused
+optimisers (one kernel per parameter group instead of several per tensor list), and whether the
+distiller's whole step is captured in a CUDA graph and replayed (`nas_kd.distill.graphed`: the
+host's launches and Python paid once per trial; implies fused optimisers). The last two are off
+until a GPU measurement says they pay (the first GPU runs found the step 88% host time). They are
 process-wide, like ``torch.backends`` flags (`configure_step`): one search process trains with one
 configuration, and `autocast`/`memory_format` read it wherever a step is built. On a CPU only
 ``check_every`` acts (a CPU always trains channels_last: `memory_format`). What each switch is worth on a GPU: docs/BENCHMARKS.md, section gpu-step.
@@ -29,6 +33,8 @@ __all__ = [
     "configure_step",
     "step_options",
     "check_interval",
+    "fused_optimisers",
+    "graphed_steps",
     "CHECK_EVERY_GPU",
 ]
 
@@ -46,16 +52,18 @@ class StepOptions:
     channels_last: bool = True  # NHWC activations feed cuDNN's tensor-core kernels without transposes
     benchmark: bool = True  # cuDNN autotunes each new conv shape once (a trial's first steps)
     check_every: int | None = None  # steps between NaN/inf host syncs; None: 1 on a CPU, CHECK_EVERY_GPU on CUDA
+    fused: bool = False  # fused SGD and Adam on CUDA (fewer launches per update)
+    graph: bool = False  # the distiller's step captured in a CUDA graph per trial (nas_kd.distill.graphed)
 
     def describe(self) -> str:
         every = "auto" if self.check_every is None else str(self.check_every)
-        return f"bf16={int(self.bf16)},channels_last={int(self.channels_last)},benchmark={int(self.benchmark)},check_every={every}"
+        return f"bf16={int(self.bf16)},channels_last={int(self.channels_last)},benchmark={int(self.benchmark)},check_every={every},fused={int(self.fused)},graph={int(self.graph)}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-STEP_FORMS = "e.g. --gpu-step bf16=0,channels_last=1,benchmark=1,check_every=32 (switches 0/1, check_every a step count or auto)"
+STEP_FORMS = "e.g. --gpu-step bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1 (switches 0/1, check_every a step count or auto)"
 
 
 def parse_step_options(text: str | None) -> StepOptions:
@@ -98,6 +106,18 @@ def step_options() -> StepOptions:
     return _STEP
 
 
+def graphed_steps(device: torch.device) -> bool:
+    """Whether distillation steps on ``device`` are captured in CUDA graphs (the ``graph`` switch;
+    a CPU has no graphs and ignores it, as it ignores bf16)."""
+    return device.type == "cuda" and _STEP.graph
+
+
+def fused_optimisers(device: torch.device) -> bool:
+    """Fused SGD/Adam on ``device``: the ``fused`` switch, or ``graph`` (a captured SGD step reads
+    its learning rate from a device tensor the scheduler fills, which only the fused kernel does)."""
+    return device.type == "cuda" and (_STEP.fused or _STEP.graph)
+
+
 def check_interval(device: torch.device) -> int:
     """Steps the NaN/inf check may defer its host sync on ``device``: a CPU computes synchronously,
     so deferring saves nothing there unless asked for explicitly."""
@@ -125,7 +145,9 @@ def autocast(device: torch.device):
     """bf16 autocast on CUDA (no loss scaling needed for bf16); a no-op on the CPU, where bf16
     matmuls are slower than fp32 on most x86 cores."""
     if device.type == "cuda" and _STEP.bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        # A captured step must not reuse autocast's cast cache across replays (PyTorch's CUDA
+        # graph notes): the cached casts of the weights would be stale after an update.
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not _STEP.graph)
     return contextlib.nullcontext()
 
 

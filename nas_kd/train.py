@@ -91,15 +91,22 @@ def reset_finite_checks() -> None:
     _pending.clear()
 
 
-def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], schedule: Schedule, lr: float | None = None) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], schedule: Schedule, lr: float | None = None, *, fused: bool = False, device_lr: torch.device | None = None) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; no weight decay on biases and norm weights (1-D tensors),
-    which only hurts them."""
+    which only hurts them. ``fused``: one fused kernel per group. ``device_lr``: each group's
+    learning rate is a tensor on that device, which the scheduler fills in place, so a step
+    captured in a CUDA graph reads the current rate at every replay (needs ``fused``)."""
     decay, no_decay = [], []
     for _, p in params:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
+    rate = lr or schedule.lr
     groups = [{"params": decay, "weight_decay": schedule.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr or schedule.lr, momentum=schedule.momentum, nesterov=schedule.momentum > 0)
+    if device_lr is not None:
+        for g in groups:  # one tensor per group: the scheduler fills each group's own
+            g["lr"] = torch.tensor(rate, dtype=torch.float32, device=device_lr)
+    extra = {"fused": True} if fused else {}
+    return torch.optim.SGD(groups, lr=rate, momentum=schedule.momentum, nesterov=schedule.momentum > 0, **extra)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.gpu import sections
 from bench.gpu_sizes import GPU, SMOKE
-from bench.gpu_step import GRAPHED, PARTS
+from bench.gpu_step import GRAPHED, PARTS, SWITCHES
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [s.name for s in sections(SMOKE)]
@@ -45,7 +45,8 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     done = _done(tmp_path)
     assert sorted(done) == sorted(first) and all(d["smoke"] for d in done.values())
     step = done["step"]["result"]
-    assert set(step["switches"]) == {"defaults", "bf16 off", "channels_last off", "cuDNN benchmark off", "NaN check every step"}
+    assert set(step["switches"]["seconds"]) == set(step["switches"]["new_student_seconds"]) == set(SWITCHES)
+    assert all(v > 0 for v in step["switches"]["new_student_seconds"].values())
     assert step["breakdown"]["profile"]["aten_ops"] > 0 and step["breakdown"]["seconds"]["full"] > 0
     assert step["breakdown"]["profile"]["parts"]["discriminator_update"]["aten_ops"] > 0 and "Where the full step's launches go" in step["markdown"]
     assert all("error" not in v for v in step["compile"].values()), step["compile"]
@@ -65,10 +66,14 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     done = _done(tmp_path)
     assert sorted(done) == sorted(["jobs", *SEARCHES])
     rows = done["jobs"]["result"]["rows"]
-    assert [r["jobs"] for r in rows] == list(SMOKE.jobs[2]) and all(r["trained"] == SMOKE.jobs[1] for r in rows)
+    assert [(r["jobs"], r["gpu_step"]) for r in rows] == SMOKE.jobs_runs() == [(1, None), (2, None), (2, "graph=1")]
+    assert all(r["trained"] == SMOKE.jobs[1] for r in rows)
+    variant = json.loads((tmp_path / "runs" / "gpu_jobs2-graph-1" / "config.json").read_text())
+    assert variant["gpu_step"]["graph"] is True  # the switch reached the search's plan (a CPU then ignores it)
     assert done["jobs"]["result"]["epoch_seconds"] > 0
-    assert "trials per hour of `--jobs 1`" in done["jobs"]["result"]["markdown"] and "epoch with the teacher under" in done["jobs"]["result"]["markdown"]
-    assert out.count("search: worker 1 started") == 1  # only the --jobs 2 search starts a child
+    md = done["jobs"]["result"]["markdown"]
+    assert "trials per hour of `--jobs 1`" in md and "epoch with the teacher under" in md and "| 2, `--gpu-step graph=1` | 2 |" in md
+    assert out.count("search: worker 1 started") == 2  # only the --jobs 2 searches start a child
     for name in SEARCHES:
         assert done[name]["result"]["report"]["trial_counts"]["finished"] == SMOKE.trials
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
@@ -248,7 +253,7 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     from bench.gpu_sections import jobs
 
     monkeypatch.chdir(tmp_path)
-    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0)
+    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0, jobs_step_variants=())
     assert (sizes.jobs_estimate(1), sizes.jobs_estimate(2)) == (20.0, 14.0)
 
     def call(seconds: float) -> Config:
@@ -315,7 +320,7 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 1000, argv=())
     with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
         jobs(cfg)
-    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2.json"]
+    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2-graph-1.json", "2.json"]  # both other searches kept
 
 
 def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
@@ -329,12 +334,14 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
 
     cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
     sec = next(s for s in sections(GPU) if s.name == "jobs")
-    assert GPU.jobs[2] == (1, 4, 8)
+    assert GPU.jobs_runs() == [(1, None), (4, None), (8, None), (4, "graph=1")]
 
-    def record(counts):
-        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": n} for n in counts]}}))
+    def record(runs):
+        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": n, "gpu_step": v} for n, v in runs]}}))
 
-    record((1, 4))
+    (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": 1}, {"jobs": 4}]}}))  # as recorded 2026-12-04
     assert recorded(cfg, sec) is None and any(line.startswith("jobs") and "to do" in line for line in plan_lines(cfg, [sec]))
-    record((1, 4, 8))
+    record([(1, None), (4, None), (8, None)])
+    assert recorded(cfg, sec) is None  # the graph variant is still owed
+    record(GPU.jobs_runs())
     assert recorded(cfg, sec)["seconds"] == 300.0 and "done" in plan_lines(cfg, [sec])[0]

@@ -89,6 +89,27 @@ def test_a_diverged_batch_run_is_recorded_and_the_table_goes_on():
     assert all(not r["diverged"] and r["val_accuracy"] == [0.8, 0.8] for i, r in enumerate(rows) if i != 3)
     md = "\n".join(gs.step_markdown({
         "batch_size": 32, "steps_per_brief_trial": 20, "breakdown": {"seconds": {"full": 0.04}, "profile": {"kernel_launches": 0, "aten_ops": 1, "busy_share": None}},
-        "graph": {gs.GRAPHED: {"error": "skipped: needs CUDA"}}, "switches": {"defaults": 0.04}, "batch": rows, "compile": {},
+        "graph": {gs.GRAPHED: {"error": "skipped: needs CUDA"}}, "switches": {"seconds": {"defaults": 0.04}, "new_student_seconds": {"defaults": 1.5}, "errors": {"CUDA graph on": "RuntimeError: capture failed"}}, "batch": rows, "compile": {},
     }))
-    assert "| 128 | 0.4 (linear) |" in md and "80.00, diverged (seed 1)" in md and "skipped: needs CUDA" in md
+    assert "| 128 | 0.4 (linear) |" in md and "80.00, diverged (seed 1)" in md and "skipped: needs CUDA" in md and "| defaults | 40.00 | 1.00 | 1.50 |" in md and "| CUDA graph on | failed: RuntimeError: capture failed |" in md
+
+
+def test_a_switch_whose_step_fails_is_its_rows_result():
+    """On a GPU the graph switch may fail to capture: the other switches are still measured."""
+    from nas_kd.device import step_options
+
+    class Bench:
+        device = torch.device("cpu")
+
+        def batch(self):
+            return None, (torch.zeros(2), torch.zeros(2))
+
+        def step(self, mode):
+            if step_options().graph:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            return lambda x, y: None
+
+    out = gs._switches(Bench(), SIZES)
+    assert set(out["seconds"]) == set(gs.SWITCHES) - {"CUDA graph on"}
+    assert out["errors"] == {"CUDA graph on": "RuntimeError: operation not permitted when stream is capturing"}
+    assert not step_options().graph  # the defaults are back

@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; a trial silent for 3 is taken as dead and retried (default 10)")
     p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher and of the validation split it left out (default 0)")
     p.add_argument("--jobs", type=int, default=None, help="trial processes on this machine, sharing its device, the teacher file and the study (default: 1 on a CPU, 4 on a GPU)")
-    p.add_argument("--gpu-step", default=None, help="the GPU step's switches, e.g. bf16=0,channels_last=1,benchmark=1,check_every=32 (default: all on, NaN check every 32 steps on a GPU; see docs/BENCHMARKS.md, gpu-step)")
+    p.add_argument("--gpu-step", default=None, help="the GPU step's switches, e.g. bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1 (default: bf16, channels_last, benchmark on, fused and graph off, NaN check every 32 steps on a GPU; see docs/SEARCH.md)")
     p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
     add_run_args(p)
     p.set_defaults(func=run)

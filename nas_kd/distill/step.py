@@ -49,6 +49,7 @@ class StepResult:
     losses: dict[str, torch.Tensor]  # unweighted student terms, plus "disc" for the discriminators' loss
     disc_accuracy: dict[str, torch.Tensor]  # per verdict (adv_feat, adv_logit, adv_logit_class), before this step's update
     gates: dict[str, torch.Tensor]  # the factor each adversarial term was scaled by
+    checked: torch.Tensor | None = None  # the value the NaN/inf check reads (student's weighted loss + discriminators')
 
 
 class DistillStep:
@@ -68,6 +69,9 @@ class DistillStep:
         self.student, self.teacher, self.objective = student, teacher, objective
         self.optimizer, self.scheduler, self.disc_optimizer = optimizer, scheduler, disc_optimizer
         self.label_smoothing, self.cache = label_smoothing, cache
+        # A step captured in a CUDA graph (nas_kd.distill.graphed) checks the returned `checked`
+        # after each replay instead: a check inside the capture would be frozen into it.
+        self.check_inside = True
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor | None, flipped: torch.Tensor | None) -> TeacherOutputs | None:
         o = self.objective
@@ -124,11 +128,13 @@ class DistillStep:
             parts = self.student_losses(logits, adapted, t, y, x, adversarial)
             gates = {k: v.detach() for k, v in self.objective.gate_factors().items() if k in parts}
             loss = self.objective.weighted_sum(parts)
-        # One host sync per step covers both losses.
-        check_finite(loss.detach() if disc_loss is None else loss.detach() + disc_loss, "distillation loss")
+        # One check per step covers both losses.
+        checked = loss.detach() if disc_loss is None else loss.detach() + disc_loss
+        if self.check_inside:
+            check_finite(checked, "distillation loss")
         with record_function("distill.student_update"):
             self.student_update(loss)
         out = {k: v.detach() for k, v in parts.items()}
         if disc_loss is not None:
             out["disc"] = disc_loss
-        return StepResult(out, accuracy, gates)
+        return StepResult(out, accuracy, gates, checked)

@@ -19,9 +19,10 @@ from torch import nn
 
 from nas_kd.config import Schedule
 from nas_kd.data import DeviceLoader, Splits
-from nas_kd.device import memory_format, seed_everything
+from nas_kd.device import fused_optimisers, graphed_steps, memory_format, seed_everything
 from nas_kd.distill.attention_fit import fit_teacher_attention
 from nas_kd.distill.cache import TeacherCache
+from nas_kd.distill.graphed import maybe_graphed
 from nas_kd.distill.modes import Mode, get_mode
 from nas_kd.distill.objective import DistillObjective
 from nas_kd.distill.step import DistillStep
@@ -67,11 +68,12 @@ def build_step(
     if teacher is not None:
         teacher.to(device, memory_format=fmt).eval()
     objective = DistillObjective(mode, student, teacher, input_shape, num_classes, teacher_attention).to(device, memory_format=fmt).train()
-    optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule)
+    fused = fused_optimisers(device)
+    optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule, fused=fused, device_lr=device if graphed_steps(device) else None)
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch)
     # Adam with the usual GAN betas; each discriminator at its own learning rate.
     groups = [{"params": list(d.parameters()), "lr": lr} for d, lr in ((objective.feature_disc, mode.disc_lr), (objective.logit_disc, mode.logit_disc_lr)) if d is not None]
-    disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999)) if groups else None
+    disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999), **({"fused": True} if fused else {})) if groups else None
     return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing, cache)
 
 
@@ -157,6 +159,7 @@ def train(
     step = build_step(
         student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=attention
     )
+    step = maybe_graphed(step, device)  # the `graph` switch (a CUDA graph per trial); eager otherwise
     # The student's adversarial terms switch on after this many steps (discriminators learn from step 0).
     adversarial_from = int(mode.adv_warmup * schedule.epochs * len(train_dl))
     history, train_seconds, seen, global_step = [], 0.0, 0, 0

@@ -1,0 +1,133 @@
+"""The CUDA-graph step (``--gpu-step graph=1``, nas_kd.distill.graphed) on the CPU: no graph can be
+captured here, so `EagerReplay` stands in for one (a "replay" runs the recorded call again on the
+static inputs). What that checks is the schedule around the capture, which a real graph would
+get wrong silently: the batch copied into the static inputs, the scheduler stepped once per step
+outside the graph, a capture per value of the adversarial flag after its own warm-up, the NaN
+check outside the graph; and that the step keeps no per-step state in Python, which a real graph
+would freeze."""
+
+from __future__ import annotations
+
+import torch
+
+from nas_kd.config import Schedule
+from nas_kd.distill import get_mode
+from nas_kd.distill.graphed import EagerReplay, GraphedStep
+from nas_kd.distill.trainer import build_scheduler, build_step
+from nas_kd.models.student import build_student
+from nas_kd.models.teachers import build_teacher
+from nas_kd.train import NonFiniteLossError, build_optimizer
+from tests.test_distill_step import CLASSES, CPU, SHAPE, TINY, attention_state, weights
+
+STEPS = 12
+SCHEDULE = Schedule(epochs=1, batch_size=16, lr=0.1, warmup_epochs=0.25)
+
+
+def make_step():
+    torch.manual_seed(0)
+    student = build_student(TINY, 1, CLASSES)
+    teacher = build_teacher("resnet8", 1, CLASSES).eval().requires_grad_(False)
+    attention = attention_state(teacher)
+    torch.manual_seed(1)
+    return build_step(student, teacher, get_mode("full"), SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=STEPS, device=CPU, teacher_attention=attention)
+
+
+def batches(n: int = STEPS):
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(16, *SHAPE, generator=g), torch.randint(0, CLASSES, (16,), generator=g)) for _ in range(n)]
+
+
+def run(step, data, adversarial_from: int = 5):
+    torch.manual_seed(7)  # the discriminators' dropout
+    losses = []
+    for i, (x, y) in enumerate(data):
+        r = step(x, y, adversarial=i >= adversarial_from)
+        losses.append(float(r.checked))
+    return losses
+
+
+def test_replayed_steps_train_exactly_like_eager_ones():
+    """Twelve distinct batches, the adversarial terms on from step 5: a warm-up of 2 steps and a
+    capture for each flag value. Any step replayed on a stale batch, a scheduler stepped twice or
+    not at all, or one capture shared by both flag values would change the weights."""
+    eager, graphed = make_step(), make_step()
+    wrapped = GraphedStep(graphed, backend=EagerReplay(), warmup=2)
+    data = batches()
+    assert run(eager, data) == run(wrapped, data)
+    a, b = weights(eager.student), weights(graphed.student)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert set(wrapped.captured) == {False, True} and wrapped.eager == {False: 2, True: 2}
+    assert eager.optimizer.param_groups[0]["lr"] == graphed.optimizer.param_groups[0]["lr"]
+    assert wrapped.scheduler.last_epoch == STEPS and graphed.scheduler is None
+
+
+def test_a_nan_in_a_replayed_step_is_caught_outside_the_graph(monkeypatch):
+    """Checked after the replay, never inside the step: on a GPU a check inside the capture would
+    be recorded once and its deferred read-back would hold a stale value."""
+    import pytest
+
+    import nas_kd.distill.step
+
+    def inside(*_args, **_kw):
+        raise AssertionError("the NaN check ran inside the captured step")
+
+    monkeypatch.setattr(nas_kd.distill.step, "check_finite", inside)
+    step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1)
+    data = batches(4)
+    run(step, data[:3], adversarial_from=99)  # warm-up, capture, one replay
+    x, y = data[3]
+    x = x.clone()
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError):
+        step(x, y, adversarial=False)
+
+
+def python_state(step) -> dict:
+    """Every plain (non-tensor, non-module) attribute of every module the step runs: what a
+    captured graph would freeze at its capture."""
+    out = {}
+    for owner in (step.student, step.objective):
+        for name, m in owner.named_modules():
+            for k, v in vars(m).items():
+                if k.startswith("_") or isinstance(v, torch.Tensor | torch.nn.Module):
+                    continue
+                out[(type(owner).__name__, name, k)] = repr(v)
+    return out
+
+
+def test_the_step_keeps_its_changing_state_on_the_device():
+    """A graph replays kernels, not Python: a counter or a running figure kept in a Python
+    attribute would stop moving after the capture. The step's state (gates, the logit
+    normaliser's moments, batch-norm statistics) must be in buffers."""
+    step = make_step()
+    data = batches(4)
+    run(step, data[:1], adversarial_from=0)
+    before = python_state(step)
+    run(step, data[1:], adversarial_from=0)
+    assert python_state(step) == before
+
+
+def test_a_device_learning_rate_follows_the_schedule():
+    """The captured SGD reads its learning rate from a tensor the scheduler fills in place
+    (build_optimizer's device_lr, fused): the rates and the updates match the float ones."""
+    def train(**kw):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+        opt = build_optimizer(model.named_parameters(), SCHEDULE, **kw)
+        sched = build_scheduler(opt, SCHEDULE, STEPS)
+        g = torch.Generator().manual_seed(0)
+        rates = []
+        for _ in range(STEPS):
+            x = torch.randn(16, 8, generator=g)
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+            sched.step()
+            rates.append(float(opt.param_groups[0]["lr"]))
+        return rates, [p.detach() for p in model.parameters()]
+
+    rates, params = train()
+    device_rates, device_params = train(fused=True, device_lr=CPU)
+    assert torch.allclose(torch.tensor(rates), torch.tensor(device_rates))
+    assert len(set(rates)) > STEPS // 2  # the schedule moved
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, device_params, strict=True))
