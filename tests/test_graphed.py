@@ -131,3 +131,37 @@ def test_a_device_learning_rate_follows_the_schedule():
     assert torch.allclose(torch.tensor(rates), torch.tensor(device_rates))
     assert len(set(rates)) > STEPS // 2  # the schedule moved
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, device_params, strict=True))
+
+
+def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch):
+    """What makes a CUDA capture fail is an op that reads a device value back to the host (an
+    .item(), a bool(), a nonzero). Built as `graph=1` builds it (fused optimisers, device learning
+    rates, the check outside), the step dispatches none, in either flag's version; the default
+    Adam (its step count read with .item()) or the check inside the step would."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import nas_kd.distill.trainer as trainer
+
+    monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
+    monkeypatch.setattr(trainer, "graphed_steps", lambda device: True)
+    step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1).step  # as wrapped: the check moved out
+    assert step.optimizer.defaults["fused"] and step.disc_optimizer.defaults["fused"] and isinstance(step.optimizer.param_groups[0]["lr"], torch.Tensor)
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name
+            if name in ("aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::masked_select", "aten::unique") or "nonzero" in name:
+                self.seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    data = batches(3)
+    step(*data[0], adversarial=False)
+    step(*data[1], adversarial=True)  # lazy state (momentum, Adam's moments) made outside the spy
+    with HostReads() as spy:
+        step(*data[2], adversarial=False)
+        step(*data[2], adversarial=True)
+    assert spy.seen == []
