@@ -84,6 +84,9 @@ class Section:
     # Whether a recorded result still covers what the section now measures (the jobs section:
     # every --jobs value); one that no longer does runs again and resumes from its kept state.
     covers: Callable[[dict], bool] = lambda result: True
+    # What is left of it given the kept state (the state archive's member names): a resumable
+    # section that kept part of its work is that much shorter (None: the whole estimate).
+    left_given: Callable[[set[str]], float] | None = None
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
@@ -99,10 +102,12 @@ def sections(sizes: Sizes) -> list[Section]:
     fixed = {
         "teachers": Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
-        "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True),
+        "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True,
+                        left_given=lambda kept: sum(sec for part, sec in sizes.step.part_seconds if f"{s.STEP_DIR}/{part}.json" not in kept)),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
         "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n, _ in sizes.jobs_runs()), s.jobs, s.own_markdown("jobs"), resumable=True,
-                        covers=lambda r: {s.jobs_key(n, v) for n, v in sizes.jobs_runs()} <= {s.jobs_key(row["jobs"], row.get("gpu_step")) for row in r["rows"]}),
+                        covers=lambda r: {s.jobs_key(n, v) for n, v in sizes.jobs_runs()} <= {s.jobs_key(row["jobs"], row.get("gpu_step")) for row in r["rows"]},
+                        left_given=lambda kept: sum(sizes.jobs_estimate(n) for n, v in sizes.jobs_runs() if f"{s.JOBS_DIR}/{s.jobs_key(n, v)}.json" not in kept)),
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
@@ -195,16 +200,27 @@ def render_all(cfg: Config, todo: list[Section]) -> None:
             write_section(*sec.render(cfg), path=cfg.markdown)
 
 
+def kept_state(cfg: Config) -> set[str]:
+    """The state archive's member names (paths relative to the work folder), empty without one."""
+    archive = cfg.results / STATE
+    if not archive.is_file():
+        return set()
+    with tarfile.open(archive) as tar:
+        return set(tar.getnames())
+
+
 def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
-    lines, total = [], 0.0
+    lines, total, kept = [], 0.0, kept_state(cfg)
     for sec in todo:
         record = recorded(cfg, sec)
         if record is not None:
             took = record["seconds"]
             lines.append(f"{sec.name:24s} done      {took:6.0f} s measured")
         else:
-            total += sec.estimate_s
-            lines.append(f"{sec.name:24s} to do     {sec.estimate_s:6.0f} s estimated" + ("  (resumable)" if sec.resumable else ""))
+            left = sec.estimate_s if sec.left_given is None else sec.left_given(kept)
+            total += left
+            part = f" (of {sec.estimate_s:.0f}: the rest is kept)" if left < sec.estimate_s else ""
+            lines.append(f"{sec.name:24s} to do     {left:6.0f} s estimated{part}" + ("  (resumable)" if sec.resumable else ""))
     lines.append(f"{'left':24s}           {total:6.0f} s estimated, about {max(1, -(-total // CALL_SECONDS)):.0f} call(s) of {CALL_SECONDS:.0f} s (one per GPU session)")
     return lines
 

@@ -345,3 +345,23 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
     assert recorded(cfg, sec) is None  # the graph variant is still owed
     record(GPU.jobs_runs())
     assert recorded(cfg, sec)["seconds"] == 300.0 and "done" in plan_lines(cfg, [sec])[0]
+
+
+def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
+    """--plan reads the state archive: with the --jobs 1 and 4 rows and the step's breakdown kept
+    (as after 2026-12-04), jobs and step are estimated for what is left, not from scratch."""
+    import time
+
+    import torch
+
+    from bench.gpu import STATE, Config, _write_tar, plan_lines
+
+    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    todo = [s for s in sections(GPU) if s.name in ("step", "jobs")]
+    whole = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
+    kept = tmp_path / "k.json"
+    kept.write_text("{}")
+    _write_tar(tmp_path / STATE, [(kept, "jobs/1.json"), (kept, "jobs/4.json"), (kept, "step/breakdown.json")])
+    left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
+    assert abs(left["jobs"] - (GPU.jobs_estimate(8) + GPU.jobs_estimate(4))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
+    assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
