@@ -5,7 +5,7 @@
     python -m bench.gpu --plan                    # sections, estimates, which are done
     python -m bench.gpu --calls                   # the device calls that run it (docs/BENCHMARKS.md, "GPU runs")
 
-Sections run in order (`ORDER`): teachers, steptime, loader, step, jobs, one search per budget
+Sections run in order (`ORDER`): teachers, steptime, loader, jobs, step, one search per budget
 and sampler (2M first), ablation. Each writes ``docs/results/gpu_<name>.json`` and its section
 of docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
 section whose JSON exists is skipped unless ``--force``. A GPU session here has 15 minutes of
@@ -90,10 +90,11 @@ class Section:
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
-# per mode, the loader), then where the step goes and what each switch is worth (the first GPU
-# call found the step host-bound: this section says what pays), then --jobs, then the searches
-# (resumable across calls and sessions through the state archive), the ablation last (the longest).
-ORDER = ("teachers", "steptime", "loader", "step", "jobs", "searches", "ablation")
+# per mode, the loader), then --jobs (its rows left after 2026-12-04: --jobs 8, and the CUDA-graph
+# step in real trials, ~190 s), then where the step goes and what each switch is worth (the first
+# GPU call found the step host-bound: this section says what pays; kept part by part), then the
+# searches (resumable across calls and sessions through the state archive), the ablation last.
+ORDER = ("teachers", "steptime", "loader", "jobs", "step", "searches", "ablation")
 
 
 def sections(sizes: Sizes) -> list[Section]:

@@ -135,7 +135,7 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
     for sizes in (GPU, SMOKE):
         names = [s.name for s in sections(sizes)]
-        assert names[:5] == ["teachers", "steptime", "loader", "step", "jobs"] and names[-1] == "ablation"
+        assert names[:5] == ["teachers", "steptime", "loader", "jobs", "step"] and names[-1] == "ablation"
         searches = [n for n in names if n.startswith("search-")]
         assert searches == [f"search-{b}-{s}" for b in sizes.budgets for s in sizes.samplers]
     assert GPU.budgets[0] == "2M"  # make search's default budget: the standard search's figure first
