@@ -145,7 +145,8 @@ def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch):
     monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
     monkeypatch.setattr(trainer, "graphed_steps", lambda device: True)
     step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1).step  # as wrapped: the check moved out
-    assert step.optimizer.defaults["fused"] and step.disc_optimizer.defaults["fused"] and isinstance(step.optimizer.param_groups[0]["lr"], torch.Tensor)
+    assert step.optimizer.defaults["fused"] and isinstance(step.optimizer.param_groups[0]["lr"], torch.Tensor)
+    assert step.disc_optimizer.defaults["fused"] and step.disc_optimizer.defaults["capturable"]  # Adam.step refuses a capture without it
 
     class HostReads(TorchDispatchMode):
         def __init__(self):
@@ -165,3 +166,27 @@ def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch):
         step(*data[2], adversarial=False)
         step(*data[2], adversarial=True)
     assert spy.seen == []
+
+
+def test_the_optimisers_accept_a_capture(monkeypatch):
+    """Adam's step() refuses to run inside a CUDA capture unless it is capturable (PyTorch's
+    capture health check). With the check told a capture is under way (no GPU here), the step
+    built for graphs runs both updates; the discriminators' Adam without `capturable` raises."""
+    import types
+
+    import pytest
+
+    import nas_kd.distill.trainer as trainer
+
+    monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
+    monkeypatch.setattr(trainer, "graphed_steps", lambda device: True)
+    step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1).step
+    data = batches(2)
+    step(*data[0], adversarial=True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: torch.device("cuda"))
+    monkeypatch.setattr(torch.accelerator, "current_stream", lambda *a, **k: types.SimpleNamespace(is_capturing=lambda: True))
+    step(*data[1], adversarial=True)
+    for group in step.disc_optimizer.param_groups:
+        group["capturable"] = False
+    with pytest.raises(RuntimeError, match="capturable is False"):
+        step(*data[1], adversarial=True)

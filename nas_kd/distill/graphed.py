@@ -12,8 +12,8 @@ How (PyTorch's whole-network capture recipe, torch.cuda.graphs):
   replays;
 - the learning-rate scheduler steps outside the graph: it fills the SGD groups' device
   learning-rate tensors (`nas_kd.train.build_optimizer`'s ``device_lr``), which the fused kernel
-  reads at every replay; the discriminators' Adam is fused too (its step count lives on the
-  device);
+  reads at every replay; the discriminators' Adam is fused and capturable (its step count lives
+  on the device; Adam refuses a capture otherwise);
 - the NaN/inf check runs outside the graph on the step's returned ``checked`` value, deferred as
   usual (`nas_kd.train.check_finite`);
 - autocast's cast cache is off (`nas_kd.device.autocast`).
@@ -25,6 +25,7 @@ backend that replays by re-running the step (`EagerReplay`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,7 +46,10 @@ class CudaGraphs:
     def warmup(self, fn: Callable[[], StepResult]) -> StepResult:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            # A capturable Adam warns once per optimiser (per trial) when it steps uncaptured, as
+            # warm-up steps must: expected here, and a search would print it for every trial.
+            warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
             result = fn()
         torch.cuda.current_stream().wait_stream(side)
         return result

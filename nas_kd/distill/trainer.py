@@ -73,7 +73,9 @@ def build_step(
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch)
     # Adam with the usual GAN betas; each discriminator at its own learning rate.
     groups = [{"params": list(d.parameters()), "lr": lr} for d, lr in ((objective.feature_disc, mode.disc_lr), (objective.logit_disc, mode.logit_disc_lr)) if d is not None]
-    disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999), **({"fused": True} if fused else {})) if groups else None
+    # Under graphs Adam must also be capturable: its step() refuses a capture otherwise.
+    extra = {"fused": True, "capturable": graphed_steps(device)} if fused else {}
+    disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999), **extra) if groups else None
     return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing, cache)
 
 
