@@ -168,6 +168,36 @@ def jobs_key(count: int, gpu_step: str | None) -> str:
     return str(count) if not gpu_step else f"{count}-" + re.sub(r"[^a-z0-9]+", "-", gpu_step.lower()).strip("-")
 
 
+def _trial_values(study: str) -> dict[str, float]:
+    """Each finished trial's validation accuracy by its student (`describe`): the rows of one
+    sampler seed propose the same students, so a step switch's rows pair with the plain ones."""
+    from optuna.trial import TrialState
+
+    from nas_kd.study import load_study
+
+    trials = load_study(study, f"sqlite:///{Path('runs') / study / 'study.db'}").get_trials(deepcopy=False)
+    return {t.user_attrs["describe"]: t.value for t in trials if t.state == TrialState.COMPLETE and "describe" in t.user_attrs}
+
+
+def _switch_pairs(rows: list[dict]) -> list[str]:
+    """For each row with a step switch: its students' validation accuracy minus the same students'
+    in the plain row of the same --jobs (or any plain row), mean and 95% t-interval. A switch that
+    only changes how the step runs (graphs, fused kernels) should show no detectable difference;
+    seeds differ where the trial numbers do, so this is a check, not a fine claim."""
+    from nas_kd.stats import paired_difference
+
+    lines = []
+    for row in (r for r in rows if r.get("gpu_step") and r.get("val_accuracy")):
+        plain = sorted((r for r in rows if not r.get("gpu_step") and r.get("val_accuracy")), key=lambda r: r["jobs"] != row["jobs"])
+        pairs = [(r, set(r["val_accuracy"]) & set(row["val_accuracy"])) for r in plain]
+        base, common = max(pairs, key=lambda rc: len(rc[1]), default=(None, set()))
+        if len(common) < 2:
+            continue
+        d = paired_difference({k: 100 * row["val_accuracy"][k] for k in common}, {k: 100 * base["val_accuracy"][k] for k in common})
+        lines.append(f"- `--gpu-step {row['gpu_step']}` minus `--jobs {base['jobs']}` on the same {d.n} students: validation accuracy {d.mean:+.2f} points [{d.low:+.2f}, {d.high:+.2f}] ({d.direction})")
+    return lines
+
+
 def _jobs_label(row: dict) -> str:
     return f"{row['jobs']}, `--gpu-step {row['gpu_step']}`" if row.get("gpu_step") else str(row["jobs"])
 
@@ -216,18 +246,24 @@ def jobs(cfg) -> dict | None:
         done = [t for t in load_study(study, opts.storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
         row = {"jobs": count, "gpu_step": gpu_step, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
+        row["val_accuracy"] = _trial_values(study)
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
+    for row in rows:  # rows kept before the values were recorded: read them from their kept study
+        if "val_accuracy" not in row and (Path("runs") / f"gpu_jobs{jobs_key(row['jobs'], row.get('gpu_step'))}" / "study.db").is_file():
+            row["val_accuracy"] = _trial_values(f"gpu_jobs{jobs_key(row['jobs'], row.get('gpu_step'))}")
     if failed:  # recorded in failures.log by the runner; the values measured are kept
         raise RuntimeError("jobs: " + "; ".join(failed))
     if missing:
         return None
     lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
-    lines += ["| --jobs | trials | wall s | trials / min | train s / trial | speed-up |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| --jobs | trials | wall s | trials / min | train s / trial | speed-up | mean val acc (%) |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         per = "-" if r["mean_train_seconds"] is None else f"{r['mean_train_seconds']:.1f}"
-        lines.append(f"| {_jobs_label(r)} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x |")
+        acc = f"{100 * statistics.mean(r['val_accuracy'].values()):.2f}" if r.get("val_accuracy") else "-"
+        lines.append(f"| {_jobs_label(r)} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x | {acc} |")
     lines.append("")
+    lines += _switch_pairs(rows)
     plain = [r for r in rows if not r.get("gpu_step")]
     goal = next((r for r in plain if r["jobs"] == 4), None) or max(plain[1:], key=lambda r: r["jobs"], default=None)  # the smoke sizes stop at 2
     if goal is not None:

@@ -365,3 +365,16 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
     assert abs(left["jobs"] - (GPU.jobs_estimate(8) + GPU.jobs_estimate(4))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
+
+
+def test_a_step_switch_row_is_paired_with_the_plain_row_on_the_same_students():
+    """The graph's real trials are judged against the plain --jobs 4 trials of the same students
+    (a graph that trained wrongly would show here, not in the speed columns)."""
+    from bench.gpu_sections import _switch_pairs
+
+    plain4 = {"jobs": 4, "gpu_step": None, "val_accuracy": {"a": 0.90, "b": 0.80, "c": 0.85, "x": 0.5}}
+    plain8 = {"jobs": 8, "gpu_step": None, "val_accuracy": {"a": 0.10, "b": 0.10, "c": 0.10}}
+    graph = {"jobs": 4, "gpu_step": "graph=1", "val_accuracy": {"a": 0.80, "b": 0.70, "c": 0.76, "y": 0.9}}
+    (line,) = _switch_pairs([plain8, plain4, graph])
+    assert "`--gpu-step graph=1` minus `--jobs 4` on the same 3 students" in line and "-9.67 points" in line and "(worse)" in line
+    assert _switch_pairs([plain4, {**graph, "val_accuracy": {"a": 0.9}}]) == []  # one student in common: no interval
