@@ -105,6 +105,9 @@ def build_optimizer(params: Iterable[tuple[str, nn.Parameter]], schedule: Schedu
     if device_lr is not None:
         for g in groups:  # one tensor per group: the scheduler fills each group's own
             g["lr"] = torch.tensor(rate, dtype=torch.float32, device=device_lr)
+            # A float base rate: a scheduler that took the tensor itself as its base (torch
+            # before the fix of pytorch/pytorch#163103) would compound its factors on it.
+            g["initial_lr"] = float(rate)
     extra = {"fused": True} if fused else {}
     return torch.optim.SGD(groups, lr=rate, momentum=schedule.momentum, nesterov=schedule.momentum > 0, **extra)
 

@@ -128,6 +128,10 @@ def test_a_device_learning_rate_follows_the_schedule():
 
     rates, params = train()
     device_rates, device_params = train(fused=True, device_lr=CPU)
+    # The scheduler's base rate is a float, not the rate tensor it fills (which would compound
+    # the schedule on torch versions that aliased the two, pytorch/pytorch#163103).
+    opt = build_optimizer(torch.nn.Linear(2, 2).named_parameters(), SCHEDULE, fused=True, device_lr=CPU)
+    assert all(type(g["initial_lr"]) is float and g["initial_lr"] == SCHEDULE.lr for g in opt.param_groups)
     assert torch.allclose(torch.tensor(rates), torch.tensor(device_rates))
     assert len(set(rates)) > STEPS // 2  # the schedule moved
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, device_params, strict=True))
@@ -267,3 +271,26 @@ def test_a_graphed_training_run_matches_the_eager_one(monkeypatch):
     assert [h["val_accuracy"] for h in graphed["history"]] == [h["val_accuracy"] for h in eager["history"]]
     assert [h["losses"] for h in graphed["history"]] == [h["losses"] for h in eager["history"]]
     assert all(torch.equal(eager_w[k], graphed_w[k]) for k in eager_w)
+
+
+def test_a_scheduler_that_replaces_the_rate_tensors_is_refused(monkeypatch):
+    """A graph reads the rate tensors it captured; a scheduler assigning new rates instead of
+    filling those would leave every replay at the captured rate, silently. It is refused."""
+    import pytest
+
+    import nas_kd.distill.trainer as trainer
+
+    monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
+    monkeypatch.setattr(trainer, "graphed_steps", lambda device: True)
+    step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1)
+    data = batches(4)
+    run(step, data[:3], adversarial_from=99)  # warm-up, capture, replay: the scheduler fills in place
+    groups = step.step.optimizer.param_groups
+
+    def replacing(*_args):
+        for g in groups:
+            g["lr"] = float(g["lr"])
+
+    monkeypatch.setattr(step.scheduler, "step", replacing)
+    with pytest.raises(RuntimeError, match="replaced the optimiser's rate tensors"):
+        step(*data[3], adversarial=False)

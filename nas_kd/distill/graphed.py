@@ -120,7 +120,12 @@ class GraphedStep:
         # A copy: a deferred check keeps the value, and the next replay rewrites the captured one.
         check_finite(result.checked.clone(), "distillation loss")
         if self.scheduler is not None:
+            rates = [g["lr"] for g in self.step.optimizer.param_groups]
             self.scheduler.step()
+            if self.captured and any(isinstance(r, torch.Tensor) and g["lr"] is not r for g, r in zip(self.step.optimizer.param_groups, rates, strict=True)):
+                # A graph reads the rate tensors it was captured with: a scheduler that replaces
+                # them (rather than filling them) would leave every replay at the old rate.
+                raise RuntimeError("the learning-rate scheduler replaced the optimiser's rate tensors: a captured step would not see the schedule")
         return result
 
 
