@@ -382,7 +382,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     import optuna
 
     from nas_kd.cost import torch_threads
-    from nas_kd.device import configure_step, resolve_device
+    from nas_kd.device import StepOptions, configure_step, resolve_device
     from nas_kd.jobs import LocalWorkers, threads_per_job
     from nas_kd.meter import BudgetMeter, admits_largest
     from nas_kd.models.teachers import resolve_teacher
@@ -393,6 +393,9 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     device = resolve_device(plan.device)
     mode = plan.mode
     log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
+    if plan.step != StepOptions():
+        # Said once: a CPU run given GPU switches (graph, bf16...) would otherwise ignore them silently.
+        log(f"search: GPU step {plan.step.describe()}" + ("; a CPU applies only check_every" if device.type == "cpu" else ""))
     table = _latency_table(plan)
     unbound = admits_largest(BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space, table=table), plan.space)
     if unbound:
