@@ -312,8 +312,11 @@ def device_calls(data_dir: str = ".data") -> list[str]:
         "give_back",
         "# 3. here, in the repository root (files_at is in the call's reply), then commit what it wrote:",
         f"tar xzf <files_at>/bench-gpu.tar.gz && python -m bench.gpu --plan && git add {results} docs/BENCHMARKS.md",
-        f"#    ({results}/{STATE} holds the unfinished searches' studies and the ablation's finished runs: committed, it travels)",
+        f"#    ({results}/{STATE} holds the unfinished searches' studies, the ablation's finished runs, the jobs rows and step parts: committed, it travels)",
         "#    (a section that FAILED left its traceback in .bench-gpu/failures.log: fix it here; it runs again next call)",
+        "# 3b. with 300 s or more of device time left (status: budget_left_s), once extracted: the same call again,",
+        "#    timeout_s about budget_left_s - 40 (the machine's start) and --call-seconds timeout_s - 40; it resumes",
+        "#    from the extracted state (session 16: a second call of 330 s measured --jobs 1), then give_back and step 3",
         "# 4. if the teachers section's resnet20 beats the shipped teacher's test accuracy: ship it",
         f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)} --hardware 'one NVIDIA H200 (make bench-gpu, section teachers)'",
     ]
