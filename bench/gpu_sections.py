@@ -247,6 +247,8 @@ def jobs(cfg) -> dict | None:
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
         row = {"jobs": count, "gpu_step": gpu_step, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
         row["val_accuracy"] = _trial_values(study)
+        if gpu_step:  # how a step switch went in each trial (the graph: captured, or why it fell back)
+            row["step_graph"] = sorted({t.user_attrs.get("step_graph", "not graphed (no CUDA)") for t in done})
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
     for row in rows:  # rows kept before the values were recorded: read them from their kept study
@@ -264,6 +266,7 @@ def jobs(cfg) -> dict | None:
         lines.append(f"| {_jobs_label(r)} | {r['trained']} | {r['wall_seconds']:.0f} | {r['trials_per_minute']:.1f} | {per} | {r['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x | {acc} |")
     lines.append("")
     lines += _switch_pairs(rows)
+    lines += [f"- `--gpu-step {r['gpu_step']}`: the step's graph in its trials: {', '.join(r['step_graph'])}" for r in rows if r.get("step_graph")]
     plain = [r for r in rows if not r.get("gpu_step")]
     goal = next((r for r in plain if r["jobs"] == 4), None) or max(plain[1:], key=lambda r: r["jobs"], default=None)  # the smoke sizes stop at 2
     if goal is not None:

@@ -221,6 +221,8 @@ class Objective:
             raise
         trial.set_user_attr("train_seconds", metrics["train_seconds"])
         trial.set_user_attr("images_per_second", metrics["images_per_second"])
+        if "step_graph" in metrics:
+            trial.set_user_attr("step_graph", metrics["step_graph"])
         return self._values(metrics["val_accuracy"], cost.macs)
 
 

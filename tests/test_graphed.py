@@ -265,12 +265,13 @@ def test_a_graphed_training_run_matches_the_eager_one(monkeypatch):
 
     eager, eager_w = run_once()
     wrapped = []
-    monkeypatch.setattr(trainer, "maybe_graphed", lambda step, device: wrapped.append(GraphedStep(step, backend=EagerReplay(), warmup=2)) or wrapped[-1])
+    monkeypatch.setattr(trainer, "maybe_graphed", lambda step, device, on_capture_failure: wrapped.append(GraphedStep(step, backend=EagerReplay(), warmup=2, on_capture_failure=on_capture_failure)) or wrapped[-1])
     graphed, graphed_w = run_once()
     assert wrapped and wrapped[0].step.cache is not None and set(wrapped[0].captured) == {False, True}
     assert [h["val_accuracy"] for h in graphed["history"]] == [h["val_accuracy"] for h in eager["history"]]
     assert [h["losses"] for h in graphed["history"]] == [h["losses"] for h in eager["history"]]
     assert all(torch.equal(eager_w[k], graphed_w[k]) for k in eager_w)
+    assert graphed["step_graph"] == "captured" and "step_graph" not in eager  # what a trial records
 
 
 def test_a_scheduler_that_replaces_the_rate_tensors_is_refused(monkeypatch):
@@ -294,3 +295,60 @@ def test_a_scheduler_that_replaces_the_rate_tensors_is_refused(monkeypatch):
     monkeypatch.setattr(step.scheduler, "step", replacing)
     with pytest.raises(RuntimeError, match="replaced the optimiser's rate tensors"):
         step(*data[3], adversarial=False)
+
+
+class FailingCapture(EagerReplay):
+    """A backend whose capture fails, as an op a CUDA graph cannot record would make it."""
+
+    def __init__(self):
+        self.attempts = 0
+
+    def capture(self, fn):
+        self.attempts += 1
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_a_step_that_cannot_be_captured_trains_eagerly_and_says_so_once(monkeypatch):
+    """In a trial a failed capture must not cost the trial: the batch whose capture failed is
+    trained eagerly, so are all later ones, and the run matches an eager one exactly; the failure
+    is told once per process. The bench, which passes no handler, gets the error itself."""
+    import pytest
+
+    import nas_kd.distill.graphed as graphed
+
+    monkeypatch.setattr(graphed, "_told", set())
+    eager, fallback = make_step(), make_step()
+    told = []
+    backend = FailingCapture()
+    wrapped = GraphedStep(fallback, backend=backend, warmup=2, on_capture_failure=graphed.tell_once(told.append))
+    data = batches()
+    assert run(eager, data) == run(wrapped, data)
+    a, b = weights(eager.student), weights(fallback.student)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert wrapped.failure == "RuntimeError: operation not permitted when stream is capturing" and not wrapped.captured
+    assert backend.attempts == 1  # not retried at every step (a capture attempt costs a device sync)
+    assert len(told) == 1 and told[0].startswith("graph: the step could not be captured in a CUDA graph (RuntimeError")
+    again = GraphedStep(make_step(), backend=FailingCapture(), warmup=1, on_capture_failure=graphed.tell_once(told.append))
+    run(again, batches(3))
+    assert len(told) == 1  # the same error in the next trial is not told again
+    bench = GraphedStep(make_step(), backend=FailingCapture(), warmup=1)
+    with pytest.raises(RuntimeError, match="stream is capturing"):
+        run(bench, batches(2))
+
+
+def test_a_run_whose_capture_failed_records_why(monkeypatch):
+    """`train`'s metrics say how the graph switch went, and the search stores it with the trial
+    (bench-gpu's jobs table reads it): a fallback must not pass for a graphed run."""
+    import nas_kd.distill.graphed as graphed
+    import nas_kd.distill.trainer as trainer
+    from nas_kd.data import load_splits
+    from nas_kd.distill import train
+
+    monkeypatch.setattr(graphed, "_told", set())
+    told = []
+    monkeypatch.setattr(trainer, "maybe_graphed", lambda step, device, on_capture_failure: GraphedStep(step, backend=FailingCapture(), warmup=1, on_capture_failure=on_capture_failure))
+    torch.manual_seed(0)
+    m = train(build_student(TINY, 1, CLASSES), build_teacher("resnet8", 1, CLASSES).eval(), load_splits("synthetic", train_subset=64), Schedule(epochs=1, batch_size=16, lr=0.05, crop=False), "full", device=CPU, seed=0, log=told.append)
+    assert m["step_graph"] == "eager: RuntimeError: operation not permitted when stream is capturing"
+    graph_lines = [line for line in told if line.startswith("graph:")]
+    assert len(graph_lines) == 1 and "this run trains eagerly" in graph_lines[0]

@@ -35,7 +35,7 @@ from nas_kd.device import graphed_steps
 from nas_kd.distill.step import DistillStep, StepResult
 from nas_kd.train import check_finite
 
-__all__ = ["GraphedStep", "CudaGraphs", "EagerReplay", "WARMUP", "maybe_graphed"]
+__all__ = ["GraphedStep", "CudaGraphs", "EagerReplay", "WARMUP", "maybe_graphed", "tell_once"]
 
 WARMUP = 3  # eager steps per flag value before its capture (PyTorch's examples use 3 to 11)
 
@@ -88,19 +88,26 @@ class _Captured:
 class GraphedStep:
     """Callable like `DistillStep` (same arguments, same `StepResult`), capturing per flag value."""
 
-    def __init__(self, step: DistillStep, backend: CudaGraphs | EagerReplay | None = None, warmup: int = WARMUP):
+    def __init__(self, step: DistillStep, backend: CudaGraphs | EagerReplay | None = None, warmup: int = WARMUP, on_capture_failure: Callable[[Exception], None] | None = None):
+        """``on_capture_failure``: None re-raises a failed capture (the bench: a failure is its
+        result); a callable is told the error and the run goes on eagerly (a trial: a step that
+        cannot be captured, an op graphs do not support, still trains)."""
         self.step, self.backend, self.warmup_steps = step, backend or CudaGraphs(), warmup
+        self.on_capture_failure = on_capture_failure
         # The scheduler is stepped here, after each step, outside any capture.
         self.scheduler, step.scheduler = step.scheduler, None
         step.check_inside = False
         self.captured: dict[bool, _Captured] = {}
         self.eager: dict[bool, int] = {}
+        self.failure: str | None = None  # why this run fell back to eager steps
 
     def __getattr__(self, name: str):  # student, objective, optimizer...: the wrapped step's
         return getattr(self.step, name)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, adversarial: bool = True, *, index: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> StepResult:
         batch = (x, y, index, flipped)
+        if self.failure is not None:  # fell back: eager from here on (scheduler and check as before)
+            return self._after(self.step(x, y, adversarial, index=index, flipped=flipped))
         c = self.captured.get(adversarial)
         if c is None and self.eager.get(adversarial, 0) < self.warmup_steps:
             self.eager[adversarial] = self.eager.get(adversarial, 0) + 1
@@ -109,7 +116,16 @@ class GraphedStep:
         if c is None:
             static = tuple(None if t is None else t.clone() for t in batch)
             sx, sy, si, sf = static
-            c = self.captured[adversarial] = _Captured(static, self.backend.capture(lambda: self.step(sx, sy, adversarial, index=si, flipped=sf)))
+            try:
+                replay = self.backend.capture(lambda: self.step(sx, sy, adversarial, index=si, flipped=sf))
+            except Exception as e:
+                if self.on_capture_failure is None:
+                    raise
+                # A capture records, it does not run: this batch has not been trained on yet.
+                self.failure = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.on_capture_failure(e)
+                return self._after(self.step(x, y, adversarial, index=index, flipped=flipped))
+            c = self.captured[adversarial] = _Captured(static, replay)
         else:
             for buffer, t in zip(c.inputs, batch, strict=True):
                 if buffer is not None:
@@ -129,6 +145,24 @@ class GraphedStep:
         return result
 
 
-def maybe_graphed(step: DistillStep, device: torch.device) -> DistillStep | GraphedStep:
-    """The step as the ``graph`` switch wants it on ``device`` (a CPU trains eagerly)."""
-    return GraphedStep(step) if graphed_steps(device) else step
+def maybe_graphed(step: DistillStep, device: torch.device, on_capture_failure: Callable[[Exception], None] | None = None) -> DistillStep | GraphedStep:
+    """The step as the ``graph`` switch wants it on ``device`` (a CPU trains eagerly);
+    ``on_capture_failure``: see `GraphedStep`."""
+    return GraphedStep(step, on_capture_failure=on_capture_failure) if graphed_steps(device) else step
+
+
+_told: set[str] = set()
+
+
+def tell_once(log: Callable[[str], None] | None) -> Callable[[Exception], None]:
+    """The trainer's capture-failure handler: one line per distinct error per process (a search's
+    every trial may hit the same one), to ``log`` or standard error."""
+    import sys
+
+    def told(e: Exception) -> None:
+        line = f"graph: the step could not be captured in a CUDA graph ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); this run trains eagerly (--gpu-step graph=0 skips the attempt)"
+        if line not in _told:
+            _told.add(line)
+            (log or (lambda m: print(m, file=sys.stderr, flush=True)))(line)
+
+    return told

@@ -22,7 +22,7 @@ from nas_kd.data import DeviceLoader, Splits
 from nas_kd.device import fused_optimisers, graphed_steps, memory_format, seed_everything
 from nas_kd.distill.attention_fit import fit_teacher_attention
 from nas_kd.distill.cache import TeacherCache
-from nas_kd.distill.graphed import maybe_graphed
+from nas_kd.distill.graphed import GraphedStep, maybe_graphed, tell_once
 from nas_kd.distill.modes import Mode, get_mode
 from nas_kd.distill.objective import DistillObjective
 from nas_kd.distill.step import DistillStep
@@ -161,7 +161,8 @@ def train(
     step = build_step(
         student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=attention
     )
-    step = maybe_graphed(step, device)  # the `graph` switch (a CUDA graph per trial); eager otherwise
+    # The `graph` switch: a CUDA graph per run; a step that cannot be captured trains eagerly.
+    step = maybe_graphed(step, device, on_capture_failure=tell_once(log))
     # The student's adversarial terms switch on after this many steps (discriminators learn from step 0).
     adversarial_from = int(mode.adv_warmup * schedule.epochs * len(train_dl))
     history, train_seconds, seen, global_step = [], 0.0, 0, 0
@@ -194,6 +195,8 @@ def train(
         "teacher_seconds": teacher_seconds,
         "images_per_second": seen / max(train_seconds, 1e-9),
     }
+    if isinstance(step, GraphedStep):  # how the `graph` switch went: "captured", or why it fell back
+        metrics["step_graph"] = "captured" if step.failure is None else f"eager: {step.failure}"
     if evaluate_test:
         metrics["test_accuracy"] = evaluate(student, test_dl)
     return metrics
