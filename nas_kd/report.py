@@ -21,7 +21,7 @@ from nas_kd.verdict import chose_baseline
 
 __all__ = ["trial_rows", "trial_state", "write_report", "plot_pareto", "build_report"]
 
-CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "memory_bytes", "size_bytes", "predicted_latency_ms", "latency_ms", "latency_ruler_ms", "latency_rulers", "latency_slowest_ms", "train_seconds", "images_per_second", "duration_seconds", "fail_reason", "config"]
+CSV_FIELDS = ["number", "state", "baseline", "feasible", "val_accuracy", "macs", "params", "memory_bytes", "size_bytes", "predicted_latency_ms", "latency_ms", "latency_ruler_ms", "latency_rulers", "latency_slowest_ms", "train_seconds", "images_per_second", "step_graph", "duration_seconds", "fail_reason", "config"]
 
 
 def trial_state(t) -> str:
@@ -55,6 +55,7 @@ def trial_rows(study) -> list[dict]:
             "latency_slowest_ms": a.get("latency_slowest_ms"),  # in ms at the slowest speed seen: what the limit judged (nas_kd.meter)
             "train_seconds": a.get("train_seconds"),
             "images_per_second": a.get("images_per_second"),
+            "step_graph": a.get("step_graph"),  # with --gpu-step graph=1: "captured", or eager and why
             "duration_seconds": t.duration.total_seconds() if t.duration else None,
             "fail_reason": a.get("fail_reason"),
             "config": a.get("describe"),

@@ -39,7 +39,7 @@ def add(study, state, value, macs, extra=None):
 def make_study(in_tmp):
     study = optuna.create_study(study_name="hand", storage=f"sqlite:///{in_tmp / 'hand.db'}", direction="maximize")
     study.set_user_attr(PLAN_ATTR, hand_plan().to_dict())
-    add(study, TrialState.COMPLETE, 0.60, 500_000)
+    add(study, TrialState.COMPLETE, 0.60, 500_000, {"step_graph": "captured"})
     add(study, TrialState.COMPLETE, 0.0, 3_000_000)  # over budget, rejected untrained
     add(study, TrialState.COMPLETE, 0.75, 900_000)  # the winner
     add(study, TrialState.COMPLETE, 0.75, 950_000)  # ties lose on MACs
@@ -66,6 +66,7 @@ def test_partial_report_without_final_retrain(in_tmp):
     with open(paths["trials.csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and rows[5]["fail_reason"].startswith("NonFiniteLossError")
+    assert rows[0]["step_graph"] == "captured" and rows[2]["step_graph"] == ""  # how --gpu-step graph=1 went (empty without it)
     assert report["trial_counts"] == {"trained": 3, "pruned": 1, "rejected": 1, "failed": 1, "abandoned": 0, "running": 0, "finished": 5}
     assert report["cut_short"] is None and report["verdict"] is None
     md = paths["report.md"].read_text()
