@@ -16,7 +16,9 @@ How (PyTorch's whole-network capture recipe, torch.cuda.graphs):
   on the device; Adam refuses a capture otherwise);
 - the NaN/inf check runs outside the graph on the step's returned ``checked`` value, deferred as
   usual (`nas_kd.train.check_finite`);
-- autocast's cast cache is off (`nas_kd.device.autocast`).
+- autocast's cast cache is off (`nas_kd.device.autocast`);
+- a step that cannot be captured (an op graphs cannot record) trains eagerly, said once and
+  recorded (`GraphedStep.failure`, the trial's ``step_graph``), where the caller asks for that.
 What the graph freezes is every per-step decision the step makes in Python: the step must keep
 its changing state in device tensors (the gates' running accuracies, the logit normaliser's
 moments, batch-norm statistics are buffers), which tests/test_graphed.py checks on the CPU with a
