@@ -42,6 +42,7 @@ import torch
 
 from bench._report import hardware, write_section
 from bench.gpu_sizes import GPU, SMOKE, Sizes
+from nas_kd.errors import one_line
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench-gpu"
@@ -179,7 +180,7 @@ def record_failure(cfg: Config, name: str, exc: BaseException, log=print) -> Non
     """One line to the log, the whole traceback to stderr and to `FAILURES` (appended: a call may
     hold several), and the device's cached memory freed for the sections that follow."""
     trace = "".join(traceback.format_exception(exc))
-    log(f"bench-gpu: {name} FAILED ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the next sections still run, traceback in {FAILURES}")
+    log(f"bench-gpu: {name} FAILED ({one_line(exc)}); the next sections still run, traceback in {FAILURES}")
     print(trace, file=sys.stderr, flush=True)
     try:
         where = hardware()

@@ -168,14 +168,18 @@ def jobs_key(count: int, gpu_step: str | None) -> str:
     return str(count) if not gpu_step else f"{count}-" + re.sub(r"[^a-z0-9]+", "-", gpu_step.lower()).strip("-")
 
 
-def _trial_values(study: str) -> dict[str, float]:
+def _study_trials(study: str) -> list:
+    """A jobs-section study's trials (its SQLite file in the work folder's runs/)."""
+    from nas_kd.study import load_study
+
+    return load_study(study, f"sqlite:///{Path('runs') / study / 'study.db'}").get_trials(deepcopy=False)
+
+
+def _trial_values(trials: list) -> dict[str, float]:
     """Each finished trial's validation accuracy by its student (`describe`): the rows of one
     sampler seed propose the same students, so a step switch's rows pair with the plain ones."""
     from optuna.trial import TrialState
 
-    from nas_kd.study import load_study
-
-    trials = load_study(study, f"sqlite:///{Path('runs') / study / 'study.db'}").get_trials(deepcopy=False)
     return {t.user_attrs["describe"]: t.value for t in trials if t.state == TrialState.COMPLETE and "describe" in t.user_attrs}
 
 
@@ -213,7 +217,6 @@ def jobs(cfg) -> dict | None:
     from optuna.trial import TrialState
 
     from nas_kd.search import run_search
-    from nas_kd.study import load_study
 
     budget, trials, _ = cfg.sizes.jobs
     kept = cfg.work / JOBS_DIR
@@ -243,17 +246,19 @@ def jobs(cfg) -> dict | None:
             failed.append(f"--jobs {key}: {type(exc).__name__}: {exc}")
             continue
         wall = time.perf_counter() - t0
-        done = [t for t in load_study(study, opts.storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
+        study_trials = _study_trials(study)  # opts.storage is this default: the study's run folder
+        done = [t for t in study_trials if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
         row = {"jobs": count, "gpu_step": gpu_step, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
-        row["val_accuracy"] = _trial_values(study)
+        row["val_accuracy"] = _trial_values(study_trials)
         if gpu_step:  # how a step switch went in each trial (the graph: captured, or why it fell back)
             row["step_graph"] = sorted({t.user_attrs.get("step_graph", "not graphed (no CUDA)") for t in done})
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
     for row in rows:  # rows kept before the values were recorded: read them from their kept study
-        if "val_accuracy" not in row and (Path("runs") / f"gpu_jobs{jobs_key(row['jobs'], row.get('gpu_step'))}" / "study.db").is_file():
-            row["val_accuracy"] = _trial_values(f"gpu_jobs{jobs_key(row['jobs'], row.get('gpu_step'))}")
+        kept_study = f"gpu_jobs{jobs_key(row['jobs'], row.get('gpu_step'))}"
+        if "val_accuracy" not in row and (Path("runs") / kept_study / "study.db").is_file():
+            row["val_accuracy"] = _trial_values(_study_trials(kept_study))
     if failed:  # recorded in failures.log by the runner; the values measured are kept
         raise RuntimeError("jobs: " + "; ".join(failed))
     if missing:

@@ -1,15 +1,15 @@
 """How big each `bench.gpu` section is: the GPU run (`GPU`) and its CPU miniature (`SMOKE`).
 
 The GPU lent here is now an H200 (an H100's processor with faster memory); a GPU session gets 15
-minutes of device time, one 10-minute call after the machine's start. The estimates are the GPU
+minutes of device time: the machine's start, one 10-minute call and at most a shorter second one. The estimates are the GPU
 seconds the runner paces that call with. Until 2026-12-04 they came from counting kernel launches
 (~12 ms per full step, a brief trial ~9 s); the first GPU call (docs/BENCHMARKS.md, "What the first
 GPU session showed") measured far slower steps, bound by the host's launches and Python with the
 device busy 12% of a step: 38-41 ms per full step at batch 256, a whole 2M brief trial (3 epochs,
 mode full, one process) 30-42 s (mean 36), 23 s per trial with the pruner, and so ~12 s per epoch
 and ~240 s per full-schedule run (20 epochs). The estimates below use those figures. N processes
-sharing the GPU overlap their launches: 4 are taken to give 3.5x the trials per minute, each run
-slowed by `SHARE` (both guesses the jobs section measures).
+sharing the GPU overlap their launches: each run is taken to be slowed by `SHARE` (a guess; the
+jobs section measured 2.6-4.5x the trials per minute at --jobs 4, with trials no slower than alone).
 """
 
 from __future__ import annotations

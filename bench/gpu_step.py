@@ -49,6 +49,7 @@ from nas_kd.distill import get_mode
 from nas_kd.distill.graphed import maybe_graphed
 from nas_kd.distill.step import teacher_outputs
 from nas_kd.distill.trainer import build_step
+from nas_kd.errors import one_line
 from nas_kd.models.student import build_student
 from nas_kd.train import NonFiniteLossError, make_loaders, reset_finite_checks
 
@@ -231,7 +232,7 @@ def _switches(b: _Bench, sizes: StepSizes) -> dict:
                 out["seconds"][name] = _seconds_per_call(lambda step=step, x=x, y=y: step(x, y), sizes, b.device)
             except Exception as e:  # noqa: BLE001 - one switch's failure is its row's result
                 reset_finite_checks()
-                out["errors"][name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                out["errors"][name] = one_line(e, 160)
     finally:
         configure_step(base)
     return out
@@ -270,22 +271,24 @@ def _compile(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
     return out
 
 
-def _payback(make, x, y, sizes: StepSizes, device, eager_seconds: float) -> dict:
-    """A variant's set-up (its first step minus an eager one), steady step time and the steps it
-    needs to pay the set-up back; a variant that fails records its error instead of stopping the
-    section (a compiler or capture failure is a result to report, not a crash)."""
+def _payback(make, x, y, sizes: StepSizes, device, eager_seconds: float, first_steps: int = 1) -> dict:
+    """A variant's set-up (its first ``first_steps`` steps minus as many eager ones), steady step
+    time and the steps it needs to pay the set-up back; a variant that fails records its error
+    instead of stopping the section (a compiler or capture failure is a result to report, not a
+    crash)."""
     try:
         step = make()
         _sync(device)
         t0 = time.perf_counter()
-        step(x, y)
+        for _ in range(first_steps):
+            step(x, y)
         _sync(device)
-        first = time.perf_counter() - t0
+        setup = time.perf_counter() - t0 - first_steps * eager_seconds
         steady = _seconds_per_call(lambda: step(x, y), sizes, device)
     except Exception as e:  # noqa: BLE001
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
+        return {"error": one_line(e, 160)}
     saved = eager_seconds - steady
-    return {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}
+    return {"setup_seconds": max(0.0, setup), "seconds": steady, "payback_steps": setup / saved if saved > 0 else None}
 
 
 def _graph(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
@@ -297,24 +300,13 @@ def _graph(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
     from nas_kd.distill.graphed import WARMUP
 
     before = step_options()
+    configure_step(dataclasses.replace(before, graph=True))
     try:
-        configure_step(dataclasses.replace(before, graph=True))
         _, (x, y) = b.batch()
-        step = b.step("full")
-        _sync(b.device)
-        t0 = time.perf_counter()
-        for _ in range(WARMUP + 1):
-            step(x, y)
-        _sync(b.device)
-        first = time.perf_counter() - t0 - WARMUP * eager_seconds
-        steady = _seconds_per_call(lambda: step(x, y), sizes, b.device)
-    except Exception as e:  # noqa: BLE001 - a capture failure is this experiment's result
-        return {GRAPHED: {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}}
+        return {GRAPHED: _payback(lambda: b.step("full"), x, y, sizes, b.device, eager_seconds, first_steps=WARMUP + 1)}
     finally:
         configure_step(before)
         reset_finite_checks()
-    saved = eager_seconds - steady
-    return {GRAPHED: {"setup_seconds": max(0.0, first - eager_seconds), "seconds": steady, "payback_steps": (first - eager_seconds) / saved if saved > 0 else None}}
 
 
 GRAPHED = "whole step in one CUDA graph per trial (--gpu-step graph=1)"

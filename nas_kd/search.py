@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from optuna.pruners import BasePruner
 
-from nas_kd.errors import UserError
+from nas_kd.errors import UserError, one_line
 from nas_kd.meter import TABLE_LATENCY_ATTR, BudgetMeter
 from nas_kd.plan import (
     OBJECTIVES,
@@ -212,7 +212,7 @@ class Objective:
         try:
             metrics = train(student, self.teacher, splits, self.schedule, self.mode, device=self.device, seed=seed, epoch_callback=on_epoch, show_progress=False, loaders=loaders, teacher_cache=self._cache, teacher_attention=self._attention)
         except failure_types() as e:
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            trial.set_user_attr("fail_reason", one_line(e, 200))
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             raise

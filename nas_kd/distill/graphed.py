@@ -35,6 +35,7 @@ import torch
 
 from nas_kd.device import graphed_steps
 from nas_kd.distill.step import DistillStep, StepResult
+from nas_kd.errors import one_line
 from nas_kd.train import check_finite
 
 __all__ = ["GraphedStep", "CudaGraphs", "EagerReplay", "WARMUP", "maybe_graphed", "tell_once"]
@@ -124,7 +125,7 @@ class GraphedStep:
                 if self.on_capture_failure is None:
                     raise
                 # A capture records, it does not run: this batch has not been trained on yet.
-                self.failure = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.failure = one_line(e)
                 self.on_capture_failure(e)
                 return self._after(self.step(x, y, adversarial, index=index, flipped=flipped))
             c = self.captured[adversarial] = _Captured(static, replay)
@@ -162,7 +163,7 @@ def tell_once(log: Callable[[str], None] | None) -> Callable[[Exception], None]:
     import sys
 
     def told(e: Exception) -> None:
-        line = f"graph: the step could not be captured in a CUDA graph ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); this run trains eagerly (--gpu-step graph=0 skips the attempt)"
+        line = f"graph: the step could not be captured in a CUDA graph ({one_line(e, 160)}); this run trains eagerly (--gpu-step graph=0 skips the attempt)"
         if line not in _told:
             _told.add(line)
             (log or (lambda m: print(m, file=sys.stderr, flush=True)))(line)

@@ -68,13 +68,13 @@ def build_step(
     if teacher is not None:
         teacher.to(device, memory_format=fmt).eval()
     objective = DistillObjective(mode, student, teacher, input_shape, num_classes, teacher_attention).to(device, memory_format=fmt).train()
-    fused = fused_optimisers(device)
-    optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule, fused=fused, device_lr=device if graphed_steps(device) else None)
+    fused, graphed = fused_optimisers(device), graphed_steps(device)
+    optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule, fused=fused, device_lr=device if graphed else None)
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch)
     # Adam with the usual GAN betas; each discriminator at its own learning rate.
     groups = [{"params": list(d.parameters()), "lr": lr} for d, lr in ((objective.feature_disc, mode.disc_lr), (objective.logit_disc, mode.logit_disc_lr)) if d is not None]
     # Under graphs Adam must also be capturable: its step() refuses a capture otherwise.
-    extra = {"fused": True, "capturable": graphed_steps(device)} if fused else {}
+    extra = {"fused": True, "capturable": graphed} if fused else {}
     disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999), **extra) if groups else None
     return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing, cache)
 
