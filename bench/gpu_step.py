@@ -210,31 +210,49 @@ SWITCHES = {
 }
 
 
+# The defaults with fewer intra-op threads than the process has (16 on the lent GPU machine). A
+# trial ran slower alone (--jobs 1: all the threads) than as one of four (--jobs 4: 4 threads
+# each) in session 16; if the step itself is slower with many threads, these rows show it.
+THREAD_ROWS = {"4 torch threads (as each of --jobs 4)": 4, "1 torch thread": 1}
+
+
 def _switches(b: _Bench, sizes: StepSizes) -> dict:
     """Per switch: the steady step (``seconds``) and what a trial pays once for its new network
     (``new_student_seconds``: building the student and its step, which runs it once to size the
     adapters, and its first training step; with cuDNN's benchmark on, the autotuning of every new
-    conv shape is in it, which only the trial's steady steps can pay back). A switch whose step
-    fails (a capture a GPU refuses) records its error under ``errors``; the others still run."""
+    conv shape is in it, which only the trial's steady steps can pay back); then the defaults at
+    the thread counts of `THREAD_ROWS` (``threads``: the process's own count, the defaults' row).
+    A switch whose step fails (a capture a GPU refuses) records its error under ``errors``; the
+    others still run."""
+    from nas_kd.cost import torch_threads
+
     base = StepOptions()
-    out: dict[str, dict] = {"seconds": {}, "new_student_seconds": {}, "errors": {}}
+    out: dict = {"seconds": {}, "new_student_seconds": {}, "errors": {}, "threads": torch.get_num_threads()}
+
+    def measure(name: str) -> None:
+        try:
+            _, (x, y) = b.batch()
+            _sync(b.device)
+            t0 = time.perf_counter()
+            step = b.step("full")
+            step(x, y)
+            _sync(b.device)
+            out["new_student_seconds"][name] = time.perf_counter() - t0
+            out["seconds"][name] = _seconds_per_call(lambda step=step, x=x, y=y: step(x, y), sizes, b.device)
+        except Exception as e:  # noqa: BLE001 - one switch's failure is its row's result
+            reset_finite_checks()
+            out["errors"][name] = one_line(e, 160)
+
     try:
         for name, change in SWITCHES.items():
             configure_step(dataclasses.replace(base, **change))
-            try:
-                _, (x, y) = b.batch()
-                _sync(b.device)
-                t0 = time.perf_counter()
-                step = b.step("full")
-                step(x, y)
-                _sync(b.device)
-                out["new_student_seconds"][name] = time.perf_counter() - t0
-                out["seconds"][name] = _seconds_per_call(lambda step=step, x=x, y=y: step(x, y), sizes, b.device)
-            except Exception as e:  # noqa: BLE001 - one switch's failure is its row's result
-                reset_finite_checks()
-                out["errors"][name] = one_line(e, 160)
+            measure(name)
     finally:
         configure_step(base)
+    for name, threads in THREAD_ROWS.items():
+        if threads < out["threads"]:
+            with torch_threads(threads):
+                measure(name)
     return out
 
 
@@ -406,7 +424,8 @@ def step_markdown(r: dict) -> list[str]:
         lines += ["**Where the full step's launches go** (per step; aten ops: those called from Python):", "", "| part of the step | kernel launches | aten ops |", "|---|---:|---:|"]
         lines += [f"| {k} | {v['kernel_launches']:.0f} | {v['aten_ops']:.0f} |" for k, v in prof["parts"].items()] + [""]
     sw, new, errors = r["switches"]["seconds"], r["switches"]["new_student_seconds"], r["switches"].get("errors", {})
-    lines += [f"**Switches** (full step, one switch changed at a time; *new student s*: what a trial pays once for its network, building it and its first step, cuDNN's autotuning included; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| switches | ms / step | x defaults | new student s |", "|---|---:|---:|---:|"]
+    threads = f" (the defaults with {r['switches']['threads']} torch threads)" if "threads" in r["switches"] else ""
+    lines += [f"**Switches** (full step, one switch changed at a time{threads}; *new student s*: what a trial pays once for its network, building it and its first step, cuDNN's autotuning included; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| switches | ms / step | x defaults | new student s |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {_ms(v)} | {v / sw['defaults']:.2f} | {new[k]:.2f} |" for k, v in sw.items()]
     lines += [f"| {k} | failed: {e} | | |" for k, e in errors.items()] + [""]
     lines += [f"**Graphs and compile** (against {_ms(bd['full'])} ms eager; a brief trial has {r['steps_per_brief_trial']} steps):", "", "| variant | set-up s | ms / step | steps to pay back |", "|---|---:|---:|---:|"]

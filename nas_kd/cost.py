@@ -53,7 +53,7 @@ COUNTED = ("aten::_convolution", "aten::linear")
 NOT_COUNTED: dict[str, str] = {
     "aten::batch_norm": "folded into the preceding convolution's weights and bias at export",
     "aten::relu_": "activation: one comparison per element",
-    "aten::hardtanh_": "ReLU6 activation: two comparisons per element",
+    "aten::hardtanh": "ReLU6 activation: two comparisons per element",
     "aten::sigmoid": "squeeze-excitation gate on a 1x1 map: one op per channel",
     "aten::mul": "squeeze-excitation scaling: one multiply per element",
     "aten::add": "residual addition: one add per element",

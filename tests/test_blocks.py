@@ -92,3 +92,15 @@ def test_activations_per_block_type():
     basic = BasicBlock(8, 8, 1)
     assert any(isinstance(m, nn.ReLU6) for m in ir.modules())
     assert not any(isinstance(m, nn.ReLU6) for m in basic.modules())
+
+
+def test_relu6_is_not_in_place_where_that_would_cost_a_copy():
+    """In-place ReLU6 makes autograd copy its input (its backward reads the input it would
+    overwrite): one more kernel per activation in every training step, no memory saved."""
+    from bench.step_ops import ops_dispatched
+
+    block = ConvBNAct(4, 4, act=nn.ReLU6)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    assert "clone" not in ops_dispatched(lambda: block(x).sum().backward())
+    assert isinstance(block[-1], nn.ReLU6) and not block[-1].inplace
+    assert ConvBNAct(4, 4, act=nn.ReLU)[-1].inplace  # ReLU's backward reads its output: in place is free

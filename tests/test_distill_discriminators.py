@@ -125,3 +125,18 @@ def test_r1_keeps_the_feature_discriminator_gentle_at_teacher_maps():
         return grad.flatten(1).norm(dim=1).mean().item()
 
     assert steepness(10.0) < 0.5 * steepness(0.0)
+
+
+def test_teacher_standardise_works_out_its_normaliser_once_and_after_a_load():
+    """The normaliser is derived from the moments when they change (at `observe`, and when a
+    state_dict brings other moments), not at every judgement: a judgement is two ops."""
+    from bench.step_ops import ops_dispatched
+
+    s = TeacherStandardise(3)
+    s.observe(torch.tensor([[0.0, 5.0, 1.0], [4.0, 9.0, 1.5], [2.0, -3.0, 0.5]]))
+    x = torch.randn(6, 3)
+    assert sum(ops_dispatched(s, x).values()) == 2
+    loaded = TeacherStandardise(3)
+    loaded.load_state_dict(s.state_dict())
+    assert set(s.state_dict()) == {"count", "total", "total_sq"}  # the normaliser is derived, not saved
+    assert torch.equal(loaded(x), s(x)) and not torch.equal(loaded(x), x)

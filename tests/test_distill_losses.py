@@ -93,3 +93,17 @@ def test_attention_squeeze_equals_the_literal_recipe_with_random_weights():
     for stage_map, project, score, desc in zip(maps, squeeze.project, squeeze.score, squeeze(maps), strict=True):
         lifted = stage_map + project(g)[:, :, None, None]
         assert torch.allclose(desc, attention_pool(lifted, score(lifted)), atol=1e-5)
+
+
+def test_weight_penalty_costs_the_same_few_ops_for_any_number_of_matrices():
+    """One pass over all matrices at once: on a GPU each op is a launch (bench/step_ops.py)."""
+    from bench.step_ops import ops_dispatched
+
+    def ops(layers: int) -> int:
+        net = nn.Sequential(*(nn.Linear(4, 4) for _ in range(layers)))
+        return sum(ops_dispatched(lambda: losses.weight_penalty(net, 0.1, 0.01).backward()).values())
+
+    assert ops(2) == ops(6)
+    net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 2))
+    want = sum(0.1 * w.abs().sum() + 0.01 * w.pow(2).sum() for w in (net[0].weight, net[1].weight))
+    assert losses.weight_penalty(net, 0.1, 0.01).item() == approx(want.item())

@@ -267,3 +267,33 @@ def test_the_feature_discriminator_judges_both_sides_at_the_coarser_resolution()
     got = step.student_losses(logits, adapted, t, y, x, adversarial=True)["adv_feat"]
     assert got.item() == pytest.approx(want.item(), rel=1e-4)
     assert close(student_grads(got, student), student_grads(want, student))
+
+
+def test_the_discriminators_loss_is_its_formula_in_value_and_gradient():
+    """Real and fake maps judged in one pass of the feature discriminator, R1 on the real half
+    alone, the logit discriminator's yardstick refreshed from the teacher's logits, the penalty on
+    all of its matrices: the loss and every discriminator gradient equal the formula computed piece
+    by piece, each side in its own pass."""
+    from nas_kd.distill.adapters import pool_to
+
+    step, o, y, logits, adapted, t = full_batch()
+    ref = copy.deepcopy(o)
+    loss, _ = o.discriminator_loss(adapted.detach(), logits.detach(), t, y)
+    discs = [p for d in o.discriminators() for p in d.parameters()]
+    got = torch.autograd.grad(loss, discs)
+
+    mode, n = o.mode, len(y)
+    real_view = view(pool_to(t.maps[-1], adapted.coarse.shape[-2:])).detach().requires_grad_(True)
+    real, fake = ref.feature_disc(real_view), ref.feature_disc(view(adapted.coarse.detach()))
+    (slope,) = torch.autograd.grad(real.sum(), real_view, create_graph=True)
+    r1 = 0.5 * mode.feat_r1 * slope.pow(2).flatten(1).sum(1).mean()
+    ref.logit_disc.standardise.observe(t.logits)
+    scores, classes = ref.logit_disc(torch.cat([t.logits, logits.detach()]))
+    matrices = [p for p in ref.logit_disc.parameters() if p.ndim > 1]
+    assert len(matrices) == 4
+    penalty = sum(mode.disc_penalty * (w.abs().sum() + w.pow(2).sum()) for w in matrices)
+    want = 0.5 * true_bce(real, fake) + r1 + 0.5 * true_bce(scores[:n], scores[n:]) + F.cross_entropy(classes, torch.cat([y, y])) + penalty
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    expected = torch.autograd.grad(want, [p for d in ref.discriminators() for p in d.parameters()])
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

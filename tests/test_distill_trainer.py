@@ -56,3 +56,25 @@ def test_same_seed_same_result(splits):
         torch.manual_seed(3)  # the student's initial weights are the caller's to seed
         runs.append(train(build_student(TINY, 1, 10), teacher, splits, schedule, "xu", device=CPU, seed=3)["history"][0])
     assert runs[0]["losses"] == runs[1]["losses"] and runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
+
+
+def test_epoch_means_cost_two_ops_a_step_and_follow_keys_that_join_late():
+    """A step's figures are added as one stacked vector (outside a CUDA-graph step every op is a
+    launch), and a key that joins mid-epoch (the adversarial terms after their warm-up) is
+    averaged over the steps that had it."""
+    from bench.step_ops import ops_dispatched
+    from nas_kd.distill.trainer import _keyed, _Means
+
+    means = _Means()
+    early = {**_keyed("losses", {"ce": torch.tensor(1.0), "kd": torch.tensor(2.0)}), **_keyed("adv_gate", {})}
+    late = {**_keyed("losses", {"ce": torch.tensor(3.0), "kd": torch.tensor(4.0), "adv": torch.tensor(8.0)}), **_keyed("disc_accuracy", {"feat": torch.tensor(0.5)})}
+    means.add(early)
+    means.add(early)  # the second add of a key set: a stack and an add
+    assert sum(ops_dispatched(means.add, early).values()) == 2
+    assert sum(ops_dispatched(means.add, late).values()) == 1  # a new key set: the stack alone
+    means.add(late)
+    assert means.means_by_group(("losses", "disc_accuracy", "adv_gate")) == {
+        "losses": {"ce": pytest.approx(1.8), "kd": pytest.approx(2.8), "adv": 8.0},
+        "disc_accuracy": {"feat": 0.5},
+        "adv_gate": {},
+    }

@@ -14,6 +14,7 @@ import torch
 
 import bench.gpu_step as gs
 from nas_kd.config import Schedule
+from nas_kd.cost import torch_threads
 from nas_kd.train import NonFiniteLossError
 
 SIZES = gs.StepSizes(reps=1, warmup=0, batch_sizes=(32, 64, 128), batch_seeds=(0, 1), compile_backend="eager", cuda_graphs=False,
@@ -107,9 +108,14 @@ def test_a_switch_whose_step_fails_is_its_rows_result():
         def step(self, mode):
             if step_options().graph:
                 raise RuntimeError("operation not permitted when stream is capturing")
+            threads.append(torch.get_num_threads())
             return lambda x, y: None
 
-    out = gs._switches(Bench(), SIZES)
-    assert set(out["seconds"]) == set(gs.SWITCHES) - {"CUDA graph on"}
+    threads = []
+    with torch_threads(4):
+        out = gs._switches(Bench(), SIZES)
+    assert out["threads"] == 4  # the thread rows below the process's own count, and no other
+    assert set(out["seconds"]) == set(gs.SWITCHES) - {"CUDA graph on"} | {"1 torch thread"}
+    assert threads == [4] * (len(gs.SWITCHES) - 1) + [1]
     assert out["errors"] == {"CUDA graph on": "RuntimeError: operation not permitted when stream is capturing"}
     assert not step_options().graph  # the defaults are back

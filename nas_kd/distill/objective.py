@@ -40,6 +40,10 @@ TERM_WEIGHT: dict[str, str] = {
 }
 
 
+def _plus(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+    return term if total is None else total + term
+
+
 class DistillObjective(nn.Module):
     def __init__(
         self,
@@ -107,14 +111,17 @@ class DistillObjective(nn.Module):
     def discriminator_loss(self, adapted: Adapted, student_logits: torch.Tensor, teacher: TeacherOutputs, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Both discriminators' loss and their accuracies on this batch (keyed like the gates);
         pass *detached* student outputs so only the discriminators learn."""
-        total, accuracy = torch.zeros((), device=student_logits.device), {}
+        total, accuracy = None, {}  # None until the first term: no zero tensor to add to
         if self.feature_disc is not None:
             real_view = feature_view(pool_to(teacher.maps[-1], adapted.coarse.shape[-2:]))
             if self.mode.feat_r1:
                 real_view = real_view.detach().requires_grad_(True)
-            real = self.feature_disc(real_view)
-            fake = self.feature_disc(feature_view(adapted.coarse))
-            total = total + losses.discriminator_bce(real, fake)
+            # Both sides in one pass (no normalisation layers, so each image's score is the same
+            # as alone): half the discriminator's launches, forward and backward, on a GPU step
+            # bound by its launches (bench/step_ops.py). R1's gradient still reaches the real half only.
+            scores = self.feature_disc(torch.cat([real_view, feature_view(adapted.coarse)]))
+            real, fake = scores[: len(real_view)], scores[len(real_view) :]
+            total = _plus(total, losses.discriminator_bce(real, fake))
             if self.mode.feat_r1:
                 total = total + losses.r1_penalty(real, real_view, self.mode.feat_r1)
             accuracy["adv_feat"] = verdict_accuracy(real.detach(), fake.detach())
@@ -122,7 +129,7 @@ class DistillObjective(nn.Module):
             self.logit_disc.standardise.observe(teacher.logits)
             scores, classes = self._judge_logits(teacher.logits, student_logits)
             n = len(labels)
-            total = total + losses.discriminator_bce(scores[:n], scores[n:]) + losses.auxiliary_ce(classes, torch.cat([labels, labels]))
+            total = _plus(total, losses.discriminator_bce(scores[:n], scores[n:])) + losses.auxiliary_ce(classes, torch.cat([labels, labels]))
             accuracy["adv_logit"] = verdict_accuracy(scores[:n].detach(), scores[n:].detach())
             accuracy["adv_logit_class"] = (classes[:n].detach().argmax(1) == labels).float().mean()
             if self.mode.disc_penalty:
@@ -187,10 +194,12 @@ class DistillObjective(nn.Module):
     def weight(self, term: str) -> float:
         return getattr(self.mode.weights, TERM_WEIGHT.get(term, term))
 
-    def weighted_sum(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Σ weight × part, adversarial parts also times their gate's factor."""
-        total = torch.zeros((), device=next(iter(parts.values())).device)
+    def weighted_sum(self, parts: dict[str, torch.Tensor], gate_factors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Σ weight × part, adversarial parts also times their gate's factor (``gate_factors``: as
+        `gate_factors` returns them, when the caller has them already)."""
+        factors = self.gate_factors() if gate_factors is None and any(t in self.gates for t in parts) else gate_factors or {}
+        total = None
         for term, value in parts.items():
-            factor = self.weight(term) * (self.gates[term].factor() if term in self.gates else 1.0)
-            total = total + factor * value
+            factor = self.weight(term) * factors[term] if term in self.gates else self.weight(term)
+            total = factor * value if total is None else total + factor * value
         return total

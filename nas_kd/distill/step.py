@@ -126,8 +126,9 @@ class DistillStep:
             disc_loss, accuracy = self.discriminator_update(adapted, logits, t, y) if self.disc_optimizer is not None else (None, {})
         with record_function("distill.student_losses"):
             parts = self.student_losses(logits, adapted, t, y, x, adversarial)
-            gates = {k: v.detach() for k, v in self.objective.gate_factors().items() if k in parts}
-            loss = self.objective.weighted_sum(parts)
+            factors = self.objective.gate_factors()
+            gates = {k: v.detach() for k, v in factors.items() if k in parts}
+            loss = self.objective.weighted_sum(parts, factors)
         # One check per step covers both losses.
         checked = loss.detach() if disc_loss is None else loss.detach() + disc_loss
         if self.check_inside:
