@@ -32,6 +32,7 @@ import os
 import shlex
 import sys
 import tarfile
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -85,9 +86,9 @@ class Section:
     # Whether a recorded result still covers what the section now measures (the jobs section:
     # every --jobs value); one that no longer does runs again and resumes from its kept state.
     covers: Callable[[dict], bool] = lambda result: True
-    # What is left of it given the kept state (the state archive's member names): a resumable
+    # What is left of it given the kept state (`Kept`: the state archive's members): a resumable
     # section that kept part of its work is that much shorter (None: the whole estimate).
-    left_given: Callable[[set[str]], float] | None = None
+    left_given: Callable[[Kept], float] | None = None
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
@@ -113,8 +114,16 @@ def sections(sizes: Sizes) -> list[Section]:
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
+    def search_left(budget: str, sampler: str) -> Callable[[Kept], float]:
+        # The trials its kept study still lacks, and the whole retrain (it runs once, at the end).
+        def left(kept: Kept) -> float:
+            done = kept.finished_trials(f"runs/{s.search_study(sizes, budget, sampler)}/study.db")
+            return sizes.search_trials_s * max(0, sizes.trials - done) / sizes.trials + sizes.retrain_estimate(sampler == sizes.samplers[0])
+
+        return left
+
     searches = [
-        Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True)
+        Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True, left_given=search_left(budget, sampler))
         for budget in sizes.budgets
         for sampler in sizes.samplers
     ]
@@ -202,13 +211,40 @@ def render_all(cfg: Config, todo: list[Section]) -> None:
             write_section(*sec.render(cfg), path=cfg.markdown)
 
 
-def kept_state(cfg: Config) -> set[str]:
-    """The state archive's member names (paths relative to the work folder), empty without one."""
+@dataclass(frozen=True)
+class Kept:
+    """What the state archive holds: its member names (``"jobs/4.json" in kept``) and, for a
+    search, how many trials its kept study has finished."""
+
+    names: frozenset[str]
+    archive: Path | None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def finished_trials(self, study_db: str) -> int:
+        """Trials that count towards the target (`nas_kd.study.finished_trials`) in the kept
+        study at ``study_db`` (a member name), 0 without one."""
+        if self.archive is None or study_db not in self.names:
+            return 0
+        import optuna
+
+        from nas_kd.study import finished_trials
+
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(self.archive) as tar:
+            tar.extract(study_db, tmp, filter="data")
+            storage = f"sqlite:///{Path(tmp) / study_db}"
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            return sum(len(finished_trials(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))) for name in optuna.get_all_study_names(storage))
+
+
+def kept_state(cfg: Config) -> Kept:
+    """The state archive's contents (paths relative to the work folder), empty without one."""
     archive = cfg.results / STATE
     if not archive.is_file():
-        return set()
+        return Kept(frozenset(), None)
     with tarfile.open(archive) as tar:
-        return set(tar.getnames())
+        return Kept(frozenset(tar.getnames()), archive)
 
 
 def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:

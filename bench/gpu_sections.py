@@ -296,6 +296,11 @@ def search_name(budget: str, sampler: str) -> str:
     return f"search-{budget}-{sampler}"
 
 
+def search_study(sizes, budget: str, sampler: str) -> str:
+    """A search section's study name, also its folder under the work folder's runs/."""
+    return f"gpu_{sizes.dataset}_{budget}_{sampler}"
+
+
 def search(budget: str, sampler: str) -> Callable:
     """A search section: trials until the study has them or the call ends (resumed next call),
     then, if the final retrain fits in what is left, the retrain, report and export."""
@@ -304,7 +309,7 @@ def search(budget: str, sampler: str) -> Callable:
         from nas_kd.search import run_search
 
         sz = cfg.sizes
-        opts = _search_options(cfg, budget, sampler, f"gpu_{sz.dataset}_{budget}_{sampler}", jobs=sz.search_jobs)
+        opts = _search_options(cfg, budget, sampler, search_study(sz, budget, sampler), jobs=sz.search_jobs)
         retrain_s = sz.retrain_estimate(opts.baselines)
         t0 = time.perf_counter()
         # Trials stop starting in time for the final retrain (or, if it will not fit, the call's end).

@@ -370,6 +370,31 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
 
 
+def test_the_plan_counts_the_trials_a_kept_search_has_finished(tmp_path):
+    """A search cut short by a call's end keeps its study: --plan estimates the trials it still
+    lacks (trials that count towards the target only: a trial left by a dead worker does not)."""
+    import time
+
+    import optuna
+    import torch
+    from optuna.trial import TrialState, create_trial
+
+    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu_sections import search_study
+
+    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    todo = [s for s in sections(GPU) if s.name == "search-2M-tpe"]
+    whole = float(plan_lines(cfg, todo)[0].split()[3])
+    db = tmp_path / "study.db"
+    study = optuna.create_study(study_name=search_study(GPU, "2M", "tpe"), storage=f"sqlite:///{db}")
+    for _ in range(3):
+        study.add_trial(create_trial(state=TrialState.PRUNED))
+    study.add_trial(create_trial(state=TrialState.FAIL))  # no reason recorded: a dead worker's, retried
+    _write_tar(tmp_path / STATE, [(db, f"runs/{search_study(GPU, '2M', 'tpe')}/study.db")])
+    left = float(plan_lines(cfg, todo)[0].split()[3])
+    assert abs(left - (whole - GPU.search_trials_s * 3 / GPU.trials)) < 1  # printed to the second
+
+
 def test_a_step_switch_row_is_paired_with_the_plain_row_on_the_same_students():
     """The graph's real trials are judged against the plain --jobs 4 trials of the same students
     (a graph that trained wrongly would show here, not in the speed columns)."""
