@@ -8,10 +8,11 @@ would freeze."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from nas_kd.config import Schedule
-from nas_kd.distill import get_mode
+from nas_kd.distill import MODES, get_mode
 from nas_kd.distill.graphed import EagerReplay, GraphedStep
 from nas_kd.distill.trainer import build_scheduler, build_step
 from nas_kd.models.student import build_student
@@ -23,13 +24,14 @@ STEPS = 12
 SCHEDULE = Schedule(epochs=1, batch_size=16, lr=0.1, warmup_epochs=0.25)
 
 
-def make_step():
+def make_step(mode: str = "full"):
     torch.manual_seed(0)
     student = build_student(TINY, 1, CLASSES)
-    teacher = build_teacher("resnet8", 1, CLASSES).eval().requires_grad_(False)
+    recipe = get_mode(mode)
+    teacher = build_teacher("resnet8", 1, CLASSES, reconstruction=SHAPE[1:] if recipe.needs_reconstruction else None).eval().requires_grad_(False)
     attention = attention_state(teacher)
     torch.manual_seed(1)
-    return build_step(student, teacher, get_mode("full"), SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=STEPS, device=CPU, teacher_attention=attention)
+    return build_step(student, teacher, recipe, SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=STEPS, device=CPU, teacher_attention=attention)
 
 
 def batches(n: int = STEPS):
@@ -95,11 +97,12 @@ def python_state(step) -> dict:
     return out
 
 
-def test_the_step_keeps_its_changing_state_on_the_device():
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_step_keeps_its_changing_state_on_the_device(mode):
     """A graph replays kernels, not Python: a counter or a running figure kept in a Python
     attribute would stop moving after the capture. The step's state (gates, the logit
     normaliser's moments, batch-norm statistics) must be in buffers."""
-    step = make_step()
+    step = make_step(mode)
     data = batches(4)
     run(step, data[:1], adversarial_from=0)
     before = python_state(step)
@@ -137,7 +140,8 @@ def test_a_device_learning_rate_follows_the_schedule():
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, device_params, strict=True))
 
 
-def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch, mode):
     """What makes a CUDA capture fail is an op that reads a device value back to the host (an
     .item(), a bool(), a nonzero). Built as `graph=1` builds it (fused optimisers, device learning
     rates, the check outside), the step dispatches none, in either flag's version; the default
@@ -148,9 +152,10 @@ def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch):
 
     monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
     monkeypatch.setattr(trainer, "graphed_steps", lambda device: True)
-    step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1).step  # as wrapped: the check moved out
+    step = GraphedStep(make_step(mode), backend=EagerReplay(), warmup=1).step  # as wrapped: the check moved out
     assert step.optimizer.defaults["fused"] and isinstance(step.optimizer.param_groups[0]["lr"], torch.Tensor)
-    assert step.disc_optimizer.defaults["fused"] and step.disc_optimizer.defaults["capturable"]  # Adam.step refuses a capture without it
+    if step.disc_optimizer is not None:
+        assert step.disc_optimizer.defaults["fused"] and step.disc_optimizer.defaults["capturable"]  # Adam.step refuses a capture without it
 
     class HostReads(TorchDispatchMode):
         def __init__(self):
