@@ -46,7 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas_kd.distill.step import PARTS
 
-__all__ = ["OpCount", "count_step_ops", "launches_kernel", "ops_dispatched"]
+__all__ = ["OpCount", "count_step_ops", "launches_kernel", "ops_dispatched", "optimisers_as_on_a_gpu"]
 
 # Ops that allocate or annotate but launch no kernel.
 _NO_KERNEL = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "_record_function_enter_new", "_record_function_exit", "resize_"})
@@ -134,7 +134,7 @@ MODES = "ce,kd,ktan,ksanc,xu,zhang,full"
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "step_ops.json"
 
 
-def _as_on_a_gpu(step) -> None:
+def optimisers_as_on_a_gpu(step) -> None:
     """The optimisers in torch's foreach implementation, their default on a GPU."""
     for opt in (step.optimizer, step.disc_optimizer):
         for group in opt.param_groups if opt is not None else ():
@@ -170,7 +170,7 @@ def worker(args) -> dict:
         _, cfg = students[name]
         steps = mode_steps(cfg, teachers, caches, modes, brief, info, len(loader), cpu)
         for step in steps.values():
-            _as_on_a_gpu(step)
+            optimisers_as_on_a_gpu(step)
         times = interleaved_times(steps, batches[:-1], cpu)
         last = batches[-1]
         for mode, step in steps.items():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_distill_step import batch, make
 
-from bench.step_ops import _as_on_a_gpu, count_step_ops, launches_kernel, ops_dispatched
+from bench.step_ops import count_step_ops, launches_kernel, ops_dispatched, optimisers_as_on_a_gpu
 
 # Ops of one `full` step of the tests' tiny student (resnet8 teacher, live), optimisers as on a GPU,
 # counted 2026-12-04 after the savings of bench/step_ops.py's first table (771 before them). Raise
@@ -15,7 +15,7 @@ FULL_STEP_BUDGET = 676
 
 def counted_step(mode: str):
     step = make(mode)[0]
-    _as_on_a_gpu(step)
+    optimisers_as_on_a_gpu(step)
     x, y = batch()
     step(x, y)  # lazily built state (optimiser moments) out of the way
     return step, x, y
