@@ -314,20 +314,28 @@ def _graph(b: _Bench, sizes: StepSizes, eager_seconds: float) -> dict:
     set-up is what its first `WARMUP` + 1 steps (eager warm-up, capture, first replay) cost beyond
     as many eager steps; then the steady replayed step and the steps that pay the set-up back."""
     if not sizes.cuda_graphs:
-        return {GRAPHED: {"error": "skipped: needs CUDA"}}
+        return {name: {"error": "skipped: needs CUDA"} for name in GRAPH_VARIANTS}
     from nas_kd.distill.graphed import WARMUP
 
-    before = step_options()
-    configure_step(dataclasses.replace(before, graph=True))
+    before, out = step_options(), {}
     try:
-        _, (x, y) = b.batch()
-        return {GRAPHED: _payback(lambda: b.step("full"), x, y, sizes, b.device, eager_seconds, first_steps=WARMUP + 1)}
+        for name, change in GRAPH_VARIANTS.items():
+            configure_step(dataclasses.replace(before, **change))
+            _, (x, y) = b.batch()
+            out[name] = _payback(lambda: b.step("full"), x, y, sizes, b.device, eager_seconds, first_steps=WARMUP + 1)
+            reset_finite_checks()
     finally:
         configure_step(before)
         reset_finite_checks()
+    return out
 
 
 GRAPHED = "whole step in one CUDA graph per trial (--gpu-step graph=1)"
+# The same without bf16: in a captured step the device time is the sum of the kernels, and bf16
+# autocast adds a third more of them (weight and activation casts: bench/step_ops.py, counted on
+# the CPU) to convolutions too small to gain from bfloat16.
+GRAPHED_FP32 = "the same in float32 (--gpu-step graph=1,bf16=0)"
+GRAPH_VARIANTS = {GRAPHED: {"graph": True}, GRAPHED_FP32: {"graph": True, "bf16": False}}
 
 
 def batch_rows(base_batch: int, base_lr: float, sizes: tuple[int, ...]) -> list[tuple[int, float, str]]:

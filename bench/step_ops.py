@@ -175,7 +175,13 @@ def worker(args) -> dict:
         last = batches[-1]
         for mode, step in steps.items():
             c = count_step_ops(step, last.x, last.y, index=last.index, flipped=last.flipped)
-            out[f"{name}/{mode}"] = {"ops": c.total, "per_part": c.per_part, "per_op": c.per_op, "ms": 1000 * statistics.median(times[mode])}
+            # The product turns bf16 autocast on only on a GPU; the CPU's autocast casts the same
+            # kinds of op (convolutions, linear layers, matmuls) to bfloat16, so counting under it
+            # estimates the cast kernels bf16 adds to a GPU step.
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                b = count_step_ops(step, last.x, last.y, index=last.index, flipped=last.flipped)
+            casts = b.per_op.get("_to_copy", 0) - c.per_op.get("_to_copy", 0)
+            out[f"{name}/{mode}"] = {"ops": c.total, "per_part": c.per_part, "per_op": c.per_op, "ms": 1000 * statistics.median(times[mode]), "ops_bf16": b.total, "casts_bf16": casts}
     return out
 
 
@@ -216,12 +222,13 @@ def markdown(args, rounds: dict[str, list[dict]], argv: list[str]) -> str:
     current, baseline = rounds["current"], rounds.get("baseline")
     keys = list(current[0])
     parts = list(current[0][keys[0]]["per_part"])
-    head = "| student | mode | ops / step | " + " | ".join(parts) + " |"
-    rows = [head, "|---|---|---:|" + "---:|" * len(parts)]
+    head = "| student | mode | ops / step | " + " | ".join(parts) + " | under bf16 autocast (casts) |"
+    rows = [head, "|---|---|---:|" + "---:|" * len(parts) + "---:|"]
     for key in keys:
         name, mode = key.split("/")
         c = current[0][key]
-        rows.append(f"| {name} | {mode} | {c['ops']} | " + " | ".join(str(c["per_part"][p]) for p in parts) + " |")
+        bf16 = f"{c['ops_bf16']} ({c['casts_bf16']:+d}, {100 * (c['ops_bf16'] - c['ops']) / c['ops']:+.0f}%)" if "ops_bf16" in c else "-"
+        rows.append(f"| {name} | {mode} | {c['ops']} | " + " | ".join(str(c["per_part"][p]) for p in parts) + f" | {bf16} |")
     lines = [
         "## Distiller step: ops dispatched per step, what a GPU launches (CPU count)",
         "",
@@ -229,7 +236,9 @@ def markdown(args, rounds: dict[str, list[dict]], argv: list[str]) -> str:
         f"Hardware: {hardware()}; 1 torch thread  ",
         f"Fashion-MNIST, batch {args.batch_size}, an untrained ResNet-20 teacher with its outputs cached, the mbv2 students of bench.distill_ablation; "
         "one step counted after the timed ones (`bench/step_ops.py`: aten ops below autograd that launch work, views and allocations left out; "
-        "optimisers in torch's foreach implementation, as on a GPU). Deterministic: every round counts the same.",
+        "optimisers in torch's foreach implementation, as on a GPU). Deterministic: every round counts the same. "
+        "*Under bf16 autocast*: the same step counted once more inside the CPU's bfloat16 autocast, which casts the same kinds of op as the GPU's "
+        "(convolutions, linear layers, matmuls): an estimate of the cast kernels the GPU default (`--gpu-step bf16=1`) adds to a launch-bound step.",
         "",
         *rows,
     ]

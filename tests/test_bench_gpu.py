@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.gpu import sections
 from bench.gpu_sizes import GPU, SMOKE
-from bench.gpu_step import GRAPHED, PARTS, SWITCHES, THREAD_ROWS
+from bench.gpu_step import GRAPHED, GRAPHED_FP32, PARTS, SWITCHES, THREAD_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [s.name for s in sections(SMOKE)]
@@ -52,7 +52,7 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     assert step["breakdown"]["profile"]["parts"]["discriminator_update"]["aten_ops"] > 0 and "Where the full step's launches go" in step["markdown"]
     assert all("error" not in v for v in step["compile"].values()), step["compile"]
     assert [(b["batch_size"], b["lr_rule"]) for b in step["batch"]] == [(32, "schedule"), (64, "linear"), (64, "sqrt")]
-    assert step["graph"] == {GRAPHED: {"error": "skipped: needs CUDA"}}
+    assert step["graph"] == {GRAPHED: {"error": "skipped: needs CUDA"}, GRAPHED_FP32: {"error": "skipped: needs CUDA"}}
     assert sorted(p.stem for p in (tmp_path / "step").glob("*.json")) == sorted(PARTS)  # each part kept as it finished
     assert done["steptime"]["result"]["epoch_seconds"]["large"]["kd"] > 0
     markdown = (tmp_path / "BENCHMARKS.md").read_text()

@@ -119,3 +119,28 @@ def test_a_switch_whose_step_fails_is_its_rows_result():
     assert threads == [4] * (len(gs.SWITCHES) - 1) + [1]
     assert out["errors"] == {"CUDA graph on": "RuntimeError: operation not permitted when stream is capturing"}
     assert not step_options().graph  # the defaults are back
+
+
+def test_the_graph_part_measures_the_graphed_step_with_bf16_and_without(monkeypatch):
+    """Each variant's step is built under its own switches (a captured bf16 step carries a third
+    more kernels, casts, than a float32 one), and the process's switches are back after."""
+    from nas_kd.device import step_options
+
+    seen = []
+
+    def payback(make, x, y, sizes, device, eager_seconds, first_steps=1):
+        options = step_options()
+        seen.append((options.graph, options.bf16))
+        return {"setup_seconds": 1.0, "seconds": 0.01, "payback_steps": 2.0}
+
+    class Bench:
+        device = torch.device("cpu")
+
+        def batch(self):
+            return None, (torch.zeros(2), torch.zeros(2))
+
+    monkeypatch.setattr(gs, "_payback", payback)
+    before = step_options()
+    out = gs._graph(Bench(), dataclasses.replace(SIZES, cuda_graphs=True), eager_seconds=0.04)
+    assert seen == [(True, True), (True, False)] and list(out) == [gs.GRAPHED, gs.GRAPHED_FP32]
+    assert step_options() == before
