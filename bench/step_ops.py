@@ -281,7 +281,15 @@ def main(argv=None) -> None:
         Path(args.worker).write_text(json.dumps(worker(args)))
         return
     argv = list(sys.argv[1:] if argv is None else argv)
-    rounds = measure(args)
+    here = Path(__file__).resolve().parent.parent
+    if args.baseline and subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "-q", f"{args.baseline}^{{commit}}"], capture_output=True).returncode != 0:
+        print(f"step_ops: --baseline {args.baseline} is not a commit of this repository: give a hash, branch or tag (git log --oneline)", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        rounds = measure(args)
+    except subprocess.CalledProcessError as e:
+        print(f"step_ops: a measurement failed ({' '.join(map(str, e.cmd[:4]))} ... exited {e.returncode}; its output is above)", file=sys.stderr)
+        raise SystemExit(1) from None
     body = markdown(args, rounds, argv)
     print(body)
     if not args.no_write:

@@ -54,3 +54,14 @@ def test_the_optimisers_run_as_on_a_gpu(mode):
     count = count_step_ops(step, x, y)
     assert count.per_op.get("_foreach_add_", 0) > 0
     assert count.per_op.get("addcdiv_", 0) == 0 and count.per_op.get("lerp_", 0) == 0
+
+
+def test_a_baseline_that_is_no_commit_is_refused_before_anything_runs(capsys, monkeypatch):
+    import bench.step_ops as so
+
+    monkeypatch.setattr(so, "measure", lambda args: pytest.fail("measured despite a bad --baseline"))
+    with pytest.raises(SystemExit) as exit_:
+        so.main(["--baseline", "no-such-revision", "--no-write"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a commit of this repository" in err and len(err.strip().splitlines()) == 1
