@@ -51,7 +51,8 @@ teacher: setup
 
 search: setup
 	$(BIN)/nas-kd search --budget $(BUDGET) $(call opt,--precision,$(PRECISION)) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
-	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE)) $(call opt,--jobs,$(JOBS))
+	  $(call opt,--trials,$(TRIALS)) $(call opt,--study,$(STUDY)) $(call opt,--storage,$(STORAGE)) $(call opt,--jobs,$(JOBS)) \
+	  $(call opt,--brief,$(BRIEF)) $(call opt,--full,$(FULL))
 
 # One worker of a shared study: the same command on every machine/GPU (docs/DISTRIBUTED.md).
 worker: setup

@@ -38,6 +38,9 @@ __all__ = [
     "parse_ms",
     "format_count",
     "format_quantity",
+    "SCHEDULE_FIELDS",
+    "parse_schedule_overrides",
+    "schedule_overrides",
     "QUANTITIES",
     "Precision",
     "PRECISIONS",
@@ -81,6 +84,80 @@ class Schedule:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# What `--brief` and `--full` may change in a preset's schedule, each with the kind of value it takes.
+SCHEDULE_FIELDS: dict[str, str] = {
+    "epochs": "a whole number >= 1",
+    "batch_size": "a whole number >= 1",
+    "lr": "a number > 0",
+    "momentum": "a number in [0, 1)",
+    "weight_decay": "a number >= 0",
+    "warmup_epochs": "a number >= 0",
+    "label_smoothing": "a number in [0, 1)",
+    "train_subset": "a whole number of examples, 0 for all",
+    "crop": "0 or 1",
+}
+
+
+def parse_schedule_overrides(text: str | None, flag: str) -> dict:
+    """``epochs=2,batch_size=512,crop=0`` -> the `Schedule` fields it sets ({} for None or "").
+    Nothing is rescaled: a larger batch_size keeps the preset's lr unless lr is given too."""
+    if text is None or not str(text).strip():
+        return {}
+    example = f"e.g. {flag} epochs=2,batch_size=512,lr=0.4,crop=0"
+    changes: dict = {}
+    for part in str(text).split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if key not in SCHEDULE_FIELDS or not sep:
+            raise UserError(f"invalid {flag} part '{part.strip()}': known fields are {', '.join(SCHEDULE_FIELDS)}; {example}")
+        changes[key] = _schedule_value(key, value, flag)
+    return changes
+
+
+def _schedule_value(key: str, value: str, flag: str):
+    bad = UserError(f"invalid {flag} {key}={value}: {key} takes {SCHEDULE_FIELDS[key]}")
+    if key in ("epochs", "batch_size", "train_subset"):
+        if not value.isdigit():
+            raise bad
+        number = int(value)
+        if key == "train_subset":
+            return number or None  # 0: the whole training split
+        if number < 1:
+            raise bad
+        return number
+    if key == "crop":
+        if value not in ("0", "1"):
+            raise bad
+        return value == "1"
+    try:
+        number = float(value)
+    except ValueError:
+        raise bad from None
+    ok = {
+        "lr": number > 0,
+        "momentum": 0 <= number < 1,
+        "weight_decay": number >= 0,
+        "warmup_epochs": number >= 0,
+        "label_smoothing": 0 <= number < 1,
+    }[key]
+    if not ok or number != number:  # NaN compares false with everything
+        raise bad
+    return number
+
+
+def schedule_overrides(schedule: Schedule, base: Schedule) -> str:
+    """The fields where ``schedule`` differs from ``base``, as `parse_schedule_overrides` reads them
+    ("" when none do)."""
+
+    def text(key, v):
+        if key == "crop":
+            return str(int(v))
+        if key == "train_subset":
+            return str(v or 0)
+        return repr(v) if isinstance(v, float) else str(v)
+
+    return ",".join(f"{k}={text(k, getattr(schedule, k))}" for k in SCHEDULE_FIELDS if getattr(schedule, k) != getattr(base, k))
 
 
 @dataclass(frozen=True)

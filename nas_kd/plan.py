@@ -35,6 +35,8 @@ from nas_kd.config import (
     Schedule,
     get_preset,
     parse_budget,
+    parse_schedule_overrides,
+    schedule_overrides,
 )
 from nas_kd.device import StepOptions
 from nas_kd.errors import UserError
@@ -91,6 +93,8 @@ class SearchOptions:
     prune: bool | None = None  # stop brief runs below the median after an epoch; None: the preset's (off on quick, on on standard)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
     jobs: int | None = None  # trial processes on this machine; None: the device's default (nas_kd.jobs.default_jobs)
+    brief: str | None = None  # overrides of the preset's brief schedule, e.g. "epochs=2,batch_size=512,crop=0"
+    full: str | None = None  # overrides of the preset's full schedule (re-screen and final retrain)
     gpu_step: str | None = None  # the GPU step's switches (nas_kd.device.parse_step_options); None: the defaults
 
 
@@ -202,6 +206,15 @@ class SearchPlan:
     def full(self) -> Schedule:
         return self.preset.full
 
+    def schedule_changes(self) -> dict[str, str]:
+        """{"brief": "batch_size=512,...", "full": ...}: how the plan's schedules differ from its
+        preset's today (`--brief`, `--full`), only those that do."""
+        today = PRESETS.get(self.preset.name)
+        if today is None:
+            return {}
+        changes = {name: schedule_overrides(getattr(self.preset, name), getattr(today, name)) for name in ("brief", "full")}
+        return {name: text for name, text in changes.items() if text}
+
     def settings(self) -> dict[str, Any]:
         """What every worker of one study must share: these change what a trial's value means."""
         return {
@@ -242,6 +255,8 @@ class SearchPlan:
             parts += ["--gpu-step", self.step.describe()]
         if self.loss_weights:
             parts += ["--loss-weights", ",".join(f"{k}={v:g}" for k, v in self.loss_weights)]
+        for name, changed in self.schedule_changes().items():
+            parts += [f"--{name}", changed]
         for flag, value in (("--trials", self.trials), ("--timeout", self.timeout), ("--data-dir", self.data_dir)):
             if value is not None:
                 parts += [flag, str(value)]
@@ -400,6 +415,13 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     objectives = parse_objectives(opts.objectives)
     overrides = parse_loss_weights(opts.loss_weights)
     preset = get_preset(opts.preset)
+    # Exactly the fields given (dataclasses.replace, not Schedule.replace: train_subset=0 means
+    # None, the whole split); Schedule's own checks run on the result.
+    preset = dataclasses.replace(
+        preset,
+        brief=dataclasses.replace(preset.brief, **parse_schedule_overrides(opts.brief, "--brief")),
+        full=dataclasses.replace(preset.full, **parse_schedule_overrides(opts.full, "--full")),
+    )
     mode_name = opts.mode or preset.mode
     get_mode(mode_name).override(overrides)  # unknown mode: UserError now
     step = parse_step_options(opts.gpu_step)

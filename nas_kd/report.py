@@ -165,6 +165,7 @@ def build_report(study, final: dict | None, partial: bool) -> dict:
         "mode": plan.mode.describe(),
         "preset": plan.preset.name,
         "schedules": plan.preset.to_dict(),
+        "schedule_changes": plan.schedule_changes(),
         "sampler": plan.sampler,
         "objectives": list(plan.objectives),
         "seeds": {"search": plan.seeds.search, "split": plan.seeds.split, "retrain": list(plan.seeds.retrain)},
@@ -223,7 +224,7 @@ def _markdown(r: dict) -> str:
         f"- **Space**: {r['space']['name']} (`{r['space']['path']}`, {r['space']['size']:,} students)",
         f"- **Dataset**: {r['dataset']}",
         f"- **Teacher**: {t['arch']}, test accuracy {_pct(t['test_accuracy'])} (`{t['path']}`, sha256 {t['sha256'][:12]})" if t["sha256"] else "- **Teacher**: none (the mode learns from labels alone)",
-        f"- **Search**: preset {r['preset']}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}, seed {r['seeds']['search']}"
+        f"- **Search**: preset {r['preset']}{_changes(r.get('schedule_changes'))}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}, seed {r['seeds']['search']}"
         + (f"; wall time {wall:.0f} s (summed over sessions)" if wall is not None else ""),
         f"- **Trials**: {trials}",
     ]
@@ -338,3 +339,10 @@ def write_report(study, *, final: dict | None = None, partial: bool = False) -> 
     write_json(paths["report.json"], report)
     paths["report.md"].write_text(_markdown(report))
     return paths
+
+
+def _changes(changes: dict | None) -> str:
+    """' (brief schedule changed: batch_size=512; full: epochs=1)', or '' without --brief/--full."""
+    if not changes:
+        return ""
+    return " (" + "; ".join(f"{name} schedule changed: {text}" for name, text in changes.items()) + ")"

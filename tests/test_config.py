@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from nas_kd.config import BUDGET_FORMS, Budget, format_count, parse_budget, parse_count
@@ -115,3 +117,16 @@ def test_new_limits_fit_describe_and_name():
         budget.fits(1, 1, latency=1.0)
     with pytest.raises(UserError, match="unknown precision 'fp16'"):
         parse_budget("2M", precision="fp16")
+
+
+def test_schedule_changes_parse_and_print_back_exactly():
+    from nas_kd.config import get_preset, parse_schedule_overrides, schedule_overrides
+
+    base = get_preset("standard").brief
+    changes = parse_schedule_overrides("epochs=1, batch_size=1024,lr=0.123456789,train_subset=0,crop=0,label_smoothing=0.1", "--brief")
+    assert changes == {"epochs": 1, "batch_size": 1024, "lr": 0.123456789, "train_subset": None, "crop": False, "label_smoothing": 0.1}
+    changed = dataclasses.replace(base, **changes)
+    text = schedule_overrides(changed, base)  # train_subset is already all: not a change
+    assert text == "epochs=1,batch_size=1024,lr=0.123456789,label_smoothing=0.1,crop=0"
+    assert dataclasses.replace(base, **parse_schedule_overrides(text, "--brief")) == changed
+    assert parse_schedule_overrides(None, "--brief") == {} and schedule_overrides(base, base) == ""

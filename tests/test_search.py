@@ -169,6 +169,10 @@ def test_bad_options_fail_before_any_work(in_tmp, cli):
     assert code == 2 and "invalid budget" in err
     code, _, err = cli("search", "--dataset", "synthetic", "--trials", "0")
     assert code == 2 and "--trials" in err
+    for flag, text, says in (("--brief", "epochs=0", "epochs takes a whole number"), ("--full", "warmup=1", "known fields are"), ("--brief", "crop=yes", "crop takes 0 or 1")):
+        code, _, err = cli("search", "--dataset", "synthetic", flag, text)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+    assert not (in_tmp / "runs").exists()  # refused before any folder or teacher
     code, _, err = cli("finalize", "--study", "nope")
     assert code == 2 and "no study 'nope'" in err
     code, _, err = cli("export", "--study", "nope")
@@ -287,3 +291,35 @@ def test_the_enqueued_baseline_is_judged_at_the_ruler_timing_it_was_chosen_at(se
     # chosen at the ruler of the last table made, the one the objective judged it with
     last_ruler = 0.5 * 2 ** (SlowingTable.made - 1)
     assert first.user_attrs["macs"] == max(m for m in uniform if m / 1e6 * last_ruler <= limit)
+
+
+def test_brief_and_full_schedule_changes_reach_every_run_the_report_and_the_command(setup, monkeypatch):
+    """--brief changes each candidate's run, --full the re-screen and the final retrain; the plan
+    keeps them (a resumed or finalized study trains with them), the report says so and its
+    command reproduces them."""
+    from nas_kd.config import get_preset, parse_schedule_overrides
+    from nas_kd.plan import plan_of
+
+    opts, _ = setup
+    inner, seen = nas_kd.distill.train, []
+
+    def recording(student, teacher, splits, schedule, mode, **kw):
+        seen.append(schedule)
+        return inner(student, teacher, splits, schedule, mode, **kw)
+
+    monkeypatch.setattr(nas_kd.distill, "train", recording)
+    opts.trials, opts.rescreen = 2, 2
+    opts.brief, opts.full = "epochs=1,batch_size=8,lr=0.05,crop=1", "epochs=1,train_subset=0"
+    run_search(opts, log=quiet)
+    quick = get_preset("quick")
+    brief = quick.brief.replace(epochs=1, batch_size=8, lr=0.05, crop=True)
+    full = Schedule(**{**quick.full.to_dict(), "epochs": 1, "train_subset": None})
+    assert seen.count(brief) == 2 and seen.count(full) == len(seen) - 2 >= 3  # re-screen, winner, baselines
+    plan = plan_of(load_study("mini"))
+    assert (plan.brief, plan.full) == (brief, full)
+    report = json.loads(open("runs/mini/report.json").read())
+    assert report["schedule_changes"] == {"brief": "epochs=1,batch_size=8,lr=0.05,crop=1", "full": "epochs=1,train_subset=0"}
+    assert "brief schedule changed: epochs=1,batch_size=8,lr=0.05,crop=1" in open("runs/mini/report.md").read()
+    command = plan.command().split()
+    again = {flag: parse_schedule_overrides(command[command.index(flag) + 1], flag) for flag in ("--brief", "--full")}
+    assert quick.brief.replace(**again["--brief"]) == brief and Schedule(**{**quick.full.to_dict(), **again["--full"]}) == full

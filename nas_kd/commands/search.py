@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; a trial silent for 3 is taken as dead and retried (default 10)")
     p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher and of the validation split it left out (default 0)")
     p.add_argument("--jobs", type=int, default=None, help="trial processes on this machine, sharing its device, the teacher file and the study (default: 1 on a CPU, 4 on a GPU)")
+    p.add_argument("--brief", default=None, metavar="FIELD=VALUE,...", help="change the preset's brief schedule (each candidate's run), e.g. epochs=2,batch_size=512,lr=0.4,crop=0; fields: epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, label_smoothing, train_subset (0: all), crop (0/1). Nothing is rescaled: a larger batch_size keeps the preset's lr unless lr is given")
+    p.add_argument("--full", default=None, metavar="FIELD=VALUE,...", help="change the preset's full schedule (the re-screen and the final retrain), same fields as --brief")
     p.add_argument("--gpu-step", default=None, help="the GPU step's switches, e.g. bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1 (default: bf16, channels_last, benchmark on, fused and graph off, NaN check every 32 steps on a GPU; see docs/SEARCH.md)")
     p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
     add_run_args(p)
@@ -72,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         teacher_seed=args.teacher_seed,
         jobs=args.jobs,
         gpu_step=args.gpu_step,
+        brief=args.brief,
+        full=args.full,
     )
     result = run_search(opts, log=_log, finish=args.finalize)
     if result["report"] is None:
