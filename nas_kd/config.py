@@ -53,8 +53,8 @@ __all__ = [
 class Schedule:
     """How long and how hard to train one network.
 
-    ``lr`` is the SGD learning rate for ``batch_size`` (scaled linearly if the batch changes);
-    the schedule is a linear warm-up over ``warmup_epochs`` then cosine decay to zero.
+    ``lr`` is the SGD learning rate at ``batch_size``; nothing rescales it when the batch changes
+    (change both). The schedule is a linear warm-up over ``warmup_epochs`` then cosine decay to zero.
     ``train_subset`` limits training to that many examples (stratified, seeded); None = all.
     ``crop`` switches the random crop off (flips, where the dataset allows them, stay).
     """
