@@ -59,7 +59,8 @@ worker: setup
 	@test -n "$(STORAGE)" || { echo "make worker needs STORAGE=postgresql://user@host:port/db (see docs/DISTRIBUTED.md)" >&2; exit 2; }
 	@test -n "$(STUDY)" || { echo "make worker needs STUDY=NAME, the same on every worker" >&2; exit 2; }
 	$(BIN)/nas-kd search --budget $(BUDGET) --space $(SPACE) --dataset $(DATASET) $(call opt,--preset,$(PRESET)) \
-	  $(call opt,--trials,$(TRIALS)) --study $(STUDY) --storage $(STORAGE) $(call opt,--jobs,$(JOBS))
+	  $(call opt,--trials,$(TRIALS)) --study $(STUDY) --storage $(STORAGE) $(call opt,--jobs,$(JOBS)) \
+	  $(call opt,--brief,$(BRIEF)) $(call opt,--full,$(FULL))
 
 finalize: setup
 	@test -n "$(STUDY)" || { echo "make finalize needs STUDY=NAME (see runs/)" >&2; exit 2; }
