@@ -323,3 +323,17 @@ def test_brief_and_full_schedule_changes_reach_every_run_the_report_and_the_comm
     command = plan.command().split()
     again = {flag: parse_schedule_overrides(command[command.index(flag) + 1], flag) for flag in ("--brief", "--full")}
     assert quick.brief.replace(**again["--brief"]) == brief and Schedule(**{**quick.full.to_dict(), **again["--full"]}) == full
+
+
+def test_a_worker_with_another_brief_schedule_is_refused(setup):
+    """The brief schedule decides what a trial's score means: a second worker (or a resumed run)
+    with another `--brief` must not add trials to the study."""
+    opts, _ = setup
+    opts.trials, opts.brief = 1, "epochs=1"
+    run_search(opts, log=quiet, finish=False)
+    opts.trials, opts.brief = 2, None
+    with pytest.raises(UserError, match="created with brief="):
+        run_search(opts, log=quiet, finish=False)
+    opts.brief = "epochs=1"
+    run_search(opts, log=quiet, finish=False)  # the same change joins
+    assert len(finished_trials(load_study("mini").trials)) == 2
