@@ -168,6 +168,11 @@ def jobs_key(count: int, gpu_step: str | None) -> str:
     return str(count) if not gpu_step else f"{count}-" + re.sub(r"[^a-z0-9]+", "-", gpu_step.lower()).strip("-")
 
 
+def jobs_study(key: str) -> str:
+    """A jobs-section search's study (and its folder under the work folder's runs/)."""
+    return f"gpu_jobs{key}"
+
+
 def _study_trials(study: str) -> list:
     """A jobs-section study's trials (its SQLite file in the work folder's runs/)."""
     from nas_kd.study import load_study
@@ -233,7 +238,7 @@ def jobs(cfg) -> dict | None:
             print(f"bench-gpu: jobs: no time for --jobs {key} in this call (about {need:.0f} s; {cfg.left():.0f} s left): the next call measures it", flush=True)
             missing.append(key)
             continue
-        study = f"gpu_jobs{key}"
+        study = jobs_study(key)
         shutil.rmtree(Path("runs") / study, ignore_errors=True)  # this section times a search from its start
         # No pruning: every --jobs value trains whole trials, so trials per minute compare like
         # with like (the pruner stops different shares of trials when they run side by side).
@@ -256,7 +261,7 @@ def jobs(cfg) -> dict | None:
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
     for row in rows:  # rows kept before the values were recorded: read them from their kept study
-        kept_study = f"gpu_jobs{jobs_key(row['jobs'], row.get('gpu_step'))}"
+        kept_study = jobs_study(jobs_key(row["jobs"], row.get("gpu_step")))
         if "val_accuracy" not in row and (Path("runs") / kept_study / "study.db").is_file():
             row["val_accuracy"] = _trial_values(_study_trials(kept_study))
     if failed:  # recorded in failures.log by the runner; the values measured are kept

@@ -112,7 +112,8 @@ GPU = Sizes(
     teacher_schedule=None,
     teacher_targets=(("resnet20", 93.5, 120.0), ("wrn-16-4", 94.5, 120.0)),
     loader=("resnet20", 256, 50, 8),
-    # breakdown: 70 s measured (2026-12-04 probe); switches: 7 variants and 2 thread counts at ~8 s; batch: 10 brief runs of the 0.48M student, ~30 s
+    # breakdown: 70 s measured (2026-12-04 probe); graph: the captured step in bf16 and in float32,
+    # each warm-ups, capture and timing; switches: 7 variants and 2 thread counts at ~8 s; batch: 10 brief runs of the 0.48M student, ~30 s
     # at batch 256 and less above (the failed call's first 260 s agree); compile: cold inductor compiles, never measured here.
     step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), batch_seeds=(0, 1), compile_backend="inductor", cuda_graphs=True,
                    part_seconds=(("breakdown", 80.0), ("graph", 45.0), ("switches", 72.0), ("batch", 220.0), ("compile", 150.0))),

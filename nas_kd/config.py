@@ -134,14 +134,14 @@ def _schedule_value(key: str, value: str, flag: str):
         number = float(value)
     except ValueError:
         raise bad from None
-    ok = {
+    ok = {  # NaN fails every one of these comparisons
         "lr": number > 0,
         "momentum": 0 <= number < 1,
         "weight_decay": number >= 0,
         "warmup_epochs": number >= 0,
         "label_smoothing": 0 <= number < 1,
     }[key]
-    if not ok or number != number:  # NaN compares false with everything
+    if not ok:
         raise bad
     return number
 

@@ -47,6 +47,7 @@ __all__ = [
     "Seeds",
     "SearchPlan",
     "build_plan",
+    "describe_schedule_changes",
     "plan_of",
     "PLAN_ATTR",
     "PLAN_FORMAT",
@@ -463,6 +464,12 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         step=step,
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
     )
+
+
+def describe_schedule_changes(changes: dict[str, str]) -> str:
+    """'brief schedule changed: batch_size=512; full schedule changed: epochs=1' ('' for none):
+    how the start line and the report name `SearchPlan.schedule_changes`."""
+    return "; ".join(f"{name} schedule changed: {text}" for name, text in changes.items())
 
 
 def plan_of(study) -> SearchPlan:

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from nas_kd.config import format_count, format_quantity
-from nas_kd.plan import plan_of
+from nas_kd.plan import describe_schedule_changes, plan_of
 from nas_kd.stats import PairedDifference
 from nas_kd.study import cut_short, is_feasible, run_dir, trial_counts, write_json
 from nas_kd.verdict import chose_baseline
@@ -224,7 +224,7 @@ def _markdown(r: dict) -> str:
         f"- **Space**: {r['space']['name']} (`{r['space']['path']}`, {r['space']['size']:,} students)",
         f"- **Dataset**: {r['dataset']}",
         f"- **Teacher**: {t['arch']}, test accuracy {_pct(t['test_accuracy'])} (`{t['path']}`, sha256 {t['sha256'][:12]})" if t["sha256"] else "- **Teacher**: none (the mode learns from labels alone)",
-        f"- **Search**: preset {r['preset']}{_changes(r.get('schedule_changes'))}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}, seed {r['seeds']['search']}"
+        f"- **Search**: preset {r['preset']}{_changes(r.get('schedule_changes') or {})}, mode {r['mode']}, sampler {r['sampler']}, objectives {' + '.join(r['objectives'])}, seed {r['seeds']['search']}"
         + (f"; wall time {wall:.0f} s (summed over sessions)" if wall is not None else ""),
         f"- **Trials**: {trials}",
     ]
@@ -341,8 +341,6 @@ def write_report(study, *, final: dict | None = None, partial: bool = False) -> 
     return paths
 
 
-def _changes(changes: dict | None) -> str:
-    """' (brief schedule changed: batch_size=512; full: epochs=1)', or '' without --brief/--full."""
-    if not changes:
-        return ""
-    return " (" + "; ".join(f"{name} schedule changed: {text}" for name, text in changes.items()) + ")"
+def _changes(changes: dict[str, str]) -> str:
+    """' (brief schedule changed: batch_size=512; ...)', or '' without --brief/--full."""
+    return f" ({describe_schedule_changes(changes)})" if changes else ""

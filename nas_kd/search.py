@@ -31,6 +31,7 @@ from nas_kd.plan import (
     SearchOptions,
     SearchPlan,
     build_plan,
+    describe_schedule_changes,
     parse_objectives,
     plan_of,
 )
@@ -394,8 +395,8 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     configure_step(plan.step)
     device = resolve_device(plan.device)
     mode = plan.mode
-    changed = "".join(f"; {name} schedule changed: {text}" for name, text in plan.schedule_changes().items())
-    log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples{changed}; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
+    changed = describe_schedule_changes(plan.schedule_changes())
+    log(f"search: preset {plan.preset.name} (brief {plan.brief.epochs} epoch(s) on {plan.brief.train_subset or 'all'} examples{'; ' + changed if changed else ''}; device {device.type}), budget {plan.budget.describe()}, mode {mode.describe()}")
     if plan.step != StepOptions():
         # Said once: a CPU run given GPU switches (graph, bf16...) would otherwise ignore them silently.
         log(f"search: GPU step {plan.step.describe()}" + ("; a CPU applies only check_every" if device.type == "cpu" else ""))
