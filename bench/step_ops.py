@@ -13,7 +13,9 @@ out: views and other aliasing ops, allocations, the profiler's own range markers
 proxy (a CUDA BN or foreach op may launch more than one kernel; autocast's casts appear only on
 a GPU), but it is deterministic, so a change that adds or removes ops shows up exactly, where a
 2-core CPU's timings cannot tell 5% apart. The optimisers run as on a GPU (torch's foreach
-implementation, its CUDA default; the CPU default loops over parameters).
+implementation, its CUDA default; the CPU default loops over parameters), and what a GPU does on
+the host is not counted: the discriminators' Adam keeps its step counters on the CPU there, so
+adding to them and reading them back (two ops per parameter here) launch nothing.
 
 Alongside the count, CPU time per step at a tiny batch (8 images: per-op overhead dominates, as
 on the GPU; one thread, process time, steps interleaved across modes). ``--baseline REV`` measures
@@ -43,10 +45,11 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from nas_kd.distill.step import PARTS
 
-__all__ = ["OpCount", "count_step_ops", "launches_kernel", "ops_dispatched", "optimisers_as_on_a_gpu"]
+__all__ = ["OpCount", "count_step_ops", "host_side_tensors", "launches_kernel", "ops_dispatched", "optimisers_as_on_a_gpu"]
 
 # Ops that allocate or annotate but launch no kernel.
 _NO_KERNEL = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "_record_function_enter_new", "_record_function_exit", "resize_"})
@@ -71,18 +74,38 @@ class OpCount:
 
 
 class _Counter(TorchDispatchMode):
-    def __init__(self):
+    def __init__(self, host_side: frozenset[int] = frozenset()):
         super().__init__()
+        self.host_side = host_side  # ids of tensors that live on the host on a GPU too
         self.part = "other"
         self.per_part: collections.Counter[str] = collections.Counter()
         self.per_op: collections.Counter[str] = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if launches_kernel(func):
+        if launches_kernel(func) and not self._on_host(args, kwargs):
             name = func.overloadpacket.__name__
             self.per_part[self.part] += 1
             self.per_op[name] += 1
         return func(*args, **(kwargs or {}))
+
+    def _on_host(self, args, kwargs) -> bool:
+        """Whether the op works on host-side tensors: its first argument (the tensor or list of
+        tensors it reads or updates; a scalar operand beside them is made on the host as well)."""
+        first = [t for t in tree_leaves(args[:1]) if isinstance(t, torch.Tensor)]
+        return bool(first) and all(id(t) in self.host_side for t in first)
+
+
+def host_side_tensors(step) -> frozenset[int]:
+    """Ids of the step's tensors that a GPU would keep on the host: the step counters of an Adam
+    that is neither fused nor capturable (torch keeps them on the CPU, so adding to them and
+    reading them back launch nothing on the device; on this CPU they would count 2 ops per
+    parameter per step). Call after a step, once the optimisers' state exists."""
+    ids = set()
+    opt = step.disc_optimizer
+    for group in opt.param_groups if isinstance(opt, torch.optim.Adam) else ():
+        if not (group.get("fused") or group.get("capturable")):
+            ids.update(id(opt.state[p]["step"]) for p in group["params"] if "step" in opt.state.get(p, {}))
+    return frozenset(ids)
 
 
 @contextlib.contextmanager
@@ -118,8 +141,9 @@ def ops_dispatched(fn: Callable, *args, **kwargs) -> collections.Counter[str]:
 
 
 def count_step_ops(step, *args, **kwargs) -> OpCount:
-    """Run ``step(*args, **kwargs)`` once (it trains: one real step) and count what it dispatched."""
-    counter = _Counter()
+    """Run ``step(*args, **kwargs)`` once (it trains: one real step) and count what it dispatched,
+    less what a GPU would do on the host (`host_side_tensors`)."""
+    counter = _Counter(host_side_tensors(step))
     with _parts_labelled(step, counter), counter:
         step(*args, **kwargs)
     per_part = {part: counter.per_part.get(part, 0) for part in (*PARTS, "other")}
@@ -236,7 +260,7 @@ def markdown(args, rounds: dict[str, list[dict]], argv: list[str]) -> str:
         f"Hardware: {hardware()}; 1 torch thread  ",
         f"Fashion-MNIST, batch {args.batch_size}, an untrained ResNet-20 teacher with its outputs cached, the mbv2 students of bench.distill_ablation; "
         "one step counted after the timed ones (`bench/step_ops.py`: aten ops below autograd that launch work, views and allocations left out; "
-        "optimisers in torch's foreach implementation, as on a GPU). Deterministic: every round counts the same. "
+        "optimisers in torch's foreach implementation, as on a GPU, and the Adam's step counters, which a GPU keeps on the host, left out). Deterministic: every round counts the same. "
         "*Under bf16 autocast*: the same step counted once more inside the CPU's bfloat16 autocast, which casts the same kinds of op as the GPU's "
         "(convolutions, linear layers, matmuls): an estimate of the cast kernels the GPU default (`--gpu-step bf16=1`) adds to a launch-bound step.",
         "",

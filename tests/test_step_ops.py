@@ -8,9 +8,10 @@ from test_distill_step import batch, make
 from bench.step_ops import count_step_ops, launches_kernel, ops_dispatched, optimisers_as_on_a_gpu
 
 # Ops of one `full` step of the tests' tiny student (resnet8 teacher, live), optimisers as on a GPU,
-# counted 2026-12-04 after the savings of bench/step_ops.py's first table (771 before them). Raise
-# it only for a term that needs its ops, and say so in the commit.
-FULL_STEP_BUDGET = 676
+# counted 2026-12-04 after the savings of bench/step_ops.py's first table (771 before them; 676
+# until the Adam's host-side step counters left the count, 42 ops). Raise it only for a term that
+# needs its ops, and say so in the commit.
+FULL_STEP_BUDGET = 634
 
 
 def counted_step(mode: str):
@@ -32,7 +33,12 @@ def test_parts_add_up_to_every_op_the_step_dispatches_and_the_step_is_left_as_it
     step, x, y = counted_step("full")
     count = count_step_ops(step, x, y)
     everything = ops_dispatched(step, x, y)
-    assert count.total == sum(count.per_part.values()) == sum(everything.values()) == sum(count.per_op.values())
+    assert count.total == sum(count.per_part.values()) == sum(count.per_op.values())
+    # Left out, and only that: the discriminators' Adam's step counters, which a GPU keeps on the
+    # host (non-fused Adam): per group one increment, per parameter two reads.
+    adam = step.disc_optimizer.param_groups
+    assert sum(everything.values()) - count.total == len(adam) + 2 * sum(len(g["params"]) for g in adam)
+    assert count.per_op.get("_local_scalar_dense", 0) == 1  # the CPU's per-step NaN check alone
     assert all(count.per_part[p] > 0 for p in ("forward", "discriminator_update", "student_losses", "student_update"))
     assert not {"forward", "discriminator_update", "student_losses", "student_update"} & set(vars(step))  # the class's methods again
     ce = count_step_ops(*counted_step("ce"))
