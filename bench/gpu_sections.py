@@ -306,6 +306,28 @@ def search_study(sizes, budget: str, sampler: str) -> str:
     return f"gpu_{sizes.dataset}_{budget}_{sampler}"
 
 
+def start_over_if_changed(opts, log=print) -> bool:
+    """Delete a kept study (from the state archive) that this version's search would refuse to
+    resume (`nas_kd.study.check_settings`: e.g. a preset's brief schedule changed since its trials
+    ran), so that the section starts it afresh instead of failing every call; True if it did."""
+    from nas_kd.errors import UserError
+    from nas_kd.plan import build_plan, plan_of
+    from nas_kd.study import check_settings, load_study
+
+    folder = Path("runs") / opts.study
+    if not (folder / "study.db").is_file():
+        return False
+    stored = load_study(opts.study, f"sqlite:///{folder / 'study.db'}")
+    try:
+        check_settings(plan_of(stored).settings(), build_plan(opts).settings(), opts.study)
+    except UserError as e:
+        log(f"bench-gpu: starting the kept study {opts.study} over ({len(stored.trials)} trials dropped): {e}")
+        del stored
+        shutil.rmtree(folder)
+        return True
+    return False
+
+
 def search(budget: str, sampler: str) -> Callable:
     """A search section: trials until the study has them or the call ends (resumed next call),
     then, if the final retrain fits in what is left, the retrain, report and export."""
@@ -315,6 +337,7 @@ def search(budget: str, sampler: str) -> Callable:
 
         sz = cfg.sizes
         opts = _search_options(cfg, budget, sampler, search_study(sz, budget, sampler), jobs=sz.search_jobs)
+        start_over_if_changed(opts)
         retrain_s = sz.retrain_estimate(opts.baselines)
         t0 = time.perf_counter()
         # Trials stop starting in time for the final retrain (or, if it will not fit, the call's end).

@@ -406,3 +406,28 @@ def test_a_step_switch_row_is_paired_with_the_plain_row_on_the_same_students():
     (line,) = _switch_pairs([plain8, plain4, graph])
     assert "`--gpu-step graph=1` minus `--jobs 4` on the same 3 students" in line and "-9.67 points" in line and "(worse)" in line
     assert _switch_pairs([plain4, {**graph, "val_accuracy": {"a": 0.9}}]) == []  # one student in common: no interval
+
+
+def test_a_kept_search_study_made_with_other_settings_starts_over(tmp_path, monkeypatch):
+    """A study kept from an earlier session whose settings this version would refuse (a preset's
+    brief schedule changed) is started afresh, not resumed into a refusal that fails the section
+    every call; a study with the same settings is kept."""
+    import dataclasses
+
+    import optuna
+
+    from bench.gpu_sections import start_over_if_changed
+    from nas_kd.plan import PLAN_ATTR, SearchOptions, build_plan
+
+    monkeypatch.chdir(tmp_path)
+    opts = SearchOptions(space=str(ROOT / "search_spaces" / "mbv2.yaml"), dataset="synthetic", preset="quick", baselines=False, study="kept")
+    folder = tmp_path / "runs" / "kept"
+    folder.mkdir(parents=True)
+    study = optuna.create_study(study_name="kept", storage=f"sqlite:///{folder / 'study.db'}")
+    study.set_user_attr(PLAN_ATTR, build_plan(opts).to_dict())
+    lines = []
+    assert not start_over_if_changed(opts, log=lines.append) and (folder / "study.db").is_file()
+    assert not start_over_if_changed(dataclasses.replace(opts, trials=50), log=lines.append)  # not a setting: resumes
+    assert lines == []
+    assert start_over_if_changed(dataclasses.replace(opts, brief="crop=1"), log=lines.append)
+    assert not folder.exists() and len(lines) == 1 and "brief" in lines[0]
