@@ -17,9 +17,11 @@ lost a whole finished breakdown and switch table to a NaN in the batch table).
    it needs to pay back, against a brief trial's steps. The answer to a host-bound step, so it
    comes second.
 3. **switches**: the full step with each `nas_kd.device.StepOptions` switch turned off in turn.
-4. **batch**: the brief schedule at larger batches, the learning rate scaled linearly and by the
-   square root (per the schedule's batch): ms per step, images/s and validation accuracy, to see
-   where accuracy still holds. A run whose loss turns NaN is recorded as diverged: a result.
+4. **batch**: the product's steady step at larger batches, as a brief trial runs it (the teacher
+   from its cache where the brief schedule has no crops), eager and on a GPU in a CUDA graph:
+   ms per step, images/s and what an epoch of such steps costs. A step that fails is its row's
+   result. How accuracy holds at these batches is measured on the CPU, where it costs no GPU time
+   (`bench/standard_brief.py`; until session 18 this part trained 10 brief runs, ~220 s of GPU).
 5. **compile**: ``torch.compile`` of the student's forward (per trial: every trial is a new
    network), with ``mode="reduce-overhead"`` (CUDA graphs) and of the teacher's (once per process):
    set-up seconds, ms per step and payback, like the graph. Last: cold inductor compiles are the
@@ -34,7 +36,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -43,7 +44,6 @@ from pathlib import Path
 
 import torch
 
-from bench.distill_ablation import train_one
 from nas_kd.device import StepOptions, configure_step, step_options
 from nas_kd.distill import get_mode
 from nas_kd.distill.graphed import maybe_graphed
@@ -51,7 +51,7 @@ from nas_kd.distill.step import teacher_outputs
 from nas_kd.distill.trainer import build_step
 from nas_kd.errors import one_line
 from nas_kd.models.student import build_student
-from nas_kd.train import NonFiniteLossError, make_loaders, reset_finite_checks
+from nas_kd.train import make_loaders, reset_finite_checks
 
 __all__ = ["StepSizes", "measure_step", "step_markdown"]
 
@@ -63,7 +63,6 @@ class StepSizes:
     reps: int  # steps per timing block
     warmup: int  # steps before timing: allocator, cuDNN autotuning, lazy inits
     batch_sizes: tuple[int, ...]  # for the batch measurement (the first is the brief schedule's)
-    batch_seeds: tuple[int, ...]
     compile_backend: str  # "inductor" on a GPU; "eager" (graph capture only) for the CPU smoke
     cuda_graphs: bool  # also try mode="reduce-overhead" and the whole-step graph (need CUDA)
     part_seconds: tuple[tuple[str, float], ...]  # each part's estimate (`PARTS`): it starts only if it fits
@@ -164,13 +163,14 @@ class _Bench:
             fitted[id(teacher)] = fit_teacher_attention(teacher, self.batch()[0], self.splits.info.num_classes)
         return fitted[id(teacher)]
 
-    def step(self, mode: str, teacher=None, schedule=None):
-        """A live-teacher step (no cache): what this section measures is where the step's time goes."""
+    def step(self, mode: str, teacher=None, schedule=None, cache=None):
+        """A live-teacher step unless ``cache`` is given: what this section measures first is where
+        the step's time goes, the teacher's share included."""
         torch.manual_seed(0)
         student = build_student(self.cfg, self.splits.info.channels, self.splits.info.num_classes)
         info, teacher, mode = self.splits.info, teacher or self.teacher, get_mode(mode)
-        attention = self.attention(teacher) if mode.weights.desc else None
-        step = build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention)
+        attention = cache.attention_state if cache is not None else self.attention(teacher) if mode.weights.desc else None
+        step = build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention, cache=cache)
         return maybe_graphed(step, self.device)  # as the trainer does: the `graph` switch
 
 
@@ -338,45 +338,37 @@ GRAPHED_FP32 = "the same in float32 (--gpu-step graph=1,bf16=0)"
 GRAPH_VARIANTS = {GRAPHED: {"graph": True}, GRAPHED_FP32: {"graph": True, "bf16": False}}
 
 
-def batch_rows(base_batch: int, base_lr: float, sizes: tuple[int, ...]) -> list[tuple[int, float, str]]:
-    """(batch, lr, rule) per row of the batch table: the schedule's own batch once, each larger one
-    with the lr scaled linearly and by the square root (linear scaling is the usual rule for SGD,
-    but with momentum 0.9, a short warm-up and adversarial terms it can diverge: the second GPU
-    session saw a NaN at 2x or 4x the batch)."""
-    rows = []
-    for bs in sizes:
-        if bs == base_batch:
-            rows.append((bs, base_lr, "schedule"))
-            continue
-        ratio = bs / base_batch
-        rows += [(bs, base_lr * ratio, "linear"), (bs, base_lr * math.sqrt(ratio), "sqrt")]
+def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
+    """Per batch size (module docstring, part 4): the steady `full` step eager and, with
+    ``sizes.cuda_graphs``, captured (``--gpu-step graph=1``); each as ms per step, images/s and
+    seconds per epoch of the training split. A variant whose step fails records its error."""
+    from nas_kd.distill import TeacherCache
+
+    mode, cache, rows = "full", None, []
+    variants = {"eager": {}, **({"graph": {"graph": True}} if sizes.cuda_graphs else {})}
+    before = step_options()
+    try:
+        for bs in sizes.batch_sizes:
+            schedule = b.schedule.replace(batch_size=bs)
+            train, _, _ = make_loaders(b.splits, batch_size=bs, device=b.device, seed=0, crop=schedule.crop)
+            if not schedule.crop and cache is None:  # built once, as a search's process does
+                cache = TeacherCache(b.teacher, train, mode, num_classes=b.splits.info.num_classes)
+            batch = next(train.batches())
+            row = {"batch_size": bs, "steps_per_epoch": len(train), "cached_teacher": cache is not None}
+            for name, change in variants.items():
+                configure_step(dataclasses.replace(before, **change))
+                try:
+                    step = b.step(mode, schedule=schedule, cache=cache)
+                    seconds = _seconds_per_call(lambda step=step, batch=batch: step(batch.x, batch.y, index=batch.index, flipped=batch.flipped), sizes, b.device)
+                    row[name] = {"seconds_per_step": seconds, "images_per_second": bs / seconds, "epoch_seconds": seconds * len(train)}
+                except Exception as e:  # noqa: BLE001 - a failing variant is its row's result
+                    row[name] = {"error": one_line(e, 160)}
+                finally:
+                    reset_finite_checks()
+            rows.append(row)
+    finally:
+        configure_step(before)
     return rows
-
-
-def _batches(b: _Bench, sizes: StepSizes, train=train_one) -> list[dict]:
-    out = []
-    for bs, lr, rule in batch_rows(b.schedule.batch_size, b.schedule.lr, sizes.batch_sizes):
-        schedule = b.schedule.replace(batch_size=bs, lr=lr)
-        runs, diverged = [], []
-        for seed in sizes.batch_seeds:
-            try:
-                runs.append(train(b.cfg, b.teacher, b.splits, schedule, "full", seed, b.device))
-            except NonFiniteLossError as e:  # a diverged run is this row's answer, not the section's end
-                reset_finite_checks()
-                diverged.append({"seed": seed, "error": str(e)})
-        steps = max(1, len(b.splits.train) // bs) * schedule.epochs
-        seconds = statistics.mean(r["train_seconds"] for r in runs) if runs else None
-        out.append({
-            "batch_size": bs,
-            "lr": lr,
-            "lr_rule": rule,
-            "val_accuracy": [r["val_accuracy"] for r in runs],
-            "diverged": diverged,
-            "train_seconds": seconds,
-            "images_per_second": statistics.mean(r["images_per_second"] for r in runs) if runs else None,
-            "seconds_per_step": None if seconds is None else seconds / steps,
-        })
-    return out
 
 
 PARTS = ("breakdown", "graph", "switches", "batch", "compile")
@@ -443,9 +435,17 @@ def step_markdown(r: dict) -> list[str]:
         else:
             payback = "never" if v["payback_steps"] is None else f"{v['payback_steps']:,.0f}"
             lines.append(f"| {k} | {v['setup_seconds']:.1f} | {_ms(v['seconds'])} | {payback} |")
-    lines += ["", "**Batch size** (brief schedule, mode full; lr scaled linearly or by the square root of the batch ratio):", "", "| batch | lr (rule) | ms / step | img/s | val accuracy (%) |", "|---:|---:|---:|---:|---|"]
-    for row in r["batch"]:
-        accs = [f"{100 * a:.2f}" for a in row["val_accuracy"]] + [f"diverged (seed {d['seed']})" for d in row.get("diverged", [])]
-        ips = "-" if row["images_per_second"] is None else f"{row['images_per_second']:,.0f}"
-        lines.append(f"| {row['batch_size']} | {row['lr']:g} ({row.get('lr_rule', 'linear')}) | {_ms(row['seconds_per_step'])} | {ips} | {', '.join(accs)} |")
+    rows = r["batch"]
+    teacher = "cached" if rows and rows[0].get("cached_teacher") else "live"
+    lines += ["", f"**Batch size** (the full step as a brief trial runs it, teacher {teacher}; *epoch s*: ms / step x steps per epoch of the training split; accuracy at these batches: the standard-brief-cpu section):", "",
+              "| batch | step | ms / step | img/s | epoch s |", "|---:|---|---:|---:|---:|"]
+    for row in rows:
+        for name in ("eager", "graph"):
+            v = row.get(name)
+            if v is None:
+                continue
+            if "error" in v:
+                lines.append(f"| {row['batch_size']} | {name} | failed: {v['error']} | | |")
+            else:
+                lines.append(f"| {row['batch_size']} | {name} | {_ms(v['seconds_per_step'])} | {v['images_per_second']:,.0f} | {v['epoch_seconds']:.2f} |")
     return lines

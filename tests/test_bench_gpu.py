@@ -51,7 +51,8 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     assert step["breakdown"]["profile"]["aten_ops"] > 0 and step["breakdown"]["seconds"]["full"] > 0
     assert step["breakdown"]["profile"]["parts"]["discriminator_update"]["aten_ops"] > 0 and "Where the full step's launches go" in step["markdown"]
     assert all("error" not in v for v in step["compile"].values()), step["compile"]
-    assert [(b["batch_size"], b["lr_rule"]) for b in step["batch"]] == [(32, "schedule"), (64, "linear"), (64, "sqrt")]
+    assert [(b["batch_size"], b["cached_teacher"], sorted(b)) for b in step["batch"]] == [(bs, True, ["batch_size", "cached_teacher", "eager", "steps_per_epoch"]) for bs in (32, 64)]
+    assert all(b["eager"]["seconds_per_step"] > 0 for b in step["batch"])
     assert step["graph"] == {GRAPHED: {"error": "skipped: needs CUDA"}, GRAPHED_FP32: {"error": "skipped: needs CUDA"}}
     assert sorted(p.stem for p in (tmp_path / "step").glob("*.json")) == sorted(PARTS)  # each part kept as it finished
     assert done["steptime"]["result"]["epoch_seconds"]["large"]["kd"] > 0

@@ -1,7 +1,6 @@
 """bench.gpu_step's own rules, without training: each part of the step section is kept as it
-finishes and read back by the next call, a part that fails costs only itself, and a diverged
-batch-table run is a row's result, not the section's end (the second GPU session lost a finished
-breakdown and switch table to one NaN)."""
+finishes and read back by the next call, and a part, or a row of one, that fails costs only itself
+(the second GPU session lost a finished breakdown and switch table to one NaN)."""
 
 from __future__ import annotations
 
@@ -15,9 +14,8 @@ import torch
 import bench.gpu_step as gs
 from nas_kd.config import Schedule
 from nas_kd.cost import torch_threads
-from nas_kd.train import NonFiniteLossError
 
-SIZES = gs.StepSizes(reps=1, warmup=0, batch_sizes=(32, 64, 128), batch_seeds=(0, 1), compile_backend="eager", cuda_graphs=False,
+SIZES = gs.StepSizes(reps=1, warmup=0, batch_sizes=(32, 64, 128), compile_backend="eager", cuda_graphs=False,
                      part_seconds=(("breakdown", 1.0), ("graph", 1.0), ("switches", 1.0), ("batch", 50.0), ("compile", 1.0)))
 SCHEDULE = Schedule(epochs=1, batch_size=32, lr=0.1, warmup_epochs=0.0)
 SPLITS = SimpleNamespace(train=range(640))
@@ -72,27 +70,46 @@ def test_graph_and_compile_wait_for_the_breakdown(tmp_path, fake_parts):
     assert r is None and fake_parts["graph"] == 0 and fake_parts["compile"] == 0 and fake_parts["switches"] == 1
 
 
-def test_the_batch_table_scales_lr_both_ways():
-    assert gs.batch_rows(256, 0.2, (256, 1024)) == [(256, 0.2, "schedule"), (1024, 0.8, "linear"), (1024, 0.4, "sqrt")]
+def test_the_batch_table_times_the_step_a_trial_runs_at_each_batch_and_a_failing_row_is_its_result(monkeypatch):
+    """Crop-free: the teacher from one cache for every batch size (as a search's process builds
+    it once); a variant whose step fails (a capture at 4x the batch) is that row's result."""
+    from nas_kd.device import step_options
 
+    built, caches = [], []
 
-def test_a_diverged_batch_run_is_recorded_and_the_table_goes_on():
-    def train(cfg, teacher, splits, schedule, mode, seed, device):
-        if schedule.lr > 0.25 and seed == 1:  # the linear rule at 4x diverges for one seed
-            raise NonFiniteLossError("distillation loss became nan")
-        return {"val_accuracy": 0.8, "train_seconds": 2.0, "images_per_second": 320.0}
+    class Cache:
+        def __init__(self, teacher, loader, mode, num_classes):
+            caches.append(loader.batch_size)
 
-    b = SimpleNamespace(schedule=SCHEDULE, splits=SPLITS, cfg=None, teacher=None, device=torch.device("cpu"))
-    rows = gs._batches(b, SIZES, train=train)
-    assert [(r["batch_size"], r["lr_rule"]) for r in rows] == [(32, "schedule"), (64, "linear"), (64, "sqrt"), (128, "linear"), (128, "sqrt")]
-    bad = rows[3]
-    assert bad["val_accuracy"] == [0.8] and bad["diverged"] == [{"seed": 1, "error": "distillation loss became nan"}]
-    assert all(not r["diverged"] and r["val_accuracy"] == [0.8, 0.8] for i, r in enumerate(rows) if i != 3)
+    monkeypatch.setattr("nas_kd.distill.TeacherCache", Cache)
+    monkeypatch.setattr(gs, "_seconds_per_call", lambda fn, sizes, device: (fn(), 0.01)[1])
+
+    class Loader(SimpleNamespace):
+        def __len__(self):
+            return 6400 // self.batch_size
+
+    monkeypatch.setattr(gs, "make_loaders", lambda splits, batch_size, device, seed, crop: (Loader(batch_size=batch_size, batches=lambda: iter([SimpleNamespace(x=None, y=None, index=None, flipped=None)])), None, None))
+
+    class Bench:
+        schedule, splits, teacher, device = SCHEDULE.replace(crop=False), SimpleNamespace(info=SimpleNamespace(num_classes=10)), None, torch.device("cpu")
+
+        def step(self, mode, schedule=None, cache=None):
+            if step_options().graph and schedule.batch_size == 128:
+                raise RuntimeError("out of memory in the graph's pool")
+            built.append((schedule.batch_size, step_options().graph, cache is not None))
+            return lambda x, y, index=None, flipped=None: None
+
+    rows = gs._batches(Bench(), dataclasses.replace(SIZES, cuda_graphs=True))
+    assert caches == [32] and built == [(32, False, True), (32, True, True), (64, False, True), (64, True, True), (128, False, True)]
+    assert [r["batch_size"] for r in rows] == [32, 64, 128] and rows[2]["graph"] == {"error": "RuntimeError: out of memory in the graph's pool"}
+    assert rows[1]["eager"] == {"seconds_per_step": 0.01, "images_per_second": 6400.0, "epoch_seconds": 0.01 * 100}
+    assert not step_options().graph  # the switches as they were
     md = "\n".join(gs.step_markdown({
         "batch_size": 32, "steps_per_brief_trial": 20, "breakdown": {"seconds": {"full": 0.04}, "profile": {"kernel_launches": 0, "aten_ops": 1, "busy_share": None}},
         "graph": {gs.GRAPHED: {"error": "skipped: needs CUDA"}}, "switches": {"seconds": {"defaults": 0.04}, "new_student_seconds": {"defaults": 1.5}, "errors": {"CUDA graph on": "RuntimeError: capture failed"}}, "batch": rows, "compile": {},
     }))
-    assert "| 128 | 0.4 (linear) |" in md and "80.00, diverged (seed 1)" in md and "skipped: needs CUDA" in md and "| defaults | 40.00 | 1.00 | 1.50 |" in md and "| CUDA graph on | failed: RuntimeError: capture failed |" in md
+    assert "| 64 | eager | 10.00 | 6,400 | 1.00 |" in md and "| 128 | graph | failed: RuntimeError: out of memory" in md and "teacher cached" in md
+    assert "skipped: needs CUDA" in md and "| defaults | 40.00 | 1.00 | 1.50 |" in md and "| CUDA graph on | failed: RuntimeError: capture failed |" in md
 
 
 def test_a_switch_whose_step_fails_is_its_rows_result():

@@ -1,0 +1,184 @@
+"""Which brief schedule should the standard (GPU) preset train each candidate with? Variants of it
+on real data, paired by seed, on the CPU.
+
+The standard preset's brief run (3 epochs of all 54,000 training images, batch 256, lr 0.2) was
+set by analogy, never measured. Two of its choices cost GPU time. Its random crops keep the
+teacher live in every step of every trial (a crop-free run reads the teacher's outputs from a
+cache built once per process: session 15's probe put the teacher at 2.8 ms of a 38-ms step), and
+its batch of 256 gives 633 steps per trial on a device that is busy 12% of each (docs/BENCHMARKS.md,
+GPU runs): a larger batch would cost about the same per step, so the trial's time would fall with
+its number of steps, if its accuracy holds. What a brief run must do is rank candidates; its
+validation accuracy is the proxy measured here (a variant that loses points or diverges on a seed
+ranks worse), for the bench's ~0.5M-MAC mbv2 student in the preset's mode. Accuracy is what a CPU
+can measure as well as a GPU (the step's numerics aside: bf16 there), so the GPU's `step` section
+only has to time the larger batches.
+
+    python -m bench.standard_brief                      # 4 variants x 3 seeds, ~45 min on 2 cores
+    python -m bench.standard_brief --variants "crop=1;crop=0" --seeds 0,1,2,3,4
+
+``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
+reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
+docs/results/standard_brief.json as they finish and not rerun (resumable); ``--jobs`` runs train at
+once, one torch thread each. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from nas_kd.config import get_preset, parse_schedule_overrides
+from nas_kd.errors import UserError
+
+__all__ = ["main", "variant_schedule", "table"]
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "standard_brief.json"
+VARIANTS = "crop=1;crop=0;crop=0,batch_size=512,lr=0.2828;crop=0,batch_size=1024,lr=0.4"
+PRESET = "standard"
+
+
+def variant_schedule(changes: str):
+    """The standard brief schedule with ``changes`` (`--brief` syntax) applied."""
+    return get_preset(PRESET).brief.replace(**parse_schedule_overrides(changes, "--variants"))
+
+
+def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None) -> dict:
+    """One brief run (fresh process state; one torch thread): the trainer as a search calls it."""
+    import torch
+
+    from bench.distill_ablation import SPACE, pick_students
+    from nas_kd.data import load_splits
+    from nas_kd.distill.trainer import train
+    from nas_kd.models.shipped import DEFAULT_SPEC
+    from nas_kd.models.student import build_student
+    from nas_kd.models.teachers import resolve_teacher
+    from nas_kd.space import SearchSpace
+    from nas_kd.train import NonFiniteLossError, reset_finite_checks
+
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    schedule = variant_schedule(variant)
+    splits = load_splits("fashion-mnist", data_dir, seed=0, train_subset=schedule.train_subset)
+    macs, cfg = pick_students(SearchSpace.load(SPACE), splits.info.input_shape, splits.info.num_classes)[student_name]
+    preset = get_preset(PRESET)
+    teacher = resolve_teacher(DEFAULT_SPEC, "fashion-mnist", preset.teacher, preset=PRESET, device=cpu, data_dir=data_dir, reconstruction=True)[0]
+    torch.manual_seed(seed)
+    student = build_student(cfg, splits.info.channels, splits.info.num_classes)
+    steps = max(1, len(splits.train) // schedule.batch_size) * schedule.epochs
+    start = time.perf_counter()
+    run = {"variant": variant, "seed": seed, "student": cfg.describe(), "macs": macs, "mode": mode, "schedule": schedule.to_dict(), "steps": steps}
+    try:
+        m = train(student, teacher, splits, schedule, mode, device=cpu, seed=seed)
+    except NonFiniteLossError as e:  # a diverged run is the variant's result on this seed
+        reset_finite_checks()
+        return run | {"diverged": str(e), "seconds": time.perf_counter() - start}
+    history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in m["history"]]
+    return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
+
+
+def _key(variant: str, seed: int, args) -> str:
+    """A run's identity: the schedule itself (not its spelling, nor what the preset is today)."""
+    return f"{args.student}|{args.mode}|{json.dumps(variant_schedule(variant).to_dict(), sort_keys=True)}|{seed}"
+
+
+def table(runs: list[dict], variants: list[str]) -> list[str]:
+    """Markdown rows, one per variant: steps, per-seed and mean validation accuracy, the paired
+    difference from the first variant (95% t-interval), CPU train time."""
+    from nas_kd.stats import paired_difference
+
+    by = {v: {r["seed"]: r for r in runs if r["variant"] == v} for v in variants}
+    ref = {s: 100 * r["val_accuracy"] for s, r in by[variants[0]].items() if "val_accuracy" in r}
+    lines = ["| brief variant | steps / trial | val accuracy (%) per seed | mean | minus the first [95% CI] | CPU train s |", "|---|---:|---|---:|---|---:|"]
+    for v in variants:
+        rs = by[v]
+        if not rs:
+            continue
+        accs = {s: 100 * r["val_accuracy"] for s, r in rs.items() if "val_accuracy" in r}
+        per_seed = ", ".join(f"{accs[s]:.2f}" if s in accs else "diverged" for s in sorted(rs))
+        mean = f"{statistics.fmean(accs.values()):.2f}" if accs else "-"
+        diff = "-"
+        if v != variants[0] and set(accs) & set(ref):
+            d = paired_difference(accs, ref)
+            diff = f"{d.mean:+.2f}" + (f" [{d.low:+.2f}, {d.high:+.2f}]" if d.low is not None else "") + f" (n={d.n})"
+        secs = [r["train_seconds"] for r in rs.values() if "train_seconds" in r]
+        steps = next(iter(rs.values()))["steps"]
+        label = f"`{v}`" if v else "(as it is)"
+        lines.append(f"| {label} | {steps} | {per_seed} | {mean} | {diff} | {statistics.fmean(secs):.0f} |" if secs else f"| {label} | {steps} | {per_seed} | {mean} | {diff} | - |")
+    return lines
+
+
+def render(record: dict, variants: list[str], argv: list[str]) -> str:
+    from bench._report import hardware
+
+    runs = record["runs"].values()
+    first = next(iter(runs))
+    base = get_preset(PRESET).brief
+    lines = [
+        "## Which brief schedule for the standard preset? (CPU)",
+        "",
+        f"Command: `python -m bench.standard_brief {' '.join(argv)}`  ",
+        f"Hardware: {hardware()}; one torch thread per run  ",
+        f"Date: {time.strftime('%Y-%m-%d')}",
+        "",
+        f"Each variant changes the standard preset's brief schedule ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
+        f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --brief` would; one brief run per seed of `{first['student']}` "
+        f"({first['macs'] / 1e6:.2f}M MACs, the bench's ~0.5M mbv2 student), mode {first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
+        "validation accuracy at the run's end (5,400 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
+        "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
+        "",
+        *table(list(runs), variants),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default=VARIANTS, help="';'-separated --brief changes; the first is the reference")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--student", default="small", choices=("small", "large"))
+    ap.add_argument("--mode", default=get_preset(PRESET).mode)
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    variants = [v.strip() for v in args.variants.split(";")]
+    try:
+        for v in variants:
+            variant_schedule(v)
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except (UserError, ValueError) as e:
+        print(f"standard_brief: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    record = json.loads(RESULTS.read_text()) if RESULTS.is_file() and not args.no_write else {"runs": {}}
+    todo = [(v, s) for s in seeds for v in variants if _key(v, s, args) not in record["runs"]]
+    print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
+        futures = {pool.submit(_train, v, s, args.student, args.mode, args.data_dir): (v, s) for v, s in todo}
+        for f in cf.as_completed(futures):
+            r = f.result()
+            record["runs"][_key(r["variant"], r["seed"], args)] = r
+            acc = f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else f"diverged ({r['diverged']})"
+            print(f"standard_brief: {r['variant'] or '(as it is)'} seed {r['seed']}: {acc} in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+            if not args.no_write:
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                RESULTS.write_text(json.dumps(record, indent=1))
+    keys = {_key(v, s, args): v for v in variants for s in seeds}
+    kept = {k: record["runs"][k] | {"variant": v} for k, v in keys.items() if k in record["runs"]}  # spelt as asked
+    body = render({"runs": kept}, variants, argv)
+    print(body)
+    if not args.no_write:
+        from bench._report import write_section
+
+        write_section("standard-brief-cpu", body)
+
+
+if __name__ == "__main__":
+    main()

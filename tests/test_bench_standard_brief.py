@@ -1,0 +1,47 @@
+"""bench/standard_brief.py: variants of the standard brief schedule, paired by seed."""
+
+import argparse
+
+import pytest
+
+from bench.standard_brief import _key, main, table, variant_schedule
+from nas_kd.config import get_preset
+
+
+def test_a_variant_is_the_standard_brief_schedule_with_its_changes_and_nothing_rescaled():
+    base = get_preset("standard").brief
+    v = variant_schedule("crop=0,batch_size=512")
+    assert (v.crop, v.batch_size, v.lr, v.epochs) == (False, 512, base.lr, base.epochs)
+    assert variant_schedule("") == base
+
+
+def test_a_run_is_kept_under_its_schedule_not_its_spelling():
+    args = argparse.Namespace(student="small", mode="full")
+    assert _key("batch_size=512,crop=0", 1, args) == _key("crop=0, batch_size=512", 1, args) != _key("crop=0,batch_size=512", 2, args)
+    assert _key("crop=0", 1, args) != _key("crop=0", 1, argparse.Namespace(student="small", mode="kd"))
+
+
+def run(variant, seed, acc=None):
+    r = {"variant": variant, "seed": seed, "steps": 633, "train_seconds": 10.0}
+    return r | ({"val_accuracy": acc} if acc is not None else {"diverged": "distillation loss became nan"})
+
+
+def test_the_table_pairs_each_variant_with_the_first_on_the_same_seeds_and_shows_a_divergence():
+    runs = [run("a", 0, 0.90), run("a", 1, 0.88), run("a", 2, 0.89), run("b", 0, 0.91), run("b", 1, 0.90), run("b", 2, None)]
+    lines = table(runs, ["a", "b"])
+    b = next(line for line in lines if line.startswith("| `b`"))
+    # b minus a on seeds 0 and 1 only (seed 2 diverged): +1.00 and +2.00 points
+    assert "91.00, 90.00, diverged" in b and "+1.50" in b and "(n=2)" in b
+    flipped = table(runs, ["b", "a"])  # the reference is the first variant
+    assert "-1.50" in next(line for line in flipped if line.startswith("| `a`"))
+
+
+@pytest.mark.parametrize("argv", [["--variants", "crop=2"], ["--variants", "epochs=1;warmup=1"], ["--seeds", "one"]])
+def test_bad_arguments_are_refused_in_one_line_before_anything_trains(argv, capsys, monkeypatch):
+    import bench.standard_brief as sb
+
+    monkeypatch.setattr(sb, "_train", lambda *a: pytest.fail("trained despite bad arguments"))
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--no-write"])
+    assert exit_.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
