@@ -26,7 +26,7 @@ import torch
 from bench import distill_ablation, loader_speed, search_gpu
 from bench import teachers as teacher_bench
 from bench.gpu_step import measure_step, step_markdown
-from nas_kd.config import format_count, get_preset
+from nas_kd.config import format_count, get_preset, parse_schedule_overrides
 from nas_kd.data import load_splits
 from nas_kd.jobs import GPU_JOBS
 from nas_kd.models.shipped import DEFAULT_SPEC
@@ -243,7 +243,7 @@ def jobs(cfg) -> dict | None:
         # No pruning: every --jobs value trains whole trials, so trials per minute compare like
         # with like (the pruner stops different shares of trials when they run side by side).
         # The timeout stops new trials before the call's end; a slice cut by it still counts.
-        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step)
+        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step, brief=cfg.sizes.jobs_brief)
         t0 = time.perf_counter()
         try:
             run_search(opts, finish=False)
@@ -268,7 +268,8 @@ def jobs(cfg) -> dict | None:
         raise RuntimeError("jobs: " + "; ".join(failed))
     if missing:
         return None
-    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
+    brief_flag = f" --brief {cfg.sizes.jobs_brief}" if cfg.sizes.jobs_brief else ""
+    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune{brief_flag}` ({cfg.sizes.preset} preset, mode {cfg.sizes.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches.", ""]
     lines += ["| --jobs | trials | wall s | trials / min | train s / trial | speed-up | mean val acc (%) |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         per = "-" if r["mean_train_seconds"] is None else f"{r['mean_train_seconds']:.1f}"
@@ -286,7 +287,7 @@ def jobs(cfg) -> dict | None:
         best = max(rows, key=lambda r: r["trials_per_minute"])
         lines.append(f"- Most trials per hour: `--jobs {_jobs_label(best)}` ({best['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x `--jobs 1`; the search's default on a GPU is `--jobs {GPU_JOBS}` with the default step)")
     alone = rows[0]["mean_train_seconds"]
-    brief = _preset(cfg).brief
+    brief = _preset(cfg).brief.replace(**parse_schedule_overrides(cfg.sizes.jobs_brief, "--brief"))
     epoch = None if alone is None else alone / brief.epochs
     if epoch is not None:
         # Real trials of the search (live teacher, the brief schedule's crops and data), one process alone on the device.

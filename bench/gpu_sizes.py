@@ -64,6 +64,10 @@ class Sizes:
     # (--jobs, --gpu-step) searches beside the plain --jobs values: the same trials with a step
     # switch on, so a switch's worth is measured on real trials, not only on one step.
     jobs_step_variants: tuple[tuple[int, str], ...] = ()
+    # `--brief` changes for the jobs section's searches (None: the preset's brief schedule): its rows
+    # are kept across sessions and compared with each other, so they keep the schedule the first
+    # rows were measured with when the preset's changes.
+    jobs_brief: str | None = None
 
     def jobs_runs(self) -> list[tuple[int, str | None]]:
         """Every search the jobs section times, in order: the plain --jobs values, then the variants."""
@@ -148,6 +152,9 @@ GPU = Sizes(
     estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 5900.0)),
     # The whole step in a CUDA graph per trial (nas_kd.distill.graphed), in the search's own trials.
     jobs_step_variants=((4, "graph=1"),),
+    # The --jobs 1 and 4 rows (sessions 15-16) ran the standard brief schedule with random crops
+    # (the teacher live in every step); the preset's brief has had none since session 18.
+    jobs_brief="crop=1",
 )
 
 SMOKE = Sizes(

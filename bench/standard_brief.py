@@ -2,19 +2,19 @@
 on real data, paired by seed, on the CPU.
 
 The standard preset's brief run (3 epochs of all 54,000 training images, batch 256, lr 0.2) was
-set by analogy, never measured. Two of its choices cost GPU time. Its random crops keep the
-teacher live in every step of every trial (a crop-free run reads the teacher's outputs from a
-cache built once per process: session 15's probe put the teacher at 2.8 ms of a 38-ms step), and
-its batch of 256 gives 633 steps per trial on a device that is busy 12% of each (docs/BENCHMARKS.md,
-GPU runs): a larger batch would cost about the same per step, so the trial's time would fall with
-its number of steps, if its accuracy holds. What a brief run must do is rank candidates; its
-validation accuracy is the proxy measured here (a variant that loses points or diverges on a seed
-ranks worse), for the bench's ~0.5M-MAC mbv2 student in the preset's mode. Accuracy is what a CPU
-can measure as well as a GPU (the step's numerics aside: bf16 there), so the GPU's `step` section
-only has to time the larger batches.
+set by analogy and never measured until this bench. Two of its choices cost GPU time. Random crops
+(its setting until session 18) keep the teacher live in every step of every trial, where a
+crop-free run reads the teacher's outputs from a cache built once per process (session 15's probe
+put the teacher at 2.8 ms of a 38-ms step). Its batch of 256 gives 633 steps per trial on a device
+busy 12% of each (docs/BENCHMARKS.md, GPU runs): a larger batch would cost about the same per
+step, so a trial's time would fall with its number of steps, if its accuracy held. What a brief run
+must do is rank candidates; its validation accuracy is the proxy measured here (a variant that
+loses points, or diverges on a seed, ranks worse), for the bench's ~0.5M-MAC mbv2 student in the
+preset's mode. Accuracy is what a CPU measures as well as a GPU (the step's numerics aside: bf16
+there), so the GPU's `step` section only times the larger batches.
 
     python -m bench.standard_brief                      # 4 variants x 3 seeds, ~45 min on 2 cores
-    python -m bench.standard_brief --variants "crop=1;crop=0" --seeds 0,1,2,3,4
+    python -m bench.standard_brief --variants "crop=0;crop=1" --seeds 0,1,2,3,4
 
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
 reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
@@ -39,7 +39,7 @@ from nas_kd.errors import UserError
 __all__ = ["main", "variant_schedule", "table"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "standard_brief.json"
-VARIANTS = "crop=1;crop=0;crop=0,batch_size=512,lr=0.2828;crop=0,batch_size=1024,lr=0.4"
+VARIANTS = "crop=0;crop=1;crop=0,batch_size=512,lr=0.2828;crop=0,batch_size=1024,lr=0.4"
 PRESET = "standard"
 
 
@@ -122,14 +122,14 @@ def render(record: dict, variants: list[str], argv: list[str]) -> str:
     lines = [
         "## Which brief schedule for the standard preset? (CPU)",
         "",
-        f"Command: `python -m bench.standard_brief {' '.join(argv)}`  ",
+        f"Command: `{' '.join(['python -m bench.standard_brief', *argv])}`  ",
         f"Hardware: {hardware()}; one torch thread per run  ",
         f"Date: {time.strftime('%Y-%m-%d')}",
         "",
         f"Each variant changes the standard preset's brief schedule ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
         f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --brief` would; one brief run per seed of `{first['student']}` "
         f"({first['macs'] / 1e6:.2f}M MACs, the bench's ~0.5M mbv2 student), mode {first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
-        "validation accuracy at the run's end (5,400 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
+        "validation accuracy at the run's end (the 6,000 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
         "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
         "",
         *table(list(runs), variants),

@@ -432,3 +432,12 @@ def test_a_kept_search_study_made_with_other_settings_starts_over(tmp_path, monk
     assert lines == []
     assert start_over_if_changed(dataclasses.replace(opts, brief="crop=1"), log=lines.append)
     assert not folder.exists() and len(lines) == 1 and "brief" in lines[0]
+
+
+def test_the_jobs_rows_keep_the_brief_schedule_they_were_first_measured_with():
+    """The --jobs 1 and 4 rows kept in the state archive (sessions 15-16) trained the standard brief
+    schedule with crops; the rows still to measure must train the same, whatever the preset's now."""
+    from nas_kd.config import Schedule, get_preset, parse_schedule_overrides
+
+    jobs_brief = get_preset(GPU.preset).brief.replace(**parse_schedule_overrides(GPU.jobs_brief, "--brief"))
+    assert jobs_brief == Schedule(epochs=3, batch_size=256, lr=0.2, warmup_epochs=0.5, crop=True)

@@ -123,10 +123,10 @@ def test_schedule_changes_parse_and_print_back_exactly():
     from nas_kd.config import get_preset, parse_schedule_overrides, schedule_overrides
 
     base = get_preset("standard").brief
-    changes = parse_schedule_overrides("epochs=1, batch_size=1024,lr=0.123456789,train_subset=0,crop=0,label_smoothing=0.1", "--brief")
-    assert changes == {"epochs": 1, "batch_size": 1024, "lr": 0.123456789, "train_subset": None, "crop": False, "label_smoothing": 0.1}
+    changes = parse_schedule_overrides("epochs=1, batch_size=1024,lr=0.123456789,train_subset=0,crop=1,label_smoothing=0.1", "--brief")
+    assert changes == {"epochs": 1, "batch_size": 1024, "lr": 0.123456789, "train_subset": None, "crop": True, "label_smoothing": 0.1}
     changed = dataclasses.replace(base, **changes)
     text = schedule_overrides(changed, base)  # train_subset is already all: not a change
-    assert text == "epochs=1,batch_size=1024,lr=0.123456789,label_smoothing=0.1,crop=0"
+    assert text == "epochs=1,batch_size=1024,lr=0.123456789,label_smoothing=0.1,crop=1"
     assert dataclasses.replace(base, **parse_schedule_overrides(text, "--brief")) == changed
     assert parse_schedule_overrides(None, "--brief") == {} and schedule_overrides(base, base) == ""
