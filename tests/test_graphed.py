@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas_kd.config import Schedule
 from nas_kd.distill import MODES, get_mode
@@ -140,14 +141,26 @@ def test_a_device_learning_rate_follows_the_schedule():
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, device_params, strict=True))
 
 
+class HostReads(TorchDispatchMode):
+    """The ops dispatched inside it that read a device value back to the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name in ("aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::masked_select", "aten::unique") or "nonzero" in name:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch, mode):
     """What makes a CUDA capture fail is an op that reads a device value back to the host (an
     .item(), a bool(), a nonzero). Built as `graph=1` builds it (fused optimisers, device learning
     rates, the check outside), the step dispatches none, in either flag's version; the default
     Adam (its step count read with .item()) or the check inside the step would."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     import nas_kd.distill.trainer as trainer
 
     monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
@@ -157,23 +170,46 @@ def test_a_step_built_for_graphs_never_reads_the_device_back(monkeypatch, mode):
     if step.disc_optimizer is not None:
         assert step.disc_optimizer.defaults["fused"] and step.disc_optimizer.defaults["capturable"]  # Adam.step refuses a capture without it
 
-    class HostReads(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func._schema.name
-            if name in ("aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::masked_select", "aten::unique") or "nonzero" in name:
-                self.seen.append(name)
-            return func(*args, **(kwargs or {}))
-
     data = batches(3)
     step(*data[0], adversarial=False)
     step(*data[1], adversarial=True)  # lazy state (momentum, Adam's moments) made outside the spy
     with HostReads() as spy:
         step(*data[2], adversarial=False)
         step(*data[2], adversarial=True)
+    assert spy.seen == []
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if get_mode(m).uses_teacher])
+def test_a_cached_step_built_for_graphs_never_reads_the_device_back(monkeypatch, mode):
+    """The same for a step that reads the teacher from its cache, as the brief trials of both
+    presets do (no crops): the lookup by example index and flip flag must stay on the device."""
+    import dataclasses
+
+    import nas_kd.distill.trainer as trainer
+    from nas_kd.data import load_splits
+    from nas_kd.distill import TeacherCache
+    from nas_kd.train import make_loaders
+
+    monkeypatch.setattr(trainer, "fused_optimisers", lambda device: True)
+    monkeypatch.setattr(trainer, "graphed_steps", lambda device: True)
+    splits = load_splits("synthetic", train_subset=64)
+    splits = dataclasses.replace(splits, info=dataclasses.replace(splits.info, flip=True))  # two views
+    loader = make_loaders(splits, batch_size=16, device=CPU, seed=0, crop=False)[0]
+    torch.manual_seed(0)
+    recipe = get_mode(mode)
+    teacher = build_teacher("resnet8", 1, CLASSES, reconstruction=SHAPE[1:] if recipe.needs_reconstruction else None).eval().requires_grad_(False)
+    cache = TeacherCache(teacher, loader, mode, num_classes=CLASSES)
+    student = build_student(TINY, 1, CLASSES)
+    built = build_step(student, teacher, recipe, SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=STEPS, device=CPU, cache=cache, teacher_attention=cache.attention_state)
+    step = GraphedStep(built, backend=EagerReplay(), warmup=1).step
+    assert step.cache is cache
+    data = list(loader.batches())
+    assert any(b.flipped.any() for b in data)  # both views are looked up
+    for b, adversarial in zip(data[:2], (False, True), strict=True):
+        step(b.x, b.y, adversarial, index=b.index, flipped=b.flipped)
+    with HostReads() as spy:
+        for adversarial in (False, True):
+            step(data[2].x, data[2].y, adversarial, index=data[2].index, flipped=data[2].flipped)
     assert spy.seen == []
 
 
