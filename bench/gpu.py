@@ -224,7 +224,8 @@ class Kept:
 
     def finished_trials(self, study_db: str) -> int:
         """Trials that count towards the target (`nas_kd.study.finished_trials`) in the kept
-        study at ``study_db`` (a member name), 0 without one."""
+        study at ``study_db`` (a member name), 0 without one, or when its brief schedule is no
+        longer its preset's (the section starts such a study over: `start_over_if_changed`)."""
         if self.archive is None or study_db not in self.names:
             return 0
         import optuna
@@ -235,7 +236,22 @@ class Kept:
             tar.extract(study_db, tmp, filter="data")
             storage = f"sqlite:///{Path(tmp) / study_db}"
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            return sum(len(finished_trials(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))) for name in optuna.get_all_study_names(storage))
+            studies = [optuna.load_study(study_name=name, storage=storage) for name in optuna.get_all_study_names(storage)]
+            return sum(len(finished_trials(st.get_trials(deepcopy=False))) for st in studies if not _brief_changed(st))
+
+
+def _brief_changed(study) -> bool:
+    """Whether a bench search study was made with another brief schedule than its preset has now
+    (the searches pass no --brief: a difference is a change of the preset)."""
+    from nas_kd.config import PRESETS
+    from nas_kd.plan import PLAN_ATTR
+
+    plan = study.user_attrs.get(PLAN_ATTR)
+    if not isinstance(plan, dict):
+        return False
+    preset = plan.get("preset", {})
+    today = PRESETS.get(preset.get("name"))
+    return today is not None and preset.get("brief") != today.brief.to_dict()
 
 
 def kept_state(cfg: Config) -> Kept:

@@ -441,3 +441,36 @@ def test_the_jobs_rows_keep_the_brief_schedule_they_were_first_measured_with():
 
     jobs_brief = get_preset(GPU.preset).brief.replace(**parse_schedule_overrides(GPU.jobs_brief, "--brief"))
     assert jobs_brief == Schedule(epochs=3, batch_size=256, lr=0.2, warmup_epochs=0.5, crop=True)
+
+
+def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(tmp_path):
+    """Such a study is started over by its section (start_over_if_changed): its trials are owed."""
+    import time
+
+    import optuna
+    import torch
+    from optuna.trial import TrialState, create_trial
+
+    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu_sections import search_study
+    from nas_kd.config import get_preset
+    from nas_kd.plan import PLAN_ATTR
+
+    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    todo = [s for s in sections(GPU) if s.name == "search-2M-tpe"]
+    whole = float(plan_lines(cfg, todo)[0].split()[3])
+    name = search_study(GPU, "2M", "tpe")
+
+    def kept_with(brief) -> float:
+        db = tmp_path / "study.db"
+        db.unlink(missing_ok=True)
+        study = optuna.create_study(study_name=name, storage=f"sqlite:///{db}")
+        study.set_user_attr(PLAN_ATTR, {"preset": {"name": GPU.preset, "brief": brief.to_dict()}})
+        for _ in range(3):
+            study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5))
+        _write_tar(tmp_path / STATE, [(db, f"runs/{name}/study.db")])
+        return float(plan_lines(cfg, todo)[0].split()[3])
+
+    today = get_preset(GPU.preset).brief
+    assert kept_with(today) < whole  # the same brief: its trials are kept
+    assert kept_with(today.replace(crop=not today.crop)) == whole  # another: all owed again
