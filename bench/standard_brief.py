@@ -19,7 +19,8 @@ there), so the GPU's `step` section only times the larger batches.
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
 reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
 docs/results/standard_brief.json as they finish and not rerun (resumable); ``--jobs`` runs train at
-once, one torch thread each. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md.
+once, one torch thread each. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
+``standard-brief-cpu-large``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
 
 
+def section_name(student: str) -> str:
+    """docs/BENCHMARKS.md's section for a student: one per student, so neither run replaces the other."""
+    return "standard-brief-cpu" if student == "small" else f"standard-brief-cpu-{student}"
+
+
 def _key(variant: str, seed: int, args) -> str:
     """A run's identity: the schedule itself (not its spelling, nor what the preset is today)."""
     return f"{args.student}|{args.mode}|{json.dumps(variant_schedule(variant).to_dict(), sort_keys=True)}|{seed}"
@@ -120,7 +126,7 @@ def render(record: dict, variants: list[str], argv: list[str]) -> str:
     first = next(iter(runs))
     base = get_preset(PRESET).brief
     lines = [
-        "## Which brief schedule for the standard preset? (CPU)",
+        f"## Which brief schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student)",
         "",
         f"Command: `{' '.join(['python -m bench.standard_brief', *argv])}`  ",
         f"Hardware: {hardware()}; one torch thread per run  ",
@@ -128,7 +134,7 @@ def render(record: dict, variants: list[str], argv: list[str]) -> str:
         "",
         f"Each variant changes the standard preset's brief schedule ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
         f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --brief` would; one brief run per seed of `{first['student']}` "
-        f"({first['macs'] / 1e6:.2f}M MACs, the bench's ~0.5M mbv2 student), mode {first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
+        f"({first['macs'] / 1e6:.2f}M MACs, the mbv2 student of bench.distill_ablation nearest {'0.5M' if first['macs'] < 1e6 else '2M'}), mode {first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
         "validation accuracy at the run's end (the 6,000 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
         "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
         "",
@@ -145,7 +151,7 @@ def main(argv=None) -> None:
     ap.add_argument("--mode", default=get_preset(PRESET).mode)
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     variants = [v.strip() for v in args.variants.split(";")]
@@ -156,7 +162,7 @@ def main(argv=None) -> None:
     except (UserError, ValueError) as e:
         print(f"standard_brief: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    record = json.loads(RESULTS.read_text()) if RESULTS.is_file() and not args.no_write else {"runs": {}}
+    record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}  # --no-write: kept runs still count
     todo = [(v, s) for s in seeds for v in variants if _key(v, s, args) not in record["runs"]]
     print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
     ctx = multiprocessing.get_context("spawn")
@@ -177,7 +183,7 @@ def main(argv=None) -> None:
     if not args.no_write:
         from bench._report import write_section
 
-        write_section("standard-brief-cpu", body)
+        write_section(section_name(args.student), body)
 
 
 if __name__ == "__main__":

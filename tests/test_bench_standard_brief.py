@@ -45,3 +45,22 @@ def test_bad_arguments_are_refused_in_one_line_before_anything_trains(argv, caps
         main([*argv, "--no-write"])
     assert exit_.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_kept_runs_are_not_trained_again_and_no_write_leaves_docs_alone(tmp_path, capsys, monkeypatch):
+    import json
+
+    import bench.standard_brief as sb
+
+    args = argparse.Namespace(student="large", mode="full")
+    record = {"runs": {_key(v, s, args): run(v, s, 0.9) | {"student": "ir c16", "macs": 2e6, "mode": "full"} for v in ("crop=0", "crop=1") for s in (0, 1)}}
+    results = tmp_path / "standard_brief.json"
+    results.write_text(json.dumps(record))
+    monkeypatch.setattr(sb, "RESULTS", results)
+    monkeypatch.setattr(sb, "_train", lambda *a: pytest.fail("trained a kept run"))
+    monkeypatch.setattr("bench._report.write_section", lambda *a, **k: pytest.fail("wrote docs with --no-write"))
+    main(["--student", "large", "--variants", "crop=0;crop=1", "--seeds", "0,1", "--mode", "full", "--no-write"])
+    out = capsys.readouterr().out
+    assert "2.00M-MAC student" in out and "| `crop=1` | 633 | 90.00, 90.00 | 90.00 | +0.00 [+0.00, +0.00] (n=2) | 10 |" in out
+    assert json.loads(results.read_text()) == record
+    assert sb.section_name("small") == "standard-brief-cpu" and sb.section_name("large") == "standard-brief-cpu-large"
