@@ -29,6 +29,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing
+import shlex
 import statistics
 import sys
 import time
@@ -128,7 +129,7 @@ def render(record: dict, variants: list[str], argv: list[str]) -> str:
     lines = [
         f"## Which brief schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student)",
         "",
-        f"Command: `{' '.join(['python -m bench.standard_brief', *argv])}`  ",
+        f"Command: `{' '.join(['python -m bench.standard_brief', *map(shlex.quote, argv)])}`  ",
         f"Hardware: {hardware()}; one torch thread per run  ",
         f"Date: {time.strftime('%Y-%m-%d')}",
         "",
