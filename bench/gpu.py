@@ -242,16 +242,15 @@ class Kept:
 
 def _brief_changed(study) -> bool:
     """Whether a bench search study was made with another brief schedule than its preset has now
-    (the searches pass no --brief: a difference is a change of the preset)."""
-    from nas_kd.config import PRESETS
-    from nas_kd.plan import PLAN_ATTR
+    (`SearchPlan.schedule_changes`; the searches pass no --brief: a difference is a change of the
+    preset). A study without a readable plan counts as it is."""
+    from nas_kd.errors import UserError
+    from nas_kd.plan import plan_of
 
-    plan = study.user_attrs.get(PLAN_ATTR)
-    if not isinstance(plan, dict):
+    try:
+        return "brief" in plan_of(study).schedule_changes()
+    except UserError:
         return False
-    preset = plan.get("preset", {})
-    today = PRESETS.get(preset.get("name"))
-    return today is not None and preset.get("brief") != today.brief.to_dict()
 
 
 def kept_state(cfg: Config) -> Kept:

@@ -26,7 +26,7 @@ import torch
 from bench import distill_ablation, loader_speed, search_gpu
 from bench import teachers as teacher_bench
 from bench.gpu_step import measure_step, step_markdown
-from nas_kd.config import format_count, get_preset, parse_schedule_overrides
+from nas_kd.config import format_count, get_preset, override_schedule
 from nas_kd.data import load_splits
 from nas_kd.jobs import GPU_JOBS
 from nas_kd.models.shipped import DEFAULT_SPEC
@@ -287,7 +287,7 @@ def jobs(cfg) -> dict | None:
         best = max(rows, key=lambda r: r["trials_per_minute"])
         lines.append(f"- Most trials per hour: `--jobs {_jobs_label(best)}` ({best['trials_per_minute'] / rows[0]['trials_per_minute']:.2f}x `--jobs 1`; the search's default on a GPU is `--jobs {GPU_JOBS}` with the default step)")
     alone = rows[0]["mean_train_seconds"]
-    brief = _preset(cfg).brief.replace(**parse_schedule_overrides(cfg.sizes.jobs_brief, "--brief"))
+    brief = override_schedule(_preset(cfg).brief, cfg.sizes.jobs_brief, "--brief")
     epoch = None if alone is None else alone / brief.epochs
     if epoch is not None:
         # Real trials of the search (live teacher, the brief schedule's crops and data), one process alone on the device.

@@ -66,7 +66,7 @@ class Sizes:
     jobs_step_variants: tuple[tuple[int, str], ...] = ()
     # `--brief` changes for the jobs section's searches (None: the preset's brief schedule): its rows
     # are kept across sessions and compared with each other, so they keep the schedule the first
-    # rows were measured with when the preset's changes.
+    # rows were measured with when the preset changes.
     jobs_brief: str | None = None
 
     def jobs_runs(self) -> list[tuple[int, str | None]]:

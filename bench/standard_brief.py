@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from nas_kd.config import get_preset, parse_schedule_overrides
+from nas_kd.config import get_preset, override_schedule
 from nas_kd.errors import UserError
 
 __all__ = ["main", "variant_schedule", "table"]
@@ -47,7 +47,7 @@ PRESET = "standard"
 
 def variant_schedule(changes: str):
     """The standard brief schedule with ``changes`` (`--brief` syntax) applied."""
-    return get_preset(PRESET).brief.replace(**parse_schedule_overrides(changes, "--variants"))
+    return override_schedule(get_preset(PRESET).brief, changes, "--variants")
 
 
 def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None) -> dict:
@@ -114,9 +114,9 @@ def table(runs: list[dict], variants: list[str]) -> list[str]:
             d = paired_difference(accs, ref)
             diff = f"{d.mean:+.2f}" + (f" [{d.low:+.2f}, {d.high:+.2f}]" if d.low is not None else "") + f" (n={d.n})"
         secs = [r["train_seconds"] for r in rs.values() if "train_seconds" in r]
-        steps = next(iter(rs.values()))["steps"]
+        cpu_s = f"{statistics.fmean(secs):.0f}" if secs else "-"
         label = f"`{v}`" if v else "(as it is)"
-        lines.append(f"| {label} | {steps} | {per_seed} | {mean} | {diff} | {statistics.fmean(secs):.0f} |" if secs else f"| {label} | {steps} | {per_seed} | {mean} | {diff} | - |")
+        lines.append(f"| {label} | {next(iter(rs.values()))['steps']} | {per_seed} | {mean} | {diff} | {cpu_s} |")
     return lines
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "format_quantity",
     "SCHEDULE_FIELDS",
     "parse_schedule_overrides",
+    "override_schedule",
     "schedule_overrides",
     "QUANTITIES",
     "Precision",
@@ -144,6 +145,12 @@ def _schedule_value(key: str, value: str, flag: str):
     if not ok:
         raise bad
     return number
+
+
+def override_schedule(schedule: Schedule, text: str | None, flag: str) -> Schedule:
+    """``schedule`` with exactly the fields ``text`` sets (`parse_schedule_overrides`): not
+    `Schedule.replace`, which skips None, and ``train_subset=0`` is None, the whole split."""
+    return dataclasses.replace(schedule, **parse_schedule_overrides(text, flag))
 
 
 def schedule_overrides(schedule: Schedule, base: Schedule) -> str:

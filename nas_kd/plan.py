@@ -34,8 +34,8 @@ from nas_kd.config import (
     Preset,
     Schedule,
     get_preset,
+    override_schedule,
     parse_budget,
-    parse_schedule_overrides,
     schedule_overrides,
 )
 from nas_kd.device import StepOptions
@@ -416,13 +416,8 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     objectives = parse_objectives(opts.objectives)
     overrides = parse_loss_weights(opts.loss_weights)
     preset = get_preset(opts.preset)
-    # Exactly the fields given (dataclasses.replace, not Schedule.replace: train_subset=0 means
-    # None, the whole split); Schedule's own checks run on the result.
-    preset = dataclasses.replace(
-        preset,
-        brief=dataclasses.replace(preset.brief, **parse_schedule_overrides(opts.brief, "--brief")),
-        full=dataclasses.replace(preset.full, **parse_schedule_overrides(opts.full, "--full")),
-    )
+    # Schedule's own checks run on the result.
+    preset = dataclasses.replace(preset, brief=override_schedule(preset.brief, opts.brief, "--brief"), full=override_schedule(preset.full, opts.full, "--full"))
     mode_name = opts.mode or preset.mode
     get_mode(mode_name).override(overrides)  # unknown mode: UserError now
     step = parse_step_options(opts.gpu_step)

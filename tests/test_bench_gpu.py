@@ -454,7 +454,7 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
     from bench.gpu import STATE, Config, _write_tar, plan_lines
     from bench.gpu_sections import search_study
     from nas_kd.config import get_preset
-    from nas_kd.plan import PLAN_ATTR
+    from nas_kd.plan import PLAN_ATTR, SearchOptions, build_plan
 
     cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
     todo = [s for s in sections(GPU) if s.name == "search-2M-tpe"]
@@ -465,7 +465,9 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
         db = tmp_path / "study.db"
         db.unlink(missing_ok=True)
         study = optuna.create_study(study_name=name, storage=f"sqlite:///{db}")
-        study.set_user_attr(PLAN_ATTR, {"preset": {"name": GPU.preset, "brief": brief.to_dict()}})
+        plan = build_plan(SearchOptions(space=str(ROOT / GPU.space), dataset="synthetic", preset=GPU.preset, baselines=False, study=name)).to_dict()
+        plan["preset"]["brief"] = brief.to_dict()  # as a study made when the preset had this brief stores it
+        study.set_user_attr(PLAN_ATTR, plan)
         for _ in range(3):
             study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5))
         _write_tar(tmp_path / STATE, [(db, f"runs/{name}/study.db")])

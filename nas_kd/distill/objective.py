@@ -197,9 +197,10 @@ class DistillObjective(nn.Module):
     def weighted_sum(self, parts: dict[str, torch.Tensor], gate_factors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Σ weight × part, adversarial parts also times their gate's factor (``gate_factors``: as
         `gate_factors` returns them, when the caller has them already)."""
-        factors = self.gate_factors() if gate_factors is None and any(t in self.gates for t in parts) else gate_factors or {}
+        if gate_factors is None and any(t in self.gates for t in parts):
+            gate_factors = self.gate_factors()
         total = None
         for term, value in parts.items():
-            factor = self.weight(term) * factors[term] if term in self.gates else self.weight(term)
-            total = factor * value if total is None else total + factor * value
+            factor = self.weight(term) * gate_factors[term] if term in self.gates else self.weight(term)
+            total = _plus(total, factor * value)
         return total
