@@ -15,6 +15,10 @@ there), so the GPU's `step` section only times the larger batches.
 
     python -m bench.standard_brief                      # 4 variants x 3 seeds, ~45 min on 2 cores
     python -m bench.standard_brief --variants "crop=0;crop=1" --seeds 0,1,2,3,4
+    python -m bench.standard_brief --schedule full --variants "crop=1;crop=0"   # the final retrain's, ~65 min
+
+``--schedule full`` asks the same of the final retrain's 20-epoch schedule (winner and baselines;
+section ``standard-full-cpu``): its random crops keep the teacher live in every step too.
 
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
 reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
@@ -45,13 +49,17 @@ VARIANTS = "crop=0;crop=1;crop=0,batch_size=512,lr=0.2828;crop=0,batch_size=1024
 PRESET = "standard"
 
 
-def variant_schedule(changes: str):
-    """The standard brief schedule with ``changes`` (`--brief` syntax) applied."""
-    return override_schedule(get_preset(PRESET).brief, changes, "--variants")
+SCHEDULES = ("brief", "full")
 
 
-def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None) -> dict:
-    """One brief run (fresh process state; one torch thread): the trainer as a search calls it."""
+def variant_schedule(changes: str, schedule: str = "brief"):
+    """The standard preset's ``schedule`` ("brief": a trial's; "full": the final retrain's) with
+    ``changes`` (`--brief` syntax) applied."""
+    return override_schedule(getattr(get_preset(PRESET), schedule), changes, "--variants")
+
+
+def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief") -> dict:
+    """One brief (or full) run (fresh process state; one torch thread): the trainer as a search calls it."""
     import torch
 
     from bench.distill_ablation import SPACE, pick_students
@@ -65,7 +73,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
 
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
-    schedule = variant_schedule(variant)
+    schedule = variant_schedule(variant, schedule_name)
     splits = load_splits("fashion-mnist", data_dir, seed=0, train_subset=schedule.train_subset)
     macs, cfg = pick_students(SearchSpace.load(SPACE), splits.info.input_shape, splits.info.num_classes)[student_name]
     preset = get_preset(PRESET)
@@ -84,24 +92,24 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
 
 
-def section_name(student: str) -> str:
-    """docs/BENCHMARKS.md's section for a student: one per student, so neither run replaces the other."""
-    return "standard-brief-cpu" if student == "small" else f"standard-brief-cpu-{student}"
+def section_name(student: str, schedule: str = "brief") -> str:
+    """docs/BENCHMARKS.md's section for a student and schedule: one each, so no run replaces another."""
+    return f"standard-{schedule}-cpu" if student == "small" else f"standard-{schedule}-cpu-{student}"
 
 
 def _key(variant: str, seed: int, args) -> str:
     """A run's identity: the schedule itself (not its spelling, nor what the preset is today)."""
-    return f"{args.student}|{args.mode}|{json.dumps(variant_schedule(variant).to_dict(), sort_keys=True)}|{seed}"
+    return f"{args.student}|{args.mode}|{json.dumps(variant_schedule(variant, args.schedule).to_dict(), sort_keys=True)}|{seed}"
 
 
-def table(runs: list[dict], variants: list[str]) -> list[str]:
+def table(runs: list[dict], variants: list[str], schedule: str = "brief") -> list[str]:
     """Markdown rows, one per variant: steps, per-seed and mean validation accuracy, the paired
     difference from the first variant (95% t-interval), CPU train time."""
     from nas_kd.stats import paired_difference
 
     by = {v: {r["seed"]: r for r in runs if r["variant"] == v} for v in variants}
     ref = {s: 100 * r["val_accuracy"] for s, r in by[variants[0]].items() if "val_accuracy" in r}
-    lines = ["| brief variant | steps / trial | val accuracy (%) per seed | mean | minus the first [95% CI] | CPU train s |", "|---|---:|---|---:|---|---:|"]
+    lines = [f"| {schedule} variant | steps / run | val accuracy (%) per seed | mean | minus the first [95% CI] | CPU train s |", "|---|---:|---|---:|---|---:|"]
     for v in variants:
         rs = by[v]
         if not rs:
@@ -120,26 +128,27 @@ def table(runs: list[dict], variants: list[str]) -> list[str]:
     return lines
 
 
-def render(record: dict, variants: list[str], argv: list[str]) -> str:
+def render(record: dict, variants: list[str], argv: list[str], schedule: str = "brief") -> str:
     from bench._report import hardware
 
     runs = record["runs"].values()
     first = next(iter(runs))
-    base = get_preset(PRESET).brief
+    base = getattr(get_preset(PRESET), schedule)
+    what = "a trial's brief run" if schedule == "brief" else "the final retrain (winner and baselines)"
     lines = [
-        f"## Which brief schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student)",
+        f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student)",
         "",
         f"Command: `{' '.join(['python -m bench.standard_brief', *map(shlex.quote, argv)])}`  ",
         f"Hardware: {hardware()}; one torch thread per run  ",
         f"Date: {time.strftime('%Y-%m-%d')}",
         "",
-        f"Each variant changes the standard preset's brief schedule ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
-        f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --brief` would; one brief run per seed of `{first['student']}` "
+        f"Each variant changes the standard preset's {schedule} schedule, {what} ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
+        f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --{schedule}` would; one {schedule} run per seed of `{first['student']}` "
         f"({first['macs'] / 1e6:.2f}M MACs, the mbv2 student of bench.distill_ablation nearest {'0.5M' if first['macs'] < 1e6 else '2M'}), mode {first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
         "validation accuracy at the run's end (the 6,000 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
         "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
         "",
-        *table(list(runs), variants),
+        *table(list(runs), variants, schedule),
     ]
     return "\n".join(lines)
 
@@ -150,6 +159,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--student", default="small", choices=("small", "large"))
     ap.add_argument("--mode", default=get_preset(PRESET).mode)
+    ap.add_argument("--schedule", default="brief", choices=SCHEDULES, help="which of the preset's schedules the variants change (default brief)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
@@ -158,7 +168,7 @@ def main(argv=None) -> None:
     variants = [v.strip() for v in args.variants.split(";")]
     try:
         for v in variants:
-            variant_schedule(v)
+            variant_schedule(v, args.schedule)
         seeds = [int(s) for s in args.seeds.split(",")]
     except (UserError, ValueError) as e:
         print(f"standard_brief: {e}", file=sys.stderr)
@@ -168,7 +178,7 @@ def main(argv=None) -> None:
     print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_train, v, s, args.student, args.mode, args.data_dir): (v, s) for v, s in todo}
+        futures = {pool.submit(_train, v, s, args.student, args.mode, args.data_dir, args.schedule): (v, s) for v, s in todo}
         for f in cf.as_completed(futures):
             r = f.result()
             record["runs"][_key(r["variant"], r["seed"], args)] = r
@@ -179,12 +189,12 @@ def main(argv=None) -> None:
                 RESULTS.write_text(json.dumps(record, indent=1))
     keys = {_key(v, s, args): v for v in variants for s in seeds}
     kept = {k: record["runs"][k] | {"variant": v} for k, v in keys.items() if k in record["runs"]}  # spelt as asked
-    body = render({"runs": kept}, variants, argv)
+    body = render({"runs": kept}, variants, argv, args.schedule)
     print(body)
     if not args.no_write:
         from bench._report import write_section
 
-        write_section(section_name(args.student), body)
+        write_section(section_name(args.student, args.schedule), body)
 
 
 if __name__ == "__main__":

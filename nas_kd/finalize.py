@@ -21,6 +21,7 @@ mostly idle trains several. A run's result does not depend on where it ran: it i
 
 from __future__ import annotations
 
+import collections
 import functools
 import statistics
 from collections.abc import Callable
@@ -309,11 +310,15 @@ def _screen(config: str, plan: SearchPlan, teacher, splits, device, shared: dict
 _worker: dict = {}  # a worker process's data and teacher, loaded by its first run
 
 
-def _run_in_worker(plan_dict: dict, device_name: str, job: Retrain) -> dict:
-    """`_run` in a `map_processes` worker: the plan's splits and the study's teacher file."""
+def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, job: Retrain) -> dict:
+    """`_run` in a `map_processes` worker: the plan's splits, the study's teacher file and the
+    teacher's outputs from ``teacher_cache`` (the parent's, `nas_kd.distill.shared_cache`), or
+    filled here once for all of this worker's runs if that file does not fit."""
     from nas_kd.data import dataset_info, load_splits
     from nas_kd.device import configure_step, resolve_device
+    from nas_kd.distill.shared_cache import open_cache
     from nas_kd.models.teachers import load_verified
+    from nas_kd.train import make_loaders
 
     plan = SearchPlan.from_dict(plan_dict)
     if _worker.get("study") != plan.study:
@@ -323,8 +328,19 @@ def _run_in_worker(plan_dict: dict, device_name: str, job: Retrain) -> dict:
         if loaded is None:
             raise UserError(f"the teacher file {plan.teacher.path} is gone or changed (SHA-256 {plan.teacher.sha256[:12]}): restore it and finalize again")
         splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=plan.full.train_subset)
-        _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits)
-    return _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False)
+        shared = {}
+        if teacher_cache is not None:
+            loader = make_loaders(splits, batch_size=plan.full.batch_size, device=device, seed=0, crop=plan.full.crop)[0]
+            cache = open_cache(Path(teacher_cache), loaded[0], loader, plan.mode)[0]
+            shared = {"teacher_cache": cache, "teacher_attention": cache.attention_state} if cache is not None else {}
+        origin = "opened" if shared else "filled"
+        shared = shared or _teacher_pass(loaded[0], splits, plan.full, plan.mode, device)
+        _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits, shared=shared, origin=origin)
+    in_mode = job.mode == plan.mode.name
+    result = _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False, shared=_worker["shared"] if in_mode else None)
+    # Where this run's teacher outputs came from, for the parent's summary line.
+    cached = in_mode and _worker["shared"].get("teacher_cache") is not None
+    return result | {"teacher_outputs": _worker["origin"] if cached else None}
 
 
 def _bound_teacher_intact(plan: SearchPlan) -> bool:
@@ -354,6 +370,7 @@ def finalize(
     from nas_kd.cost import measure
     from nas_kd.data import load_splits
     from nas_kd.device import configure_step, resolve_device
+    from nas_kd.distill.shared_cache import CACHE_FILE, shared_file
     from nas_kd.jobs import map_processes
     from nas_kd.meter import BudgetMeter
     from nas_kd.rescreen import RescreenKey, choose, rescreen
@@ -421,7 +438,14 @@ def finalize(
     # load_planned_teacher can find it again.
     if parallel > 1 and _bound_teacher_intact(plan):
         log(f"finalize: {len(todo)} runs, {parallel} at once (--jobs)")
-        results = map_processes(functools.partial(_run_in_worker, plan.to_dict(), str(device)), todo, parallel, on_result=report)
+        # The teacher's outputs filled once, here, and opened by every worker (not once per run).
+        cache = resources()[2].get("teacher_cache") if mode.uses_teacher and not schedule.crop else None
+        with shared_file(cache, out / CACHE_FILE) as shared_cache:
+            run = functools.partial(_run_in_worker, plan.to_dict(), str(device), str(shared_cache) if shared_cache else None)
+            results = map_processes(run, todo, parallel, on_result=report)
+        origins = collections.Counter(r.pop("teacher_outputs") for r in results)
+        if origins["opened"] or origins["filled"]:
+            log(f"finalize: teacher outputs of {origins['opened']} run(s) opened from the parent's cache, {origins['filled']} filled by their worker")
     else:
         splits, model, cache = resources()  # one teacher pass for every run in the study's mode
         if model is None and any(_mode(plan, j.mode).uses_teacher for j in todo):

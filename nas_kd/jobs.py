@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -77,11 +78,14 @@ class LocalWorkers:
         self.plan, self.log = plan, log
         self.procs: list[tuple[int, subprocess.Popen]] = []
 
-    def start(self, count: int, threads: int) -> None:
-        """Start ``count`` children numbered 1..count, each with ``threads`` torch threads."""
+    def start(self, count: int, threads: int, teacher_cache: Path | None = None) -> None:
+        """Start ``count`` children numbered 1..count, each with ``threads`` torch threads and
+        (``teacher_cache``) the file of the parent's filled teacher cache to open."""
         payload = json.dumps(self.plan.to_dict())
         for index in range(1, count + 1):
             cmd = [sys.executable, "-m", "nas_kd.jobs", "--worker", str(index), "--threads", str(threads), "--parent", str(os.getpid())]
+            if teacher_cache is not None:
+                cmd += ["--teacher-cache", str(teacher_cache)]
             # Own session: a terminal's Ctrl-C goes to the parent alone, which forwards it once.
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, text=True, start_new_session=True)
             proc.stdin.write(payload)
@@ -199,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", type=int, required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--teacher-cache", type=Path, default=None, help="the parent's filled teacher cache (nas_kd.distill.shared_cache)")
     args = ap.parse_args(argv)
     # As in nas_kd.cli: an interrupt inside a database call is reported once, not as a pool traceback.
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         from nas_kd.plan import SearchPlan
         from nas_kd.search import run_worker
 
-        run_worker(SearchPlan.from_dict(json.loads(sys.stdin.read())), worker=args.worker, log=log)
+        run_worker(SearchPlan.from_dict(json.loads(sys.stdin.read())), worker=args.worker, log=log, teacher_cache=args.teacher_cache)
     except UserError as e:
         print(f"nas-kd: error: worker {args.worker}: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE

@@ -11,6 +11,7 @@ stopped is in docs/SEARCH.md; how ``--jobs N`` runs N trial processes on one mac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -108,7 +109,7 @@ def failure_types() -> tuple[type[Exception], ...]:
 class Objective:
     """Optuna objective: cost, reject or distil one candidate (see module docstring)."""
 
-    def __init__(self, plan: SearchPlan, *, teacher, device: torch.device, prune: bool, table=None):
+    def __init__(self, plan: SearchPlan, *, teacher, device: torch.device, prune: bool, table=None, shared_cache: Path | None = None, log: Callable[[str], None] | None = None):
         self.plan, self.space, self.budget = plan, plan.space, plan.budget
         self.shape, self.num_classes = plan.input_shape, plan.num_classes
         self.schedule, self.mode, self.multi = plan.brief, plan.mode, plan.multi
@@ -116,6 +117,7 @@ class Objective:
         self.meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space, table=table)  # `_latency_table`
         self._splits = self._loaders = None
         self._cache = self._attention = None
+        self._shared, self._log = shared_cache, log  # a --jobs child: the parent's filled cache (`share_cache`)
 
     def data(self):
         """The brief schedule's splits and device loaders, loaded on first use and then reused."""
@@ -125,13 +127,33 @@ class Objective:
 
             self._splits = load_splits(self.plan.dataset, self.plan.data_dir, seed=self.plan.seeds.split, train_subset=self.schedule.train_subset)
             self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.plan.seeds.search, crop=self.schedule.crop)
-            # The frozen teacher's outputs, once per study and process: every trial reuses them.
+            # The frozen teacher's outputs, once per study: every trial reuses them, and a --jobs
+            # child opens the parent's instead of filling its own.
+            from nas_kd.distill.shared_cache import open_cache
             from nas_kd.distill.trainer import MAX_CACHE_BYTES, prepare_teacher
 
+            if self._shared is not None and self.teacher is not None:
+                cache, why = open_cache(self._shared, self.teacher, self._loaders[0], self.mode)
+                if cache is not None:
+                    self._cache, self._attention = cache, cache.attention_state
+                    if self._log:
+                        self._log(f"search: the teacher's outputs opened from {self._shared}, not computed again")
+                    return self._splits, self._loaders
+                if self._log:
+                    self._log(f"search: the parent's teacher cache is not usable here ({why}); filling this process's own")
             self._cache, self._attention = prepare_teacher(
                 self.teacher, self._loaders[0], self.mode, self.num_classes, teacher_cache=None, teacher_attention=None, max_cache_bytes=MAX_CACHE_BYTES, input_shape=self.shape, log=None
             )
         return self._splits, self._loaders
+
+    def share_cache(self, path: Path):
+        """A context: this process's teacher cache (filled now if it is not yet) written to
+        ``path`` for `--jobs` children to open while it lasts; yields the path, or None when
+        the trials have no cache (no teacher, random crops, too large)."""
+        from nas_kd.distill.shared_cache import shared_file
+
+        self.data()
+        return shared_file(self._cache, path)
 
     def prepare(self, trial) -> None:
         """Draw the candidate (the sampler repairs it into the budget band) and store its
@@ -334,9 +356,10 @@ def _trial_loop(study, plan: SearchPlan, objective: Objective, after_trial: Call
     return run_trials(study, objective, url=plan.storage, target=plan.trials, timeout=plan.timeout, catch=failure_types(), after_trial=after_trial, should_stop=too_many_rejections, prepare=objective.prepare)
 
 
-def run_worker(plan: SearchPlan, *, worker: int, log: Callable[[str], None] = print) -> int:
+def run_worker(plan: SearchPlan, *, worker: int, log: Callable[[str], None] = print, teacher_cache: Path | None = None) -> int:
     """One child process of a ``--jobs`` search (`nas_kd.jobs`): the parent's bound plan, its
-    exact teacher file, trials until the study has them. Never finalises. Returns trials run."""
+    exact teacher file and (``teacher_cache``) its filled teacher cache, trials until the study
+    has them. Never finalises. Returns trials run."""
     import optuna
 
     from nas_kd.data import dataset_info
@@ -356,7 +379,9 @@ def run_worker(plan: SearchPlan, *, worker: int, log: Callable[[str], None] = pr
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = _latency_table(plan)
     study = _join_study(plan, worker, table)
-    objective = Objective(plan, teacher=teacher, device=device, prune=plan.prune, table=table)
+    objective = Objective(plan, teacher=teacher, device=device, prune=plan.prune, table=table, shared_cache=teacher_cache, log=lambda text: log(f"{text} [worker {worker}]"))
+    if plan.mode.uses_teacher:
+        objective.data()  # data and teacher cache ready before the first claim, not inside a trial's time
     ran = _trial_loop(study, plan, objective, after_trial=lambda _st, t: log(f"{trial_line(t)} [worker {worker}]"))
     if isinstance(study.sampler, BudgetSampler) and study.sampler.counts.proposals:
         log(f"search: worker {worker}: {study.sampler.counts.describe()}")
@@ -386,6 +411,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
 
     from nas_kd.cost import torch_threads
     from nas_kd.device import StepOptions, configure_step, resolve_device
+    from nas_kd.distill.shared_cache import CACHE_FILE
     from nas_kd.jobs import LocalWorkers, threads_per_job
     from nas_kd.meter import BudgetMeter, admits_largest
     from nas_kd.models.teachers import resolve_teacher
@@ -441,7 +467,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
             log(line)
 
     try:
-        with workers:
+        with contextlib.ExitStack() as stack, workers:  # the children stop before the shared cache file goes
             if target is not None and done >= target:
                 log(f"search: {done} of {target} trials already finished; nothing to run")
             else:
@@ -450,7 +476,11 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
                 threads = threads_per_job(extra + 1)
                 if extra > 0:
                     log(f"search: {extra + 1} trial processes on this machine (--jobs {plan.jobs}), {threads} torch thread(s) each")
-                    workers.start(extra, threads)
+                    # The teacher's outputs filled once, here, and opened by every child.
+                    shared = stack.enter_context(objective.share_cache(plan.run_dir / CACHE_FILE))
+                    if shared is not None:
+                        log(f"search: the teacher's outputs ({objective._cache.nbytes / 2**20:.0f} MiB) filled once, shared with the trial processes through {shared}")
+                    workers.start(extra, threads, teacher_cache=shared)
                 with torch_threads(threads if extra > 0 else torch.get_num_threads()):
                     _trial_loop(study, plan, objective, after_trial)
                 workers.wait()  # the children leave once the study has its trials

@@ -1,6 +1,7 @@
 """bench/standard_brief.py: variants of the standard brief schedule, paired by seed."""
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -13,12 +14,16 @@ def test_a_variant_is_the_standard_brief_schedule_with_its_changes_and_nothing_r
     v = variant_schedule("crop=0,batch_size=512")
     assert (v.crop, v.batch_size, v.lr, v.epochs) == (False, 512, base.lr, base.epochs)
     assert variant_schedule("") == base
+    full = get_preset("standard").full
+    assert variant_schedule("crop=0", "full") == dataclasses.replace(full, crop=False)
 
 
 def test_a_run_is_kept_under_its_schedule_not_its_spelling():
-    args = argparse.Namespace(student="small", mode="full")
+    args = argparse.Namespace(student="small", mode="full", schedule="brief")
     assert _key("batch_size=512,crop=0", 1, args) == _key("crop=0, batch_size=512", 1, args) != _key("crop=0,batch_size=512", 2, args)
-    assert _key("crop=0", 1, args) != _key("crop=0", 1, argparse.Namespace(student="small", mode="kd"))
+    assert _key("crop=0", 1, args) != _key("crop=0", 1, argparse.Namespace(student="small", mode="kd", schedule="brief"))
+    # The final retrain's schedule is another schedule: its runs never stand in for brief ones.
+    assert _key("crop=0", 1, args) != _key("crop=0", 1, argparse.Namespace(student="small", mode="full", schedule="full"))
 
 
 def run(variant, seed, acc=None):
@@ -52,7 +57,7 @@ def test_kept_runs_are_not_trained_again_and_no_write_leaves_docs_alone(tmp_path
 
     import bench.standard_brief as sb
 
-    args = argparse.Namespace(student="large", mode="full")
+    args = argparse.Namespace(student="large", mode="full", schedule="brief")
     record = {"runs": {_key(v, s, args): run(v, s, 0.9) | {"student": "ir c16", "macs": 2e6, "mode": "full"} for v in ("crop=0", "crop=1") for s in (0, 1)}}
     results = tmp_path / "standard_brief.json"
     results.write_text(json.dumps(record))
@@ -64,3 +69,4 @@ def test_kept_runs_are_not_trained_again_and_no_write_leaves_docs_alone(tmp_path
     assert "2.00M-MAC student" in out and "| `crop=1` | 633 | 90.00, 90.00 | 90.00 | +0.00 [+0.00, +0.00] (n=2) | 10 |" in out
     assert json.loads(results.read_text()) == record
     assert sb.section_name("small") == "standard-brief-cpu" and sb.section_name("large") == "standard-brief-cpu-large"
+    assert sb.section_name("small", "full") == "standard-full-cpu"

@@ -82,6 +82,11 @@ def test_two_jobs_train_exactly_the_trials_from_one_teacher_training(tmp_path):
     assert len(teachers) == 1, teachers
     assert out.count("teacher: training resnet8") == 1, out
     assert f"teacher: worker 1 loads runs/teachers/{teachers[0].name}" in out, out
+    # ... and the teacher's outputs were filled once, by the parent, and opened by the child.
+    shared = f"runs/{study}/teacher-cache.pt"
+    assert f"shared with the trial processes through {shared}" in out, out
+    assert f"search: the teacher's outputs opened from {shared}, not computed again [worker 1]" in out, out
+    assert "not usable here" not in out and not (tmp_path / shared).exists()
     assert len(_started_workers(out)) == 1 and "exited with code" not in out
     trials = _trials(f"sqlite:///{tmp_path}/runs/{study}/study.db", study)
     assert len(_counted(trials)) == 3 and len(trials) == 3, [(t.number, t.state) for t in trials]
@@ -221,6 +226,9 @@ def test_final_retrain_in_two_processes_matches_one(in_tmp, teacher_path):
     lines: list[str] = []
     two = finalize("fin", jobs=2, log=lines.append)
     assert "finalize: 2 runs, 2 at once (--jobs)" in lines
+    # The parent filled the teacher's outputs once; both workers opened them (and the file is gone).
+    assert "finalize: teacher outputs of 2 run(s) opened from the parent's cache, 0 filled by their worker" in lines, lines
+    assert not (final / "teacher-cache.pt").exists()
     assert figures(two) == figures(one) and len(figures(one)) == 2
     again = torch.load(final / "winner.pt")
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)

@@ -337,3 +337,40 @@ def test_a_worker_with_another_brief_schedule_is_refused(setup):
     opts.brief = "epochs=1"
     run_search(opts, log=quiet, finish=False)  # the same change joins
     assert len(finished_trials(load_study("mini").trials)) == 2
+
+
+def test_a_child_objective_opens_the_parents_teacher_cache_or_fills_its_own_when_it_does_not_fit(in_tmp):
+    """What a --jobs child does with the file its parent shares: open it (no teacher pass), or say
+    why not and fill its own (the search goes on)."""
+    from nas_kd.data import dataset_info
+    from nas_kd.models.teachers import ensure_teacher, load_teacher
+    from nas_kd.plan import build_plan
+    from nas_kd.search import Objective
+
+    (in_tmp / "mini.yaml").write_text(SPACE)
+    _, _, path = ensure_teacher("synthetic", "resnet8", TINY_TEACHER, preset="test", device=torch.device("cpu"), log=lambda *_: None)
+    plan = build_plan(SearchOptions(dataset="synthetic", teacher=str(path), space="mini.yaml", budget="1M", mode="full", preset="quick", device="cpu"))
+    cpu = torch.device("cpu")
+
+    def teacher():
+        return load_teacher(path, dataset_info("synthetic"), cpu)[0]
+
+    parent = Objective(plan, teacher=teacher(), device=cpu, prune=False)
+    with parent.share_cache(in_tmp / "cache.pt") as shared:
+        lines: list[str] = []
+        child_teacher = teacher()
+        passes = []
+        child_teacher.register_forward_pre_hook(lambda *_: passes.append(1))
+        child = Objective(plan, teacher=child_teacher, device=cpu, prune=False, shared_cache=shared, log=lines.append)
+        child.data()
+        assert lines == [f"search: the teacher's outputs opened from {shared}, not computed again"] and passes == []
+        assert torch.equal(child._cache.logits, parent._cache.logits) and child._attention.keys() == parent._attention.keys()
+        nudged = teacher()
+        with torch.no_grad():
+            next(nudged.parameters()).view(-1)[0] += 0.1
+        lines.clear()
+        other = Objective(plan, teacher=nudged, device=cpu, prune=False, shared_cache=shared, log=lines.append)
+        other.data()
+        assert len(lines) == 1 and "not usable here" in lines[0] and "another teacher" in lines[0]
+        assert other._cache is not None and other._cache.teacher is nudged and not torch.equal(other._cache.logits, parent._cache.logits)
+    assert not (in_tmp / "cache.pt").exists()

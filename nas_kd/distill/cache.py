@@ -76,6 +76,30 @@ class TeacherCache:
             attention = load_teacher_attention(self.attention_state, teacher, num_classes).to(loader.device)
         self._fill(loader, attention)
 
+    @classmethod
+    def from_parts(
+        cls,
+        teacher: nn.Module,
+        loader: DeviceLoader,
+        *,
+        map_stages: Sequence[int],
+        logits: torch.Tensor,
+        maps: dict[int, torch.Tensor],
+        descriptors: list[torch.Tensor] | None,
+        attention_state: dict[str, torch.Tensor] | None,
+    ) -> TeacherCache:
+        """A cache of ``teacher`` on ``loader``'s data from tensors filled elsewhere (another
+        process: `nas_kd.distill.shared_cache`), without a teacher pass. The caller vouches that
+        they are this teacher's outputs on these examples and views."""
+        if loader.views is None:
+            raise ValueError("the loader crops at random: its views cannot be enumerated, so the teacher must run live")
+        cache = cls.__new__(cls)
+        cache.teacher, cache.views, cache.num_examples = teacher, loader.views, loader.num_examples
+        cache.map_stages = tuple(map_stages)
+        cache._data, cache._norm = loader.x, (loader.mean, loader.inv_std)
+        cache.logits, cache.maps, cache.descriptors, cache.attention_state = logits, dict(maps), descriptors, attention_state
+        return cache
+
     @torch.no_grad()
     def _fill(self, loader: DeviceLoader, attention: nn.Module | None) -> None:
         """One teacher pass per view; row ``view * N + index`` holds example ``index`` in ``view``."""

@@ -1,0 +1,101 @@
+"""A teacher cache filled once and opened elsewhere: the same outputs, mapped not copied, and
+refused when it belongs to another teacher, other data or a mode it does not cover."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from test_distill_cache import SCHEDULE, count_calls, teacher
+from test_distill_step import TINY
+
+from nas_kd.data import load_splits
+from nas_kd.distill import MODES, TeacherCache, train
+from nas_kd.distill.shared_cache import open_cache, shared_file, write_cache
+from nas_kd.models.student import build_student
+from nas_kd.train import make_loaders
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def flipping():
+    splits = load_splits("synthetic", train_subset=96)
+    return dataclasses.replace(splits, info=dataclasses.replace(splits.info, flip=True))
+
+
+def loader_of(splits, crop=False):
+    return make_loaders(splits, batch_size=32, device=CPU, seed=0, crop=crop)[0]
+
+
+def mapped(path: Path) -> bool:
+    """Whether this process maps ``path`` (a view of its pages, not a private copy)."""
+    return str(path.resolve()) in Path("/proc/self/maps").read_text()
+
+
+def test_an_opened_cache_holds_the_very_outputs_mapped_from_the_file_and_trains_without_the_teacher(flipping, tmp_path):
+    built = TeacherCache(teacher(), loader_of(flipping), "full", num_classes=10)
+    path = tmp_path / "cache.pt"
+    write_cache(built, path)
+    fresh_teacher, fresh_loader = teacher(), loader_of(flipping)  # another process's objects: equal, not the same
+    opened, why = open_cache(path, fresh_teacher, fresh_loader, MODES["full"])
+    assert opened is not None and why == ""
+    assert torch.equal(opened.logits, built.logits) and opened.map_stages == built.map_stages == (0, 1, 2)
+    assert all(torch.equal(opened.maps[j], built.maps[j]) for j in built.maps)
+    assert all(torch.equal(a, b) for a, b in zip(opened.descriptors, built.descriptors, strict=True))
+    assert opened.attention_state.keys() == built.attention_state.keys() and all(torch.equal(opened.attention_state[k], built.attention_state[k]) for k in built.attention_state)
+    assert mapped(path)  # on a CPU the workers share the file's pages
+    calls = count_calls(fresh_teacher)
+    torch.manual_seed(0)
+    train(build_student(TINY, 1, 10), fresh_teacher, flipping, SCHEDULE, "full", device=CPU, seed=0, teacher_cache=opened)
+    assert calls == []
+
+
+def test_the_same_run_from_a_built_and_an_opened_cache(flipping, tmp_path):
+    built = TeacherCache(teacher(), loader_of(flipping), "full", num_classes=10)
+    write_cache(built, tmp_path / "cache.pt")
+    opened = open_cache(tmp_path / "cache.pt", teacher(), loader_of(flipping), MODES["full"])[0]
+    runs = []
+    for cache in (built, opened):
+        torch.manual_seed(0)
+        runs.append(train(build_student(TINY, 1, 10), cache.teacher, flipping, SCHEDULE, "full", device=CPU, seed=0, teacher_cache=cache)["history"][-1])
+    assert runs[0]["losses"] == runs[1]["losses"] and runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
+
+
+def test_another_teacher_other_data_or_an_uncovered_mode_is_refused_with_a_reason(flipping, tmp_path):
+    path = tmp_path / "cache.pt"
+    write_cache(TeacherCache(teacher(), loader_of(flipping), "ktan", num_classes=10), path)
+    nudged = teacher()
+    with torch.no_grad():
+        next(nudged.parameters()).view(-1)[0] += 1e-3
+    rebuffered = teacher()
+    next(b for n, b in rebuffered.named_buffers() if n.endswith("running_mean")).add_(0.5)  # BN statistics are the teacher too
+    other = load_splits("synthetic", train_subset=96, seed=1)
+    other = dataclasses.replace(other, info=dataclasses.replace(other.info, flip=True))
+    for t, loader in ((nudged, loader_of(flipping)), (rebuffered, loader_of(flipping)), (teacher(), loader_of(other))):
+        cache, why = open_cache(path, t, loader, MODES["ktan"])
+        assert cache is None and "another teacher or other training data" in why
+    cache, why = open_cache(path, teacher(), loader_of(flipping), MODES["full"])  # ktan kept the deepest stage only
+    assert cache is None and "lacks teacher outputs that mode 'full' reads" in why
+    cache, why = open_cache(path, teacher(), loader_of(flipping, crop=True), MODES["ktan"])
+    assert cache is None and "crops at random" in why
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    cache, why = open_cache(tmp_path / "junk.pt", teacher(), loader_of(flipping), MODES["ktan"])
+    assert cache is None and "cannot read" in why
+    cache, why = open_cache(tmp_path / "missing.pt", teacher(), loader_of(flipping), MODES["ktan"])
+    assert cache is None and "cannot read" in why
+
+
+def test_the_shared_file_lives_as_long_as_its_block_and_none_writes_nothing(flipping, tmp_path):
+    cache = TeacherCache(teacher(), loader_of(flipping), "kd", num_classes=10)
+    path = tmp_path / "run" / "cache.pt"
+    with shared_file(cache, path) as shared:
+        assert shared == path and path.is_file()
+        opened = open_cache(path, teacher(), loader_of(flipping), MODES["kd"])[0]
+    assert not path.exists() and list(path.parent.iterdir()) == []
+    assert torch.equal(opened.logits, cache.logits)  # a worker that opened it keeps reading after the delete
+    with pytest.raises(KeyboardInterrupt), shared_file(cache, path):
+        raise KeyboardInterrupt
+    assert not path.exists()
+    with shared_file(None, path) as shared:
+        assert shared is None and not path.exists()
