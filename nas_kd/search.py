@@ -477,6 +477,8 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
                 if extra > 0:
                     log(f"search: {extra + 1} trial processes on this machine (--jobs {plan.jobs}), {threads} torch thread(s) each")
                     # The teacher's outputs filled once, here, and opened by every child.
+                    if mode.uses_teacher and not plan.brief.crop:
+                        log("search: filling the teacher's outputs on the training data once, for every trial process")
                     shared = stack.enter_context(objective.share_cache(plan.run_dir / CACHE_FILE))
                     if shared is not None:
                         log(f"search: the teacher's outputs ({objective._cache.nbytes / 2**20:.0f} MiB) filled once, shared with the trial processes through {shared}")

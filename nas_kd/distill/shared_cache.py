@@ -101,7 +101,7 @@ def open_cache(path: Path, teacher: nn.Module, loader: DeviceLoader, mode: Mode)
         logits=here(payload["logits"]),
         maps={int(j): here(t) for j, t in payload["maps"].items()},
         descriptors=[here(d) for d in descriptors] if descriptors is not None else None,
-        attention_state={k: v.to(loader.device) for k, v in attention.items()} if attention is not None else None,
+        attention_state=attention,  # on the CPU, as `fit_teacher_attention` returns it
     )
     if not cache.covers(mode):
         return None, f"{path} lacks teacher outputs that mode '{mode.name}' reads"
