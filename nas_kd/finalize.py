@@ -242,15 +242,19 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
-def _teacher_pass(teacher, splits, schedule, mode, device) -> dict:
+def _teacher_pass(teacher, splits, schedule, mode, device, reuse=None) -> dict:
     """The teacher's outputs for the full schedule's training data, computed once and shared by
-    every seed of the winner and of the baseline in the same mode (`nas_kd.distill.cache`)."""
+    every seed of the winner and of the baseline in the same mode (`nas_kd.distill.cache`);
+    ``reuse``, a cache filled before (the search's), serves instead if it is this teacher's on
+    the same examples and views and holds what the mode reads."""
     from nas_kd.distill.trainer import MAX_CACHE_BYTES, prepare_teacher
     from nas_kd.train import make_loaders
 
     if teacher is None or not mode.uses_teacher:
         return {}
     train_dl = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)[0]
+    if reuse is not None and train_dl.views is not None and reuse.matches(teacher, train_dl) and reuse.covers(mode):
+        return {"teacher_cache": reuse, "teacher_attention": reuse.attention_state}
     cache, attention = prepare_teacher(teacher, train_dl, mode, splits.info.num_classes, teacher_cache=None, teacher_attention=None, max_cache_bytes=MAX_CACHE_BYTES, input_shape=splits.info.input_shape, log=None)
     return {"teacher_cache": cache, "teacher_attention": attention}
 
@@ -358,6 +362,7 @@ def finalize(
     baselines: bool | None = None,
     device: torch.device | str | None = None,
     teacher=None,
+    teacher_cache=None,
     jobs: int | None = None,
     log: Callable[[str], None] = print,
     show_progress: bool | None = None,
@@ -365,7 +370,10 @@ def finalize(
     """Retrain and test the winner (and the baseline); write and return ``final.json``'s content.
 
     ``retrain_seeds`` (a count), ``baselines``, ``device`` and ``jobs`` (runs at once) default to
-    the plan's; ``teacher`` reuses an already loaded teacher (the search passes its own).
+    the plan's; ``teacher`` reuses an already loaded teacher (the search passes its own), and
+    ``teacher_cache`` that teacher's filled outputs (the search's brief trials'), used where the
+    full schedule trains on the same examples and views (a crop-free full schedule on the brief
+    one's data), so the retrain does not run the teacher over them again.
     """
     from nas_kd.cost import measure
     from nas_kd.data import load_splits
@@ -393,7 +401,7 @@ def finalize(
         shared by the re-screen and the sequential retrain."""
         if "cache" not in shared:
             model = teacher if teacher is not None or not mode.uses_teacher else load_planned_teacher(plan, device, log)
-            shared.update(teacher=model, cache=_teacher_pass(model, data(), schedule, mode, device))
+            shared.update(teacher=model, cache=_teacher_pass(model, data(), schedule, mode, device, reuse=teacher_cache))
         return data(), shared["teacher"], shared["cache"]
 
     def rescreen_one(config: str) -> tuple[float, float]:

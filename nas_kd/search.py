@@ -146,6 +146,11 @@ class Objective:
             )
         return self._splits, self._loaders
 
+    @property
+    def teacher_cache(self):
+        """The teacher cache this process's trials read (None before the first trial, or when they run the teacher live)."""
+        return self._cache
+
     def share_cache(self, path: Path):
         """A context: this process's teacher cache (filled now if it is not yet) written to
         ``path`` for `--jobs` children to open while it lasts; yields the path, or None when
@@ -481,7 +486,7 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
                         log("search: filling the teacher's outputs on the training data once, for every trial process")
                     shared = stack.enter_context(objective.share_cache(plan.run_dir / CACHE_FILE))
                     if shared is not None:
-                        log(f"search: the teacher's outputs ({objective._cache.nbytes / 2**20:.0f} MiB) filled once, shared with the trial processes through {shared}")
+                        log(f"search: the teacher's outputs ({objective.teacher_cache.nbytes / 2**20:.0f} MiB) filled once, shared with the trial processes through {shared}")
                     workers.start(extra, threads, teacher_cache=shared)
                 with torch_threads(threads if extra > 0 else torch.get_num_threads()):
                     _trial_loop(study, plan, objective, after_trial)
@@ -525,7 +530,8 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
             return result
         log(f"search: finalizing study {plan.study} (final retrain, report, export)")
         try:
-            done_paths = finish_study(plan.study, plan.storage, device=device, teacher=teacher, log=log, show_progress=opts.progress)
+            # The brief trials' teacher cache serves the retrain too when both schedules train on the same data without crops.
+            done_paths = finish_study(plan.study, plan.storage, device=device, teacher=teacher, teacher_cache=objective.teacher_cache, log=log, show_progress=opts.progress)
         except KeyboardInterrupt:
             _partial_report(study, log)  # the search is complete; the final retrain was cut short
             raise
@@ -542,16 +548,16 @@ def _partial_report(study, log: Callable[[str], None], why: str = "interrupted")
     log(f"search: {why}; partial report {paths['report.md']}")
 
 
-def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, jobs: int | None = None, log=print, show_progress=None) -> dict:
+def finish_study(study_name: str, storage: str | None, *, retrain_seeds: int | None = None, baselines: bool | None = None, device=None, teacher=None, teacher_cache=None, jobs: int | None = None, log=print, show_progress=None) -> dict:
     """Final retrain, report and export of a study that has a feasible winner: the one path that
-    `nas-kd search` and `nas-kd finalize` share. Returns the report and export paths and the
-    verdict sentence (key ``verdict``)."""
+    `nas-kd search` and `nas-kd finalize` share (``teacher_cache``: see `finalize`). Returns the
+    report and export paths and the verdict sentence (key ``verdict``)."""
     from nas_kd.export import export_study
     from nas_kd.finalize import finalize
     from nas_kd.report import write_report
     from nas_kd.study import load_study
 
-    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, jobs=jobs, log=log, show_progress=show_progress)
+    final = finalize(study_name, storage, retrain_seeds=retrain_seeds, baselines=baselines, device=device, teacher=teacher, teacher_cache=teacher_cache, jobs=jobs, log=log, show_progress=show_progress)
     study = load_study(study_name, storage)
     paths = write_report(study, final=final)
     export_dir = export_study(study_name, storage, log=log)

@@ -232,3 +232,24 @@ def test_final_retrain_in_two_processes_matches_one(in_tmp, teacher_path):
     assert figures(two) == figures(one) and len(figures(one)) == 2
     again = torch.load(final / "winner.pt")
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+@pytest.mark.parametrize(("brief", "fills"), [(None, 1), ("train_subset=1000", 2)])
+def test_the_retrain_reuses_the_search_teacher_cache_when_both_schedules_read_the_same_data(in_tmp, teacher_path, monkeypatch, brief, fills):
+    """Synthetic data is smaller than both quick subsets, so brief and full train on the same
+    examples without crops: one teacher fill serves the search and the retrain; a brief run on
+    fewer examples needs a second."""
+    from nas_kd.distill.cache import TeacherCache
+    from nas_kd.search import SearchOptions, run_search
+
+    real_fill, calls = TeacherCache._fill, []
+
+    def counted(self, *a, **k):
+        calls.append(self.num_examples)
+        return real_fill(self, *a, **k)
+
+    monkeypatch.setattr(TeacherCache, "_fill", counted)
+    (in_tmp / "tiny.yaml").write_text(TINY)
+    opts = SearchOptions(dataset="synthetic", teacher=str(teacher_path), space="tiny.yaml", budget="130k", trials=2, retrain_seeds=1, baselines=False, rescreen=0, mode="kd", study="reuse", preset="quick", device="cpu", progress=False, brief=brief)
+    result = run_search(opts, log=lambda _: None)
+    assert result["report"] is not None and len(calls) == fills, calls
