@@ -92,9 +92,11 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
 
 
-def section_name(student: str, schedule: str = "brief") -> str:
-    """docs/BENCHMARKS.md's section for a student and schedule: one each, so no run replaces another."""
-    return f"standard-{schedule}-cpu" if student == "small" else f"standard-{schedule}-cpu-{student}"
+def section_name(student: str, schedule: str = "brief", mode: str | None = None) -> str:
+    """docs/BENCHMARKS.md's section for a student, schedule and mode (the preset's unless named):
+    one each, so no run replaces another."""
+    name = f"standard-{schedule}-cpu" + ("" if student == "small" else f"-{student}")
+    return name if mode in (None, get_preset(PRESET).mode) else f"{name}-{mode}"
 
 
 def _key(variant: str, seed: int, args) -> str:
@@ -136,7 +138,7 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
     base = getattr(get_preset(PRESET), schedule)
     what = "a trial's brief run" if schedule == "brief" else "the final retrain (winner and baselines)"
     lines = [
-        f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student)",
+        f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, mode {first['mode']})",
         "",
         f"Command: `{' '.join(['python -m bench.standard_brief', *map(shlex.quote, argv)])}`  ",
         f"Hardware: {hardware()}; one torch thread per run  ",
@@ -194,7 +196,7 @@ def main(argv=None) -> None:
     if not args.no_write:
         from bench._report import write_section
 
-        write_section(section_name(args.student, args.schedule), body)
+        write_section(section_name(args.student, args.schedule, args.mode), body)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def test_kept_runs_are_not_trained_again_and_no_write_leaves_docs_alone(tmp_path
     monkeypatch.setattr("bench._report.write_section", lambda *a, **k: pytest.fail("wrote docs with --no-write"))
     main(["--student", "large", "--variants", "crop=0;crop=1", "--seeds", "0,1", "--mode", "full", "--no-write"])
     out = capsys.readouterr().out
-    assert "2.00M-MAC student" in out and "| `crop=1` | 633 | 90.00, 90.00 | 90.00 | +0.00 [+0.00, +0.00] (n=2) | 10 |" in out
+    assert "2.00M-MAC student, mode full" in out and "| `crop=1` | 633 | 90.00, 90.00 | 90.00 | +0.00 [+0.00, +0.00] (n=2) | 10 |" in out
     assert json.loads(results.read_text()) == record
     assert sb.section_name("small") == "standard-brief-cpu" and sb.section_name("large") == "standard-brief-cpu-large"
-    assert sb.section_name("small", "full") == "standard-full-cpu"
+    assert sb.section_name("small", "full") == "standard-full-cpu" == sb.section_name("small", "full", "full")
+    assert sb.section_name("small", "full", "ce") == "standard-full-cpu-ce"
