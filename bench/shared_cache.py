@@ -141,13 +141,10 @@ def render(result: dict, argv: list[str]) -> str:
         rs = [r for r in result["runs"] if r["kind"] == kind]
         if not rs:
             continue
-
-        def mean(key: str, rs=rs) -> float:
-            return statistics.fmean(r[key] for r in rs)
-
+        mean = {key: statistics.fmean(r[key] for r in rs) for key in ("seconds_ready", "seconds_first_read", "anon_mib", "file_mib")}
         # The machine holds every worker's private memory, and a mapped file's pages once.
         total = sum(r["anon_mib"] for r in rs) + max(r["file_mib"] for r in rs)
-        rows.append(f"| {label} | {len(rs)} | {mean('seconds_ready'):.2f} | {mean('seconds_first_read'):.1f} | {mean('anon_mib'):.0f} | {mean('file_mib'):.0f} | {total / 1024:.2f} |")
+        rows.append(f"| {label} | {len(rs)} | {mean['seconds_ready']:.2f} | {mean['seconds_first_read']:.1f} | {mean['anon_mib']:.0f} | {mean['file_mib']:.0f} | {total / 1024:.2f} |")
     sums = [r["checksum"] for r in result["runs"]]
     spread = (max(sums) - min(sums)) / max(abs(s) for s in sums)
     return "\n".join(

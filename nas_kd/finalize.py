@@ -332,14 +332,12 @@ def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None,
         if loaded is None:
             raise UserError(f"the teacher file {plan.teacher.path} is gone or changed (SHA-256 {plan.teacher.sha256[:12]}): restore it and finalize again")
         splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=plan.full.train_subset)
-        shared = {}
+        opened = None
         if teacher_cache is not None:
             loader = make_loaders(splits, batch_size=plan.full.batch_size, device=device, seed=0, crop=plan.full.crop)[0]
-            cache = open_cache(Path(teacher_cache), loaded[0], loader, plan.mode)[0]
-            shared = {"teacher_cache": cache, "teacher_attention": cache.attention_state} if cache is not None else {}
-        origin = "opened" if shared else "filled"
-        shared = shared or _teacher_pass(loaded[0], splits, plan.full, plan.mode, device)
-        _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits, shared=shared, origin=origin)
+            opened = open_cache(Path(teacher_cache), loaded[0], loader, plan.mode)[0]
+        shared = _teacher_pass(loaded[0], splits, plan.full, plan.mode, device, reuse=opened)
+        _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits, shared=shared, origin="opened" if opened is not None else "filled")
     in_mode = job.mode == plan.mode.name
     result = _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False, shared=_worker["shared"] if in_mode else None)
     # Where this run's teacher outputs came from, for the parent's summary line.

@@ -129,22 +129,24 @@ class Objective:
             self._loaders = make_loaders(self._splits, batch_size=self.schedule.batch_size, device=self.device, seed=self.plan.seeds.search, crop=self.schedule.crop)
             # The frozen teacher's outputs, once per study: every trial reuses them, and a --jobs
             # child opens the parent's instead of filling its own.
-            from nas_kd.distill.shared_cache import open_cache
             from nas_kd.distill.trainer import MAX_CACHE_BYTES, prepare_teacher
 
-            if self._shared is not None and self.teacher is not None:
-                cache, why = open_cache(self._shared, self.teacher, self._loaders[0], self.mode)
-                if cache is not None:
-                    self._cache, self._attention = cache, cache.attention_state
-                    if self._log:
-                        self._log(f"search: the teacher's outputs opened from {self._shared}, not computed again")
-                    return self._splits, self._loaders
-                if self._log:
-                    self._log(f"search: the parent's teacher cache is not usable here ({why}); filling this process's own")
             self._cache, self._attention = prepare_teacher(
-                self.teacher, self._loaders[0], self.mode, self.num_classes, teacher_cache=None, teacher_attention=None, max_cache_bytes=MAX_CACHE_BYTES, input_shape=self.shape, log=None
+                self.teacher, self._loaders[0], self.mode, self.num_classes, teacher_cache=self._open_shared(), teacher_attention=None, max_cache_bytes=MAX_CACHE_BYTES, input_shape=self.shape, log=None
             )
         return self._splits, self._loaders
+
+    def _open_shared(self):
+        """The parent's filled teacher cache (a --jobs child), or None: none was shared, or it
+        does not fit this process (said in one line; the caller fills its own)."""
+        from nas_kd.distill.shared_cache import open_cache
+
+        if self._shared is None or self.teacher is None:
+            return None
+        cache, why = open_cache(self._shared, self.teacher, self._loaders[0], self.mode)
+        if self._log:
+            self._log(f"search: the teacher's outputs opened from {self._shared}, not computed again" if cache is not None else f"search: the parent's teacher cache is not usable here ({why}); filling this process's own")
+        return cache
 
     @property
     def teacher_cache(self):
