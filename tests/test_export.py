@@ -37,11 +37,12 @@ def randomised_student():
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         for bn in bns:
-            bn.momentum = None  # cumulative average over the calibration batches
             bn.weight.copy_(1 + 0.3 * torch.randn(bn.weight.shape, generator=g))
             bn.bias.copy_(0.3 * torch.randn(bn.bias.shape, generator=g))
         model.train()
-        for _ in range(4):
+        for k in range(4):
+            for bn in bns:  # a cumulative average over the calibration batches (students keep no batch counter)
+                bn.momentum = 1 / (k + 1)
             model(varied_batch(16, SHAPE, g))
     return cfg, model.eval()
 

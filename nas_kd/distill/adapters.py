@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_kd.device import memory_format
+from nas_kd.models.batch_counters import without_batch_counters
 
 __all__ = ["Adapted", "StageAdapter", "StageAdapters", "pair_stages", "stage_sizes", "pool_to"]
 
@@ -154,6 +155,7 @@ class StageAdapters(nn.Module):
         self.pairs = list(pairs)
         self.sizes = [tuple(teacher_sizes[j]) for _, j in self.pairs]
         self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j]) for i, j in self.pairs)
+        without_batch_counters(self)  # trained every step: no BN counter launches (nas_kd.models.batch_counters)
 
     def forward(self, student_maps: Sequence[torch.Tensor], samples: int | None = None) -> Adapted:
         """The paired maps of the first ``samples`` images (all when None), adapted."""

@@ -35,6 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nas_kd.models.batch_counters import without_batch_counters
+
 __all__ = ["FeatureDiscriminator", "LogitDiscriminator", "TeacherStandardise", "AccuracyGate", "feature_view", "verdict_accuracy", "GATE_MARGIN", "GATE_RAMP"]
 
 GATE_MARGIN = 0.05  # accuracy above chance before a term may push the student at all
@@ -133,6 +135,7 @@ class LogitDiscriminator(nn.Module):
         self.standardise = TeacherStandardise(num_classes)
         self.blocks = nn.Sequential(*(_ResidualFC(num_classes, dropout) for _ in range(depth)))
         self.out = nn.Linear(num_classes, 1 + num_classes)
+        without_batch_counters(self)  # trained every step: no BN counter launches (nas_kd.models.batch_counters)
 
     def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.out(self.blocks(self.standardise(logits)))

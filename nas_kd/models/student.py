@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from nas_kd.errors import UserError
+from nas_kd.models.batch_counters import without_batch_counters
 from nas_kd.models.blocks import BLOCK_TYPES, ConvBNAct, activation_for, make_block
 from nas_kd.models.staged import ClassifierHead, StagedNet
 
@@ -181,6 +182,7 @@ class Student(StagedNet):
         self.stages = nn.ModuleList(stages)
         self.stage_channels = cfg.stage_channels
         self.head = ClassifierHead(width, num_classes)
+        without_batch_counters(self)  # one launch fewer per BN layer and step (see the module)
 
 
 def build_student(cfg: StudentConfig, in_channels: int, num_classes: int) -> Student:
