@@ -45,6 +45,15 @@ class TeacherPass:
         for mode in sorted(size, key=size.get, reverse=True):
             self.cache(mode)
 
+    def covering(self, modes: list[str]) -> TeacherCache | None:
+        """One cache holding what every mode of ``modes`` reads (the widest is built first, see
+        `prepare`), or None when no mode reads the teacher or no single cache covers them all."""
+        needed = [get_mode(m) for m in modes if get_mode(m).uses_teacher]
+        if not needed:
+            return None
+        self.prepare(modes)
+        return next((c for c in self._caches.values() if all(c.covers(m) for m in needed)), None)
+
     def train(self, cfg, schedule, mode: str, seed: int, evaluate_test: bool) -> dict:
         """One student under ``schedule`` on ``seed`` (`nas_kd.distill.train`'s metrics), the
         teacher's outputs from this pass's cache."""

@@ -79,12 +79,15 @@ def describe(schedule, subset_note: str = "") -> str:
     return f"{schedule.epochs} epochs on {n} training examples{subset_note}, batch {schedule.batch_size}, lr {schedule.lr}"
 
 
-def train_one(cfg, teacher, splits, schedule, mode: str, seed: int, device) -> dict:
-    """One student, one mode, one seed under ``schedule``: accuracies and training speed."""
+def train_one(cfg, teacher, splits, schedule, mode: str, seed: int, device, teacher_cache=None) -> dict:
+    """One student, one mode, one seed under ``schedule``: accuracies and training speed;
+    ``teacher_cache``: the teacher's outputs filled before (else this run fills its own, and its
+    ``teacher_seconds`` say what that took)."""
     torch.manual_seed(seed)
     student = build_student(cfg, splits.info.channels, splits.info.num_classes)
-    m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True)
-    return {"mode": mode, "seed": seed, "test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"], "images_per_second": m["images_per_second"], "train_seconds": m["train_seconds"]}
+    m = train(student, teacher, splits, schedule, mode, device=device, seed=seed, evaluate_test=True, teacher_cache=teacher_cache)
+    keep = ("test_accuracy", "val_accuracy", "images_per_second", "train_seconds", "teacher_seconds")
+    return {"mode": mode, "seed": seed, **{k: m[k] for k in keep}}
 
 
 def ablation_table(runs: dict[tuple[str, str], list[dict]], modes: list[str], students: dict) -> list[str]:

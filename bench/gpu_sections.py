@@ -11,6 +11,7 @@ cache key.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -18,7 +19,7 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -383,17 +384,69 @@ def _ablation_init(threads: int, device: str) -> None:
 
 
 def _ablation_run(job: dict) -> dict:
-    """One (mode, student, seed) run in a pool process; data and teacher loaded once per process."""
-    key = (job["dataset"], job["data_dir"], job["train_subset"], job["teacher"], job["device"])
+    """One (mode, student, seed) run in a pool process; data, teacher and the section's shared
+    teacher outputs (``job["teacher_cache"]``, `_shared_teacher_outputs`) opened once per process.
+    The record says where the run's teacher outputs came from: "opened" (the shared file),
+    "filled" (its own pass: no file, or one this process could not use), "live" (random crops:
+    the teacher runs in every step) or None (ce)."""
+    from nas_kd.config import Schedule
+    from nas_kd.distill import get_mode
+    from nas_kd.distill.shared_cache import open_cache
+    from nas_kd.models.student import StudentConfig
+    from nas_kd.train import make_loaders
+
+    schedule, device = Schedule(**job["schedule"]), torch.device(job["device"])
+    key = (job["dataset"], job["data_dir"], job["train_subset"], job["teacher"], job["device"], job.get("teacher_cache"))
     if _worker_state.get("key") != key:
         splits = load_splits(job["dataset"], job["data_dir"], seed=0, train_subset=job["train_subset"])
         model, _ = load_teacher(job["teacher"], splits.info, job["device"])
-        _worker_state.update(key=key, splits=splits, teacher=model)
-    from nas_kd.config import Schedule
-    from nas_kd.models.student import StudentConfig
+        opened = None
+        if job.get("teacher_cache"):
+            loader = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)[0]
+            opened, why = open_cache(Path(job["teacher_cache"]), model, loader, get_mode(job["teacher_cache_mode"]))
+            if opened is None:
+                print(f"bench-gpu: ablation: the shared teacher outputs are not usable in this worker ({why}); its runs fill their own", flush=True)
+        _worker_state.update(key=key, splits=splits, teacher=model, cache=opened)
+    mode, cache = get_mode(job["mode"]), _worker_state["cache"]
+    use = cache if cache is not None and mode.uses_teacher and cache.covers(mode) else None
+    r = distill_ablation.train_one(StudentConfig.from_json(job["config"]), _worker_state["teacher"], _worker_state["splits"], schedule, job["mode"], job["seed"], device, teacher_cache=use)
+    origin = None if not mode.uses_teacher else "opened" if use is not None else "live" if schedule.crop else "filled"
+    return {**r, "student": job["student"], "teacher_outputs": origin}
 
-    r = distill_ablation.train_one(StudentConfig.from_json(job["config"]), _worker_state["teacher"], _worker_state["splits"], Schedule(**job["schedule"]), job["mode"], job["seed"], torch.device(job["device"]))
-    return {**r, "student": job["student"]}
+
+ABLATION_CACHE = Path("ablation-teacher") / "teacher-cache.pt"  # outside ablation/, whose files the state archive keeps
+
+
+@contextlib.contextmanager
+def _shared_teacher_outputs(cfg, splits, schedule, teacher_path: Path, log=print) -> Iterator[tuple[Path | None, str | None]]:
+    """(file, mode it was filled for) while the block runs, or (None, None): the teacher's outputs
+    on the ablation's training data filled once here, for a mode that covers every ablated mode,
+    and written for the pool's workers to open (`nas_kd.distill.shared_cache`), instead of one
+    fill per distilling run (60 of the GPU's 70 runs; each fill a teacher pass per example and
+    view, plus the attention fit for ksanc and full). The file goes when the block ends."""
+    from bench._teacher_pass import TeacherPass
+    from nas_kd.distill import get_mode
+    from nas_kd.distill.shared_cache import shared_file
+
+    modes = list(cfg.sizes.ablation_modes)
+    if schedule.crop:  # random crops: every run's teacher runs live, nothing to fill
+        yield None, None
+        return
+    t0 = time.perf_counter()
+    model, _ = load_teacher(teacher_path, splits.info, cfg.device)
+    cache = TeacherPass(model, splits, schedule.batch_size, cfg.device).covering(modes)
+    if cache is None:
+        yield None, None
+        return
+    # Opening checks that the file holds what the named mode reads; each run then checks its own.
+    first = next(m for m in modes if get_mode(m).uses_teacher)
+    try:
+        with shared_file(cache, ABLATION_CACHE) as path:
+            log(f"bench-gpu: ablation: the teacher's outputs filled once ({cache.nbytes / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s), opened by every worker from {path}")
+            yield path, first
+    finally:
+        with contextlib.suppress(OSError):
+            ABLATION_CACHE.parent.rmdir()  # the file is gone (shared_file); its folder too
 
 
 def ablation(cfg) -> dict | None:
@@ -425,13 +478,19 @@ def ablation(cfg) -> dict | None:
         # spawn on a GPU (CUDA cannot run in a forked child); fork on a CPU, which skips
         # re-importing torch in every worker.
         ctx = multiprocessing.get_context("spawn" if cfg.device.type == "cuda" else "fork")
-        with cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs), str(cfg.device))) as pool:
+        # The shared teacher outputs' file outlives the pool (the stack exits after it).
+        with contextlib.ExitStack() as stack, cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs), str(cfg.device))) as pool:
             running: dict = {}  # future -> (job, when it started)
             run_s = sz.ablation_run_s  # grows to the longest run timed in this call (device shared as now)
+            shared: tuple | None = None  # filled before the first run starts: not at all in a call without time for one
             while queue or running:
                 # A run starts only if it can end inside this call; the next call does the rest.
                 while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= run_s:
-                    job = queue.pop(0)
+                    if shared is None:
+                        shared = stack.enter_context(_shared_teacher_outputs(cfg, splits, schedule, Path(path)))
+                        if cfg.left() - sz.margin_s < run_s:  # the fill took the time a run needed
+                            break
+                    job = {**queue.pop(0), "teacher_cache": str(shared[0]) if shared[0] else None, "teacher_cache_mode": shared[1]}
                     fut = pool.submit(_ablation_run, job)
                     running[fut] = (job, time.monotonic())
                 if not running:
@@ -447,4 +506,17 @@ def ablation(cfg) -> dict | None:
     for j in jobs:
         runs.setdefault((j["mode"], j["student"]), []).append(json.loads(file(j).read_text()))
     intro = f"{schedule.epochs} epochs on {schedule.train_subset or 'all'} training examples, batch {schedule.batch_size}, lr {schedule.lr}; seeds {', '.join(map(str, sz.ablation_seeds))}; teacher {sz.teacher}; {sz.ablation_jobs} runs at once on the device. {distill_ablation.describe_students(students, sz.dataset)}."
-    return {"runs": [{"mode": m, "student": s, **r} for (m, s), rs in runs.items() for r in rs], "markdown": "\n".join([intro, "", *distill_ablation.ablation_table(runs, list(sz.ablation_modes), students)])}
+    flat = [{"mode": m, "student": s, **r} for (m, s), rs in runs.items() for r in rs]
+    return {"runs": flat, "markdown": "\n".join([intro, "", *distill_ablation.ablation_table(runs, list(sz.ablation_modes), students), "", teacher_outputs_note(flat)])}
+
+
+def teacher_outputs_note(runs: list[dict]) -> str:
+    """Where the distilling runs' teacher outputs came from (`_ablation_run`'s record)."""
+    distilling = [r for r in runs if r.get("teacher_outputs") or r.get("teacher_seconds", 0) > 0]
+    by = {k: [r for r in distilling if r.get("teacher_outputs", "filled") == k] for k in ("opened", "filled", "live")}
+    line = f"- Teacher outputs: {len(by['opened'])} of {len(distilling)} distilling runs opened the section's shared file (filled once per call)"
+    if by["filled"]:
+        line += f"; {len(by['filled'])} filled their own, {statistics.mean(r.get('teacher_seconds', 0.0) for r in by['filled']):.1f} s each on average"
+    if by["live"]:
+        line += f"; {len(by['live'])} ran the teacher live (random crops)"
+    return line + "."

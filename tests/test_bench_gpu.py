@@ -85,9 +85,14 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
 
 
 def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tmp_path):
-    _bench(tmp_path, "--section", "ablation")
+    out = _bench(tmp_path, "--section", "ablation")
     total = len(SMOKE.ablation_modes) * 2 * len(SMOKE.ablation_seeds)  # modes x 2 students x seeds
-    assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
+    runs = _done(tmp_path)["ablation"]["result"]["runs"]
+    assert len(runs) == total
+    # The teacher's outputs filled once by the section and opened by each worker, not filled per run.
+    assert out.count("ablation: the teacher's outputs filled once") == 1
+    assert {r["teacher_outputs"] for r in runs} == {"opened"} and all(r["teacher_seconds"] < 0.05 for r in runs)
+    assert not (tmp_path / "ablation-teacher").exists()  # the file and its folder went with the pool
     # As a call that ended after half of the runs leaves it: the other half trains next time.
     (tmp_path / "results" / "gpu_ablation.json").unlink()
     files = sorted((tmp_path / "ablation").glob("*.json"))
@@ -122,7 +127,7 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
     assert {p.name: p.read_text() for p in (tmp_path / "ablation").glob("*.json")} == saved  # unpacked, not trained again
 
 
-def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
+def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch, capsys):
     import time
 
     import torch
@@ -134,6 +139,7 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch):
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
     assert ablation(cfg) is None  # cut short: the next call trains them
     assert list((tmp_path / "ablation").glob("*.json")) == []
+    assert "teacher's outputs filled once" not in capsys.readouterr().out  # nor filled the teacher's outputs for nothing
 
 
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
