@@ -140,3 +140,54 @@ def test_teacher_standardise_works_out_its_normaliser_once_and_after_a_load():
     loaded.load_state_dict(s.state_dict())
     assert set(s.state_dict()) == {"count", "total", "total_sq"}  # the normaliser is derived, not saved
     assert torch.equal(loaded(x), s(x)) and not torch.equal(loaded(x), x)
+
+
+def test_feature_view_reuses_its_statistics_for_the_same_values():
+    """A memo shared by a detached and a live view of one map: the second call returns the same
+    numbers and gradient as a fresh view, without working the statistics out again."""
+    from bench.step_ops import ops_dispatched
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(16, 6, 5, 5, generator=g) * 2 + 1).requires_grad_(True)
+    fresh = feature_view(x)
+    (fresh * torch.arange(fresh.numel()).view_as(fresh)).sum().backward()
+    expected_grad, x.grad = x.grad.clone(), None
+    memo: dict = {}
+    assert torch.equal(feature_view(x.detach(), memo=memo), fresh.detach())
+    reused = feature_view(x, memo=memo)
+    assert torch.equal(reused, fresh)
+    (reused * torch.arange(reused.numel()).view_as(reused)).sum().backward()
+    assert torch.equal(x.grad, expected_grad)
+    assert "median" in ops_dispatched(feature_view, x.detach(), memo={})
+    again = ops_dispatched(feature_view, x.detach(), memo=memo)
+    assert "median" not in again and "sqrt" not in again
+
+
+def test_a_full_step_views_the_student_map_once_and_trains_as_before(monkeypatch):
+    """The discriminators' update and the student's adversarial term share the view's statistics
+    (`Adapted.view_memo`): three adversarial steps train bit for bit as when each works them out."""
+    from test_distill_step import batch, make, weights
+
+    import nas_kd.distill.objective as objective
+
+    def run():
+        step, student, _ = make("full")
+        x, y = batch()
+        losses = [step(x, y, adversarial=True).losses for _ in range(3)]
+        return weights(student), weights(step.objective), losses
+
+    calls: list[bool] = []
+    real = objective.feature_view
+
+    def counting(maps, eps=1e-5, memo=None):
+        calls.append(memo is not None and "stats" in memo)
+        return real(maps, eps, memo=memo)
+
+    monkeypatch.setattr(objective, "feature_view", counting)
+    shared = run()
+    assert calls.count(True) == 3  # once a step: the student's term reused the update's statistics
+    monkeypatch.setattr(objective, "feature_view", lambda maps, eps=1e-5, memo=None: real(maps, eps))
+    alone = run()
+    for a, b in zip(shared[:2], alone[:2], strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(p[k], q[k]) for p, q in zip(shared[2], alone[2], strict=True) for k in p)

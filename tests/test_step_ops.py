@@ -10,9 +10,10 @@ from bench.step_ops import count_step_ops, launches_kernel, ops_dispatched, opti
 # Ops of one `full` step of the tests' tiny student (resnet8 teacher, live), optimisers as on a GPU,
 # counted 2026-12-04 after the savings of bench/step_ops.py's first table (771 before them; 676
 # until the Adam's host-side step counters left the count, 42 ops; 634 until 2026-12-05, when the
-# trained BN layers lost their num_batches_tracked counters: nas_kd/models/batch_counters.py).
+# trained BN layers lost their num_batches_tracked counters: nas_kd/models/batch_counters.py; 613
+# until the student's map was viewed for the feature discriminator once a step: Adapted.view_memo).
 # Raise it only for a term that needs its ops, and say so in the commit.
-FULL_STEP_BUDGET = 613
+FULL_STEP_BUDGET = 608
 
 
 def counted_step(mode: str):

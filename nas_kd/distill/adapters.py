@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -87,9 +87,12 @@ class Adapted:
 
     maps: list[torch.Tensor]  # one per pair, shallow to deep, at the teacher's sizes
     coarse: torch.Tensor | None  # the deepest, at the coarser of the student's and teacher's sizes
+    # What `feature_view` worked out from ``coarse``'s values, shared with the detached copy (the
+    # same values): the discriminators' update and the student's adversarial term view it alike.
+    view_memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def detach(self) -> Adapted:
-        return Adapted([m.detach() for m in self.maps], None if self.coarse is None else self.coarse.detach())
+        return Adapted([m.detach() for m in self.maps], None if self.coarse is None else self.coarse.detach(), self.view_memo)
 
 
 NONE = Adapted([], None)

@@ -119,7 +119,7 @@ class DistillObjective(nn.Module):
             # Both sides in one pass (no normalisation layers, so each image's score is the same
             # as alone): half the discriminator's launches, forward and backward, on a GPU step
             # bound by its launches (bench/step_ops.py). R1's gradient still reaches the real half only.
-            scores = self.feature_disc(torch.cat([real_view, feature_view(adapted.coarse)]))
+            scores = self.feature_disc(torch.cat([real_view, feature_view(adapted.coarse, memo=adapted.view_memo)]))
             real, fake = scores[: len(real_view)], scores[len(real_view) :]
             total = _plus(total, losses.discriminator_bce(real, fake))
             if self.mode.feat_r1:
@@ -182,7 +182,7 @@ class DistillObjective(nn.Module):
             deepest = adapted.maps[-1][:RECON_SAMPLES]
             parts["recon"] = losses.reconstruction_mse(self._decoder[0](torch.relu(deepest)), images[: len(deepest)])
         if adversarial and w.adv_feat:
-            parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted.coarse)))
+            parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted.coarse, memo=adapted.view_memo)))
         if adversarial and w.adv_logit:
             n = len(labels)
             scores, classes = self._judge_logits(teacher.logits, student_logits)
