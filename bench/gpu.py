@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from bench._report import hardware, write_section
-from bench.gpu_sizes import GPU, SMOKE, Sizes
+from bench.gpu_sizes import GPU, SMOKE, JobsRun, Sizes
 from nas_kd.errors import one_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,10 +92,11 @@ class Section:
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
-# per mode, the loader), then --jobs (its rows left after 2026-12-04: --jobs 8, and the CUDA-graph
-# step in real trials, ~190 s), then where the step goes and what each switch is worth (the first
-# GPU call found the step host-bound: this section says what pays; kept part by part), then the
-# searches (resumable across calls and sessions through the state archive), the ablation last.
+# per mode, the loader), then --jobs (its rows left after 2026-12-04: the search as it trains now,
+# crop-free, at --jobs 4, with the CUDA-graph step and at --jobs 8, ~310 s), then where the step
+# goes and what each switch is worth (the first GPU call found the step host-bound: this section
+# says what pays; kept part by part), then the searches (resumable across calls and sessions
+# through the state archive), the ablation last.
 ORDER = ("teachers", "steptime", "loader", "jobs", "step", "searches", "ablation")
 
 
@@ -108,9 +109,9 @@ def sections(sizes: Sizes) -> list[Section]:
         "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True,
                         left_given=lambda kept: sum(sec for part, sec in sizes.step.part_seconds if f"{s.STEP_DIR}/{part}.json" not in kept)),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
-        "jobs": Section("jobs", sum(sizes.jobs_estimate(n) for n, _ in sizes.jobs_runs()), s.jobs, s.own_markdown("jobs"), resumable=True,
-                        covers=lambda r: {s.jobs_key(n, v) for n, v in sizes.jobs_runs()} <= {s.jobs_key(row["jobs"], row.get("gpu_step")) for row in r["rows"]},
-                        left_given=lambda kept: sum(sizes.jobs_estimate(n) for n, v in sizes.jobs_runs() if f"{s.JOBS_DIR}/{s.jobs_key(n, v)}.json" not in kept)),
+        "jobs": Section("jobs", sum(sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs()), s.jobs, s.own_markdown("jobs"), resumable=True,
+                        covers=lambda result: {r.key() for r in sizes.jobs_runs()} <= {JobsRun.of_row(row).key() for row in result["rows"]},
+                        left_given=lambda kept: sum(sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs() if f"{s.JOBS_DIR}/{r.key()}.json" not in kept)),
         "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.

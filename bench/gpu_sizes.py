@@ -14,15 +14,41 @@ jobs section measured 2.6-4.5x the trials per minute at --jobs 4, with trials no
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bench.gpu_step import StepSizes
 from nas_kd.config import Schedule, get_preset
 from nas_kd.rescreen import most_runs
 
-__all__ = ["Sizes", "GPU", "SMOKE", "SHARE"]
+__all__ = ["Sizes", "JobsRun", "GPU", "SMOKE", "SHARE"]
 
 SHARE = 1.4  # a run's slowdown while N runs share one GPU (estimate)
+
+
+@dataclass(frozen=True)
+class JobsRun:
+    """One search the jobs section times: ``jobs`` trial processes, a ``--gpu-step`` switch, and
+    ``brief``: its ``--brief`` changes (None: the section's `Sizes.jobs_brief`, the schedule its
+    first rows were measured with; "": the preset's brief schedule as it is)."""
+
+    jobs: int
+    gpu_step: str | None = None
+    brief: str | None = None
+
+    def key(self) -> str:
+        """Its kept row's file stem and its study's suffix ("4", "4-graph-1", "8-preset-brief")."""
+        key = str(self.jobs) + (f"-{_slug(self.gpu_step)}" if self.gpu_step else "")
+        return key if self.brief is None else key + ("-preset-brief" if self.brief == "" else f"-brief-{_slug(self.brief)}")
+
+    @classmethod
+    def of_row(cls, row: dict) -> JobsRun:
+        """The run a kept row measured (rows kept before runs had a brief of their own lack it)."""
+        return cls(row["jobs"], row.get("gpu_step"), row.get("brief"))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 @dataclass(frozen=True)
@@ -61,17 +87,21 @@ class Sizes:
     ablation_run_s: float  # estimated seconds of one ablation run while others share the device
     margin_s: float  # left at the end of a call for the trials in flight and the pack
     estimate_pairs: tuple[tuple[str, float], ...]
-    # (--jobs, --gpu-step) searches beside the plain --jobs values: the same trials with a step
-    # switch on, so a switch's worth is measured on real trials, not only on one step.
-    jobs_step_variants: tuple[tuple[int, str], ...] = ()
-    # `--brief` changes for the jobs section's searches (None: the preset's brief schedule): its rows
-    # are kept across sessions and compared with each other, so they keep the schedule the first
-    # rows were measured with when the preset changes.
+    # Searches beside the plain --jobs values: other --jobs counts, a step switch on (its worth
+    # measured on real trials, not only on one step), another brief schedule.
+    jobs_variants: tuple[JobsRun, ...] = ()
+    # `--brief` changes for the jobs section's plain searches (None: the preset's brief schedule):
+    # its rows are kept across sessions and compared with each other, so they keep the schedule the
+    # first rows were measured with when the preset changes.
     jobs_brief: str | None = None
 
-    def jobs_runs(self) -> list[tuple[int, str | None]]:
+    def jobs_runs(self) -> list[JobsRun]:
         """Every search the jobs section times, in order: the plain --jobs values, then the variants."""
-        return [(n, None) for n in self.jobs[2]] + list(self.jobs_step_variants)
+        return [JobsRun(n) for n in self.jobs[2]] + list(self.jobs_variants)
+
+    def jobs_brief_of(self, run: JobsRun) -> str | None:
+        """The ``--brief`` changes ``run``'s search trains with (None: none)."""
+        return (self.jobs_brief if run.brief is None else run.brief) or None
 
     @property
     def estimates(self) -> dict[str, float]:
@@ -125,10 +155,9 @@ GPU = Sizes(
     step_schedule=None,
     steptime_modes=("ce", "kd", "ktan", "ksanc", "xu", "zhang", "full"),
     steptime_reps=30,
-    # The criterion's pair, then 8: at --jobs 4 a trial trained no slower than alone (33.8 s against
-    # 36-48 s; 2026-12-04), so four processes did not fill the device. 8 trials: --jobs 1 alone is
-    # ~5 minutes of a call.
-    jobs=("2M", 8, (1, 4, 8)),
+    # The criterion's pair (measured 2026-12-04, with the brief's random crops then: `jobs_brief`).
+    # 8 trials: --jobs 1 alone is ~5 minutes of a call.
+    jobs=("2M", 8, (1, 4)),
     brief_trial_s=36.0,  # measured 2026-12-04 (H200): 6 whole 2M trials in mode full, 29.5-41.8 s
     process_start_s=20.0,
     space="search_spaces/mbv2.yaml",
@@ -150,8 +179,13 @@ GPU = Sizes(
     # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s); step: its parts' sum.
     # ablation: 70 full runs x 670 s / 8.
     estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 5900.0)),
-    # The whole step in a CUDA graph per trial (nas_kd.distill.graphed), in the search's own trials.
-    jobs_step_variants=((4, "graph=1"),),
+    # Then the search as it trains now: the preset's crop-free brief, the teacher's outputs filled
+    # once by the parent and opened by each process (a child's start no longer fits the teacher's
+    # attention, ~45 s of the first --jobs 1 trial with crops): at --jobs 4, then with the whole
+    # step in a CUDA graph per trial (nas_kd.distill.graphed: is it the GPU default to be?), then
+    # at --jobs 8 (at --jobs 4 a trial trained no slower than alone, 33.8 s against 36-48 s, so
+    # four processes did not fill the device).
+    jobs_variants=(JobsRun(4, brief=""), JobsRun(4, "graph=1", brief=""), JobsRun(8, brief="")),
     # The --jobs 1 and 4 rows (sessions 15-16) ran the standard brief schedule with random crops
     # (the teacher live in every step); the preset's brief has had none since session 18.
     jobs_brief="crop=1",
@@ -193,6 +227,8 @@ SMOKE = Sizes(
     ablation_run_s=4.0,
     margin_s=1.0,
     estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("steptime", 5.0), ("ablation", 15.0)),
-    jobs_step_variants=((2, "graph=1"),),  # a CPU ignores the switch: the code path runs
+    # A CPU ignores the switch (the code path runs); the plain rows with crops, as the GPU's kept ones.
+    jobs_variants=(JobsRun(2, "graph=1", brief=""),),
+    jobs_brief="crop=1",
 )
 

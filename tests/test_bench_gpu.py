@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 from bench.gpu import sections
-from bench.gpu_sizes import GPU, SMOKE
+from bench.gpu_sizes import GPU, SMOKE, JobsRun
 from bench.gpu_step import GRAPHED, GRAPHED_FP32, PARTS, SWITCHES, THREAD_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +68,17 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     done = _done(tmp_path)
     assert sorted(done) == sorted(["jobs", *SEARCHES])
     rows = done["jobs"]["result"]["rows"]
-    assert [(r["jobs"], r["gpu_step"]) for r in rows] == SMOKE.jobs_runs() == [(1, None), (2, None), (2, "graph=1")]
+    assert [JobsRun.of_row(r) for r in rows] == SMOKE.jobs_runs() == [JobsRun(1), JobsRun(2), JobsRun(2, "graph=1", "")]
     assert all(r["trained"] == SMOKE.jobs[1] for r in rows)
-    variant = json.loads((tmp_path / "runs" / "gpu_jobs2-graph-1" / "config.json").read_text())
+    plain = json.loads((tmp_path / "runs" / "gpu_jobs2" / "config.json").read_text())
+    variant = json.loads((tmp_path / "runs" / "gpu_jobs2-graph-1-preset-brief" / "config.json").read_text())
     assert variant["gpu_step"]["graph"] is True  # the switch reached the search's plan (a CPU then ignores it)
+    # Each row's brief schedule: the kept rows' crops (jobs_brief), the variant's the preset's own.
+    assert plain["preset"]["brief"]["crop"] is True and variant["preset"]["brief"]["crop"] is False
     assert done["jobs"]["result"]["epoch_seconds"] > 0
     md = done["jobs"]["result"]["markdown"]
     assert "trials per hour of `--jobs 1`" in md and "epoch with the teacher under" in md and "| 2, `--gpu-step graph=1` | 2 |" in md
+    assert "**Brief schedule `--brief crop=1`**" in md and "**Brief schedule of the preset**" in md and "The same epoch with the brief schedule of the preset" in md
     assert out.count("search: worker 1 started") == 2  # only the --jobs 2 searches start a child
     assert "graph in its trials: not graphed (no CUDA)" in md
     assert out.count("search: GPU step ") == 1 and "graph=1; a CPU applies only check_every" in out  # said, not silently ignored
@@ -263,7 +267,7 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     from bench.gpu_sections import jobs
 
     monkeypatch.chdir(tmp_path)
-    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0, jobs_step_variants=())
+    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0, jobs_variants=())
     assert (sizes.jobs_estimate(1), sizes.jobs_estimate(2)) == (20.0, 14.0)
 
     def call(seconds: float) -> Config:
@@ -330,11 +334,11 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 1000, argv=())
     with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
         jobs(cfg)
-    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2-graph-1.json", "2.json"]  # both other searches kept
+    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2-graph-1-preset-brief.json", "2.json"]  # both other searches kept
 
 
 def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
-    """The recorded jobs section measured --jobs 1 and 4; asking for 8 as well reopens it (the
+    """The recorded jobs section measured --jobs 1 and 4; asking for more rows reopens it (the
     kept rows of 1 and 4 are not measured again: the test above), and --plan counts it as to do."""
     import time
 
@@ -344,15 +348,17 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
 
     cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
     sec = next(s for s in sections(GPU) if s.name == "jobs")
-    assert GPU.jobs_runs() == [(1, None), (4, None), (8, None), (4, "graph=1")]
+    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief="")]
 
     def record(runs):
-        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": n, "gpu_step": v} for n, v in runs]}}))
+        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": r.jobs, "gpu_step": r.gpu_step, "brief": r.brief} for r in runs]}}))
 
     (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": 1}, {"jobs": 4}]}}))  # as recorded 2026-12-04
     assert recorded(cfg, sec) is None and any(line.startswith("jobs") and "to do" in line for line in plan_lines(cfg, [sec]))
-    record([(1, None), (4, None), (8, None)])
+    record([JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(8, brief="")])
     assert recorded(cfg, sec) is None  # the graph variant is still owed
+    record([JobsRun(1), JobsRun(4), JobsRun(8), JobsRun(4, "graph=1")])
+    assert recorded(cfg, sec) is None  # rows of the kept brief schedule do not stand for the preset's
     record(GPU.jobs_runs())
     assert recorded(cfg, sec)["seconds"] == 300.0 and "done" in plan_lines(cfg, [sec])[0]
 
@@ -373,7 +379,7 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     kept.write_text("{}")
     _write_tar(tmp_path / STATE, [(kept, "jobs/1.json"), (kept, "jobs/4.json"), (kept, "step/breakdown.json")])
     left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
-    assert abs(left["jobs"] - (GPU.jobs_estimate(8) + GPU.jobs_estimate(4))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
+    assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
 
 
