@@ -22,6 +22,7 @@ mostly idle trains several. A run's result does not depend on where it ran: it i
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import statistics
 from collections.abc import Callable
@@ -317,7 +318,26 @@ _worker: dict = {}  # a worker process's data and teacher, loaded by its first r
 def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, job: Retrain) -> dict:
     """`_run` in a `map_processes` worker: the plan's splits, the study's teacher file and the
     teacher's outputs from ``teacher_cache`` (the parent's, `nas_kd.distill.shared_cache`), or
-    filled here once for all of this worker's runs if that file does not fit."""
+    filled here once for all of this worker's runs if that file does not fit (`_worker_setup`)."""
+    plan = _worker_setup(plan_dict, device_name, teacher_cache)
+    in_mode = job.mode == plan.mode.name
+    result = _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False, shared=_worker["shared"] if in_mode else None)
+    # Where this run's teacher outputs came from, for the parent's summary line.
+    cached = in_mode and _worker["shared"].get("teacher_cache") is not None
+    return result | {"teacher_outputs": _worker["origin"] if cached else None}
+
+
+def _screen_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, config: str) -> tuple[float, float]:
+    """`_screen` (one re-screen run: validation accuracy, seconds) in a `map_processes` worker,
+    set up as `_run_in_worker`'s."""
+    plan = _worker_setup(plan_dict, device_name, teacher_cache)
+    return _screen(config, plan, _worker["teacher"], _worker["splits"], _worker["device"], _worker["shared"])
+
+
+def _worker_setup(plan_dict: dict, device_name: str, teacher_cache: str | None) -> SearchPlan:
+    """A worker process's data, teacher and the teacher's outputs (from the parent's file
+    ``teacher_cache``, or filled here once for all of this worker's runs if that does not fit),
+    loaded by its first run of a study and kept in `_worker`; returns the plan."""
     from nas_kd.data import dataset_info, load_splits
     from nas_kd.device import configure_step, resolve_device
     from nas_kd.distill.shared_cache import open_cache
@@ -338,11 +358,7 @@ def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None,
             opened = open_cache(Path(teacher_cache), loaded[0], loader, plan.mode)[0]
         shared = _teacher_pass(loaded[0], splits, plan.full, plan.mode, device, reuse=opened)
         _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits, shared=shared, origin="opened" if opened is not None else "filled")
-    in_mode = job.mode == plan.mode.name
-    result = _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False, shared=_worker["shared"] if in_mode else None)
-    # Where this run's teacher outputs came from, for the parent's summary line.
-    cached = in_mode and _worker["shared"].get("teacher_cache") is not None
-    return result | {"teacher_outputs": _worker["origin"] if cached else None}
+    return plan
 
 
 def _bound_teacher_intact(plan: SearchPlan) -> bool:
@@ -352,10 +368,19 @@ def _bound_teacher_intact(plan: SearchPlan) -> bool:
     return path.is_file() and digest(path) == plan.teacher.sha256
 
 
-def finalize(
+def finalize(study_name: str, storage: str | None = None, **options) -> dict:
+    """Retrain and test the winner (and the baseline); write and return ``final.json``'s content.
+    Options: `_finalize`'s. The teacher's outputs that worker processes open (the re-screen's and
+    the retrain's, `_finalize`) are in a file that lasts as long as this call."""
+    with contextlib.ExitStack() as files:
+        return _finalize(study_name, storage, files=files, **options)
+
+
+def _finalize(
     study_name: str,
     storage: str | None = None,
     *,
+    files: contextlib.ExitStack,
     retrain_seeds: int | None = None,
     baselines: bool | None = None,
     device: torch.device | str | None = None,
@@ -365,7 +390,7 @@ def finalize(
     log: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> dict:
-    """Retrain and test the winner (and the baseline); write and return ``final.json``'s content.
+    """`finalize`, with ``files`` holding the shared teacher-output file while it runs.
 
     ``retrain_seeds`` (a count), ``baselines``, ``device`` and ``jobs`` (runs at once) default to
     the plan's; ``teacher`` reuses an already loaded teacher (the search passes its own), and
@@ -406,7 +431,28 @@ def finalize(
         splits, model, cache = resources()
         return _screen(config, plan, model, splits, device, cache)
 
-    winner = confirm_winner(study, log, lambda exclude: rescreen(study, plan, rescreen_one, log=log, exclude=exclude))
+    out = plan.run_dir / FINAL_DIR
+    parallel_ok = (plan.jobs if jobs is None else jobs) > 1 and _bound_teacher_intact(plan)
+
+    def shared_file_path() -> str | None:
+        """The teacher's outputs filled once, here, and written for worker processes to open
+        (not once per run or per worker), for the rest of the call; None: nothing to share."""
+        if "file" not in shared:
+            cache = resources()[2].get("teacher_cache") if mode.uses_teacher and not schedule.crop else None
+            shared["file"] = files.enter_context(shared_file(cache, out / CACHE_FILE))
+        return str(shared["file"]) if shared["file"] else None
+
+    def rescreen_all(configs: list[str], done) -> None:
+        # The re-screen's runs at once in worker processes, as the retrain's: on a GPU each is a
+        # 20-epoch run (~3 minutes in eager steps), which one after another made the re-screen
+        # the longest stage of a standard search.
+        count = min(plan.jobs if jobs is None else jobs, len(configs))
+        log(f"finalize: re-screen of {len(configs)} candidates, {count} at once (--jobs)")
+        run = functools.partial(_screen_in_worker, plan.to_dict(), str(device), shared_file_path())
+        order = iter(range(len(configs)))  # map_processes reports results in the items' order
+        map_processes(run, configs, count, on_result=lambda _config, result: done(next(order), result))
+
+    winner = confirm_winner(study, log, lambda exclude: rescreen(study, plan, rescreen_one, log=log, exclude=exclude, train_all=rescreen_all if parallel_ok else None))
     rescreened = choose(study, plan.rescreen, RescreenKey.of(plan), exclude=over_latency_limit(study))[1] if winner is not None else None
     if winner is None:
         raise UserError(f"study '{study_name}' has no finished candidate within budget yet: run more trials (nas-kd search --study {study_name})")
@@ -415,7 +461,6 @@ def finalize(
     with_baselines = plan.baselines if baselines is None else baselines
     seeds = plan.seeds.retrain
     key = {"winner_trial": winner.number, "config": winner.user_attrs["config"], "seeds": list(seeds), "with_baselines": with_baselines, "schedule": schedule.to_dict(), "mode": mode.describe(), "teacher_sha256": plan.teacher.sha256}
-    out = plan.run_dir / FINAL_DIR
     cached = _cached(out, key)
     if cached is not None:
         log(f"finalize: reusing {out / 'final.json'} (same winner, seeds and schedule)")
@@ -442,13 +487,10 @@ def finalize(
     parallel = min(plan.jobs if jobs is None else jobs, len(todo))
     # Worker processes load the study's exact teacher file; if it moved, train here, where
     # load_planned_teacher can find it again.
-    if parallel > 1 and _bound_teacher_intact(plan):
+    if parallel > 1 and parallel_ok:
         log(f"finalize: {len(todo)} runs, {parallel} at once (--jobs)")
-        # The teacher's outputs filled once, here, and opened by every worker (not once per run).
-        cache = resources()[2].get("teacher_cache") if mode.uses_teacher and not schedule.crop else None
-        with shared_file(cache, out / CACHE_FILE) as shared_cache:
-            run = functools.partial(_run_in_worker, plan.to_dict(), str(device), str(shared_cache) if shared_cache else None)
-            results = map_processes(run, todo, parallel, on_result=report)
+        run = functools.partial(_run_in_worker, plan.to_dict(), str(device), shared_file_path())
+        results = map_processes(run, todo, parallel, on_result=report)
         origins = collections.Counter(r.pop("teacher_outputs") for r in results)
         if origins["opened"] or origins["filled"]:
             log(f"finalize: teacher outputs of {origins['opened']} run(s) opened from the parent's cache, {origins['filled']} filled by their worker")

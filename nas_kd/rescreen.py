@@ -113,17 +113,37 @@ def candidates_key(study, count: int, exclude: frozenset[int] = frozenset()) -> 
     return f"trial {top[0]}" if len(top) == 1 else "trials " + ",".join(map(str, top))
 
 
-def rescreen(study, plan, train_val: Callable[[str], tuple[float, float]], log: Callable[[str], None] = print, exclude: frozenset[int] = frozenset()) -> int:
+TrainAll = Callable[[list[str], Callable[[int, tuple[float, float]], None]], None]
+
+
+def rescreen(
+    study, plan, train_val: Callable[[str], tuple[float, float]], log: Callable[[str], None] = print, exclude: frozenset[int] = frozenset(), *, train_all: TrainAll | None = None
+) -> int:
     """Score the `contenders` (the ``plan.rescreen`` best and the baseline) that lack a score under this plan's key;
     ``train_val(config_json)`` trains one with the full schedule on the search seed and returns
-    (validation accuracy, seconds). Returns how many were trained."""
+    (validation accuracy, seconds). ``train_all(configs, done)``, where given, trains several at
+    once instead (`nas_kd.finalize`: worker processes) and calls ``done(index, (val, seconds))``
+    as each finishes, so every finished score is recorded at once (an interrupted re-screen keeps
+    them). Returns how many were trained."""
     if plan.rescreen < 2:
         return 0
     key = RescreenKey.of(plan)
     top = contenders(study, plan.rescreen, exclude)
     todo = [t for t in top if t.number not in scores(study, key)]
-    for i, t in enumerate(todo):
-        val, seconds = train_val(t.user_attrs["config"])
+    finished = 0
+
+    def done(i: int, result: tuple[float, float]) -> None:
+        nonlocal finished
+        val, seconds = result
+        t = todo[i]
         record(study, t.number, key, val, seconds)
-        log(f"rescreen {i + 1}/{len(todo)}: trial {t.number} brief val {t.values[0]:.4f} -> full-schedule val {val:.4f} ({seconds:.1f}s)")
+        finished += 1
+        log(f"rescreen {finished}/{len(todo)}: trial {t.number} brief val {t.values[0]:.4f} -> full-schedule val {val:.4f} ({seconds:.1f}s)")
+
+    configs = [t.user_attrs["config"] for t in todo]
+    if train_all is not None and len(todo) > 1:
+        train_all(configs, done)
+    else:
+        for i, config in enumerate(configs):
+            done(i, train_val(config))
     return len(todo)

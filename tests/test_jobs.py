@@ -234,6 +234,31 @@ def test_final_retrain_in_two_processes_matches_one(in_tmp, teacher_path):
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_the_rescreen_runs_in_worker_processes_and_scores_as_one(in_tmp, teacher_path):
+    """With --jobs 2 the re-screen's full-schedule runs train two at a time in worker processes
+    (they used to train one after another in the search's process, whatever --jobs said), opening
+    the parent's teacher outputs, and score exactly as one process does; each score is recorded."""
+    from nas_kd.finalize import finalize
+    from nas_kd.plan import plan_of
+    from nas_kd.rescreen import RescreenKey, scores
+    from nas_kd.search import SearchOptions, run_search
+    from nas_kd.study import load_study
+
+    (in_tmp / "tiny.yaml").write_text(TINY)
+    found = {}
+    for study, jobs in (("screen1", 1), ("screen2", 2)):
+        opts = SearchOptions(dataset="synthetic", teacher=str(teacher_path), space="tiny.yaml", budget="130k", trials=3, retrain_seeds=1, baselines=False, rescreen=3, mode="kd", study=study, preset="quick", device="cpu", progress=False)
+        run_search(opts, log=lambda _: None, finish=False)
+        lines: list[str] = []
+        finalize(study, jobs=jobs, log=lines.append)
+        st = load_study(study, f"sqlite:///runs/{study}/study.db")
+        found[jobs] = scores(st, RescreenKey.of(plan_of(st)))
+        assert ("finalize: re-screen of 3 candidates, 2 at once (--jobs)" in lines) == (jobs == 2), lines
+        assert sum(line.startswith("rescreen ") for line in lines) == 3
+        assert not (in_tmp / "runs" / study / "final" / "teacher-cache.pt").exists()
+    assert len(found[2]) == 3 and found[2] == found[1]
+
+
 @pytest.mark.parametrize(("brief", "fills"), [(None, 1), ("train_subset=1000", 2)])
 def test_the_retrain_reuses_the_search_teacher_cache_when_both_schedules_read_the_same_data(in_tmp, teacher_path, monkeypatch, brief, fills):
     """Synthetic data is smaller than both quick subsets, so brief and full train on the same
