@@ -365,9 +365,12 @@ def search(budget: str, sampler: str) -> Callable:
         first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - retrain_s - sz.margin_s)), finish=False)
         if first["finished"] < sz.trials or cfg.left() < retrain_s:
             return None
-        report = search_gpu.run_one(opts)  # resumes: no trial left to run; retrain, report, export
+        report = search_gpu.run_one(opts)  # resumes: no trial left to run; re-screen, retrain, report, export
+        finish = report["bench_seconds"]
         keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command", "budget", "trials")
-        return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "report": {k: report.get(k) for k in keep} | {"bench_seconds": report["search_wall_seconds"]}}
+        # The table's wall time: the whole search, its trials (summed over the calls that ran them) and the rest.
+        whole = {"bench_seconds": report["search_wall_seconds"] + finish, "finish_seconds": finish}
+        return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "report": {k: report.get(k) for k in keep} | whole}
 
     return run
 
@@ -387,7 +390,17 @@ def search_markdown(cfg) -> tuple[str, str]:
     lines += [f"{sz.trials} trained trials per search, {sz.preset} preset, mode {sz.mode}, --jobs {sz.search_jobs or 'default'}, {sz.retrain_seeds} retrain seeds, space {sz.space}. *wall s*: the search's trials (all sessions). Test accuracy is mean ± std over the retrain seeds.", ""]
     lines.append(search_gpu.table(results))
     lines += [f"- {budget} {sampler}: {report['verdict']}" for budget, sampler, report in results if report.get("verdict")]
+    standard = next((rep for b, smp, rep in results if (b, smp) == (sz.budgets[0], sz.samplers[0]) and rep.get("finish_seconds") is not None), None)
+    if standard is not None:  # records made before 2026-12-05 lack the split
+        whole, rest = standard["bench_seconds"], standard["finish_seconds"]
+        lines.append(
+            f"- Goal: the standard search (`make search BUDGET={sz.budgets[0]}`: {sz.trials} trials, re-screen, {sz.retrain_seeds}-seed retrain, report, export) under {SEARCH_GOAL_S / 60:g} minutes: "
+            f"**{'met' if whole < SEARCH_GOAL_S else 'missed'}** ({whole:.0f} s: trials {whole - rest:.0f} s, summed over the calls that ran them, then {rest:.0f} s to the report and export)"
+        )
     return "gpu-search", "\n".join(lines)
+
+
+SEARCH_GOAL_S = 300.0  # issue 13: the whole standard search on one GPU
 
 
 # ----------------------------------------------------------------------------------- ablation

@@ -86,6 +86,10 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
         assert done[name]["result"]["report"]["trial_counts"]["finished"] == SMOKE.trials
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "<!-- BEGIN gpu-search -->" in markdown and "<!-- BEGIN gpu-jobs -->" in markdown
+    # The whole search's time: its trials and what followed them, and the goal judged on their sum.
+    first = done[SEARCHES[0]]["result"]["report"]
+    assert first["finish_seconds"] > 0 and first["bench_seconds"] == first["search_wall_seconds"] + first["finish_seconds"]
+    assert "- Goal: the standard search (`make search BUDGET=130k`" in markdown
 
 
 def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tmp_path):
