@@ -432,7 +432,8 @@ def _finalize(
         return _screen(config, plan, model, splits, device, cache)
 
     out = plan.run_dir / FINAL_DIR
-    parallel_ok = (plan.jobs if jobs is None else jobs) > 1 and _bound_teacher_intact(plan)
+    at_once = plan.jobs if jobs is None else jobs  # runs in worker processes at once (--jobs)
+    parallel_ok = at_once > 1 and _bound_teacher_intact(plan)
 
     def shared_file_path() -> str | None:
         """The teacher's outputs filled once, here, and written for worker processes to open
@@ -446,7 +447,7 @@ def _finalize(
         # The re-screen's runs at once in worker processes, as the retrain's: on a GPU each is a
         # 20-epoch run (~3 minutes in eager steps), which one after another made the re-screen
         # the longest stage of a standard search.
-        count = min(plan.jobs if jobs is None else jobs, len(configs))
+        count = min(at_once, len(configs))
         log(f"finalize: re-screen of {len(configs)} candidates, {count} at once (--jobs)")
         run = functools.partial(_screen_in_worker, plan.to_dict(), str(device), shared_file_path())
         order = iter(range(len(configs)))  # map_processes reports results in the items' order
@@ -484,7 +485,7 @@ def _finalize(
 
     distinct = distinct_runs(runs)
     todo = list(distinct.values())
-    parallel = min(plan.jobs if jobs is None else jobs, len(todo))
+    parallel = min(at_once, len(todo))
     # Worker processes load the study's exact teacher file; if it moved, train here, where
     # load_planned_teacher can find it again.
     if parallel > 1 and parallel_ok:
