@@ -3,7 +3,7 @@
 Every subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``func=run`` where ``run(args) -> int``. Modules are imported lazily so ``nas-kd --help`` and a
 bad option answer fast. Any `UserError` (and any argparse mistake) becomes one line on stderr
-and exit code 2; Ctrl-C becomes exit 130.
+and exit code 2; a run that diverged (`NonFiniteLossError`) one line and exit 1; Ctrl-C exit 130.
 """
 
 from __future__ import annotations
@@ -13,12 +13,21 @@ import importlib
 import logging
 import sys
 
-from nas_kd.errors import EXIT_USAGE, UserError
+from nas_kd.errors import EXIT_DIVERGED, EXIT_USAGE, NonFiniteLossError, UserError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # name -> module in nas_kd.commands; the order is the order in --help.
 COMMANDS = ["data", "teacher", "cost", "distill", "search", "finalize", "export", "dashboard"]
+
+
+# What to change when a command's run diverges and the code that raised did not say (a search's
+# trials fail alone: what reaches the CLI is its re-screen or final retrain).
+DIVERGED_HINTS = {
+    "distill": "try a lower --lr, or a mode with fewer terms (--mode kd)",
+    "search": "lower the full schedule's learning rate (--full lr=...) and run the search again",
+    "finalize": "run the search again with a lower full-schedule learning rate (--full lr=...)",
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     from nas_kd.interrupts import keep_lost_interrupts
 
     keep_lost_interrupts()
+    command = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        command = args.command
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE
@@ -66,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"nas-kd: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLossError as e:
+        hint = e.hint or DIVERGED_HINTS.get(command, "lower the learning rate")
+        print(f"nas-kd: error: {e}: the run diverged; {hint}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print("nas-kd: interrupted", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ from torch import nn
 from nas_kd.config import Schedule
 from nas_kd.data import DeviceLoader, Splits
 from nas_kd.device import autocast, memory_format
+from nas_kd.errors import NonFiniteLossError  # re-exported: where the checks that raise it live
 
 __all__ = [
     "build_optimizer",
@@ -26,10 +27,6 @@ __all__ = [
     "flush_finite_checks",
     "reset_finite_checks",
 ]
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; the search records the trial as failed with this reason."""
 
 
 class _PendingChecks:

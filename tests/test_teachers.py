@@ -33,7 +33,7 @@ def test_bad_arch_names(bad):
         T.parse_arch(bad)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("size", [(30, 30), (28, 28), (7, 9)])
 def test_reconstruction_decoder_restores_input_size(version, size):
     net = T.build_teacher("resnet8", 3, 10, reconstruction=size, decoder_version=version)
@@ -58,6 +58,41 @@ def test_reconstruction_decoder_costs_less_than_a_third_of_resnet20():
     assert 0 < decoder < (sum(macs.values()) - decoder) / 3, (decoder, sum(macs.values()))
 
 
+def _fit_decoder(version: int, seed: int, lr: float = 0.05, steps: int = 40) -> list[float]:
+    """The reconstruction loss per step while a decoder alone fits a wide teacher's deepest maps
+    (256 channels of ReLU outputs, wrn-16-4's) by SGD with Nesterov momentum 0.9, as a teacher
+    trains; it stops at the first loss over 1e4."""
+    torch.manual_seed(seed)
+    decoder = T.build_teacher("wrn-16-4", 1, 10, reconstruction=(28, 28), decoder_version=version).decoder
+    opt = torch.optim.SGD(decoder.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    maps, images, losses = torch.relu(torch.randn(64, 256, 7, 7)), torch.randn(64, 1, 28, 28), []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(decoder(maps), images)
+        losses.append(loss.item() if torch.isfinite(loss) else float("inf"))
+        if losses[-1] > 1e4:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses
+
+
+def test_a_wide_teachers_decoder_trains_at_the_presets_rate():
+    """Version 2's decoder ended in a quarter of the teacher's deepest channels (64 for wrn-16-4),
+    and the loss's curvature grows with that width: at the quick preset's lr 0.05 it blew up (as
+    wrn-16-4 teachers did on short warm-ups); version 3 caps the widths at resnet20's."""
+    assert all(max(_fit_decoder(2, seed)) > 1e3 for seed in (0, 1))  # what the cap prevents
+    for seed in (0, 1, 2):
+        losses = _fit_decoder(3, seed)
+        assert len(losses) == 40 and max(losses) < 100 and losses[-1] < 1.5, losses
+
+
+def test_the_capped_decoder_is_the_old_one_for_resnet20():
+    """The shipped resnet20 teacher's decoder (version 2) has the widths version 3 builds."""
+    shapes = [[tuple(p.shape) for p in T.build_teacher("resnet20", 1, 10, reconstruction=(28, 28), decoder_version=v).decoder.parameters()] for v in (2, 3)]
+    assert shapes[0] == shapes[1]
+
+
 def test_teachers_saved_with_the_first_decoder_still_load(tmp_path):
     info = dataset_info("synthetic")
     old = T.build_teacher("resnet8", info.channels, info.num_classes, reconstruction=(info.height, info.width), decoder_version=1)
@@ -74,7 +109,7 @@ def test_teachers_saved_with_the_first_decoder_still_load(tmp_path):
 def test_train_save_load_and_reuse(tmp_path, monkeypatch):
     kw = dict(preset="quick", seed=0, device=CPU, root=tmp_path, log=lambda *_: None)
     model, meta, path = T.ensure_teacher("synthetic", "resnet8", TINY, reconstruction=True, **kw)
-    assert path.is_file() and meta["reconstruction"] and meta["arch"] == "resnet8" and meta["decoder_version"] == 2
+    assert path.is_file() and meta["reconstruction"] and meta["arch"] == "resnet8" and meta["decoder_version"] == 3
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # atomic write left no temp file
 
     def must_not_train(*a, **k):
@@ -194,3 +229,15 @@ def test_cuda_without_gpu_is_a_user_error():
         pytest.skip("a GPU is present")
     with pytest.raises(UserError, match="no CUDA GPU is visible"):
         resolve_device("cuda")
+
+
+def test_a_teacher_near_chance_is_saved_with_a_warning(tmp_path):
+    lines: list[str] = []
+    kw = dict(preset="quick", seed=0, device=CPU, root=tmp_path, log=lines.append)
+    _, meta, path = T.ensure_teacher("synthetic", "resnet8", TINY.replace(lr=1e4), **kw)  # BN keeps the loss finite; nothing is learned
+    assert path.is_file() and meta["val_accuracy"] < 0.15
+    assert any(line.startswith("teacher: warning: validation accuracy") and "--lr 1000" in line for line in lines), lines
+    lines.clear()
+    learns = Schedule(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.0, train_subset=512)  # TINY stays near chance
+    _, meta, _ = T.ensure_teacher("synthetic", "resnet8", learns, **{**kw, "root": tmp_path / "good"})
+    assert meta["val_accuracy"] > 0.15 and not any("warning" in line for line in lines), (meta["val_accuracy"], lines)

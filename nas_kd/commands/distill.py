@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--mode", default=DEFAULT_MODE, help=f"distillation mode: {', '.join(MODES)} (default {DEFAULT_MODE})")
     p.add_argument("--loss-weights", default=None, help=f"override weights/knobs, e.g. kd=0.5,feat=1; keys: {', '.join(WEIGHT_KEYS + KNOB_KEYS)}")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's full-schedule epochs")
+    p.add_argument("--lr", type=float, default=None, help="override the full schedule's learning rate")
     p.add_argument("--train-subset", type=int, default=None, help="train on this many examples (stratified); 0 = all")
     add_data_args(p)
     add_run_args(p)
@@ -75,7 +76,7 @@ def run(args) -> int:
     cfg = load_student_config(args)
     info = dataset_info(args.dataset, args.data_dir)
     preset = get_preset(args.preset)
-    schedule = preset.full.replace(epochs=args.epochs)
+    schedule = preset.full.replace(epochs=args.epochs, lr=args.lr)
     if args.train_subset is not None:  # 0 means the whole training split
         schedule = dataclasses.replace(schedule, train_subset=args.train_subset or None)
     device = resolve_device(args.device)

@@ -226,9 +226,9 @@ def parse_arch(arch: str) -> str:
     raise UserError(f"unknown teacher '{arch}': use a registry name ({EXAMPLES}) or a TorchScript file path")
 
 
-def build_teacher(arch: str, in_channels: int, num_classes: int, reconstruction: tuple[int, int] | None = None, decoder_version: int = 2) -> nn.Module:
+def build_teacher(arch: str, in_channels: int, num_classes: int, reconstruction: tuple[int, int] | None = None, decoder_version: int | None = None) -> nn.Module:
     """A fresh teacher; ``reconstruction=(H, W)`` adds a decoder head (``model.decoder``) of
-    ``decoder_version`` (1 only to load teachers saved before version 2 existed)."""
+    ``decoder_version`` (None: the current one; older ones only to load teachers saved with them)."""
     arch = parse_arch(arch)
     if m := _RESNET_RE.match(arch):
         net: nn.Module = CifarResNet(int(m.group(1)), int(m.group(2) or 1), in_channels, num_classes)
@@ -236,7 +236,8 @@ def build_teacher(arch: str, in_channels: int, num_classes: int, reconstruction:
         net = WideResNet(int(m.group(1)), int(m.group(2)), in_channels, num_classes)
     else:
         net = _torchvision_teacher(arch[3:], in_channels, num_classes)
-    decoder = {d.VERSION: d for d in (ReconstructionDecoderV1, ReconstructionDecoder)}.get(decoder_version)
+    decoder_version = ReconstructionDecoder.VERSION if decoder_version is None else decoder_version
+    decoder = {d.VERSION: d for d in (ReconstructionDecoderV1, ReconstructionDecoderV2, ReconstructionDecoder)}.get(decoder_version)
     if decoder is None:
         raise UserError(f"reconstruction decoder version {decoder_version} is unknown to this nas-kd: upgrade nas-kd or train the teacher again")
     net.decoder = decoder(net.stage_channels[-1], in_channels, reconstruction) if reconstruction else None
@@ -249,17 +250,28 @@ class ReconstructionDecoder(nn.Module):
     Zhang et al. train the teacher for classification *and* reconstruction so that its features
     carry generative information too. Their decoder is unpublished; ours (documented in
     docs/DISTILLER.md): two steps of nearest upsampling to half and then the full input size,
-    each followed by conv-BN-ReLU that halves the channels, and a 3x3 conv to the image channels.
-    It works from a deepest map of any size. (Version 1 upsampled three times, to twice the
-    input, and convolved there: it made a teacher step 2.4x as slow as without it on the CPU.)
+    each followed by conv-BN-ReLU (at most `WIDTH` channels, then half that), and a 3x3 conv to
+    the image channels. It works from a deepest map of any size and width.
+
+    Why the widths are capped (version 3): the last conv's input is ReLU outputs of positive mean,
+    so the reconstruction MSE's curvature along its weights grows with its fan-in (9 x channels),
+    and plain SGD diverges once the learning rate passes about 2(1 + momentum) / curvature. With
+    version 2's widths (half, then a quarter of the teacher's deepest channels) a wrn-16-4
+    teacher's decoder ended in 64 channels, and its training blew up within 10 steps of a short
+    warm-up (quick preset, 1 epoch of 4,000 images: the loss went from 3 to 8 to inf as the rate
+    passed 0.018), where a resnet20 teacher's (64 -> 32 -> 16) trains at the preset's 0.05. Capped,
+    every teacher's decoder is resnet20's from its first conv on, and trains as stably.
+    (Version 1 upsampled three times, to twice the input, and convolved there: it made a teacher
+    step 2.4x as slow as without it on the CPU.)
     """
 
-    VERSION = 2  # saved in a teacher's meta ("decoder_version"); files without it hold version 1
+    VERSION = 3  # saved in a teacher's meta ("decoder_version"); files without it hold version 1
+    WIDTH = 32  # the first conv's channels at most: resnet20's (64 // 2)
 
     def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int]):
         super().__init__()
         self.size = tuple(size)
-        half = max(16, in_channels // 2)
+        half = max(16, in_channels // 2) if self.WIDTH is None else min(self.WIDTH, max(16, in_channels // 2))
         quarter = max(16, half // 2)
         self.up_half = nn.Sequential(nn.Conv2d(in_channels, half, 3, 1, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
         self.up_full = nn.Sequential(nn.Conv2d(half, quarter, 3, 1, 1, bias=False), nn.BatchNorm2d(quarter), nn.ReLU(inplace=True))
@@ -269,6 +281,15 @@ class ReconstructionDecoder(nn.Module):
         h, w = self.size
         x = self.up_half(F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="nearest"))
         return self.out(self.up_full(F.interpolate(x, size=self.size, mode="nearest")))
+
+
+class ReconstructionDecoderV2(ReconstructionDecoder):
+    """Version 2, kept so that teachers saved with it still load: the same decoder with uncapped
+    widths (half, then a quarter of the teacher's deepest channels). For a teacher of at most 64
+    deepest channels (resnet20, the shipped teacher) it is version 3 exactly."""
+
+    VERSION = 2
+    WIDTH = None
 
 
 class ReconstructionDecoderV1(nn.Module):

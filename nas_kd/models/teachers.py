@@ -28,7 +28,7 @@ from torch import nn
 from nas_kd.config import Schedule
 from nas_kd.data import DatasetInfo, dataset_slug
 from nas_kd.device import memory_format
-from nas_kd.errors import UserError
+from nas_kd.errors import NonFiniteLossError, UserError
 from nas_kd.models.teacher_nets import ReconstructionDecoder, ScriptedTeacher, build_teacher, parse_arch
 from nas_kd.models.teacher_training import train_teacher
 
@@ -161,6 +161,9 @@ def _check_compatible(path: Path, meta: dict, info: DatasetInfo) -> None:
         raise UserError(f"teacher '{path}' was trained on {theirs} but the data is {ours}: train a teacher for it with 'nas-kd teacher --dataset {info.name}'")
 
 
+CHANCE_FACTOR = 1.5  # a trained teacher's validation accuracy under 1.5x chance is warned about
+
+
 def ensure_teacher(
     dataset: str,
     arch: str,
@@ -189,14 +192,37 @@ def ensure_teacher(
     info = splits.info
     model = build_teacher(arch, info.channels, info.num_classes, reconstruction=(info.height, info.width) if reconstruction else None)
     log(f"teacher: training {parse_arch(arch)} on {info.name} ({len(splits.train)} examples, {schedule.epochs} epochs, device {device.type})")
-    metrics = train_teacher(model, splits, schedule, device=device, seed=seed, log=log)
+    try:
+        metrics = train_teacher(model, splits, schedule, device=device, seed=seed, log=log)
+    except NonFiniteLossError as e:
+        command = f"nas-kd teacher {_teacher_options(dataset, arch, schedule, preset, seed, reconstruction, lr=schedule.lr / 2)}"
+        raise NonFiniteLossError(f"training the {arch} teacher at lr {schedule.lr:g}: {e}", hint=f"train it with a lower learning rate, e.g. '{command}' (its file then goes to --teacher)") from None
     meta = teacher_meta(info, arch, schedule, seed, reconstruction, metrics, preset)
     save_teacher(path, model, meta)
     log(f"teacher: test accuracy {metrics['test_accuracy']:.4f} in {metrics['train_seconds']:.1f}s -> {path}")
+    if metrics["val_accuracy"] < CHANCE_FACTOR / info.num_classes:
+        # Saved all the same (a user may want to look at it), but every distillation from it
+        # would teach noise: say so where the user is looking.
+        log(f"teacher: warning: validation accuracy {metrics['val_accuracy']:.1%} is near chance for {info.num_classes} classes: this teacher learned next to nothing; train it again with a lower learning rate or more epochs (nas-kd teacher {_teacher_options(dataset, arch, schedule, preset, seed, reconstruction, lr=schedule.lr / 10)})")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, meta, path
+
+
+def _teacher_options(dataset: str, arch: str, schedule: Schedule, preset: str, seed: int, reconstruction: bool, lr: float) -> str:
+    """`nas-kd teacher`'s options that train this teacher again at ``lr``: the fields that differ
+    from the preset's recipe spelt out, so the suggestion trains what the user asked for."""
+    from nas_kd.config import PRESETS, get_preset
+
+    # A preset the CLI does not know (a caller's own recipe): every field spelt out.
+    base = get_preset(preset).teacher if preset in PRESETS else None
+    options = [f"--dataset {dataset}"] + [f"--preset {preset}"] * (base is not None) + [f"--arch {arch}", f"--lr {lr:g}"]
+    options += [f"--epochs {schedule.epochs}"] * (base is None or schedule.epochs != base.epochs)
+    options += [f"--batch-size {schedule.batch_size}"] * (base is None or schedule.batch_size != base.batch_size)
+    options += [f"--train-subset {schedule.train_subset or 0}"] * (base is None or schedule.train_subset != base.train_subset)
+    options += [f"--seed {seed}"] * (seed != 0) + ["--reconstruction"] * reconstruction
+    return " ".join(options)
 
 
 def is_teacher_path(spec: str) -> bool:
