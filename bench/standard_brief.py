@@ -19,6 +19,12 @@ there), so the GPU's `step` section only times the larger batches.
 
 ``--schedule full`` asks the same of the final retrain's 20-epoch schedule (winner and baselines;
 section ``standard-full-cpu``): its random crops keep the teacher live in every step too.
+``--schedule teacher`` asks it of the teacher's recipe (20 epochs, with crops): each run trains a
+resnet20 teacher with the reconstruction head (``--arch`` another) through `ensure_teacher`, cached
+under ``--teacher-root`` (a finished one is reused, so a run cut short resumes teacher by teacher);
+the seed is the teacher's, which also draws its validation split (section ``standard-teacher-cpu``):
+
+    python -m bench.standard_brief --schedule teacher --variants "crop=1;crop=0" --seeds 0,1,2   # ~30 min a run alone
 
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
 reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
@@ -49,7 +55,7 @@ VARIANTS = "crop=0;crop=1;crop=0,batch_size=512,lr=0.2828;crop=0,batch_size=1024
 PRESET = "standard"
 
 
-SCHEDULES = ("brief", "full")
+SCHEDULES = ("brief", "full", "teacher")
 
 
 def variant_schedule(changes: str, schedule: str = "brief"):
@@ -58,9 +64,13 @@ def variant_schedule(changes: str, schedule: str = "brief"):
     return override_schedule(getattr(get_preset(PRESET), schedule), changes, "--variants")
 
 
-def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief") -> dict:
-    """One brief (or full) run (fresh process state; one torch thread): the trainer as a search calls it."""
+def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief", arch: str = "resnet20", teacher_root: str = "runs/teachers") -> dict:
+    """One brief (or full) run (fresh process state; one torch thread): the trainer as a search calls
+    it; for ``schedule_name`` "teacher", one teacher (`_train_teacher`)."""
     import torch
+
+    if schedule_name == "teacher":
+        return _train_teacher(variant, seed, arch, data_dir, teacher_root)
 
     from bench.distill_ablation import SPACE, pick_students
     from nas_kd.data import load_splits
@@ -92,16 +102,39 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
 
 
+def _train_teacher(variant: str, seed: int, arch: str, data_dir: str | None, root: str) -> dict:
+    """One teacher on the variant's recipe, as `nas-kd teacher --preset standard --reconstruction`
+    trains it (reused from ``root`` when there): its validation accuracy, and the test accuracy its
+    training read once at the end."""
+    import torch
+
+    from nas_kd.errors import NonFiniteLossError
+    from nas_kd.models.teachers import ensure_teacher
+
+    torch.set_num_threads(1)
+    schedule = variant_schedule(variant, "teacher")
+    start = time.perf_counter()
+    run = {"variant": variant, "seed": seed, "student": arch, "macs": None, "mode": "teacher", "schedule": schedule.to_dict(), "steps": None}
+    try:
+        _, meta, path = ensure_teacher("fashion-mnist", arch, schedule, preset=PRESET, seed=seed, device=torch.device("cpu"), data_dir=data_dir, reconstruction=True, root=root, log=lambda *_: None)
+    except NonFiniteLossError as e:  # a diverged teacher is the variant's result on this seed
+        return run | {"diverged": str(e), "seconds": time.perf_counter() - start}
+    return run | {"val_accuracy": meta["val_accuracy"], "test_accuracy": meta["test_accuracy"], "train_seconds": meta["train_seconds"], "file": path.name, "history": meta.get("history"), "seconds": time.perf_counter() - start}
+
+
 def section_name(student: str, schedule: str = "brief", mode: str | None = None) -> str:
-    """docs/BENCHMARKS.md's section for a student, schedule and mode (the preset's unless named):
-    one each, so no run replaces another."""
+    """docs/BENCHMARKS.md's section for a student (for the teacher schedule: an arch), schedule and
+    mode (the preset's unless named): one each, so no run replaces another."""
+    if schedule == "teacher":
+        return "standard-teacher-cpu" + ("" if student == "resnet20" else f"-{student}")
     name = f"standard-{schedule}-cpu" + ("" if student == "small" else f"-{student}")
     return name if mode in (None, get_preset(PRESET).mode) else f"{name}-{mode}"
 
 
 def _key(variant: str, seed: int, args) -> str:
     """A run's identity: the schedule itself (not its spelling, nor what the preset is today)."""
-    return f"{args.student}|{args.mode}|{json.dumps(variant_schedule(variant, args.schedule).to_dict(), sort_keys=True)}|{seed}"
+    who = f"teacher:{args.arch}" if args.schedule == "teacher" else f"{args.student}|{args.mode}"
+    return f"{who}|{json.dumps(variant_schedule(variant, args.schedule).to_dict(), sort_keys=True)}|{seed}"
 
 
 def table(runs: list[dict], variants: list[str], schedule: str = "brief") -> list[str]:
@@ -126,7 +159,8 @@ def table(runs: list[dict], variants: list[str], schedule: str = "brief") -> lis
         secs = [r["train_seconds"] for r in rs.values() if "train_seconds" in r]
         cpu_s = f"{statistics.fmean(secs):.0f}" if secs else "-"
         label = f"`{v}`" if v else "(as it is)"
-        lines.append(f"| {label} | {next(iter(rs.values()))['steps']} | {per_seed} | {mean} | {diff} | {cpu_s} |")
+        steps = next(iter(rs.values()))["steps"]
+        lines.append(f"| {label} | {'-' if steps is None else steps} | {per_seed} | {mean} | {diff} | {cpu_s} |")
     return lines
 
 
@@ -136,6 +170,8 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
     runs = record["runs"].values()
     first = next(iter(runs))
     base = getattr(get_preset(PRESET), schedule)
+    if schedule == "teacher":
+        return _render_teacher(list(runs), variants, argv, base)
     what = "a trial's brief run" if schedule == "brief" else "the final retrain (winner and baselines)"
     lines = [
         f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, mode {first['mode']})",
@@ -155,6 +191,35 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
     return "\n".join(lines)
 
 
+def _render_teacher(runs: list[dict], variants: list[str], argv: list[str], base) -> str:
+    from bench._report import hardware
+
+    arch = runs[0]["student"]
+    tests = []
+    for v in variants:
+        by_seed = {r["seed"]: r for r in runs if r["variant"] == v and "test_accuracy" in r}
+        if by_seed:
+            per_seed = ", ".join(f"{100 * by_seed[k]['test_accuracy']:.2f}" for k in sorted(by_seed))
+            tests.append(f"- {f'`{v}`' if v else '(as it is)'}: test accuracy per seed {per_seed}, mean {statistics.fmean(100 * r['test_accuracy'] for r in by_seed.values()):.2f}%")
+    lines = [
+        f"## Which teacher recipe for the standard preset? (CPU, {arch} with the reconstruction head)",
+        "",
+        f"Command: `{' '.join(['python -m bench.standard_brief', *map(shlex.quote, argv)])}`  ",
+        f"Hardware: {hardware()}; one torch thread per run unless noted  ",
+        f"Date: {time.strftime('%Y-%m-%d')}",
+        "",
+        f"Each variant changes the standard preset's teacher recipe ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
+        f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd teacher --preset standard --reconstruction` trains it; one {arch} per seed, "
+        "Fashion-MNIST. The seed is the teacher's: its initial weights, data order and validation split (6,000 training images held out), the same across variants. "
+        "Validation accuracy at the run's end decides; the test accuracy each training read once at its end is listed under the table.",
+        "",
+        *table(runs, variants, "teacher"),
+        "",
+        *tests,
+    ]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default=VARIANTS, help="';'-separated --brief changes; the first is the reference")
@@ -162,6 +227,8 @@ def main(argv=None) -> None:
     ap.add_argument("--student", default="small", choices=("small", "large"))
     ap.add_argument("--mode", default=get_preset(PRESET).mode)
     ap.add_argument("--schedule", default="brief", choices=SCHEDULES, help="which of the preset's schedules the variants change (default brief)")
+    ap.add_argument("--arch", default="resnet20", help="with --schedule teacher: the teacher's arch")
+    ap.add_argument("--teacher-root", default="runs/teachers", help="with --schedule teacher: where the teachers are cached (and reused from)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
@@ -180,7 +247,7 @@ def main(argv=None) -> None:
     print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_train, v, s, args.student, args.mode, args.data_dir, args.schedule): (v, s) for v, s in todo}
+        futures = {pool.submit(_train, v, s, args.student, args.mode, args.data_dir, args.schedule, args.arch, args.teacher_root): (v, s) for v, s in todo}
         for f in cf.as_completed(futures):
             r = f.result()
             record["runs"][_key(r["variant"], r["seed"], args)] = r
@@ -196,7 +263,7 @@ def main(argv=None) -> None:
     if not args.no_write:
         from bench._report import write_section
 
-        write_section(section_name(args.student, args.schedule, args.mode), body)
+        write_section(section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode), body)
 
 
 if __name__ == "__main__":

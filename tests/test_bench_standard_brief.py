@@ -71,3 +71,34 @@ def test_kept_runs_are_not_trained_again_and_no_write_leaves_docs_alone(tmp_path
     assert sb.section_name("small") == "standard-brief-cpu" and sb.section_name("large") == "standard-brief-cpu-large"
     assert sb.section_name("small", "full") == "standard-full-cpu" == sb.section_name("small", "full", "full")
     assert sb.section_name("small", "full", "ce") == "standard-full-cpu-ce"
+
+
+def test_the_teacher_recipe_is_a_schedule_of_its_own():
+    import bench.standard_brief as sb
+
+    teacher = get_preset("standard").teacher
+    assert variant_schedule("crop=0", "teacher") == dataclasses.replace(teacher, crop=False)
+    args = argparse.Namespace(student="small", mode="full", schedule="teacher", arch="resnet20")
+    assert _key("crop=0", 0, args) != _key("crop=0", 0, argparse.Namespace(**{**vars(args), "arch": "wrn-16-4"}))
+    assert _key("crop=0", 0, args).startswith("teacher:resnet20|")
+    assert sb.section_name("resnet20", "teacher") == "standard-teacher-cpu" and sb.section_name("wrn-16-4", "teacher") == "standard-teacher-cpu-wrn-16-4"
+
+
+def test_kept_teacher_runs_render_validation_paired_and_test_listed(tmp_path, capsys, monkeypatch):
+    import json
+
+    import bench.standard_brief as sb
+
+    args = argparse.Namespace(student="small", mode="full", schedule="teacher", arch="resnet20")
+    acc = {("crop=1", 0): 0.9397, ("crop=1", 1): 0.9380, ("crop=0", 0): 0.9420, ("crop=0", 1): 0.9410}
+    record = {"runs": {_key(v, s, args): {"variant": v, "seed": s, "student": "resnet20", "macs": None, "mode": "teacher", "steps": None, "val_accuracy": a, "test_accuracy": a - 0.001, "train_seconds": 1800.0} for (v, s), a in acc.items()}}
+    results = tmp_path / "standard_brief.json"
+    results.write_text(json.dumps(record))
+    monkeypatch.setattr(sb, "RESULTS", results)
+    monkeypatch.setattr(sb, "_train", lambda *a: pytest.fail("trained a kept teacher"))
+    main(["--schedule", "teacher", "--variants", "crop=1;crop=0", "--seeds", "0,1", "--no-write"])
+    out = capsys.readouterr().out
+    assert "Which teacher recipe for the standard preset? (CPU, resnet20 with the reconstruction head)" in out
+    # crop=0 minus crop=1 on validation: +0.23 and +0.30 points (float rounding: +0.26)
+    assert "| `crop=0` | - | 94.20, 94.10 | 94.15 | +0.26 [-0.18, +0.71]" in out and "(n=2) | 1800 |" in out
+    assert "- `crop=0`: test accuracy per seed 94.10, 94.00, mean 94.05%" in out
