@@ -67,10 +67,9 @@ def variant_schedule(changes: str, schedule: str = "brief"):
 def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief", arch: str = "resnet20", teacher_root: str = "runs/teachers") -> dict:
     """One brief (or full) run (fresh process state; one torch thread): the trainer as a search calls
     it; for ``schedule_name`` "teacher", one teacher (`_train_teacher`)."""
-    import torch
-
     if schedule_name == "teacher":
         return _train_teacher(variant, seed, arch, data_dir, teacher_root)
+    import torch
 
     from bench.distill_ablation import SPACE, pick_students
     from nas_kd.data import load_splits

@@ -271,7 +271,9 @@ class ReconstructionDecoder(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int]):
         super().__init__()
         self.size = tuple(size)
-        half = max(16, in_channels // 2) if self.WIDTH is None else min(self.WIDTH, max(16, in_channels // 2))
+        half = max(16, in_channels // 2)
+        if self.WIDTH is not None:
+            half = min(self.WIDTH, half)
         quarter = max(16, half // 2)
         self.up_half = nn.Sequential(nn.Conv2d(in_channels, half, 3, 1, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
         self.up_full = nn.Sequential(nn.Conv2d(half, quarter, 3, 1, 1, bias=False), nn.BatchNorm2d(quarter), nn.ReLU(inplace=True))

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas_kd.config import Schedule
+from nas_kd.config import PRESETS, Schedule, get_preset
 from nas_kd.data import DatasetInfo, dataset_slug
 from nas_kd.device import memory_format
 from nas_kd.errors import NonFiniteLossError, UserError
@@ -213,8 +213,6 @@ def ensure_teacher(
 def _teacher_options(dataset: str, arch: str, schedule: Schedule, preset: str, seed: int, reconstruction: bool, lr: float) -> str:
     """`nas-kd teacher`'s options that train this teacher again at ``lr``: the fields that differ
     from the preset's recipe spelt out, so the suggestion trains what the user asked for."""
-    from nas_kd.config import PRESETS, get_preset
-
     # A preset the CLI does not know (a caller's own recipe): every field spelt out.
     base = get_preset(preset).teacher if preset in PRESETS else None
     options = [f"--dataset {dataset}"] + [f"--preset {preset}"] * (base is not None) + [f"--arch {arch}", f"--lr {lr:g}"]
