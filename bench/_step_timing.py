@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterable
 import torch
 
 from nas_kd.distill import get_mode
+from nas_kd.distill.map_scale import teacher_map_scales
 from nas_kd.distill.trainer import build_step
 from nas_kd.models.student import build_student
 
 __all__ = ["mode_steps", "interleaved_times"]
 
 
-def mode_steps(cfg, teachers: dict[bool, torch.nn.Module], caches: dict, modes: Iterable[str], schedule, info, steps_per_epoch: int, device) -> dict[str, Callable]:
+def mode_steps(cfg, teachers: dict[bool, torch.nn.Module], caches: dict, modes: Iterable[str], schedule, info, steps_per_epoch: int, device, loader=None) -> dict[str, Callable]:
     """One fresh student per mode (same initial weights), each with its own distillation step;
-    ``teachers[needs_reconstruction]`` and ``caches[mode]`` (absent: the live teacher) feed it."""
+    ``teachers[needs_reconstruction]`` and ``caches[mode]`` (absent: the live teacher) feed it;
+    ``loader`` (the training `DeviceLoader`) measures the teacher's map scales as the trainer does."""
     steps = {}
     for mode in modes:
         torch.manual_seed(0)
@@ -33,6 +35,7 @@ def mode_steps(cfg, teachers: dict[bool, torch.nn.Module], caches: dict, modes: 
             device=device,
             cache=cache,
             teacher_attention=cache.attention_state if cache else None,
+            map_scales=teacher_map_scales(teachers[recipe.needs_reconstruction], loader) if loader is not None and recipe.uses_maps else None,
         )
     return steps
 

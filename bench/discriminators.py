@@ -34,6 +34,7 @@ from nas_kd.device import resolve_device
 from nas_kd.distill import TeacherCache, get_mode, losses, parse_loss_weights
 from nas_kd.distill.adapters import pool_to
 from nas_kd.distill.discriminators import FeatureDiscriminator, feature_view, verdict_accuracy
+from nas_kd.distill.map_scale import teacher_map_scales
 from nas_kd.distill.trainer import build_step
 from nas_kd.models.shipped import DEFAULT_SPEC, shipped_teacher, verified_path
 from nas_kd.models.student import build_student
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
         torch.manual_seed(0)  # the same initial student for every variant
         student = build_student(cfg, info.channels, info.num_classes)
         torch.manual_seed(0)
-        step = build_step(student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=cache.attention_state)
+        step = build_step(student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=cache.attention_state, map_scales=teacher_map_scales(teacher, train_dl))
         return student, step
 
     lines = [

@@ -191,7 +191,7 @@ def step_times(students: dict, teachers: dict, splits, schedule, modes: list[str
     out = {}
     with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
         for name, (_, cfg) in students.items():
-            steps = mode_steps(cfg, teachers, caches, ["kd", *[m for m in modes if m != "kd"]], schedule, splits.info, 100, device)
+            steps = mode_steps(cfg, teachers, caches, ["kd", *[m for m in modes if m != "kd"]], schedule, splits.info, 100, device, loader)
             out[name] = {mode: statistics.median(ts) for mode, ts in interleaved_times(steps, batches, device).items()}
     return out
 

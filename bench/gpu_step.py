@@ -163,6 +163,15 @@ class _Bench:
             fitted[id(teacher)] = fit_teacher_attention(teacher, self.batch()[0], self.splits.info.num_classes)
         return fitted[id(teacher)]
 
+    def map_scales(self, teacher):
+        """The teacher's map scales (`teacher_map_scales`), measured once per teacher."""
+        from nas_kd.distill.map_scale import teacher_map_scales
+
+        measured = self.__dict__.setdefault("_scales", {})
+        if id(teacher) not in measured:
+            measured[id(teacher)] = teacher_map_scales(teacher, self.batch()[0])
+        return measured[id(teacher)]
+
     def step(self, mode: str, teacher=None, schedule=None, cache=None):
         """A live-teacher step unless ``cache`` is given: what this section measures first is where
         the step's time goes, the teacher's share included."""
@@ -170,7 +179,8 @@ class _Bench:
         student = build_student(self.cfg, self.splits.info.channels, self.splits.info.num_classes)
         info, teacher, mode = self.splits.info, teacher or self.teacher, get_mode(mode)
         attention = cache.attention_state if cache is not None else self.attention(teacher) if mode.weights.desc else None
-        step = build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention, cache=cache)
+        scales = self.map_scales(teacher) if mode.uses_maps else None  # as the trainer measures them
+        step = build_step(student, teacher, mode, schedule or self.schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=100, device=self.device, teacher_attention=attention, cache=cache, map_scales=scales)
         return maybe_graphed(step, self.device)  # as the trainer does: the `graph` switch
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import inspect
 import json
 import os
 import statistics
@@ -192,7 +193,9 @@ def worker(args) -> dict:
     out = {}
     for name in args.students.split(","):
         _, cfg = students[name]
-        steps = mode_steps(cfg, teachers, caches, modes, brief, info, len(loader), cpu)
+        # A --baseline tree older than the teacher's map scales has no ``loader`` argument.
+        extra = {"loader": loader} if "loader" in inspect.signature(mode_steps).parameters else {}
+        steps = mode_steps(cfg, teachers, caches, modes, brief, info, len(loader), cpu, **extra)
         for step in steps.values():
             optimisers_as_on_a_gpu(step)
         times = interleaved_times(steps, batches[:-1], cpu)

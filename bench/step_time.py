@@ -81,7 +81,7 @@ def run(args, argv: list[str]) -> str:
     rows = []
     for name in args.students.split(","):
         macs, cfg = students[name]
-        steps = mode_steps(cfg, teachers, caches, modes, brief, info, len(loader), CPU)
+        steps = mode_steps(cfg, teachers, caches, modes, brief, info, len(loader), CPU, loader)
         times = interleaved_times(steps, batches, CPU)
         ce = times.get("ce")
         for mode, ts in times.items():

@@ -179,14 +179,14 @@ def test_a_full_step_views_the_student_map_once_and_trains_as_before(monkeypatch
     calls: list[bool] = []
     real = objective.feature_view
 
-    def counting(maps, eps=1e-5, memo=None):
+    def counting(maps, eps=1e-5, memo=None, unit=1.0):
         calls.append(memo is not None and "stats" in memo)
-        return real(maps, eps, memo=memo)
+        return real(maps, eps, memo=memo, unit=unit)
 
     monkeypatch.setattr(objective, "feature_view", counting)
     shared = run()
     assert calls.count(True) == 3  # once a step: the student's term reused the update's statistics
-    monkeypatch.setattr(objective, "feature_view", lambda maps, eps=1e-5, memo=None: real(maps, eps))
+    monkeypatch.setattr(objective, "feature_view", lambda maps, eps=1e-5, memo=None, unit=1.0: real(maps, eps, unit=unit))
     alone = run()
     for a, b in zip(shared[:2], alone[:2], strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -29,7 +29,7 @@ def attention_state(teacher):
     return TeacherAttention(teacher.stage_channels, CLASSES).state_dict()
 
 
-def make(mode_name: str, recon: bool = False):
+def make(mode_name: str, recon: bool = False, map_scales=None):
     torch.manual_seed(0)
     student = build_student(TINY, 1, CLASSES)
     mode = get_mode(mode_name)
@@ -38,7 +38,7 @@ def make(mode_name: str, recon: bool = False):
         p.requires_grad_(False)
     attention = attention_state(teacher) if mode.weights.desc else None
     torch.manual_seed(1)
-    step = build_step(student, teacher, mode, SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=4, device=CPU, teacher_attention=attention)
+    step = build_step(student, teacher, mode, SCHEDULE, input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=4, device=CPU, teacher_attention=attention, map_scales=map_scales)
     return step, student, teacher
 
 

@@ -128,15 +128,21 @@ class _Relayout(torch.autograd.Function):
 class StageAdapter(nn.Module):
     """Student map (N, C_s, h, w) -> (N, C_t, H, W): 1×1 conv + BN, resized to the teacher's size."""
 
-    def __init__(self, student_channels: int, teacher_channels: int):
+    def __init__(self, student_channels: int, teacher_channels: int, scale: float = 1.0):
         super().__init__()
         self.conv = nn.Conv2d(student_channels, teacher_channels, 1, bias=False)
         self.bn = nn.BatchNorm2d(teacher_channels)
+        # The paired teacher map's root mean square (nas_kd.distill.map_scale): BN's output is at
+        # about 1, the teacher's maps at whatever scale it has; scaled, the adapted map is in
+        # the teacher's units, which its decoder and attention were fitted in.
+        self.scale = float(scale)
 
     def coarse(self, x: torch.Tensor, size: Size, samples: int | None = None) -> torch.Tensor:
-        """Conv + BN at the coarser of the two resolutions (the student map area-pooled first where
-        it is larger than ``size``), for the first ``samples`` images (all when None)."""
-        return self.bn(self.conv(pool_to(_Relayout.apply(x, memory_format(x.device), samples), size)))
+        """Conv + BN (times ``scale``) at the coarser of the two resolutions (the student map
+        area-pooled first where it is larger than ``size``), for the first ``samples`` images (all
+        when None)."""
+        out = self.bn(self.conv(pool_to(_Relayout.apply(x, memory_format(x.device), samples), size)))
+        return out if self.scale == 1.0 else out * self.scale
 
     def forward(self, x: torch.Tensor, size: Size, samples: int | None = None) -> torch.Tensor:
         return upsample_to(self.coarse(x, size, samples), size)
@@ -151,13 +157,22 @@ def upsample_to(x: torch.Tensor, size: Size) -> torch.Tensor:
 
 class StageAdapters(nn.Module):
     """One adapter per (student stage, teacher stage) pair; ``teacher_sizes`` are the paired
-    teacher maps' (H, W), the adapters' output sizes."""
+    teacher maps' (H, W), the adapters' output sizes; ``teacher_scales`` (per teacher stage, all 1
+    when None) the teacher maps' root mean squares (`StageAdapter`)."""
 
-    def __init__(self, pairs: Sequence[tuple[int, int]], student_channels: Sequence[int], teacher_channels: Sequence[int], teacher_sizes: Sequence[Size]):
+    def __init__(
+        self,
+        pairs: Sequence[tuple[int, int]],
+        student_channels: Sequence[int],
+        teacher_channels: Sequence[int],
+        teacher_sizes: Sequence[Size],
+        teacher_scales: Sequence[float] | None = None,
+    ):
         super().__init__()
         self.pairs = list(pairs)
         self.sizes = [tuple(teacher_sizes[j]) for _, j in self.pairs]
-        self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j]) for i, j in self.pairs)
+        self.scales = [1.0 if teacher_scales is None else float(teacher_scales[j]) for _, j in self.pairs]
+        self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j], s) for (i, j), s in zip(self.pairs, self.scales, strict=True))
         without_batch_counters(self)  # trained every step: no BN counter launches (nas_kd.models.batch_counters)
 
     def forward(self, student_maps: Sequence[torch.Tensor], samples: int | None = None) -> Adapted:

@@ -56,8 +56,13 @@ class AttentionSqueeze(nn.Module):
         self.global_conv = nn.Conv2d(channels[-1], global_dim, 1)
         self.project = nn.ModuleList(nn.Linear(global_dim, c) for c in channels)
         self.score = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in channels)
+        # Each stage's maps are divided by the root mean square of the teacher's maps it was
+        # fitted on (`fit_teacher_attention` sets it; nas_kd.distill.map_scale): the fit, and so
+        # the descriptors, are then the same for a teacher whatever the scale of its maps.
+        self.register_buffer("stage_scale", torch.ones(len(channels)))
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        maps = [m / self.stage_scale[j] for j, m in enumerate(maps)]  # a 0-d divisor keeps m's dtype
         # avgpool(conv1x1(L)) = conv1x1(avgpool(L)) (both linear): pooling first costs H·W times less.
         g = F.linear(maps[-1].float().mean((2, 3)), self.global_conv.weight.flatten(1), self.global_conv.bias)
         descriptors = []
@@ -99,6 +104,7 @@ class TeacherAttention(nn.Module):
         out.squeeze.global_conv = copy.deepcopy(self.squeeze.global_conv)
         out.squeeze.project = nn.ModuleList(copy.deepcopy(self.squeeze.project[j]) for j in stages)
         out.squeeze.score = nn.ModuleList(copy.deepcopy(self.squeeze.score[j]) for j in stages)
+        out.squeeze.stage_scale = self.squeeze.stage_scale[list(stages)].clone()
         out.heads.heads = nn.ModuleList(copy.deepcopy(self.heads.heads[j]) for j in stages)
         return out
 

@@ -22,6 +22,7 @@ from torch import nn
 from nas_kd.data import DeviceLoader
 from nas_kd.device import autocast
 from nas_kd.distill.attention import TeacherAttention
+from nas_kd.distill.map_scale import teacher_map_scales
 
 __all__ = ["fit_teacher_attention", "load_teacher_attention", "FIT_EPOCHS", "FIT_LR"]
 
@@ -44,6 +45,7 @@ def fit_teacher_attention(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the initial weights, without disturbing the caller's RNG
         module = TeacherAttention(teacher.stage_channels, num_classes).to(device)
+    module.squeeze.stage_scale.copy_(torch.tensor(teacher_map_scales(teacher, loader)))
     order_rng = torch.Generator(device=device)
     order_rng.manual_seed(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)

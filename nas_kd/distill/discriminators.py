@@ -44,12 +44,15 @@ GATE_RAMP = 0.10  # further accuracy over which the push grows to full weight
 GATE_MOMENTUM = 0.9  # running accuracy: about the last ten discriminator steps
 
 
-def feature_view(maps: torch.Tensor, eps: float = 1e-5, memo: dict | None = None) -> torch.Tensor:
+def feature_view(maps: torch.Tensor, eps: float = 1e-5, memo: dict | None = None, unit: float = 1.0) -> torch.Tensor:
     """What the feature discriminator sees of an (N, C, H, W) map, the same function for teacher
     and student: each channel shifted by its median over the batch and positions, ReLU, divided by
     the channel's root mean square. Every channel is then active at exactly half of its positions
     with unit scale on both sides, so only *where* and *together with which channels* it is
     active can tell teacher from student. The statistics are constants for the gradient.
+
+    ``unit``: the scale of the maps (the teacher map's root mean square, nas_kd.distill.map_scale):
+    ``eps`` is relative to it, so the view of a map and of the same map times c are the same.
 
     ``memo``: a dict kept with the map (`Adapted.view_memo`): the statistics are worked out at the
     first call and reused by the next on the same values (the student's map is viewed by the
@@ -61,7 +64,7 @@ def feature_view(maps: torch.Tensor, eps: float = 1e-5, memo: dict | None = None
         return torch.relu(x - median.view(1, -1, 1, 1)) / rms
     median = x.detach().transpose(0, 1).flatten(1).median(dim=1).values
     x = torch.relu(x - median.view(1, -1, 1, 1))
-    rms = x.detach().pow(2).mean((0, 2, 3), keepdim=True).add(eps).sqrt()
+    rms = x.detach().pow(2).mean((0, 2, 3), keepdim=True).add(eps * unit * unit).sqrt()
     if memo is not None:
         memo["stats"] = (median, rms)
     return x / rms

@@ -56,11 +56,20 @@ def logit_l2(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torc
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
-def feature_mse(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+def feature_mse(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], stage_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel-level feature loss (KTAN's T2S loss, Zhang et al.'s feature loss): MSE between adapted
-    student maps and teacher maps, averaged over the supervised stages."""
-    losses = [F.mse_loss(s.float(), t.float()) for s, t in zip(student_maps, teacher_maps, strict=True)]
-    return torch.stack(losses).mean()
+    student maps and teacher maps, averaged over the supervised stages, or summed with
+    ``stage_weights`` (`feature_stage_weights`: the mean in units of each teacher map's scale)."""
+    losses = torch.stack([F.mse_loss(s.float(), t.float()) for s, t in zip(student_maps, teacher_maps, strict=True)])
+    # A dot product costs the launches of the mean it replaces, forward and backward.
+    return losses.mean() if stage_weights is None else losses.dot(stage_weights)
+
+
+def feature_stage_weights(scales: Sequence[float]) -> torch.Tensor:
+    """`feature_mse`'s ``stage_weights`` for stages whose teacher maps have root mean squares
+    ``scales``: the mean of each stage's MSE divided by its scale squared, so the loss does not
+    change when the teacher's maps are c times as large (nas_kd.distill.map_scale)."""
+    return torch.tensor([1.0 / (len(scales) * s * s) for s in scales])
 
 
 def descriptor_l2(student_desc: Sequence[torch.Tensor], teacher_desc: Sequence[torch.Tensor]) -> torch.Tensor:

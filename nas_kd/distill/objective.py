@@ -10,6 +10,8 @@ The attention and the teacher's decoder are frozen and trained by nobody.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -53,7 +55,10 @@ class DistillObjective(nn.Module):
         input_shape: tuple[int, int, int],
         num_classes: int,
         teacher_attention: dict[str, torch.Tensor] | None = None,
+        map_scales: Sequence[float] | None = None,
     ):
+        """``map_scales``: the root mean square of each teacher stage map
+        (`nas_kd.distill.map_scale.teacher_map_scales`), the unit of the map terms; None: 1."""
         super().__init__()
         self.mode = mode
         w = mode.weights
@@ -64,7 +69,9 @@ class DistillObjective(nn.Module):
             teacher_sizes = stage_sizes(teacher, input_shape, device)
             pairs = pair_stages(stage_sizes(student, input_shape, device), teacher_sizes)
             self.pairs = pairs if mode.stages == "all" else pairs[-1:]
-            self.adapters = StageAdapters(self.pairs, student.stage_channels, teacher.stage_channels, teacher_sizes)
+            self.adapters = StageAdapters(self.pairs, student.stage_channels, teacher.stage_channels, teacher_sizes, map_scales)
+        # Derived from the scales, so not saved; a buffer, so it moves with the objective.
+        self.register_buffer("feat_stage_weights", losses.feature_stage_weights(self.adapters.scales) if mode.uses_maps else None, persistent=False)
         self.attention = None
         if w.desc:
             if teacher_attention is None:
@@ -113,13 +120,14 @@ class DistillObjective(nn.Module):
         pass *detached* student outputs so only the discriminators learn."""
         total, accuracy = None, {}  # None until the first term: no zero tensor to add to
         if self.feature_disc is not None:
-            real_view = feature_view(pool_to(teacher.maps[-1], adapted.coarse.shape[-2:]))
+            unit = self.adapters.scales[-1]
+            real_view = feature_view(pool_to(teacher.maps[-1], adapted.coarse.shape[-2:]), unit=unit)
             if self.mode.feat_r1:
                 real_view = real_view.detach().requires_grad_(True)
             # Both sides in one pass (no normalisation layers, so each image's score is the same
             # as alone): half the discriminator's launches, forward and backward, on a GPU step
             # bound by its launches (bench/step_ops.py). R1's gradient still reaches the real half only.
-            scores = self.feature_disc(torch.cat([real_view, feature_view(adapted.coarse, memo=adapted.view_memo)]))
+            scores = self.feature_disc(torch.cat([real_view, feature_view(adapted.coarse, memo=adapted.view_memo, unit=unit)]))
             real, fake = scores[: len(real_view)], scores[len(real_view) :]
             total = _plus(total, losses.discriminator_bce(real, fake))
             if self.mode.feat_r1:
@@ -172,7 +180,7 @@ class DistillObjective(nn.Module):
         if w.l2:
             parts["l2"] = losses.logit_l2(student_logits, teacher.logits)
         if w.feat:
-            parts["feat"] = losses.feature_mse(adapted.maps, teacher.maps)
+            parts["feat"] = losses.feature_mse(adapted.maps, teacher.maps, self.feat_stage_weights)
         if w.desc:
             parts["desc"] = losses.descriptor_l2(self.attention.squeeze(adapted.maps), teacher.descriptors)
         if w.recon:
@@ -182,7 +190,7 @@ class DistillObjective(nn.Module):
             deepest = adapted.maps[-1][:RECON_SAMPLES]
             parts["recon"] = losses.reconstruction_mse(self._decoder[0](torch.relu(deepest)), images[: len(deepest)])
         if adversarial and w.adv_feat:
-            parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted.coarse, memo=adapted.view_memo)))
+            parts["adv_feat"] = losses.generator_bce(self.feature_disc(feature_view(adapted.coarse, memo=adapted.view_memo, unit=self.adapters.scales[-1])))
         if adversarial and w.adv_logit:
             n = len(labels)
             scores, classes = self._judge_logits(teacher.logits, student_logits)

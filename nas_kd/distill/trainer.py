@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from nas_kd.device import fused_optimisers, graphed_steps, memory_format, seed_e
 from nas_kd.distill.attention_fit import fit_teacher_attention
 from nas_kd.distill.cache import TeacherCache
 from nas_kd.distill.graphed import GraphedStep, maybe_graphed, tell_once
+from nas_kd.distill.map_scale import teacher_map_scales
 from nas_kd.distill.modes import Mode, get_mode
 from nas_kd.distill.objective import DistillObjective
 from nas_kd.distill.step import DistillStep
@@ -60,14 +61,16 @@ def build_step(
     device: torch.device,
     cache: TeacherCache | None = None,
     teacher_attention: dict[str, torch.Tensor] | None = None,
+    map_scales: Sequence[float] | None = None,
 ) -> DistillStep:
     """Move the student to ``device`` and build the objective and optimisers around it.
-    ``teacher_attention`` (a `fit_teacher_attention` state) is required by modes with ``desc``."""
+    ``teacher_attention`` (a `fit_teacher_attention` state) is required by modes with ``desc``;
+    ``map_scales`` (`teacher_map_scales`) is the unit of the map terms (None: 1, the maps as they are)."""
     fmt = memory_format(device)
     student.to(device, memory_format=fmt).train()
     if teacher is not None:
         teacher.to(device, memory_format=fmt).eval()
-    objective = DistillObjective(mode, student, teacher, input_shape, num_classes, teacher_attention).to(device, memory_format=fmt).train()
+    objective = DistillObjective(mode, student, teacher, input_shape, num_classes, teacher_attention, map_scales).to(device, memory_format=fmt).train()
     fused, graphed = fused_optimisers(device), graphed_steps(device)
     optimizer = build_optimizer(itertools.chain(student.named_parameters(), objective.student_side()), schedule, fused=fused, device_lr=device if graphed else None)
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch)
@@ -158,8 +161,10 @@ def train(
         teacher, train_dl, mode, info.num_classes, teacher_cache=teacher_cache, teacher_attention=teacher_attention, max_cache_bytes=max_cache_bytes, input_shape=info.input_shape, log=log
     )
     teacher_seconds = time.perf_counter() - t0  # ~0 when the caller passed a cache
+    # Measured once per teacher and training data (a search's trials share them).
+    scales = teacher_map_scales(teacher, train_dl) if mode.uses_maps else None
     step = build_step(
-        student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=attention
+        student, teacher, mode, schedule, input_shape=info.input_shape, num_classes=info.num_classes, steps_per_epoch=len(train_dl), device=device, cache=cache, teacher_attention=attention, map_scales=scales
     )
     # The `graph` switch: a CUDA graph per run; a step that cannot be captured trains eagerly.
     step = maybe_graphed(step, device, on_capture_failure=tell_once(log))
