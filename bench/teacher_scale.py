@@ -1,20 +1,21 @@
 """Does distillation depend on the scale of the teacher's feature maps? It should not.
 
     python -m bench.teacher_scale [--modes full,ksanc,ktan,zhang] [--scales 1,0.1,10] [--seeds 0,1,2,3,4]
-        [--baseline REV] [--jobs 2] [--no-write]
+        [--preset quick|standard] [--baseline REV] [--jobs 2] [--no-write]
 
 The shipped resnet20 teacher and copies of it whose every stage map is c times as large, with the
 same logits and reconstructions (`nas_kd.models.rescale.rescaled_activations`): the same teacher
 as far as any user could tell. Each map mode distils the 0.48M-MAC mbv2 student of
-bench.distill_ablation from each, with the quick preset's brief schedule (a CPU search's trial),
-one run per seed (the same initial student and data order for every c). Validation accuracy at
+bench.distill_ablation from each, with the quick preset's brief schedule (a CPU search's trial;
+``--preset standard``: the standard one's, 630 steps on all training images), one run per seed (the same initial student and data order for every c). Validation accuracy at
 the run's end; per mode and c the paired difference from c = 1.
 
 ``--baseline REV`` runs the same at a git revision (a temporary worktree, this file's worker run
 against that revision's nas_kd; the rescaling is this file's, loaded from the working tree) and
 adds its columns: before nas_kd.distill.map_scale the student's map terms read the teacher's
 maps at whatever scale they had. Runs are kept in docs/results/teacher_scale.json as they finish
-(resumable). Writes the ``teacher-scale-cpu`` section of docs/BENCHMARKS.md.
+(resumable). Writes the ``teacher-scale-cpu`` section of docs/BENCHMARKS.md (``--preset standard``:
+``teacher-scale-cpu-standard``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def _rescale_module():
     return module
 
 
-def run_one(mode: str, scale: float, seed: int, data_dir: str | None = None) -> dict:
-    """One brief run of the bench's student from the shipped teacher at ``scale`` (one thread)."""
+def run_one(mode: str, scale: float, seed: int, data_dir: str | None = None, preset: str = "quick") -> dict:
+    """One brief run (``preset``'s brief schedule) of the bench's student from the shipped teacher
+    at ``scale`` (one thread)."""
     import torch
 
     from bench.distill_ablation import SPACE, pick_students
@@ -62,7 +64,7 @@ def run_one(mode: str, scale: float, seed: int, data_dir: str | None = None) -> 
 
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
-    schedule = get_preset("quick").brief
+    schedule = get_preset(preset).brief
     splits = load_splits("fashion-mnist", data_dir, seed=0, train_subset=schedule.train_subset)
     teacher = resolve_teacher(DEFAULT_SPEC, "fashion-mnist", get_preset("standard").teacher, preset="standard", device=cpu, data_dir=data_dir, reconstruction=True, log=lambda *_: None)[0].eval()
     if scale != 1.0:
@@ -80,8 +82,8 @@ def run_one(mode: str, scale: float, seed: int, data_dir: str | None = None) -> 
     return run | {"val_accuracy": m["val_accuracy"], "seconds": time.perf_counter() - start}
 
 
-def _key(tree: str, mode: str, scale: float, seed: int) -> str:
-    return f"{tree}/{mode}/{scale:g}/{seed}"
+def _key(tree: str, mode: str, scale: float, seed: int, preset: str = "quick") -> str:
+    return ("" if preset == "quick" else f"{preset}:") + f"{tree}/{mode}/{scale:g}/{seed}"
 
 
 def _worker_main(args) -> None:
@@ -89,15 +91,15 @@ def _worker_main(args) -> None:
     with open(args.worker, "a") as out:
         for item in args.runs.split(";"):
             mode, scale, seed = item.split(":")
-            out.write(json.dumps(run_one(mode, float(scale), int(seed), args.data_dir)) + "\n")
+            out.write(json.dumps(run_one(mode, float(scale), int(seed), args.data_dir, args.preset)) + "\n")
             out.flush()
 
 
-def _in_tree(tree: Path, items: list[tuple[str, float, int]], data_dir: str | None) -> list[dict]:
+def _in_tree(tree: Path, items: list[tuple[str, float, int]], data_dir: str | None, preset: str = "quick") -> list[dict]:
     """``run_one`` for each item in a fresh process against ``tree``'s nas_kd."""
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl", delete=False) as f:
         out = Path(f.name)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(out), "--runs", ";".join(f"{m}:{s:g}:{k}" for m, s, k in items)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(out), "--runs", ";".join(f"{m}:{s:g}:{k}" for m, s, k in items), "--preset", preset]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, check=True)
@@ -106,8 +108,8 @@ def _in_tree(tree: Path, items: list[tuple[str, float, int]], data_dir: str | No
     return rows
 
 
-def _cell(runs: dict, tree: str, mode: str, scale: float, seeds: list[int]) -> dict[int, float]:
-    return {s: 100 * r["val_accuracy"] for s in seeds if (r := runs.get(_key(tree, mode, scale, s))) and "val_accuracy" in r}
+def _cell(runs: dict, tree: str, mode: str, scale: float, seeds: list[int], preset: str = "quick") -> dict[int, float]:
+    return {s: 100 * r["val_accuracy"] for s in seeds if (r := runs.get(_key(tree, mode, scale, s, preset))) and "val_accuracy" in r}
 
 
 def _diff(a: dict[int, float], b: dict[int, float]) -> str:
@@ -119,7 +121,7 @@ def _diff(a: dict[int, float], b: dict[int, float]) -> str:
     return f"{d.mean:+.2f}" + (f" [{d.low:+.2f}, {d.high:+.2f}]" if d.low is not None else "") + f" (n={d.n})"
 
 
-def table(runs: dict, modes: list[str], scales: list[float], seeds: list[int], baseline: str | None) -> list[str]:
+def table(runs: dict, modes: list[str], scales: list[float], seeds: list[int], baseline: str | None, preset: str = "quick") -> list[str]:
     """Rows per (mode, c): mean validation accuracy and the paired difference from c = 1, for the
     current code and (``baseline``) the revision; then current minus baseline at the same c."""
     trees = [CURRENT] + ([baseline] if baseline else [])
@@ -129,13 +131,13 @@ def table(runs: dict, modes: list[str], scales: list[float], seeds: list[int], b
         for scale in scales:
             row = f"| {mode} | {scale:g} |"
             for tree in trees:
-                accs = _cell(runs, tree, mode, scale, seeds)
-                diverged = sum(1 for s in seeds if "diverged" in runs.get(_key(tree, mode, scale, s), {}))
-                ref = _cell(runs, tree, mode, 1.0, seeds)
+                accs = _cell(runs, tree, mode, scale, seeds, preset)
+                diverged = sum(1 for s in seeds if "diverged" in runs.get(_key(tree, mode, scale, s, preset), {}))
+                ref = _cell(runs, tree, mode, 1.0, seeds, preset)
                 row += f" {statistics.fmean(accs.values()):.2f} |" if accs else " - |"
                 row += f" {_diff(accs, ref) if scale != 1.0 else '-'} | {diverged} |"
             if baseline:
-                row += f" {_diff(_cell(runs, CURRENT, mode, scale, seeds), _cell(runs, baseline, mode, scale, seeds))} |"
+                row += f" {_diff(_cell(runs, CURRENT, mode, scale, seeds, preset), _cell(runs, baseline, mode, scale, seeds, preset))} |"
             lines.append(row)
     return lines
 
@@ -144,11 +146,11 @@ def render(runs: dict, args, argv: list[str], modes, scales, seeds) -> str:
     from bench._report import hardware
     from nas_kd.config import get_preset
 
-    brief = get_preset("quick").brief
+    brief = get_preset(args.preset).brief
     student = next((r["student"] for r in runs.values() if "student" in r), "?")
     return "\n".join(
         [
-            "## Does distillation depend on the teacher's map scale? (CPU)",
+            "## Does distillation depend on the teacher's map scale? (CPU" + ("" if args.preset == "quick" else f", {args.preset} brief") + ")",
             "",
             f"Command: `{' '.join(['python -m bench.teacher_scale', *map(shlex.quote, argv)])}`  ",
             f"Hardware: {hardware()}; one torch thread per run  ",
@@ -156,12 +158,12 @@ def render(runs: dict, args, argv: list[str], modes, scales, seeds) -> str:
             "",
             "The shipped resnet20 teacher (c = 1) and copies whose every stage map is c times as large with the same logits and reconstructions "
             "(`nas_kd.models.rescale.rescaled_activations`: to a user, the same teacher). Each mode distils "
-            f"`{student}` (0.48M MACs) with the quick preset's brief schedule ({brief.epochs} epochs of {brief.train_subset} images, batch {brief.batch_size}, lr {brief.lr}); "
+            f"`{student}` (0.48M MACs) with the {args.preset} preset's brief schedule ({brief.epochs} epochs of {brief.train_subset or 'all'} training images, batch {brief.batch_size}, lr {brief.lr}); "
             f"seeds {', '.join(map(str, seeds))} (the same initial student and data order for every c and revision); validation accuracy at the run's end, "
             "the test set unread. *minus c = 1*: the paired difference from the unscaled teacher's run on the same seed."
             + (f" `{args.baseline}`: the revision before the map terms were put in the teacher's units (nas_kd.distill.map_scale)." if args.baseline else ""),
             "",
-            *table(runs, modes, scales, seeds, args.baseline),
+            *table(runs, modes, scales, seeds, args.baseline, args.preset),
         ]
     )
 
@@ -171,6 +173,7 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default="full,ksanc,ktan,zhang")
     ap.add_argument("--scales", default="1,0.1,10")
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--preset", default="quick", choices=("quick", "standard"), help="whose brief schedule the runs train with")
     ap.add_argument("--baseline", help="a git revision to run the same against")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once, one torch thread each")
     ap.add_argument("--data-dir", default=None)
@@ -206,17 +209,17 @@ def main(argv=None) -> None:
             trees[args.baseline] = Path(tmp) / "baseline"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(trees[args.baseline]), args.baseline], check=True)
         try:
-            todo = [(t, m, s, k) for t in trees for m in modes for s in scales for k in seeds if _key(t, m, s, k) not in runs]
+            todo = [(t, m, s, k) for t in trees for m in modes for s in scales for k in seeds if _key(t, m, s, k, args.preset) not in runs]
             print(f"teacher_scale: {len(todo)} runs to train ({len(runs)} kept)", file=sys.stderr, flush=True)
             # One process per (tree, mode, seed): its runs share the teacher's load and data.
             groups: dict[tuple, list] = {}
             for t, m, s, k in todo:
                 groups.setdefault((t, m, k), []).append((m, s, k))
             with cf.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-                futures = {pool.submit(_in_tree, trees[t], items, args.data_dir): t for (t, _, _), items in groups.items()}
+                futures = {pool.submit(_in_tree, trees[t], items, args.data_dir, args.preset): t for (t, _, _), items in groups.items()}
                 for fut in cf.as_completed(futures):
                     for r in fut.result():
-                        runs[_key(futures[fut], r["mode"], r["scale"], r["seed"])] = r
+                        runs[_key(futures[fut], r["mode"], r["scale"], r["seed"], args.preset)] = r
                         acc = f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else "diverged"
                         print(f"teacher_scale: {futures[fut]} {r['mode']} c={r['scale']:g} seed {r['seed']}: {acc}", file=sys.stderr, flush=True)
                     if not args.no_write:
@@ -229,7 +232,7 @@ def main(argv=None) -> None:
     if not args.no_write:
         from bench._report import write_section
 
-        write_section(SECTION, text)
+        write_section(SECTION + ("" if args.preset == "quick" else f"-{args.preset}"), text)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,9 @@ def test_bad_arguments_exit_2_before_any_run(argv, tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as e:
         ts.main([*argv, "--no-write"])
     assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_runs_of_another_presets_schedule_are_kept_apart():
+    assert ts._key(ts.CURRENT, "full", 1.0, 0, "standard") != ts._key(ts.CURRENT, "full", 1.0, 0) == ts._key(ts.CURRENT, "full", 1.0, 0, "quick")
+    runs = _runs(ts.CURRENT, {("full", 1.0, 0): 0.8})
+    assert ts.table(runs, ["full"], [1.0], [0], None, "standard")[2].split("|")[3].strip() == "-"
