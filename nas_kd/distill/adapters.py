@@ -171,9 +171,13 @@ class StageAdapters(nn.Module):
         super().__init__()
         self.pairs = list(pairs)
         self.sizes = [tuple(teacher_sizes[j]) for _, j in self.pairs]
-        self.scales = [1.0 if teacher_scales is None else float(teacher_scales[j]) for _, j in self.pairs]
-        self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j], s) for (i, j), s in zip(self.pairs, self.scales, strict=True))
+        self.adapters = nn.ModuleList(StageAdapter(student_channels[i], teacher_channels[j], 1.0 if teacher_scales is None else teacher_scales[j]) for i, j in self.pairs)
         without_batch_counters(self)  # trained every step: no BN counter launches (nas_kd.models.batch_counters)
+
+    @property
+    def scales(self) -> list[float]:
+        """Each pair's teacher map scale, shallow to deep (`StageAdapter.scale`)."""
+        return [a.scale for a in self.adapters]
 
     def forward(self, student_maps: Sequence[torch.Tensor], samples: int | None = None) -> Adapted:
         """The paired maps of the first ``samples`` images (all when None), adapted."""

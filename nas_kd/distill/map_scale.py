@@ -19,24 +19,18 @@ The attention squeeze measures the same for itself when it is fitted (`TeacherAt
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from nas_kd.device import autocast
 
-__all__ = ["PROBE_IMAGES", "stage_rms", "teacher_map_scales"]
+__all__ = ["PROBE_IMAGES", "teacher_map_scales"]
 
 PROBE_IMAGES = 512  # one teacher pass (~0.5 s of a resnet20 on this project's CPU)
 
 # teacher -> {loader -> scales}: a search's trials share one loader, so it measures once.
 _measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def stage_rms(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Root mean square of each map (any shape) as a float32 scalar tensor, at least 1e-6."""
-    return [m.detach().float().pow(2).mean().sqrt().clamp(min=1e-6) for m in maps]
 
 
 @torch.no_grad()
@@ -52,5 +46,6 @@ def teacher_map_scales(teacher: nn.Module, loader) -> tuple[float, ...]:
         with autocast(loader.device):
             maps, _ = teacher.forward_stages(probe)
         teacher.train(was_training)
-        known[loader] = tuple(float(s) for s in stage_rms(maps))
+        # At least 1e-6: a dead stage must not make its terms divide by zero.
+        known[loader] = tuple(max(1e-6, m.float().pow(2).mean().sqrt().item()) for m in maps)
     return known[loader]
