@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from nas_kd.config import get_preset, override_schedule
+from nas_kd.distill.modes import get_mode
 from nas_kd.errors import UserError
 
 __all__ = ["main", "variant_schedule", "table"]
@@ -58,17 +59,33 @@ PRESET = "standard"
 SCHEDULES = ("brief", "full", "teacher")
 
 
+def split_variant(variant: str) -> tuple[str | None, str]:
+    """(the mode a ``variant`` names with ``mode=NAME``, or None; its schedule changes)."""
+    mode, changes = None, []
+    for token in (t.strip() for t in variant.split(",")):
+        if token.startswith("mode="):
+            mode = get_mode(token.removeprefix("mode=").strip()).name  # refused in one line if unknown
+        elif token:
+            changes.append(token)
+    return mode, ",".join(changes)
+
+
+def variant_mode(variant: str, default: str) -> str:
+    """The mode a variant trains in: its own ``mode=``, else ``default`` (``--mode``)."""
+    return split_variant(variant)[0] or default
+
+
 def variant_schedule(changes: str, schedule: str = "brief"):
     """The standard preset's ``schedule`` ("brief": a trial's; "full": the final retrain's) with
-    ``changes`` (`--brief` syntax) applied."""
-    return override_schedule(getattr(get_preset(PRESET), schedule), changes, "--variants")
+    ``changes`` (`--brief` syntax, plus an optional ``mode=NAME``, not a schedule field) applied."""
+    return override_schedule(getattr(get_preset(PRESET), schedule), split_variant(changes)[1], "--variants")
 
 
-def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief", arch: str = "resnet20", teacher_root: str = "runs/teachers") -> dict:
+def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief", arch: str = "resnet20", teacher_root: str = "runs/teachers", revision: str = "unknown") -> dict:
     """One brief (or full) run (fresh process state; one torch thread): the trainer as a search calls
     it; for ``schedule_name`` "teacher", one teacher (`_train_teacher`)."""
     if schedule_name == "teacher":
-        return _train_teacher(variant, seed, arch, data_dir, teacher_root)
+        return _train_teacher(variant, seed, arch, data_dir, teacher_root) | {"revision": revision}
     import torch
 
     from bench.distill_ablation import SPACE, pick_students
@@ -91,7 +108,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     student = build_student(cfg, splits.info.channels, splits.info.num_classes)
     steps = max(1, len(splits.train) // schedule.batch_size) * schedule.epochs
     start = time.perf_counter()
-    run = {"variant": variant, "seed": seed, "student": cfg.describe(), "macs": macs, "mode": mode, "schedule": schedule.to_dict(), "steps": steps}
+    run = {"variant": variant, "seed": seed, "student": cfg.describe(), "macs": macs, "mode": mode, "schedule": schedule.to_dict(), "steps": steps, "revision": revision}
     try:
         m = train(student, teacher, splits, schedule, mode, device=cpu, seed=seed)
     except NonFiniteLossError as e:  # a diverged run is the variant's result on this seed
@@ -121,18 +138,21 @@ def _train_teacher(variant: str, seed: int, arch: str, data_dir: str | None, roo
     return run | {"val_accuracy": meta["val_accuracy"], "test_accuracy": meta["test_accuracy"], "train_seconds": meta["train_seconds"], "file": path.name, "history": meta.get("history"), "seconds": time.perf_counter() - start}
 
 
-def section_name(student: str, schedule: str = "brief", mode: str | None = None) -> str:
+def section_name(student: str, schedule: str = "brief", mode: str | None = None, modes_compared: bool = False) -> str:
     """docs/BENCHMARKS.md's section for a student (for the teacher schedule: an arch), schedule and
-    mode (the preset's unless named): one each, so no run replaces another."""
+    mode (the preset's unless named), or (``modes_compared``) variants in several modes: one each,
+    so no run replaces another."""
     if schedule == "teacher":
         return "standard-teacher-cpu" + ("" if student == "resnet20" else f"-{student}")
     name = f"standard-{schedule}-cpu" + ("" if student == "small" else f"-{student}")
+    if modes_compared:
+        return f"{name}-modes"
     return name if mode in (None, get_preset(PRESET).mode) else f"{name}-{mode}"
 
 
 def _key(variant: str, seed: int, args) -> str:
     """A run's identity: the schedule itself (not its spelling, nor what the preset is today)."""
-    who = f"teacher:{args.arch}" if args.schedule == "teacher" else f"{args.student}|{args.mode}"
+    who = f"teacher:{args.arch}" if args.schedule == "teacher" else f"{args.student}|{variant_mode(variant, args.mode)}"
     return f"{who}|{json.dumps(variant_schedule(variant, args.schedule).to_dict(), sort_keys=True)}|{seed}"
 
 
@@ -172,16 +192,23 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
     if schedule == "teacher":
         return _render_teacher(list(runs), variants, argv, base)
     what = "a trial's brief run" if schedule == "brief" else "the final retrain (winner and baselines)"
+    modes = sorted({r["mode"] for r in runs})
+    title = (
+        f"## Which mode for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
+        if len(modes) > 1
+        else f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, mode {first['mode']})"
+    )
+    revisions = sorted({r.get("revision", "unrecorded") for r in runs})
     lines = [
-        f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, mode {first['mode']})",
+        title,
         "",
         f"Command: `{' '.join(['python -m bench.standard_brief', *map(shlex.quote, argv)])}`  ",
         f"Hardware: {hardware()}; one torch thread per run  ",
-        f"Date: {time.strftime('%Y-%m-%d')}",
+        f"Date: {time.strftime('%Y-%m-%d')}; code revision{'s' if len(revisions) > 1 else ''} {', '.join(revisions)}",
         "",
         f"Each variant changes the standard preset's {schedule} schedule, {what} ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
         f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --{schedule}` would; one {schedule} run per seed of `{first['student']}` "
-        f"({first['macs'] / 1e6:.2f}M MACs, the mbv2 student of bench.distill_ablation nearest {'0.5M' if first['macs'] < 1e6 else '2M'}), mode {first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
+        f"({first['macs'] / 1e6:.2f}M MACs, the mbv2 student of bench.distill_ablation nearest {'0.5M' if first['macs'] < 1e6 else '2M'}), mode {' or '.join(modes) + ' (as each variant names it)' if len(modes) > 1 else first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
         "validation accuracy at the run's end (the 6,000 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
         "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
         "",
@@ -231,22 +258,29 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
+    ap.add_argument("--fresh", action="store_true", help="train the runs asked for again even where kept (the code changed since), replacing them")
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     variants = [v.strip() for v in args.variants.split(";")]
     try:
         for v in variants:
             variant_schedule(v, args.schedule)
+            if args.schedule == "teacher" and split_variant(v)[0] is not None:
+                raise UserError(f"--variants '{v}': a teacher trains without a distillation mode; drop mode= with --schedule teacher")
+        get_mode(args.mode)
         seeds = [int(s) for s in args.seeds.split(",")]
     except (UserError, ValueError) as e:
         print(f"standard_brief: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}  # --no-write: kept runs still count
-    todo = [(v, s) for s in seeds for v in variants if _key(v, s, args) not in record["runs"]]
+    todo = [(v, s) for s in seeds for v in variants if args.fresh or _key(v, s, args) not in record["runs"]]
     print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
+    from bench._report import code_revision
+
+    revision = code_revision()
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_train, v, s, args.student, args.mode, args.data_dir, args.schedule, args.arch, args.teacher_root): (v, s) for v, s in todo}
+        futures = {pool.submit(_train, v, s, args.student, variant_mode(v, args.mode), args.data_dir, args.schedule, args.arch, args.teacher_root, revision): (v, s) for v, s in todo}
         for f in cf.as_completed(futures):
             r = f.result()
             record["runs"][_key(r["variant"], r["seed"], args)] = r
@@ -262,7 +296,8 @@ def main(argv=None) -> None:
     if not args.no_write:
         from bench._report import write_section
 
-        write_section(section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode), body)
+        compared = len({variant_mode(v, args.mode) for v in variants}) > 1
+        write_section(section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode, compared), body)
 
 
 if __name__ == "__main__":

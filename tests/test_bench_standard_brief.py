@@ -102,3 +102,61 @@ def test_kept_teacher_runs_render_validation_paired_and_test_listed(tmp_path, ca
     # crop=0 minus crop=1 on validation: +0.23 and +0.30 points (float rounding: +0.26)
     assert "| `crop=0` | - | 94.20, 94.10 | 94.15 | +0.26 [-0.18, +0.71]" in out and "(n=2) | 1800 |" in out
     assert "- `crop=0`: test accuracy per seed 94.10, 94.00, mean 94.05%" in out
+
+
+def test_a_variant_may_name_the_mode_it_trains_in_and_is_kept_under_it():
+    import bench.standard_brief as sb
+
+    args = argparse.Namespace(student="small", mode="full", schedule="full")
+    assert sb.split_variant("crop=0, mode=kd") == ("kd", "crop=0")
+    assert sb.variant_mode("crop=0", "full") == "full" and sb.variant_mode("mode=ce", "full") == "ce"
+    # mode= is not a schedule field: the schedule is the preset's with the other changes only.
+    assert variant_schedule("mode=kd,crop=1", "full") == dataclasses.replace(get_preset("standard").full, crop=True)
+    assert _key("mode=kd", 0, args) == _key("crop=0", 0, argparse.Namespace(**{**vars(args), "mode": "kd"}))
+    assert _key("mode=kd", 0, args) != _key("mode=full", 0, args) == _key("", 0, args)
+    assert sb.section_name("small", "full", "full", modes_compared=True) == "standard-full-cpu-modes"
+
+
+def test_mode_variants_train_in_their_own_mode_and_fresh_trains_kept_runs_again(tmp_path, capsys, monkeypatch):
+    import json
+
+    import bench.standard_brief as sb
+
+    args = argparse.Namespace(student="small", mode="full", schedule="full")
+    record = {"runs": {_key(v, s, args): run(v, s, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": sb.variant_mode(v, "full")} for v in ("mode=full", "mode=kd") for s in (0, 1)}}
+    results = tmp_path / "standard_brief.json"
+    results.write_text(json.dumps(record))
+    monkeypatch.setattr(sb, "RESULTS", results)
+    trained = []
+
+    class Inline:  # the pool, run in this process so the fake trainer is the one called
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, *a):
+            import concurrent.futures as cf
+
+            f = cf.Future()
+            f.set_result(fn(*a))
+            return f
+
+    def fake_train(variant, seed, student, mode, *rest):
+        trained.append((variant, seed, mode, rest[-1]))
+        return run(variant, seed, 0.95 if mode == "kd" else 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
+
+    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", Inline)
+    monkeypatch.setattr(sb, "_train", fake_train)
+    main(["--schedule", "full", "--variants", "mode=full;mode=kd", "--seeds", "0,1", "--no-write"])
+    assert trained == []  # all kept
+    main(["--schedule", "full", "--variants", "mode=full;mode=kd", "--seeds", "0,1", "--no-write", "--fresh"])
+    assert sorted((v, s, m) for v, s, m, _ in trained) == [("mode=full", 0, "full"), ("mode=full", 1, "full"), ("mode=kd", 0, "kd"), ("mode=kd", 1, "kd")]
+    assert all(rev for *_, rev in trained)  # each run is told the code revision it records
+    out = capsys.readouterr().out
+    assert "Which mode for the standard preset? (CPU, 0.48M-MAC student, full schedule)" in out
+    assert "| `mode=kd` | 633 | 95.00, 95.00 | 95.00 | +5.00 [+5.00, +5.00] (n=2) | 10 |" in out
