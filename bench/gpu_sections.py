@@ -422,9 +422,8 @@ def _ablation_run(job: dict) -> dict:
     "filled" (its own pass: no file, or one this process could not use), "live" (random crops:
     the teacher runs in every step) or None (ce)."""
     from nas_kd.config import Schedule
-    from nas_kd.distill.shared_cache import open_cache
+    from nas_kd.distill.shared_cache import open_cache_for
     from nas_kd.models.student import StudentConfig
-    from nas_kd.train import make_loaders
 
     schedule, device = Schedule(**job["schedule"]), torch.device(job["device"])
     key = (job["dataset"], job["data_dir"], job["train_subset"], job["teacher"], job["device"], job.get("teacher_cache"))
@@ -433,8 +432,7 @@ def _ablation_run(job: dict) -> dict:
         model, _ = load_teacher(job["teacher"], splits.info, job["device"])
         opened = None
         if job.get("teacher_cache"):
-            loader = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)[0]
-            opened, why = open_cache(Path(job["teacher_cache"]), model, loader, get_mode(job["teacher_cache_mode"]))
+            opened, why = open_cache_for(Path(job["teacher_cache"]), model, splits, schedule, device, get_mode(job["teacher_cache_mode"]))
             if opened is None:
                 print(f"bench-gpu: ablation: the shared teacher outputs are not usable in this worker ({why}); its runs fill their own", flush=True)
         _worker_state.update(key=key, splits=splits, teacher=model, cache=opened)

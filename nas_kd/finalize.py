@@ -340,9 +340,8 @@ def _worker_setup(plan_dict: dict, device_name: str, teacher_cache: str | None) 
     loaded by its first run of a study and kept in `_worker`; returns the plan."""
     from nas_kd.data import dataset_info, load_splits
     from nas_kd.device import configure_step, resolve_device
-    from nas_kd.distill.shared_cache import open_cache
+    from nas_kd.distill.shared_cache import open_cache_for
     from nas_kd.models.teachers import load_verified
-    from nas_kd.train import make_loaders
 
     plan = SearchPlan.from_dict(plan_dict)
     if _worker.get("study") != plan.study:
@@ -352,10 +351,7 @@ def _worker_setup(plan_dict: dict, device_name: str, teacher_cache: str | None) 
         if loaded is None:
             raise UserError(f"the teacher file {plan.teacher.path} is gone or changed (SHA-256 {plan.teacher.sha256[:12]}): restore it and finalize again")
         splits = load_splits(plan.dataset, plan.data_dir, seed=plan.seeds.split, train_subset=plan.full.train_subset)
-        opened = None
-        if teacher_cache is not None:
-            loader = make_loaders(splits, batch_size=plan.full.batch_size, device=device, seed=0, crop=plan.full.crop)[0]
-            opened = open_cache(Path(teacher_cache), loaded[0], loader, plan.mode)[0]
+        opened = open_cache_for(Path(teacher_cache), loaded[0], splits, plan.full, device, plan.mode)[0] if teacher_cache is not None else None
         shared = _teacher_pass(loaded[0], splits, plan.full, plan.mode, device, reuse=opened)
         _worker.update(study=plan.study, device=device, teacher=loaded[0], splits=splits, shared=shared, origin="opened" if opened is not None else "filled")
     return plan

@@ -34,7 +34,7 @@ from nas_kd.distill.cache import TeacherCache
 from nas_kd.distill.modes import Mode
 from nas_kd.errors import one_line
 
-__all__ = ["CACHE_FILE", "write_cache", "open_cache", "shared_file"]
+__all__ = ["CACHE_FILE", "write_cache", "open_cache", "open_cache_for", "shared_file"]
 
 CACHE_FILE = "teacher-cache.pt"
 FORMAT = 1  # the file's layout; a file of another layout is refused, not misread
@@ -106,6 +106,15 @@ def open_cache(path: Path, teacher: nn.Module, loader: DeviceLoader, mode: Mode)
     if not cache.covers(mode):
         return None, f"{path} lacks teacher outputs that mode '{mode.name}' reads"
     return cache, ""
+
+
+def open_cache_for(path: Path, teacher: nn.Module, splits, schedule, device: torch.device, mode: Mode) -> tuple[TeacherCache | None, str]:
+    """`open_cache` for a worker that has the data split but no loader yet: the training loader a
+    run on ``schedule`` would get (its views are what the file must match)."""
+    from nas_kd.train import make_loaders
+
+    loader = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)[0]
+    return open_cache(Path(path), teacher, loader, mode)
 
 
 @contextlib.contextmanager
