@@ -57,15 +57,16 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}, CPU numerics {numerics_fingerprint()}"
 
 
-def code_revision() -> str:
-    """The commit the code runs at (short hash), "+dirty" when tracked files differ from it:
-    what a kept result was measured with. "unknown" outside a git checkout."""
+def code_revision(root: Path | None = None) -> str:
+    """The commit the code runs at (short hash), "+dirty" when tracked files outside docs/ differ
+    from it (a bench writes its results there as it goes): what a kept result was measured with.
+    "unknown" outside a git checkout."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")

@@ -33,3 +33,27 @@ def test_the_fingerprint_is_stable_leaves_the_thread_count_and_is_in_every_heade
 def test_other_cpu_kernels_give_another_fingerprint():
     # Unvectorised kernels round differently from the host's best: the fingerprint must see it.
     assert _in_subprocess("default").split()[0] != numerics_fingerprint().split()[0]
+
+
+def test_the_code_revision_is_dirty_for_changed_code_not_for_results_written_under_docs(tmp_path):
+    import subprocess
+
+    from bench._report import code_revision
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "r.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    clean = code_revision(tmp_path)
+    assert clean != "unknown" and not clean.endswith("+dirty")
+    (tmp_path / "docs" / "r.json").write_text('{"runs": 1}')  # a bench keeping its results
+    (tmp_path / "notes.txt").write_text("untracked")
+    assert code_revision(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert code_revision(tmp_path) == clean + "+dirty"
+    assert code_revision(tmp_path / "docs" / "missing") == "unknown"
