@@ -194,8 +194,9 @@ def _switch_pairs(rows: list[dict]) -> list[str]:
 
     lines = []
     for row in (r for r in rows if r.get("gpu_step") and r.get("val_accuracy")):
-        # Preferably the plain row of the same brief schedule and --jobs.
-        plain = sorted((r for r in rows if not r.get("gpu_step") and r.get("val_accuracy")), key=lambda r: (r.get("brief") != row.get("brief"), r["jobs"] != row["jobs"]))
+        # A plain row of the same mode (another mode trains other students' accuracies), preferably
+        # of the same brief schedule and --jobs.
+        plain = sorted((r for r in rows if not r.get("gpu_step") and r.get("val_accuracy") and r.get("mode") == row.get("mode")), key=lambda r: (r.get("brief") != row.get("brief"), r["jobs"] != row["jobs"]))
         pairs = [(r, set(r["val_accuracy"]) & set(row["val_accuracy"])) for r in plain]
         base, common = max(pairs, key=lambda rc: len(rc[1]), default=(None, set()))
         if len(common) < 2:
@@ -253,7 +254,7 @@ def jobs(cfg) -> dict | None:
         # No pruning: every --jobs value trains whole trials, so trials per minute compare like
         # with like (the pruner stops different shares of trials when they run side by side).
         # The timeout stops new trials before the call's end; a slice cut by it still counts.
-        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step, brief=cfg.sizes.jobs_brief_of(run))
+        opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step, brief=cfg.sizes.jobs_brief_of(run), mode=cfg.sizes.jobs_mode_of(run))
         t0 = time.perf_counter()
         try:
             run_search(opts, finish=False)
@@ -264,7 +265,7 @@ def jobs(cfg) -> dict | None:
         study_trials = _study_trials(study)  # opts.storage is this default: the study's run folder
         done = [t for t in study_trials if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
-        row = {"jobs": count, "gpu_step": gpu_step, "brief": run.brief, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
+        row = {"jobs": count, "gpu_step": gpu_step, "brief": run.brief, "mode": run.mode, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
         row["val_accuracy"] = _trial_values(study_trials)
         if gpu_step:  # how a step switch went in each trial (the graph: captured, or why it fell back)
             row["step_graph"] = sorted({t.user_attrs.get("step_graph", "not graphed (no CUDA)") for t in done})
@@ -279,15 +280,16 @@ def jobs(cfg) -> dict | None:
     if missing:
         return None
     sz, preset_brief = cfg.sizes, _preset(cfg).brief
-    groups: dict = {}  # rows by the --brief changes they trained with, in the order they were asked
+    groups: dict = {}  # rows by the --brief changes and mode they trained with, in the order they were asked
     for r in rows:
-        groups.setdefault(sz.jobs_brief_of(JobsRun.of_row(r)), []).append(r)
-    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune` ({sz.preset} preset, mode {sz.mode}, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches."]
-    for brief, group in groups.items():
+        run = JobsRun.of_row(r)
+        groups.setdefault((sz.jobs_brief_of(run), sz.jobs_mode_of(run)), []).append(r)
+    lines = [f"{trials} trials of `nas-kd search --budget {budget} --jobs N --no-prune` ({sz.preset} preset, TPE, no final retrain), each from an empty study; the teacher is loaded, not trained. *train s / trial*: one trial's own training time, which sharing the device stretches."]
+    for (brief, mode), group in groups.items():
         schedule = override_schedule(preset_brief, brief, "--brief")
-        attention = get_mode(sz.mode).weights.desc
+        attention = get_mode(mode).weights.desc
         how = ("random crops, so the teacher runs live in every step" + (" and each process fits its own attention" if attention else "")) if schedule.crop else "crop-free, so the teacher's outputs are filled once by the parent and opened by each process"
-        lines += ["", f"**Brief schedule {'`--brief ' + brief + '`' if brief else 'of the preset'}** ({schedule.epochs} epochs, batch {schedule.batch_size}, {how}):", "", *_jobs_table(group)]
+        lines += ["", f"**Mode {mode}, brief schedule {'`--brief ' + brief + '`' if brief else 'of the preset'}** ({schedule.epochs} epochs, batch {schedule.batch_size}, {how}):", "", *_jobs_table(group)]
     lines.append("")
     lines += _switch_pairs(rows)
     lines += [f"- `--gpu-step {r['gpu_step']}`: the step's graph in its trials: {', '.join(r['step_graph'])}" for r in rows if r.get("step_graph")]
@@ -302,16 +304,17 @@ def jobs(cfg) -> dict | None:
             best = max(group, key=lambda r: r["trials_per_minute"])
             lines.append(f"- Most trials per hour with this brief schedule: `--jobs {_jobs_label(best)}` ({best['trials_per_minute'] / group[0]['trials_per_minute']:.2f}x `--jobs {_jobs_label(group[0])}`; the search's default on a GPU is `--jobs {GPU_JOBS}` with the default step)")
     alone = goal_rows[0]["mean_train_seconds"]
+    goal_mode = sz.jobs_mode_of(JobsRun.of_row(goal_rows[0]))
     brief = override_schedule(preset_brief, sz.jobs_brief_of(JobsRun.of_row(goal_rows[0])), "--brief")
     epoch = None if alone is None else alone / brief.epochs
     if epoch is not None:
         # Real trials of the search (the brief schedule's data and teacher), one process alone on the device.
-        lines.append(f"- Goal: a {budget}-budget student's epoch with the teacher under {EPOCH_GOAL_S} s (mode {sz.mode}, --jobs {goal_rows[0]['jobs']}, optimisation time of a brief trial / {brief.epochs} epochs): **{'met' if epoch < EPOCH_GOAL_S else 'missed'}** ({epoch:.2f} s)")
-    for brief_changes, group in list(groups.items())[1:]:  # the same figure as the search trains now (trials no slower at --jobs 4 than alone)
+        lines.append(f"- Goal: a {budget}-budget student's epoch with the teacher under {EPOCH_GOAL_S} s (mode {goal_mode}, --jobs {goal_rows[0]['jobs']}, optimisation time of a brief trial / {brief.epochs} epochs): **{'met' if epoch < EPOCH_GOAL_S else 'missed'}** ({epoch:.2f} s)")
+    for (brief_changes, mode), group in list(groups.items())[1:]:  # the same figure as the search trains now (trials no slower at --jobs 4 than alone)
         schedule = override_schedule(preset_brief, brief_changes, "--brief")
         per = [f"{_jobs_label(r)}: {r['mean_train_seconds'] / schedule.epochs:.2f} s" for r in group if r.get("mean_train_seconds")]
         if per:
-            lines.append(f"- The same epoch with the brief schedule {'`--brief ' + brief_changes + '`' if brief_changes else 'of the preset'} (a trial's optimisation time / {schedule.epochs}, processes sharing the device): " + "; ".join(per))
+            lines.append(f"- The same epoch in mode {mode} with the brief schedule {'`--brief ' + brief_changes + '`' if brief_changes else 'of the preset'} (a trial's optimisation time / {schedule.epochs}, processes sharing the device): " + "; ".join(per))
     return {"rows": rows, "epoch_seconds": epoch, "markdown": "\n".join(lines)}
 
 

@@ -28,23 +28,26 @@ SHARE = 1.4  # a run's slowdown while N runs share one GPU (estimate)
 
 @dataclass(frozen=True)
 class JobsRun:
-    """One search the jobs section times: ``jobs`` trial processes, a ``--gpu-step`` switch, and
+    """One search the jobs section times: ``jobs`` trial processes, a ``--gpu-step`` switch,
     ``brief``: its ``--brief`` changes (None: the section's `Sizes.jobs_brief`, the schedule its
-    first rows were measured with; "": the preset's brief schedule as it is)."""
+    first rows were measured with; "": the preset's brief schedule as it is), and ``mode``: its
+    distiller mode (None: `Sizes.jobs_mode`, the mode its first rows were measured in)."""
 
     jobs: int
     gpu_step: str | None = None
     brief: str | None = None
+    mode: str | None = None
 
     def key(self) -> str:
-        """Its kept row's file stem and its study's suffix ("4", "4-graph-1", "8-preset-brief")."""
+        """Its kept row's file stem and its study's suffix ("4", "4-graph-1", "8-preset-brief-kd")."""
         key = str(self.jobs) + (f"-{_slug(self.gpu_step)}" if self.gpu_step else "")
-        return key if self.brief is None else key + ("-preset-brief" if self.brief == "" else f"-brief-{_slug(self.brief)}")
+        key = key if self.brief is None else key + ("-preset-brief" if self.brief == "" else f"-brief-{_slug(self.brief)}")
+        return key if self.mode is None else f"{key}-{self.mode}"
 
     @classmethod
     def of_row(cls, row: dict) -> JobsRun:
-        """The run a kept row measured (rows kept before runs had a brief of their own lack it)."""
-        return cls(row["jobs"], row.get("gpu_step"), row.get("brief"))
+        """The run a kept row measured (rows kept before runs had a brief or mode of their own lack it)."""
+        return cls(row["jobs"], row.get("gpu_step"), row.get("brief"), row.get("mode"))
 
 
 def _slug(text: str) -> str:
@@ -94,6 +97,9 @@ class Sizes:
     # its rows are kept across sessions and compared with each other, so they keep the schedule the
     # first rows were measured with when the preset changes.
     jobs_brief: str | None = None
+    # The jobs section's distiller mode where a run names none: its first rows' (kept across
+    # sessions), not `mode`, which follows the preset's default.
+    jobs_mode: str = "full"
 
     def jobs_runs(self) -> list[JobsRun]:
         """Every search the jobs section times, in order: the plain --jobs values, then the variants."""
@@ -102,6 +108,10 @@ class Sizes:
     def jobs_brief_of(self, run: JobsRun) -> str | None:
         """The ``--brief`` changes ``run``'s search trains with (None: none)."""
         return (self.jobs_brief if run.brief is None else run.brief) or None
+
+    def jobs_mode_of(self, run: JobsRun) -> str:
+        """The distiller mode ``run``'s search trains in."""
+        return run.mode or self.jobs_mode
 
     @property
     def estimates(self) -> dict[str, float]:
@@ -230,5 +240,6 @@ SMOKE = Sizes(
     # A CPU ignores the switch (the code path runs); the plain rows with crops, as the GPU's kept ones.
     jobs_variants=(JobsRun(2, "graph=1", brief=""),),
     jobs_brief="crop=1",
+    jobs_mode="kd",
 )
 

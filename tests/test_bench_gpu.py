@@ -271,7 +271,8 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     from bench.gpu_sections import jobs
 
     monkeypatch.chdir(tmp_path)
-    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0, jobs_variants=())
+    # ce, not the quick preset's kd: the searches must train in the section's mode, not the preset's.
+    sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0, jobs_variants=(), jobs_mode="ce")
     assert (sizes.jobs_estimate(1), sizes.jobs_estimate(2)) == (20.0, 14.0)
 
     def call(seconds: float) -> Config:
@@ -285,6 +286,8 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     result = jobs(call(1000.0))
     assert [r["jobs"] for r in result["rows"]] == [1, 2] and all(r["trained"] == sizes.jobs[1] for r in result["rows"])
     assert (tmp_path / "jobs" / "2.json").read_text() == kept  # not measured again
+    assert {json.loads((tmp_path / "runs" / f"gpu_jobs{n}" / "config.json").read_text())["mode"]["name"] for n in (1, 2)} == {"ce"}
+    assert "**Mode ce, brief schedule" in result["markdown"]
     assert "| 2 | 2 |" in result["markdown"] and "x the trials per hour of `--jobs 1`" in result["markdown"]
 
 
@@ -423,6 +426,22 @@ def test_a_step_switch_row_is_paired_with_the_plain_row_on_the_same_students():
     (line,) = _switch_pairs([plain8, plain4, graph])
     assert "`--gpu-step graph=1` minus `--jobs 4` on the same 3 students" in line and "-9.67 points" in line and "(worse)" in line
     assert _switch_pairs([plain4, {**graph, "val_accuracy": {"a": 0.9}}]) == []  # one student in common: no interval
+    # A row in another mode trains other accuracies: never the plain row a switch is judged against.
+    kd_plain = {**plain4, "mode": "kd", "val_accuracy": {"a": 0.80, "b": 0.70, "c": 0.76}}
+    (line,) = _switch_pairs([plain4, kd_plain, {**graph, "mode": "kd"}])
+    assert "+0.00 points" in line
+    assert _switch_pairs([plain4, {**graph, "mode": "kd"}]) == []
+
+
+def test_a_jobs_run_in_another_mode_is_kept_and_trained_apart():
+    from dataclasses import replace
+
+    run, kd = JobsRun(4, brief=""), JobsRun(4, brief="", mode="kd")
+    assert run.key() == "4-preset-brief" and kd.key() == "4-preset-brief-kd"
+    assert JobsRun.of_row({"jobs": 4, "gpu_step": None, "brief": "", "mode": "kd"}) == kd
+    assert JobsRun.of_row({"jobs": 4}) == JobsRun(4)  # rows kept before runs had a mode
+    sizes = replace(GPU, jobs_mode="full")
+    assert sizes.jobs_mode_of(run) == "full" and sizes.jobs_mode_of(kd) == "kd"
 
 
 def test_a_kept_search_study_made_with_other_settings_starts_over(tmp_path, monkeypatch):
