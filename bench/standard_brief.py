@@ -210,8 +210,10 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
         f"Hardware: {hardware()}; one torch thread per run  ",
         f"Date: {time.strftime('%Y-%m-%d')}; code revision{'s' if len(revisions) > 1 else ''} {', '.join(revisions)}",
         "",
-        f"Each variant changes the standard preset's {schedule} schedule, {what} ({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
-        f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'}) as `nas-kd search --{schedule}` would; one {schedule} run per seed of `{first['student']}` "
+        (f"Each variant trains in the mode it names (`nas-kd search --mode`, `mode=`) and with the standard preset's {schedule} schedule as changed by the rest of it (`--{schedule}`), {what} "
+         if len(modes) > 1 else f"Each variant changes the standard preset's {schedule} schedule, {what} ")
+        + f"({base.epochs} epochs of all training images, batch {base.batch_size}, lr {base.lr}, "
+        f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'})" + ("" if len(modes) > 1 else f" as `nas-kd search --{schedule}` would") + f"; one {schedule} run per seed of `{first['student']}` "
         f"({first['macs'] / 1e6:.2f}M MACs, the mbv2 student of bench.distill_ablation nearest {'0.5M' if first['macs'] < 1e6 else '2M'}), mode {' or '.join(modes) + ' (as each variant names it)' if len(modes) > 1 else first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
         "validation accuracy at the run's end (the 6,000 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
         "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
