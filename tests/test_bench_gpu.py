@@ -78,7 +78,7 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     assert done["jobs"]["result"]["epoch_seconds"] > 0
     md = done["jobs"]["result"]["markdown"]
     assert "trials per hour of `--jobs 1`" in md and "epoch with the teacher under" in md and "| 2, `--gpu-step graph=1` | 2 |" in md
-    assert "**Brief schedule `--brief crop=1`**" in md and "**Brief schedule of the preset**" in md and "The same epoch with the brief schedule of the preset" in md
+    assert "**Mode kd, brief schedule `--brief crop=1`**" in md and "**Mode kd, brief schedule of the preset**" in md and "The same epoch in mode kd with the brief schedule of the preset" in md
     assert out.count("search: worker 1 started") == 2  # only the --jobs 2 searches start a child
     assert "graph in its trials: not graphed (no CUDA)" in md
     assert out.count("search: GPU step ") == 1 and "graph=1; a CPU applies only check_every" in out  # said, not silently ignored
