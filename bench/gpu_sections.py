@@ -304,8 +304,9 @@ def jobs(cfg) -> dict | None:
             best = max(group, key=lambda r: r["trials_per_minute"])
             lines.append(f"- Most trials per hour with this brief schedule: `--jobs {_jobs_label(best)}` ({best['trials_per_minute'] / group[0]['trials_per_minute']:.2f}x `--jobs {_jobs_label(group[0])}`; the search's default on a GPU is `--jobs {GPU_JOBS}` with the default step)")
     alone = goal_rows[0]["mean_train_seconds"]
-    goal_mode = sz.jobs_mode_of(JobsRun.of_row(goal_rows[0]))
-    brief = override_schedule(preset_brief, sz.jobs_brief_of(JobsRun.of_row(goal_rows[0])), "--brief")
+    goal_run = JobsRun.of_row(goal_rows[0])
+    goal_mode = sz.jobs_mode_of(goal_run)
+    brief = override_schedule(preset_brief, sz.jobs_brief_of(goal_run), "--brief")
     epoch = None if alone is None else alone / brief.epochs
     if epoch is not None:
         # Real trials of the search (the brief schedule's data and teacher), one process alone on the device.

@@ -114,7 +114,7 @@ def open_cache_for(path: Path, teacher: nn.Module, splits, schedule, device: tor
     from nas_kd.train import make_loaders
 
     loader = make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=0, crop=schedule.crop)[0]
-    return open_cache(Path(path), teacher, loader, mode)
+    return open_cache(path, teacher, loader, mode)
 
 
 @contextlib.contextmanager
