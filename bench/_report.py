@@ -72,6 +72,31 @@ def code_revision(root: Path | None = None) -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def resolve_commit(rev: str, root: Path | None = None) -> str | None:
+    """``rev`` (a hash, tag or branch) as a full commit hash in the checkout at ``root``; None where
+    it names no commit there."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parent.parent
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def trained_since(revision: str | None, commit: str, root: Path | None = None) -> bool:
+    """Whether a result recorded at ``revision`` (as `code_revision` wrote it) was measured with
+    ``commit``'s code in it: ``commit`` is that revision or one of its ancestors. A result with no
+    revision, "unknown", or one this checkout does not hold counts as older (retraining it costs
+    time; keeping a stale one would cost the result its meaning)."""
+    import subprocess
+
+    if not revision or revision == "unknown":
+        return False
+    root = root or Path(__file__).resolve().parent.parent
+    base = revision.removesuffix("+dirty")
+    done = subprocess.run(["git", "merge-base", "--is-ancestor", commit, base], cwd=root, capture_output=True)
+    return done.returncode == 0
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the section called ``name`` with ``body`` (markdown)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,10 @@ the seed is the teacher's, which also draws its validation split (section ``stan
 
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
 reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
-docs/results/standard_brief.json as they finish and not rerun (resumable); ``--jobs`` runs train at
+docs/results/standard_brief.json as they finish and not rerun (resumable). They are keyed by schedule
+and mode, not by code (a variant spelt two ways shares its runs): ``--fresh`` trains every run asked
+for again, ``--fresh-before REV`` only those trained before commit REV (each run records the
+revision it trained at; runs from before that was recorded count as older). ``--jobs`` runs train at
 once, one torch thread each. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
 ``standard-brief-cpu-large``).
 """
@@ -265,6 +268,7 @@ def main(argv=None) -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
     ap.add_argument("--fresh", action="store_true", help="train the runs asked for again even where kept (the code changed since), replacing them")
+    ap.add_argument("--fresh-before", metavar="REV", default=None, help="train again the kept runs trained before commit REV (or with no recorded revision), replacing them; keep the rest")
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     variants = [v.strip() for v in args.variants.split(";")]
@@ -275,14 +279,24 @@ def main(argv=None) -> None:
                 raise UserError(f"--variants '{v}': a teacher trains without a distillation mode; drop mode= with --schedule teacher")
         get_mode(args.mode)
         seeds = [int(s) for s in args.seeds.split(",")]
+        since = None
+        if args.fresh_before is not None:
+            from bench._report import resolve_commit
+
+            since = resolve_commit(args.fresh_before)
+            if since is None:
+                raise UserError(f"--fresh-before '{args.fresh_before}' names no commit in this checkout; give a hash from `git log`")
     except (UserError, ValueError) as e:
         print(f"standard_brief: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}  # --no-write: kept runs still count
-    todo = [(v, s) for s in seeds for v in variants if args.fresh or _key(v, s, args) not in record["runs"]]
-    print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
-    from bench._report import code_revision
+    from bench._report import code_revision, trained_since
 
+    def stale(key: str) -> bool:
+        return key not in record["runs"] or args.fresh or (since is not None and not trained_since(record["runs"][key].get("revision"), since))
+
+    todo = [(v, s) for s in seeds for v in variants if stale(_key(v, s, args))]
+    print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
     revision = code_revision()
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:

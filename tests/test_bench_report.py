@@ -57,3 +57,24 @@ def test_the_code_revision_is_dirty_for_changed_code_not_for_results_written_und
     (tmp_path / "code.py").write_text("x = 2\n")
     assert code_revision(tmp_path) == clean + "+dirty"
     assert code_revision(tmp_path / "docs" / "missing") == "unknown"
+
+
+def test_a_result_counts_as_trained_since_a_commit_only_where_that_commit_is_in_its_revision(tmp_path):
+    import subprocess
+
+    from bench._report import resolve_commit, trained_since
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    for n in ("one", "two"):
+        (tmp_path / "code.py").write_text(f"x = '{n}'\n")
+        git("add", ".")
+        git("commit", "-qm", n)
+    one, two = git("rev-parse", "--short", "HEAD~1"), git("rev-parse", "--short", "HEAD")
+    assert resolve_commit(one, tmp_path) == git("rev-parse", "HEAD~1") and resolve_commit("no-such-ref", tmp_path) is None
+    assert trained_since(two, one, tmp_path) and trained_since(one, one, tmp_path) and trained_since(two + "+dirty", one, tmp_path)
+    assert not trained_since(one, two, tmp_path) and not trained_since(one + "+dirty", two, tmp_path)  # trained before the fix
+    assert not trained_since(None, one, tmp_path) and not trained_since("unknown", one, tmp_path)  # unrecorded: older
+    assert not trained_since("0123abc", one, tmp_path)  # a revision this checkout does not hold

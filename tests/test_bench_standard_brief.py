@@ -117,7 +117,7 @@ def test_a_variant_may_name_the_mode_it_trains_in_and_is_kept_under_it():
     assert sb.section_name("small", "full", "full", modes_compared=True) == "standard-full-cpu-modes"
 
 
-def test_mode_variants_train_in_their_own_mode_and_fresh_trains_kept_runs_again(tmp_path, capsys, monkeypatch):
+def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_kept_runs_again(tmp_path, capsys, monkeypatch):
     import json
 
     import bench.standard_brief as sb
@@ -160,3 +160,17 @@ def test_mode_variants_train_in_their_own_mode_and_fresh_trains_kept_runs_again(
     out = capsys.readouterr().out
     assert "Which mode for the standard preset? (CPU, 0.48M-MAC student, full schedule)" in out
     assert "| `mode=kd` | 633 | 95.00, 95.00 | 95.00 | +5.00 [+5.00, +5.00] (n=2) | 10 |" in out
+    # --fresh-before: only kept runs trained before that commit (or with no revision) train again.
+    import bench._report as report
+
+    record = {"runs": {_key(v, s, args): run(v, s, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": sb.variant_mode(v, "full"), "revision": rev} for (v, s), rev in {("mode=full", 0): "new", ("mode=full", 1): None, ("mode=kd", 0): "old+dirty", ("mode=kd", 1): "new+dirty"}.items()}}
+    results.write_text(json.dumps(record))
+    monkeypatch.setattr(report, "resolve_commit", lambda rev, root=None: {"fix": "f1x"}.get(rev))
+    monkeypatch.setattr(report, "trained_since", lambda revision, commit, root=None: commit == "f1x" and (revision or "").startswith("new"))
+    trained.clear()
+    main(["--schedule", "full", "--variants", "mode=full;mode=kd", "--seeds", "0,1", "--no-write", "--fresh-before", "fix"])
+    assert sorted((v, s) for v, s, *_ in trained) == [("mode=full", 1), ("mode=kd", 0)]
+    trained.clear()
+    with pytest.raises(SystemExit) as refused:
+        main(["--schedule", "full", "--variants", "mode=full;mode=kd", "--seeds", "0,1", "--no-write", "--fresh-before", "nofix"])
+    assert refused.value.code == 2 and trained == [] and "names no commit" in capsys.readouterr().err
