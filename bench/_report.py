@@ -97,6 +97,32 @@ def trained_since(revision: str | None, commit: str, root: Path | None = None) -
     return done.returncode == 0
 
 
+def keep_run(path: Path, key: str, run: dict) -> dict:
+    """Add one finished run under ``key`` to the ``{"runs": {...}}`` record at ``path`` and return
+    the whole record as it now stands: read, merged and replaced atomically under a lock, so two
+    benches keeping runs in one file (other seeds, another question) keep each other's runs where
+    each rewriting what it read at its start would drop the other's."""
+    import fcntl
+    import json
+    import tempfile
+
+    from nas_kd.files import atomic_write
+
+    path = Path(path)
+    # The lock lives outside the results folder (nothing untracked beside the results) and is
+    # named by the results file, so only writers of the same file wait for each other.
+    lock = Path(tempfile.gettempdir()) / f"nas-kd-results-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+            record["runs"][key] = run
+            atomic_write(path, lambda f: f.write(json.dumps(record, indent=1)), binary=False)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return record
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the section called ``name`` with ``body`` (markdown)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ the seed is the teacher's, which also draws its validation split (section ``stan
 
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
 reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
-docs/results/standard_brief.json as they finish and not rerun (resumable). They are keyed by schedule
+docs/results/standard_brief.json as they finish and not rerun (resumable; benches asking other
+seeds or questions may run at once, each finished run merged into the file). They are keyed by schedule
 and mode, not by code (a variant spelt two ways shares its runs): ``--fresh`` trains every run asked
 for again, ``--fresh-before REV`` only those trained before commit REV (each run records the
 revision it trained at; runs from before that was recorded count as older). ``--jobs`` runs train at
@@ -290,7 +291,7 @@ def main(argv=None) -> None:
         print(f"standard_brief: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}  # --no-write: kept runs still count
-    from bench._report import code_revision, trained_since
+    from bench._report import code_revision, keep_run, trained_since
 
     def stale(key: str) -> bool:
         return key not in record["runs"] or args.fresh or (since is not None and not trained_since(record["runs"][key].get("revision"), since))
@@ -303,12 +304,12 @@ def main(argv=None) -> None:
         futures = {pool.submit(_train, v, s, args.student, variant_mode(v, args.mode), args.data_dir, args.schedule, args.arch, args.teacher_root, revision): (v, s) for v, s in todo}
         for f in cf.as_completed(futures):
             r = f.result()
-            record["runs"][_key(r["variant"], r["seed"], args)] = r
+            if args.no_write:
+                record["runs"][_key(r["variant"], r["seed"], args)] = r
+            else:  # merged with what other benches kept in the file meanwhile
+                record = keep_run(RESULTS, _key(r["variant"], r["seed"], args), r)
             acc = f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else f"diverged ({r['diverged']})"
             print(f"standard_brief: {r['variant'] or '(as it is)'} seed {r['seed']}: {acc} in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
-            if not args.no_write:
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps(record, indent=1))
     keys = {_key(v, s, args): v for v in variants for s in seeds}
     kept = {k: record["runs"][k] | {"variant": v} for k, v in keys.items() if k in record["runs"]}  # spelt as asked
     body = render({"runs": kept}, variants, argv, args.schedule)

@@ -78,3 +78,31 @@ def test_a_result_counts_as_trained_since_a_commit_only_where_that_commit_is_in_
     assert not trained_since(one, two, tmp_path) and not trained_since(one + "+dirty", two, tmp_path)  # trained before the fix
     assert not trained_since(None, one, tmp_path) and not trained_since("unknown", one, tmp_path)  # unrecorded: older
     assert not trained_since("0123abc", one, tmp_path)  # a revision this checkout does not hold
+
+
+def _keep_many(path, prefix, n):
+    from bench._report import keep_run
+
+    for i in range(n):
+        keep_run(path, f"{prefix}{i}", {"i": i})
+
+
+def test_runs_kept_by_two_processes_in_one_file_all_survive(tmp_path):
+    import json
+    import multiprocessing
+
+    from bench._report import keep_run
+
+    path = tmp_path / "results" / "runs.json"
+    record = keep_run(path, "first", {"i": -1})
+    assert record == {"runs": {"first": {"i": -1}}} == json.loads(path.read_text())
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_keep_many, args=(path, prefix, 25)) for prefix in ("a", "b")]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+    assert [w.exitcode for w in writers] == [0, 0]
+    runs = json.loads(path.read_text())["runs"]
+    assert set(runs) == {"first"} | {f"{p}{i}" for p in "ab" for i in range(25)}  # none dropped by the other's rewrite
+    assert list(path.parent.iterdir()) == [path]  # no temporary or lock file left beside the results

@@ -174,3 +174,44 @@ def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_
     with pytest.raises(SystemExit) as refused:
         main(["--schedule", "full", "--variants", "mode=full;mode=kd", "--seeds", "0,1", "--no-write", "--fresh-before", "nofix"])
     assert refused.value.code == 2 and trained == [] and "names no commit" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_kept_beside_the_runs_another_bench_kept_in_the_file_meanwhile(tmp_path, monkeypatch):
+    import json
+
+    import bench._report as report
+    import bench.standard_brief as sb
+
+    args = argparse.Namespace(student="small", mode="full", schedule="brief")
+    results = tmp_path / "standard_brief.json"
+    results.write_text(json.dumps({"runs": {_key("crop=1", 0, args): run("crop=1", 0, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": "full", "seconds": 1.0}}}))
+    monkeypatch.setattr(sb, "RESULTS", results)
+    monkeypatch.setattr(report, "write_section", lambda name, body: None)
+
+    class Inline:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, *a):
+            import concurrent.futures as cf
+
+            f = cf.Future()
+            f.set_result(fn(*a))
+            return f
+
+    def fake_train(variant, seed, student, mode, *rest):
+        # Another bench (other seeds) keeps a run in the same file while this one trains.
+        report.keep_run(results, "other|question|7", {"variant": "x", "seed": 7})
+        return run(variant, seed, 0.91) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
+
+    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", Inline)
+    monkeypatch.setattr(sb, "_train", fake_train)
+    main(["--variants", "crop=1;crop=0", "--seeds", "0"])
+    runs = json.loads(results.read_text())["runs"]
+    assert set(runs) == {_key("crop=1", 0, args), _key("crop=0", 0, args), "other|question|7"}
