@@ -31,6 +31,26 @@ def run(variant, seed, acc=None):
     return r | ({"val_accuracy": acc} if acc is not None else {"diverged": "distillation loss became nan"})
 
 
+class InlinePool:
+    """The bench's process pool, run in this process so a test's fake trainer is the one called."""
+
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *a):
+        import concurrent.futures as cf
+
+        f = cf.Future()
+        f.set_result(fn(*a))
+        return f
+
+
 def test_the_table_pairs_each_variant_with_the_first_on_the_same_seeds_and_shows_a_divergence():
     runs = [run("a", 0, 0.90), run("a", 1, 0.88), run("a", 2, 0.89), run("b", 0, 0.91), run("b", 1, 0.90), run("b", 2, None)]
     lines = table(runs, ["a", "b"])
@@ -129,28 +149,11 @@ def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_
     monkeypatch.setattr(sb, "RESULTS", results)
     trained = []
 
-    class Inline:  # the pool, run in this process so the fake trainer is the one called
-        def __init__(self, *a, **k):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def submit(self, fn, *a):
-            import concurrent.futures as cf
-
-            f = cf.Future()
-            f.set_result(fn(*a))
-            return f
-
     def fake_train(variant, seed, student, mode, *rest):
         trained.append((variant, seed, mode, rest[-1]))
         return run(variant, seed, 0.95 if mode == "kd" else 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
 
-    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", Inline)
+    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", InlinePool)
     monkeypatch.setattr(sb, "_train", fake_train)
     main(["--schedule", "full", "--variants", "mode=full;mode=kd", "--seeds", "0,1", "--no-write"])
     assert trained == []  # all kept
@@ -188,29 +191,12 @@ def test_a_finished_run_is_kept_beside_the_runs_another_bench_kept_in_the_file_m
     monkeypatch.setattr(sb, "RESULTS", results)
     monkeypatch.setattr(report, "write_section", lambda name, body: None)
 
-    class Inline:
-        def __init__(self, *a, **k):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def submit(self, fn, *a):
-            import concurrent.futures as cf
-
-            f = cf.Future()
-            f.set_result(fn(*a))
-            return f
-
     def fake_train(variant, seed, student, mode, *rest):
         # Another bench (other seeds) keeps a run in the same file while this one trains.
         report.keep_run(results, "other|question|7", {"variant": "x", "seed": 7})
         return run(variant, seed, 0.91) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
 
-    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", Inline)
+    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", InlinePool)
     monkeypatch.setattr(sb, "_train", fake_train)
     main(["--variants", "crop=1;crop=0", "--seeds", "0"])
     runs = json.loads(results.read_text())["runs"]
