@@ -195,8 +195,9 @@ def main(argv=None) -> None:
     if 1.0 not in scales or any(s <= 0 for s in scales):
         print("bench.teacher_scale: --scales must hold 1 (the reference) and only positive factors", file=sys.stderr)
         raise SystemExit(2)
-    record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
-    runs = record["runs"]
+    runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else {}
+    from bench._report import keep_run
+
     trees = {CURRENT: ROOT}
     if args.baseline:  # kept runs are keyed by the commit, not by a name that moves (HEAD)
         found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline], capture_output=True, text=True)
@@ -219,11 +220,13 @@ def main(argv=None) -> None:
                 futures = {pool.submit(_in_tree, trees[t], items, args.data_dir, args.preset): t for (t, _, _), items in groups.items()}
                 for fut in cf.as_completed(futures):
                     for r in fut.result():
-                        runs[_key(futures[fut], r["mode"], r["scale"], r["seed"], args.preset)] = r
+                        key = _key(futures[fut], r["mode"], r["scale"], r["seed"], args.preset)
+                        if args.no_write:
+                            runs[key] = r
+                        else:  # merged with what other benches kept in the file meanwhile
+                            runs = keep_run(RESULTS, key, r)["runs"]
                         acc = f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else "diverged"
                         print(f"teacher_scale: {futures[fut]} {r['mode']} c={r['scale']:g} seed {r['seed']}: {acc}", file=sys.stderr, flush=True)
-                    if not args.no_write:
-                        RESULTS.write_text(json.dumps(record, indent=1) + "\n")
         finally:
             if args.baseline:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[args.baseline])], check=False)

@@ -45,3 +45,22 @@ def test_runs_of_another_presets_schedule_are_kept_apart():
     assert ts._key(ts.CURRENT, "full", 1.0, 0, "standard") != ts._key(ts.CURRENT, "full", 1.0, 0) == ts._key(ts.CURRENT, "full", 1.0, 0, "quick")
     runs = _runs(ts.CURRENT, {("full", 1.0, 0): 0.8})
     assert ts.table(runs, ["full"], [1.0], [0], None, "standard")[2].split("|")[3].strip() == "-"
+
+
+def test_a_finished_run_is_kept_beside_the_runs_another_bench_kept_in_the_file_meanwhile(tmp_path, monkeypatch):
+    import json
+
+    import bench._report as report
+
+    results = tmp_path / "teacher_scale.json"
+    monkeypatch.setattr(ts, "RESULTS", results)
+    monkeypatch.setattr(report, "write_section", lambda name, body: None)
+
+    def fake_in_tree(tree, items, data_dir, preset="quick"):
+        report.keep_run(results, "other|question", {"mode": "kd", "scale": 1.0, "seed": 9})  # another bench, meanwhile
+        return [{"mode": m, "scale": s, "seed": k, "student": "ir c8", "val_accuracy": 0.8} for m, s, k in items]
+
+    monkeypatch.setattr(ts, "_in_tree", fake_in_tree)
+    ts.main(["--modes", "full", "--scales", "1,0.1", "--seeds", "0"])
+    runs = json.loads(results.read_text())["runs"]
+    assert set(runs) == {ts._key(ts.CURRENT, "full", s, 0) for s in (1.0, 0.1)} | {"other|question"}
