@@ -26,7 +26,7 @@ import torch
 from bench import distill_ablation, loader_speed, search_gpu
 from bench import teachers as teacher_bench
 from bench.gpu_sizes import JobsRun
-from bench.gpu_step import measure_step, step_markdown
+from bench.gpu_step import EPOCH_GOAL_S, measure_step, step_markdown
 from nas_kd.config import format_count, get_preset, override_schedule
 from nas_kd.data import load_splits
 from nas_kd.distill import get_mode
@@ -123,11 +123,13 @@ STEP_DIR = "step"  # in the work folder: each finished part of the step section,
 def step(cfg) -> dict | None:
     brief = cfg.sizes.step_schedule or _preset(cfg).brief
     splits = load_splits(cfg.sizes.dataset, cfg.data_dir, seed=0, train_subset=brief.train_subset)
-    (macs, student), model = _students(cfg, splits)["small"], teacher(cfg)[0]
-    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step, left=lambda: cfg.left() - cfg.sizes.margin_s, kept=cfg.work / STEP_DIR)
+    students, model = _students(cfg, splits), teacher(cfg)[0]
+    (macs, student), (goal_macs, goal_student) = students["small"], students["large"]
+    goal = (f"{format_count(goal_macs)}-MAC", goal_student)  # issue 13's epoch goal is a 2M student's
+    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step, left=lambda: cfg.left() - cfg.sizes.margin_s, kept=cfg.work / STEP_DIR, goal=goal)
     if r is None:
         return None
-    intro = f"Student `{student.describe()}` ({format_count(macs)} MACs), mode full, teacher {cfg.sizes.teacher}, batch {brief.batch_size} ({brief.epochs} epoch(s) on {brief.train_subset or 'all'} examples for the batch-size table); timings are the mean of {cfg.sizes.step.reps} back-to-back steps with one sync, median of 3 blocks."
+    intro = f"Student `{student.describe()}` ({format_count(macs)} MACs; the batch table's goal student: `{goal_student.describe()}`, {format_count(goal_macs)} MACs), mode full, teacher {cfg.sizes.teacher}, batch {brief.batch_size} ({brief.epochs} epoch(s) on {brief.train_subset or 'all'} examples for the batch-size table); timings are the mean of {cfg.sizes.step.reps} back-to-back steps with one sync, median of 3 blocks."
     return {**r, "student": student.describe(), "markdown": "\n".join([intro, "", *step_markdown(r)])}
 
 
@@ -147,7 +149,6 @@ def steptime(cfg) -> dict:
     return {"seconds": times, "epoch_seconds": epochs, "markdown": "\n".join([intro, "", *distill_ablation.steptime_table(times), "", note])}
 
 
-EPOCH_GOAL_S = 0.5  # issue 13: a 2M-MAC student's epoch with the teacher
 
 
 def epoch_seconds(times: dict[str, dict[str, float]], steps: int) -> dict[str, dict[str, float]]:

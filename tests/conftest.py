@@ -14,6 +14,17 @@ if "NAS_KD_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["NAS_KD_CACHE"], ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def step_options_restored():
+    """A test that configures the step (a search's --gpu-step, a bench's switches) leaves the next
+    test the options it found: a leaked graph=1 turned the next test's eager rows into graphed ones."""
+    from nas_kd.device import configure_step, step_options
+
+    before = step_options()
+    yield
+    configure_step(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Test-sized tensors are too small to split across threads; on a busy 2-core machine

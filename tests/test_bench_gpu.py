@@ -51,7 +51,9 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     assert step["breakdown"]["profile"]["aten_ops"] > 0 and step["breakdown"]["seconds"]["full"] > 0
     assert step["breakdown"]["profile"]["parts"]["discriminator_update"]["aten_ops"] > 0 and "Where the full step's launches go" in step["markdown"]
     assert all("error" not in v for v in step["compile"].values()), step["compile"]
-    assert [(b["batch_size"], b["cached_teacher"], sorted(b)) for b in step["batch"]] == [(bs, True, ["batch_size", "cached_teacher", "eager", "steps_per_epoch"]) for bs in (32, 64)]
+    keys = ["batch_size", "cached_teacher", "eager", "mode", "steps_per_epoch", "student"]
+    assert [(b["student"], b["mode"], b["batch_size"], b["cached_teacher"], sorted(b)) for b in step["batch"]] == [("the section's", "full", bs, True, keys) for bs in (32, 64)] + [(step["batch"][2]["student"], m, 32, True, keys) for m in ("full", "kd")]
+    assert step["batch"][2]["student"].endswith("-MAC") and "steady epoch, fastest" in step["markdown"]  # the goal student's rows
     assert all(b["eager"]["seconds_per_step"] > 0 for b in step["batch"])
     assert step["graph"] == {GRAPHED: {"error": "skipped: needs CUDA"}, GRAPHED_FP32: {"error": "skipped: needs CUDA"}}
     assert sorted(p.stem for p in (tmp_path / "step").glob("*.json")) == sorted(PARTS)  # each part kept as it finished

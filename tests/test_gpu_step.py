@@ -90,25 +90,37 @@ def test_the_batch_table_times_the_step_a_trial_runs_at_each_batch_and_a_failing
 
     monkeypatch.setattr(gs, "make_loaders", lambda splits, batch_size, device, seed, crop: (Loader(batch_size=batch_size, batches=lambda: iter([SimpleNamespace(x=None, y=None, index=None, flipped=None)])), None, None))
 
+    goal_cfg = object()
+
     class Bench:
         schedule, splits, teacher, device = SCHEDULE.replace(crop=False), SimpleNamespace(info=SimpleNamespace(num_classes=10)), None, torch.device("cpu")
+        goal = ("2.00M-MAC", goal_cfg)
 
-        def step(self, mode, schedule=None, cache=None):
+        def step(self, mode, schedule=None, cache=None, cfg=None):
             if step_options().graph and schedule.batch_size == 128:
                 raise RuntimeError("out of memory in the graph's pool")
-            built.append((schedule.batch_size, step_options().graph, cache is not None))
+            built.append((schedule.batch_size, step_options().graph, cache is not None, mode, cfg is goal_cfg))
             return lambda x, y, index=None, flipped=None: None
 
-    rows = gs._batches(Bench(), dataclasses.replace(SIZES, cuda_graphs=True))
-    assert caches == [32] and built == [(32, False, True), (32, True, True), (64, False, True), (64, True, True), (128, False, True)]
-    assert [r["batch_size"] for r in rows] == [32, 64, 128] and rows[2]["graph"] == {"error": "RuntimeError: out of memory in the graph's pool"}
+    rows = gs._batches(Bench(), dataclasses.replace(SIZES, cuda_graphs=True, goal_batch_sizes=(32, 64)))
+    own = [(bs, g, True, "full", False) for bs in (32, 64) for g in (False, True)] + [(128, False, True, "full", False)]
+    assert caches == [32] and built == own + [(bs, g, True, m, True) for m in ("full", "kd") for bs in (32, 64) for g in (False, True)]
+    assert [(r["student"], r["mode"], r["batch_size"]) for r in rows] == [(gs.SECTION_STUDENT, "full", bs) for bs in (32, 64, 128)] + [("2.00M-MAC", m, bs) for m in ("full", "kd") for bs in (32, 64)]
+    assert rows[2]["graph"] == {"error": "RuntimeError: out of memory in the graph's pool"}
     assert rows[1]["eager"] == {"seconds_per_step": 0.01, "images_per_second": 6400.0, "epoch_seconds": 0.01 * 100}
     assert not step_options().graph  # the switches as they were
     md = "\n".join(gs.step_markdown({
         "batch_size": 32, "steps_per_brief_trial": 20, "breakdown": {"seconds": {"full": 0.04}, "profile": {"kernel_launches": 0, "aten_ops": 1, "busy_share": None}},
         "graph": {gs.GRAPHED: {"error": "skipped: needs CUDA"}}, "switches": {"seconds": {"defaults": 0.04}, "new_student_seconds": {"defaults": 1.5}, "errors": {"CUDA graph on": "RuntimeError: capture failed"}}, "batch": rows, "compile": {},
     }))
-    assert "| 64 | eager | 10.00 | 6,400 | 1.00 |" in md and "| 128 | graph | failed: RuntimeError: out of memory" in md and "teacher cached" in md
+    assert "| the section's | full | 64 | eager | 10.00 | 6,400 | 1.00 |" in md and "| the section's | full | 128 | graph | failed: RuntimeError: out of memory" in md and "teacher cached" in md
+    assert "| 2.00M-MAC | kd | 32 | graph | 10.00 | 3,200 | 2.00 |" in md
+    # The goal line reads the goal student's rows only (the section's own 64-batch rows took 1.00 s).
+    assert "- The 2.00M-MAC student's steady epoch, fastest: 1.00 s (full, batch 64, eager); under the goal's 0.5 s: none" in md
+    fast = [*rows[:3], *({**row, "graph": {"seconds_per_step": 0.004, "images_per_second": 16000.0, "epoch_seconds": 0.4}} if row["mode"] == "kd" and row["batch_size"] == 64 else row for row in rows[3:])]
+    fast_md = "\n".join(gs.step_markdown({"batch_size": 32, "steps_per_brief_trial": 20, "breakdown": {"seconds": {"full": 0.04}, "profile": {"kernel_launches": 0, "aten_ops": 1, "busy_share": None}},
+                                     "graph": {}, "switches": {"seconds": {"defaults": 0.04}, "new_student_seconds": {"defaults": 1.5}}, "batch": fast, "compile": {}}))
+    assert "fastest: 0.40 s (kd, batch 64, graph); under the goal's 0.5 s: kd at batch 64 graph (steps alone" in fast_md
     assert "skipped: needs CUDA" in md and "| defaults | 40.00 | 1.00 | 1.50 |" in md and "| CUDA graph on | failed: RuntimeError: capture failed |" in md
 
 
