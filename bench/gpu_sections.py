@@ -149,8 +149,6 @@ def steptime(cfg) -> dict:
     return {"seconds": times, "epoch_seconds": epochs, "markdown": "\n".join([intro, "", *distill_ablation.steptime_table(times), "", note])}
 
 
-
-
 def epoch_seconds(times: dict[str, dict[str, float]], steps: int) -> dict[str, dict[str, float]]:
     """Seconds per epoch of `steps` steps, per student and mode, from the median step times."""
     return {name: {mode: t * steps for mode, t in per.items()} for name, per in times.items()}

@@ -366,7 +366,7 @@ def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
     `kd` steps at ``sizes.goal_batch_sizes``. A variant whose step fails records its error."""
     from nas_kd.distill import TeacherCache
 
-    cache, rows = None, []
+    cache, rows, loaded = None, [], {}  # loaded: batch size -> (train loader, its first batch), shared by the students
     variants = {"eager": {}, **({"graph": {"graph": True}} if sizes.cuda_graphs else {})}
     plan = [(SECTION_STUDENT, None, "full", bs) for bs in sizes.batch_sizes]
     if b.goal is not None:
@@ -375,10 +375,12 @@ def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
     try:
         for label, cfg, mode, bs in plan:
             schedule = b.schedule.replace(batch_size=bs)
-            train, _, _ = make_loaders(b.splits, batch_size=bs, device=b.device, seed=0, crop=schedule.crop)
+            if bs not in loaded:  # the data copied to the device once per batch size, not once per row
+                train = make_loaders(b.splits, batch_size=bs, device=b.device, seed=0, crop=schedule.crop)[0]
+                loaded[bs] = (train, next(train.batches()))
+            train, batch = loaded[bs]
             if not schedule.crop and cache is None:  # built once, as a search's process does ("full": all a kd step reads too)
                 cache = TeacherCache(b.teacher, train, "full", num_classes=b.splits.info.num_classes)
-            batch = next(train.batches())
             row = {"student": label, "mode": mode, "batch_size": bs, "steps_per_epoch": len(train), "cached_teacher": cache is not None}
             for name, change in variants.items():
                 configure_step(dataclasses.replace(before, **change))
@@ -475,7 +477,8 @@ def step_markdown(r: dict) -> list[str]:
                 lines.append(f"{who} {name} | failed: {v['error']} | | |")
             else:
                 lines.append(f"{who} {name} | {_ms(v['seconds_per_step'])} | {v['images_per_second']:,.0f} | {v['epoch_seconds']:.2f} |")
-    timed = [(v["epoch_seconds"], row, name) for row in rows if row.get("student", SECTION_STUDENT) != SECTION_STUDENT for name in ("eager", "graph") if "epoch_seconds" in (v := row.get(name) or {})]
+    goal_rows = [row for row in rows if row.get("student", SECTION_STUDENT) != SECTION_STUDENT]
+    timed = [(row[name]["epoch_seconds"], row, name) for row in goal_rows for name in ("eager", "graph") if "epoch_seconds" in row.get(name, {})]
     if timed:
         best, row, name = min(timed, key=lambda t: t[0])
         under = [f"{rw['mode']} at batch {rw['batch_size']} {nm}" for sec, rw, nm in timed if sec < EPOCH_GOAL_S]
