@@ -231,6 +231,7 @@ def jobs(cfg) -> dict | None:
     brought nothing back.)"""
     from optuna.trial import TrialState
 
+    from nas_kd.device import parse_step_options
     from nas_kd.search import run_search
 
     budget, trials, _ = cfg.sizes.jobs
@@ -256,7 +257,10 @@ def jobs(cfg) -> dict | None:
         opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step, brief=cfg.sizes.jobs_brief_of(run), mode=cfg.sizes.jobs_mode_of(run))
         t0 = time.perf_counter()
         try:
-            run_search(opts, finish=False)
+            if parse_step_options(gpu_step).mps:
+                _search_in_own_process(opts)
+            else:
+                run_search(opts, finish=False)
         except Exception as exc:  # noqa: BLE001 - the other values still run; the section fails at the end
             failed.append(f"--jobs {key}: {type(exc).__name__}: {exc}")
             continue
@@ -266,7 +270,7 @@ def jobs(cfg) -> dict | None:
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
         row = {"jobs": count, "gpu_step": gpu_step, "brief": run.brief, "mode": run.mode, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
         row["val_accuracy"] = _trial_values(study_trials)
-        if gpu_step:  # how a step switch went in each trial (the graph: captured, or why it fell back)
+        if gpu_step and parse_step_options(gpu_step).graph:  # how the graph went in each trial: captured, or why it fell back
             row["step_graph"] = sorted({t.user_attrs.get("step_graph", "not graphed (no CUDA)") for t in done})
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)
@@ -319,6 +323,25 @@ def jobs(cfg) -> dict | None:
 
 
 JOBS_GOAL = 2.5  # issue 13: trials per hour of --jobs 4 over --jobs 1
+
+
+def _search_trials(opts) -> None:
+    from nas_kd.search import run_search
+
+    run_search(opts, finish=False)
+
+
+def _search_in_own_process(opts) -> None:
+    """``run_search(opts, finish=False)`` in a spawned process, as `nas-kd search` runs: one that
+    initialises CUDA itself. An MPS server (``--gpu-step mps=1``, nas_kd.mps) serves only processes
+    whose CUDA starts after it, and this one started CUDA in earlier sections: in-process, the
+    search's own trials would bypass the server. Its wall time includes the process's start (the
+    import, the CUDA context: a few seconds) that the in-process rows do not pay."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_search_trials, opts).result()
 
 
 def search_name(budget: str, sampler: str) -> str:

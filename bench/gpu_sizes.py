@@ -197,7 +197,9 @@ GPU = Sizes(
     # step in a CUDA graph per trial (nas_kd.distill.graphed: is it the GPU default to be?), then
     # at --jobs 8 (at --jobs 4 a trial trained no slower than alone, 33.8 s against 36-48 s, so
     # four processes did not fill the device).
-    jobs_variants=(JobsRun(4, brief=""), JobsRun(4, "graph=1", brief=""), JobsRun(8, brief="")),
+    # Last, --jobs 8 through an MPS server (nas_kd.mps): without one the device runs one process's
+    # kernels at a time, each a few of its multiprocessors' worth for a tiny student.
+    jobs_variants=(JobsRun(4, brief=""), JobsRun(4, "graph=1", brief=""), JobsRun(8, brief=""), JobsRun(8, "mps=1", brief="")),
     # The --jobs 1 and 4 rows (sessions 15-16) ran the standard brief schedule with random crops
     # (the teacher live in every step); the preset's brief has had none since session 18.
     jobs_brief="crop=1",
@@ -241,7 +243,8 @@ SMOKE = Sizes(
     margin_s=1.0,
     estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("steptime", 5.0), ("ablation", 15.0)),
     # A CPU ignores the switch (the code path runs); the plain rows with crops, as the GPU's kept ones.
-    jobs_variants=(JobsRun(2, "graph=1", brief=""),),
+    # (mps=1: its search in a process of its own, as on a GPU; a CPU starts no server and says so.)
+    jobs_variants=(JobsRun(2, "graph=1", brief=""), JobsRun(2, "mps=1", brief="")),
     jobs_brief="crop=1",
     jobs_mode="kd",
 )

@@ -43,6 +43,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing
+import re
 import shlex
 import statistics
 import sys
@@ -267,6 +268,7 @@ def main(argv=None) -> None:
     ap.add_argument("--teacher-root", default="runs/teachers", help="with --schedule teacher: where the teachers are cached (and reused from)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--section", default=None, help="the docs/BENCHMARKS.md section to write (default: named by student, schedule and mode); another question about the same schedule keeps its own table")
     ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
     ap.add_argument("--fresh", action="store_true", help="train the runs asked for again even where kept (the code changed since), replacing them")
     ap.add_argument("--fresh-before", metavar="REV", default=None, help="train again the kept runs trained before commit REV (or with no recorded revision), replacing them; keep the rest")
@@ -279,6 +281,8 @@ def main(argv=None) -> None:
             if args.schedule == "teacher" and split_variant(v)[0] is not None:
                 raise UserError(f"--variants '{v}': a teacher trains without a distillation mode; drop mode= with --schedule teacher")
         get_mode(args.mode)
+        if args.section is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.section):
+            raise UserError(f"--section '{args.section}': a section name is lower-case letters, digits and '-' (e.g. standard-full-cpu-batch)")
         seeds = [int(s) for s in args.seeds.split(",")]
         since = None
         if args.fresh_before is not None:
@@ -318,7 +322,7 @@ def main(argv=None) -> None:
         from bench._report import write_section
 
         compared = len({variant_mode(v, args.mode) for v in variants}) > 1
-        write_section(section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode, compared), body)
+        write_section(args.section or section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode, compared), body)
 
 
 if __name__ == "__main__":

@@ -248,9 +248,9 @@ PRESETS: dict[str, Preset] = {
 
 def default_preset_name() -> str:
     """``standard`` when a CUDA device is visible, else ``quick``."""
-    import torch
+    from nas_kd.device import cuda_present  # without initialising CUDA (a search may start MPS first)
 
-    return "standard" if torch.cuda.is_available() else "quick"
+    return "standard" if cuda_present() else "quick"
 
 
 def get_preset(name: str | None) -> Preset:

@@ -4,7 +4,8 @@
 how often the NaN/inf check may wait for the device (`nas_kd.train.check_finite`), fused
 optimisers (one kernel per parameter group instead of several per tensor list), and whether the
 distiller's whole step is captured in a CUDA graph and replayed (`nas_kd.distill.graphed`: the
-host's launches and Python paid once per trial; implies fused optimisers). The last two are off
+host's launches and Python paid once per trial; implies fused optimisers), and whether a search's
+trial processes share the device through an MPS server (`nas_kd.mps`). The last three are off
 until a GPU measurement says they pay (the first GPU runs found the step 88% host time). They are
 process-wide, like ``torch.backends`` flags (`configure_step`): one search process trains with one
 configuration, and `autocast`/`memory_format` read it wherever a step is built. On a CPU only
@@ -35,6 +36,7 @@ __all__ = [
     "check_interval",
     "fused_optimisers",
     "graphed_steps",
+    "cuda_present",
     "CHECK_EVERY_GPU",
 ]
 
@@ -54,16 +56,19 @@ class StepOptions:
     check_every: int | None = None  # steps between NaN/inf host syncs; None: 1 on a CPU, CHECK_EVERY_GPU on CUDA
     fused: bool = False  # fused SGD and Adam on CUDA (fewer launches per update)
     graph: bool = False  # the distiller's step captured in a CUDA graph per trial (nas_kd.distill.graphed)
+    # A search's trial processes share the device through an MPS server it starts (nas_kd.mps):
+    # their kernels run at once instead of in turns. Acts where a search runs several processes.
+    mps: bool = False
 
     def describe(self) -> str:
         every = "auto" if self.check_every is None else str(self.check_every)
-        return f"bf16={int(self.bf16)},channels_last={int(self.channels_last)},benchmark={int(self.benchmark)},check_every={every},fused={int(self.fused)},graph={int(self.graph)}"
+        return f"bf16={int(self.bf16)},channels_last={int(self.channels_last)},benchmark={int(self.benchmark)},check_every={every},fused={int(self.fused)},graph={int(self.graph)},mps={int(self.mps)}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-STEP_FORMS = "e.g. --gpu-step bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1 (switches 0/1, check_every a step count or auto)"
+STEP_FORMS = "e.g. --gpu-step bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1,mps=1 (switches 0/1, check_every a step count or auto)"
 
 
 def parse_step_options(text: str | None) -> StepOptions:
@@ -96,9 +101,17 @@ def configure_step(options: StepOptions) -> None:
     _apply_backend_flags()
 
 
+def cuda_present() -> bool:
+    """Whether a CUDA GPU is visible, counted through NVML where it can be (torch's
+    `torch.cuda.device_count`) so that asking does not initialise CUDA in this process: a search
+    sharing the device through MPS must start its server first, since the driver connects to one
+    only when CUDA is initialised (`nas_kd.mps`). Where NVML cannot count, torch asks CUDA itself."""
+    return torch.cuda.device_count() > 0
+
+
 def _apply_backend_flags() -> None:
     # Only on a GPU: a CPU process (the tests) keeps torch's own flags.
-    if torch.cuda.is_available():
+    if cuda_present():
         torch.backends.cudnn.benchmark = _STEP.benchmark
 
 
@@ -130,12 +143,12 @@ def resolve_device(name: str | None = None) -> torch.device:
     """'auto'/None -> cuda if available else cpu; 'cuda' without a GPU is a UserError."""
     if name in (None, "", "auto"):
         _apply_backend_flags()  # every command resolves its device first: the step's cuDNN flags apply from here
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_present() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device '{name}': use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not cuda_present():
         raise UserError(f"device '{name}' was asked for but no CUDA GPU is visible: use --device cpu")
     _apply_backend_flags()
     return device

@@ -70,20 +70,26 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     done = _done(tmp_path)
     assert sorted(done) == sorted(["jobs", *SEARCHES])
     rows = done["jobs"]["result"]["rows"]
-    assert [JobsRun.of_row(r) for r in rows] == SMOKE.jobs_runs() == [JobsRun(1), JobsRun(2), JobsRun(2, "graph=1", "")]
+    assert [JobsRun.of_row(r) for r in rows] == SMOKE.jobs_runs() == [JobsRun(1), JobsRun(2), JobsRun(2, "graph=1", ""), JobsRun(2, "mps=1", "")]
     assert all(r["trained"] == SMOKE.jobs[1] for r in rows)
     plain = json.loads((tmp_path / "runs" / "gpu_jobs2" / "config.json").read_text())
     variant = json.loads((tmp_path / "runs" / "gpu_jobs2-graph-1-preset-brief" / "config.json").read_text())
     assert variant["gpu_step"]["graph"] is True  # the switch reached the search's plan (a CPU then ignores it)
+    shared = json.loads((tmp_path / "runs" / "gpu_jobs2-mps-1-preset-brief" / "config.json").read_text())
+    assert shared["gpu_step"]["mps"] is True and shared["jobs"] == 2
+    # Its search ran in a process of its own (an MPS server serves only processes whose CUDA starts
+    # after it), which on a CPU starts none and says why.
+    assert out.count("search: mps=1 acts where several trial processes share a GPU (no GPU here): not started") == 1
     # Each row's brief schedule: the kept rows' crops (jobs_brief), the variant's the preset's own.
     assert plain["preset"]["brief"]["crop"] is True and variant["preset"]["brief"]["crop"] is False
     assert done["jobs"]["result"]["epoch_seconds"] > 0
     md = done["jobs"]["result"]["markdown"]
     assert "trials per hour of `--jobs 1`" in md and "epoch with the teacher under" in md and "| 2, `--gpu-step graph=1` | 2 |" in md
     assert "**Mode kd, brief schedule `--brief crop=1`**" in md and "**Mode kd, brief schedule of the preset**" in md and "The same epoch in mode kd with the brief schedule of the preset" in md
-    assert out.count("search: worker 1 started") == 2  # only the --jobs 2 searches start a child
+    assert out.count("search: worker 1 started") == 3  # only the --jobs 2 searches start a child
     assert "graph in its trials: not graphed (no CUDA)" in md
-    assert out.count("search: GPU step ") == 1 and "graph=1; a CPU applies only check_every" in out  # said, not silently ignored
+    assert out.count("search: GPU step ") == 2 and "graph=1,mps=0; a CPU applies only check_every" in out  # said, not silently ignored
+    assert md.count("graph in its trials") == 1  # the graph row's alone
     for name in SEARCHES:
         assert done[name]["result"]["report"]["trial_counts"]["finished"] == SMOKE.trials
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
@@ -343,7 +349,7 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 1000, argv=())
     with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
         jobs(cfg)
-    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2-graph-1-preset-brief.json", "2.json"]  # both other searches kept
+    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2-graph-1-preset-brief.json", "2-mps-1-preset-brief.json", "2.json"]  # every other search kept
 
 
 def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
@@ -357,7 +363,7 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
 
     cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
     sec = next(s for s in sections(GPU) if s.name == "jobs")
-    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief="")]
+    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief=""), JobsRun(8, "mps=1", "")]
 
     def record(runs):
         (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": r.jobs, "gpu_step": r.gpu_step, "brief": r.brief} for r in runs]}}))
@@ -388,7 +394,7 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     kept.write_text("{}")
     _write_tar(tmp_path / STATE, [(kept, "jobs/1.json"), (kept, "jobs/4.json"), (kept, "step/breakdown.json")])
     left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
-    assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
+    assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
 
 

@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, default=None, help="trial processes on this machine, sharing its device, the teacher file and the study (default: 1 on a CPU, 4 on a GPU)")
     p.add_argument("--brief", default=None, metavar="FIELD=VALUE,...", help="change the preset's brief schedule (each candidate's run), e.g. epochs=2,batch_size=512,lr=0.4,crop=0; fields: epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, label_smoothing, train_subset (0: all), crop (0/1). Nothing is rescaled: a larger batch_size keeps the preset's lr unless lr is given")
     p.add_argument("--full", default=None, metavar="FIELD=VALUE,...", help="change the preset's full schedule (the re-screen and the final retrain), same fields as --brief")
-    p.add_argument("--gpu-step", default=None, help="the GPU step's switches, e.g. bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1 (default: bf16, channels_last, benchmark on, fused and graph off, NaN check every 32 steps on a GPU; see docs/SEARCH.md)")
+    p.add_argument("--gpu-step", default=None, help="the GPU step's switches, e.g. bf16=0,channels_last=1,benchmark=1,check_every=32,fused=1,graph=1,mps=1 (default: bf16, channels_last, benchmark on, fused, graph and mps off, NaN check every 32 steps on a GPU; see docs/SEARCH.md)")
     p.add_argument("--no-finalize", dest="finalize", action="store_false", help="search only: no final retrain, report partial, no export")
     add_run_args(p)
     p.set_defaults(func=run)
