@@ -97,6 +97,16 @@ def trained_since(revision: str | None, commit: str, root: Path | None = None) -
     return done.returncode == 0
 
 
+def record_run(path: Path, key: str, run: dict, record: dict, write: bool = True) -> dict:
+    """A finished run added to a bench's ``record`` (``{"runs": {...}}``): kept in the file at
+    ``path`` (`keep_run`, the file's record returned) where the bench writes, else (``--no-write``)
+    in memory alone."""
+    if write:
+        return keep_run(path, key, run)
+    record["runs"][key] = run
+    return record
+
+
 def keep_run(path: Path, key: str, run: dict) -> dict:
     """Add one finished run under ``key`` to the ``{"runs": {...}}`` record at ``path`` and return
     the whole record as it now stands: read, merged and replaced atomically under a lock, so two

@@ -295,7 +295,7 @@ def main(argv=None) -> None:
         print(f"standard_brief: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}  # --no-write: kept runs still count
-    from bench._report import code_revision, keep_run, trained_since
+    from bench._report import code_revision, record_run, trained_since
 
     def stale(key: str) -> bool:
         return key not in record["runs"] or args.fresh or (since is not None and not trained_since(record["runs"][key].get("revision"), since))
@@ -308,10 +308,7 @@ def main(argv=None) -> None:
         futures = {pool.submit(_train, v, s, args.student, variant_mode(v, args.mode), args.data_dir, args.schedule, args.arch, args.teacher_root, revision): (v, s) for v, s in todo}
         for f in cf.as_completed(futures):
             r = f.result()
-            if args.no_write:
-                record["runs"][_key(r["variant"], r["seed"], args)] = r
-            else:  # merged with what other benches kept in the file meanwhile
-                record = keep_run(RESULTS, _key(r["variant"], r["seed"], args), r)
+            record = record_run(RESULTS, _key(r["variant"], r["seed"], args), r, record, write=not args.no_write)  # merged with what other benches kept meanwhile
             acc = f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else f"diverged ({r['diverged']})"
             print(f"standard_brief: {r['variant'] or '(as it is)'} seed {r['seed']}: {acc} in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
     keys = {_key(v, s, args): v for v in variants for s in seeds}

@@ -196,15 +196,15 @@ def main(argv=None) -> None:
         print("bench.teacher_scale: --scales must hold 1 (the reference) and only positive factors", file=sys.stderr)
         raise SystemExit(2)
     runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else {}
-    from bench._report import keep_run
+    from bench._report import record_run, resolve_commit
 
     trees = {CURRENT: ROOT}
     if args.baseline:  # kept runs are keyed by the commit, not by a name that moves (HEAD)
-        found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline], capture_output=True, text=True)
-        if found.returncode != 0:
+        found = resolve_commit(args.baseline, ROOT)
+        if found is None:
             print(f"bench.teacher_scale: --baseline {args.baseline} is not a git revision here", file=sys.stderr)
             raise SystemExit(2)
-        args.baseline = found.stdout.strip()
+        args.baseline = found[:7]
     with tempfile.TemporaryDirectory(prefix="teacher_scale-") as tmp:
         if args.baseline:
             trees[args.baseline] = Path(tmp) / "baseline"
@@ -221,10 +221,7 @@ def main(argv=None) -> None:
                 for fut in cf.as_completed(futures):
                     for r in fut.result():
                         key = _key(futures[fut], r["mode"], r["scale"], r["seed"], args.preset)
-                        if args.no_write:
-                            runs[key] = r
-                        else:  # merged with what other benches kept in the file meanwhile
-                            runs = keep_run(RESULTS, key, r)["runs"]
+                        runs = record_run(RESULTS, key, r, {"runs": runs}, write=not args.no_write)["runs"]  # merged with what other benches kept meanwhile
                         acc = f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else "diverged"
                         print(f"teacher_scale: {futures[fut]} {r['mode']} c={r['scale']:g} seed {r['seed']}: {acc}", file=sys.stderr, flush=True)
         finally:

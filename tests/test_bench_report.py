@@ -106,3 +106,20 @@ def test_runs_kept_by_two_processes_in_one_file_all_survive(tmp_path):
     runs = json.loads(path.read_text())["runs"]
     assert set(runs) == {"first"} | {f"{p}{i}" for p in "ab" for i in range(25)}  # none dropped by the other's rewrite
     assert list(path.parent.iterdir()) == [path]  # no temporary or lock file left beside the results
+
+
+def test_a_bench_asked_not_to_write_keeps_its_runs_in_memory_alone(tmp_path):
+    """`record_run` with ``write=False`` (a bench's --no-write): the run joins the record it was
+    given and the results file stays as it was; with ``write=True`` it is kept in the file,
+    beside what another bench kept there meanwhile."""
+    import json
+
+    from bench._report import keep_run, record_run
+
+    path = tmp_path / "runs.json"
+    keep_run(path, "theirs", {"i": 0})
+    before = path.read_text()
+    mine = record_run(path, "mine", {"i": 1}, {"runs": {}}, write=False)
+    assert mine == {"runs": {"mine": {"i": 1}}} and path.read_text() == before
+    kept = record_run(path, "mine", {"i": 1}, {"runs": {}}, write=True)
+    assert kept == {"runs": {"theirs": {"i": 0}, "mine": {"i": 1}}} == json.loads(path.read_text())
