@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["CONTROL", "PIPE_ENV", "LOG_ENV", "PROBE", "mps_server"]
+__all__ = ["CONTROL", "PIPE_ENV", "LOG_ENV", "PROBE", "mps_server", "device_sharing"]
 
 CONTROL = "nvidia-cuda-mps-control"
 PIPE_ENV, LOG_ENV = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
@@ -107,3 +107,22 @@ def mps_server(log: Callable[[str], None]) -> Iterator[str | None]:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 _control(control, env, "quit")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def device_sharing(mps: bool, processes: int, device: str | None, log: Callable[[str], None], what: str = "search") -> Iterator[None]:
+    """`mps_server` where the ``mps`` switch asks for it and it can act: ``processes`` (a search's
+    --jobs, a retrain's runs at once) above one, on a GPU (``device`` not "cpu", and one visible:
+    `nas_kd.device.cuda_present`, which does not initialise CUDA). Enter it before this process
+    initialises CUDA."""
+    if not mps:
+        yield
+        return
+    from nas_kd.device import cuda_present
+
+    if processes < 2 or device == "cpu" or not cuda_present():
+        log(f"{what}: mps=1 acts where several processes share a GPU ({f'--jobs {processes}' if processes < 2 else 'no GPU here'}): not started")
+        yield
+        return
+    with mps_server(log):
+        yield

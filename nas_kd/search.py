@@ -17,7 +17,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -414,29 +414,12 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
     "verdict": the sentence or None}. A Ctrl-C fails the running trial, writes a partial report
     and re-raises KeyboardInterrupt.
     """
+    from nas_kd.mps import device_sharing
+
     plan = build_plan(opts)
-    with _device_sharing(plan, log):
+    # After the options are checked, before this process initialises CUDA (nothing before it does).
+    with device_sharing(plan.step.mps, plan.jobs, plan.device, log):
         return _search(plan, opts, log=log, finish=finish)
-
-
-@contextlib.contextmanager
-def _device_sharing(plan: SearchPlan, log: Callable[[str], None]) -> Iterator[None]:
-    """The MPS server ``--gpu-step mps=1`` asks for (`nas_kd.mps`), where this search runs several
-    trial processes on a GPU; started after the options are checked, before this process
-    initialises CUDA (nothing before it here does: `nas_kd.device.cuda_present`)."""
-    if not plan.step.mps:
-        yield
-        return
-    from nas_kd.device import cuda_present
-
-    if plan.jobs < 2 or plan.device == "cpu" or not cuda_present():
-        log(f"search: mps=1 acts where several trial processes share a GPU ({'--jobs 1' if plan.jobs < 2 else 'no GPU here'}): not started")
-        yield
-        return
-    from nas_kd.mps import mps_server
-
-    with mps_server(log):
-        yield
 
 
 def _search(plan: SearchPlan, opts: SearchOptions, *, log: Callable[[str], None], finish: bool) -> dict:

@@ -79,7 +79,7 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     assert shared["gpu_step"]["mps"] is True and shared["jobs"] == 2
     # Its search ran in a process of its own (an MPS server serves only processes whose CUDA starts
     # after it), which on a CPU starts none and says why.
-    assert out.count("search: mps=1 acts where several trial processes share a GPU (no GPU here): not started") == 1
+    assert out.count("search: mps=1 acts where several processes share a GPU (no GPU here): not started") == 1
     # Each row's brief schedule: the kept rows' crops (jobs_brief), the variant's the preset's own.
     assert plain["preset"]["brief"]["crop"] is True and variant["preset"]["brief"]["crop"] is False
     assert done["jobs"]["result"]["epoch_seconds"] > 0

@@ -137,7 +137,7 @@ def test_search_starts_the_server_before_its_work_where_several_processes_share_
     assert seen["pipe"] is not None and [c[0] for c in _calls(fake_control)] == ["start", "get_server_list", "quit"]
     assert any(line.startswith("mps: the trial processes share the device") for line in lines)
     # Without the switch, or with one process, nothing is started.
-    for changes, said in (({"gpu_step": None}, []), ({"jobs": 1}, ["search: mps=1 acts where several trial processes share a GPU (--jobs 1): not started"])):
+    for changes, said in (({"gpu_step": None}, []), ({"jobs": 1}, ["search: mps=1 acts where several processes share a GPU (--jobs 1): not started"])):
         fake_control.unlink(missing_ok=True)
         lines.clear()
         search.run_search(search.SearchOptions(**{**opts.__dict__, **changes}), log=lines.append)
@@ -145,12 +145,13 @@ def test_search_starts_the_server_before_its_work_where_several_processes_share_
 
 
 def test_search_on_a_cpu_says_mps_is_not_started(fake_control, tmp_path):
-    from nas_kd.search import _device_sharing
+    from nas_kd.mps import device_sharing
 
+    plan = _plan(tmp_path, "mps=1", 2)
     lines = []
-    with _device_sharing(_plan(tmp_path, "mps=1", 2), lines.append):
+    with device_sharing(plan.step.mps, plan.jobs, plan.device, lines.append):
         assert PIPE_ENV not in os.environ
-    assert lines == ["search: mps=1 acts where several trial processes share a GPU (no GPU here): not started"] and _calls(fake_control) == []
+    assert lines == ["search: mps=1 acts where several processes share a GPU (no GPU here): not started"] and _calls(fake_control) == []
 
 
 def test_mps_switch_parses_and_is_described():
@@ -158,3 +159,29 @@ def test_mps_switch_parses_and_is_described():
 
     assert parse_step_options("mps=1") == StepOptions(mps=True)
     assert StepOptions(mps=True).describe().endswith(",mps=1") and not StepOptions().mps
+
+
+def test_finalize_serves_its_retrain_through_the_searchs_server(fake_control, monkeypatch):
+    """`nas-kd finalize` retrains with the plan's switches: where the search asked for mps=1 and
+    the retrain runs several processes on a GPU, its pool starts through the server too."""
+    import argparse
+    import types
+
+    import nas_kd.device
+    import nas_kd.plan
+    import nas_kd.search
+    import nas_kd.study
+    from nas_kd.commands import finalize
+    from nas_kd.device import StepOptions
+
+    seen = []
+    monkeypatch.setattr(nas_kd.device, "cuda_present", lambda: True)
+    monkeypatch.setattr(nas_kd.study, "load_study", lambda name, storage=None: name)
+    monkeypatch.setattr(nas_kd.plan, "plan_of", lambda study: types.SimpleNamespace(step=StepOptions(mps=True), jobs=4, device="auto"))
+    monkeypatch.setattr(nas_kd.search, "finish_study", lambda *a, **kw: seen.append(os.environ.get(PIPE_ENV)) or {"verdict": "-"})
+    args = argparse.Namespace(study="s", storage=None, retrain_seeds=None, baselines=None, device=None, jobs=None, progress=False)
+    assert finalize.run(args) == 0
+    assert seen[0] is not None and [c[0] for c in _calls(fake_control)] == ["start", "get_server_list", "quit"]
+    fake_control.unlink()
+    assert finalize.run(argparse.Namespace(**{**vars(args), "jobs": 1})) == 0  # one run at a time: no server
+    assert seen[1] is None and _calls(fake_control) == []

@@ -25,7 +25,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1 (runs trained at once), got {args.jobs}")
-    done = finish_study(args.study, args.storage, retrain_seeds=args.retrain_seeds, baselines=args.baselines, device=args.device, jobs=args.jobs, log=_log, show_progress=args.progress)
+    from nas_kd.mps import device_sharing
+    from nas_kd.plan import plan_of
+    from nas_kd.study import load_study
+
+    plan = plan_of(load_study(args.study, args.storage))
+    # The search's mps switch serves its retrain here too; started before CUDA is (nas_kd.mps).
+    with device_sharing(plan.step.mps, args.jobs or plan.jobs, args.device or plan.device, _log, "finalize"):
+        done = finish_study(args.study, args.storage, retrain_seeds=args.retrain_seeds, baselines=args.baselines, device=args.device, jobs=args.jobs, log=_log, show_progress=args.progress)
     _log(f"verdict: {done['verdict']}")
     return 0
 
