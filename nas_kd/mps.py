@@ -17,7 +17,8 @@ same server. A probe process then initialises CUDA the same way and the daemon i
 servers: only a server that exists proves the clients go through MPS. When the daemon's program is
 missing, will not start, or the probe fails, the search says so in one line and trains without MPS
 (the processes then time-share the device, as without the switch). At the end the daemon is told
-to quit, the environment restored and the directory removed, whatever ended the search.
+to quit (without waiting on it: the daemon may answer only once this process, its last client,
+has ended), the environment restored and the directory removed, whatever ended the search.
 
 A user who runs MPS already (``CUDA_MPS_PIPE_DIRECTORY`` set) keeps it: nothing is started.
 """
@@ -41,11 +42,14 @@ PIPE_ENV, LOG_ENV = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
 PROBE = "import torch; torch.zeros(1, device='cuda').add_(1); torch.cuda.synchronize()"
 START_SECONDS = 30.0  # the daemon's start, and its answer to a command
 PROBE_SECONDS = 120.0  # the probe imports torch and makes a context
+# The quit is sent while this process, a client, still holds its CUDA context: the daemon may wait
+# for it to end before it answers, and it ends with this process anyway; the search does not wait.
+QUIT_SECONDS = 5.0
 
 
-def _control(control: str, env: dict[str, str], command: str | None = None, daemon: bool = False) -> subprocess.CompletedProcess:
+def _control(control: str, env: dict[str, str], command: str | None = None, daemon: bool = False, timeout: float = START_SECONDS) -> subprocess.CompletedProcess:
     args = [control, "-d"] if daemon else [control]
-    return subprocess.run(args, input=None if daemon else f"{command}\n", env=env, capture_output=True, text=True, timeout=START_SECONDS, check=False)
+    return subprocess.run(args, input=None if daemon else f"{command}\n", env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _why(done: subprocess.CompletedProcess) -> str:
@@ -103,10 +107,13 @@ def mps_server(log: Callable[[str], None]) -> Iterator[str | None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        quit_answered = not started
         if started:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                _control(control, env, "quit")
-        shutil.rmtree(root, ignore_errors=True)
+                _control(control, env, "quit", timeout=QUIT_SECONDS)
+                quit_answered = True
+        if quit_answered:  # else the daemon still reads its pipes there: left to it in the temp folder
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ the daemon told to quit whatever ends the search. Whether MPS pays is the GPU be
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,19 @@ def test_finalize_serves_its_retrain_through_the_searchs_server(fake_control, mo
     fake_control.unlink()
     assert finalize.run(argparse.Namespace(**{**vars(args), "jobs": 1})) == 0  # one run at a time: no server
     assert seen[1] is None and _calls(fake_control) == []
+
+
+def test_a_quit_the_daemon_does_not_answer_does_not_hold_the_search(fake_control, tmp_path, monkeypatch):
+    """The daemon may wait for this process (a client to the end) before it answers the quit: the
+    search goes on after `QUIT_SECONDS`, leaving the daemon its directory until it ends."""
+    import time
+
+    script = Path(os.environ["PATH"].split(os.pathsep)[0]) / CONTROL
+    script.write_text(FAKE.replace('read -r command\n', 'read -r command\n[ "$command" = "quit" ] && sleep 30\n'))
+    monkeypatch.setattr(mps, "QUIT_SECONDS", 0.5)
+    t0 = time.monotonic()
+    with mps_server(lambda _: None) as pipe:
+        pass
+    assert time.monotonic() - t0 < 20 and PIPE_ENV not in os.environ
+    assert Path(pipe).is_dir()  # not pulled from under a daemon still running
+    shutil.rmtree(Path(pipe).parent)
