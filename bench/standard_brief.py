@@ -269,6 +269,7 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (processes, one torch thread each)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--section", default=None, help="the docs/BENCHMARKS.md section to write (default: named by student, schedule and mode); another question about the same schedule keeps its own table")
+    ap.add_argument("--kept-only", action="store_true", help="train nothing: the table from the runs kept (a variant stopped after some seeds shows those)")
     ap.add_argument("--no-write", action="store_true", help="keep new runs and the table out of docs/ (kept runs are still read)")
     ap.add_argument("--fresh", action="store_true", help="train the runs asked for again even where kept (the code changed since), replacing them")
     ap.add_argument("--fresh-before", metavar="REV", default=None, help="train again the kept runs trained before commit REV (or with no recorded revision), replacing them; keep the rest")
@@ -300,7 +301,7 @@ def main(argv=None) -> None:
     def stale(key: str) -> bool:
         return key not in record["runs"] or args.fresh or (since is not None and not trained_since(record["runs"][key].get("revision"), since))
 
-    todo = [(v, s) for s in seeds for v in variants if stale(_key(v, s, args))]
+    todo = [] if args.kept_only else [(v, s) for s in seeds for v in variants if stale(_key(v, s, args))]
     print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
     revision = code_revision()
     ctx = multiprocessing.get_context("spawn")

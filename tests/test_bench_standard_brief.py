@@ -201,3 +201,23 @@ def test_a_finished_run_is_kept_beside_the_runs_another_bench_kept_in_the_file_m
     main(["--variants", "crop=1;crop=0", "--seeds", "0"])
     runs = json.loads(results.read_text())["runs"]
     assert set(runs) == {_key("crop=1", 0, args), _key("crop=0", 0, args), "other|question|7"}
+
+
+def test_kept_only_trains_nothing_and_tables_the_seeds_each_variant_has(tmp_path, capsys, monkeypatch):
+    """A variant stopped after one seed (it lost by points there) stays in the table with what it
+    has, beside a variant with three: --kept-only writes that table without training the rest."""
+    import json
+
+    import bench.standard_brief as sb
+
+    args = argparse.Namespace(student="small", mode="full", schedule="full")
+    seeds = {"": (0, 1, 2), "batch_size=512,lr=0.4": (0, 1, 2), "batch_size=1024,lr=0.4": (0,)}
+    record = {"runs": {_key(v, s, args): run(v, s, 0.9 - 0.01 * i) | {"student": "ir c8", "macs": 4.8e5, "mode": "full"} for i, (v, ss) in enumerate(seeds.items()) for s in ss}}
+    results = tmp_path / "standard_brief.json"
+    results.write_text(json.dumps(record))
+    monkeypatch.setattr(sb, "RESULTS", results)
+    monkeypatch.setattr(sb, "_train", lambda *a: pytest.fail("--kept-only trained a run"))
+    main(["--schedule", "full", "--variants", ";".join(seeds), "--seeds", "0,1,2", "--no-write", "--kept-only"])
+    out = capsys.readouterr().out
+    assert "| `batch_size=512,lr=0.4` | 633 | 89.00, 89.00, 89.00 | 89.00 | -1.00 [-1.00, -1.00] (n=3) |" in out
+    assert "| `batch_size=1024,lr=0.4` | 633 | 88.00 | 88.00 | -2.00 (n=1) |" in out
