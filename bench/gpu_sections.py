@@ -255,9 +255,10 @@ def jobs(cfg) -> dict | None:
         # with like (the pruner stops different shares of trials when they run side by side).
         # The timeout stops new trials before the call's end; a slice cut by it still counts.
         opts = _search_options(cfg, budget, "tpe", study, trials=trials, jobs=count, baselines=False, prune=False, timeout=max(1.0, cfg.left() - cfg.sizes.margin_s), gpu_step=gpu_step, brief=cfg.sizes.jobs_brief_of(run), mode=cfg.sizes.jobs_mode_of(run))
+        switches = parse_step_options(gpu_step)
         t0 = time.perf_counter()
         try:
-            if parse_step_options(gpu_step).mps:
+            if switches.mps:
                 _search_in_own_process(opts)
             else:
                 run_search(opts, finish=False)
@@ -270,7 +271,7 @@ def jobs(cfg) -> dict | None:
         per_trial = statistics.mean(t.user_attrs["train_seconds"] for t in done) if done else None
         row = {"jobs": count, "gpu_step": gpu_step, "brief": run.brief, "mode": run.mode, "wall_seconds": wall, "trained": len(done), "trials_per_minute": 60 * len(done) / wall, "mean_train_seconds": per_trial}
         row["val_accuracy"] = _trial_values(study_trials)
-        if gpu_step and parse_step_options(gpu_step).graph:  # how the graph went in each trial: captured, or why it fell back
+        if switches.graph:  # how the graph went in each trial: captured, or why it fell back
             row["step_graph"] = sorted({t.user_attrs.get("step_graph", "not graphed (no CUDA)") for t in done})
         path.write_text(json.dumps(row) + "\n")
         rows.append(row)

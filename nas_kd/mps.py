@@ -87,10 +87,9 @@ def mps_server(log: Callable[[str], None]) -> Iterator[str | None]:
                 why = f"{CONTROL} -d failed ({_why(done)})"
             else:
                 probe = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=PROBE_SECONDS, check=False)
-                servers = _control(control, env, "get_server_list").stdout.split() if probe.returncode == 0 else []
                 if probe.returncode != 0:
                     why = f"a CUDA process could not start through it ({_why(probe)})"
-                elif not servers:
+                elif not (servers := _control(control, env, "get_server_list").stdout.split()):
                     why = "a CUDA process started, but not through an MPS server (the daemon lists none)"
         except (OSError, subprocess.TimeoutExpired) as e:
             why = f"{type(e).__name__}: {e}"
