@@ -239,7 +239,10 @@ PRESETS: dict[str, Preset] = {
         # runs read the teacher from the cache the search's brief trials filled (on the CPU about
         # half the training time; docs/BENCHMARKS.md, standard-full-cpu and standard-full-cpu-ce).
         # The 2M student gained 0.76 [0.47, 1.04] (93.72% vs 92.96%, higher on every seed;
-        # standard-full-cpu-large).
+        # standard-full-cpu-large). Batch 512 at lr 0.4 would halve a GPU retrain's steps: the
+        # 0.48M student held its accuracy there (-0.06 [-0.47, +0.35] over 5 paired seeds), the 2M
+        # one did not clearly (-0.47 [-1.11, +0.16], two seeds a point down): 256 stays
+        # (standard-full-cpu-batch, standard-full-cpu-large-batch).
         full=Schedule(epochs=20, batch_size=256, lr=0.2, warmup_epochs=1.0, crop=False),
         trials=100,
     ),
