@@ -161,7 +161,7 @@ GPU = Sizes(
     # and per batch size a new step eager and graphed, 100 steps each (~12 s; until session 18 it trained 10 brief runs,
     # ~220 s: accuracy is now the CPU's standard-brief-cpu section), then the 2M goal student in full and kd at three
     # batches, eager and graphed (12 more steps, ~6 s each: ~75 s; 512 since session 25: the 0.48M student's 20-epoch
-    # retrain held its accuracy there on the CPU, section standard-full-cpu-batch; the 2M student's ended 0.47 points lower,
+    # retrain held its accuracy there on the CPU, section standard-full-cpu-batch; the 2M student's ended 0.26-0.47 points lower,
     # standard-full-cpu-large-batch, so 512 is a timing, not the preset); compile: cold inductor compiles, never measured here.
     step=StepSizes(reps=30, warmup=10, batch_sizes=(256, 512, 1024), compile_backend="inductor", cuda_graphs=True,
                    part_seconds=(("breakdown", 80.0), ("graph", 45.0), ("switches", 72.0), ("batch", 120.0), ("compile", 150.0)),

@@ -241,8 +241,8 @@ PRESETS: dict[str, Preset] = {
         # The 2M student gained 0.76 [0.47, 1.04] (93.72% vs 92.96%, higher on every seed;
         # standard-full-cpu-large). Batch 512 at lr 0.4 would halve a GPU retrain's steps: the
         # 0.48M student held its accuracy there (-0.06 [-0.47, +0.35] over 5 paired seeds), the 2M
-        # one did not clearly (-0.47 [-1.11, +0.16], two seeds a point down): 256 stays
-        # (standard-full-cpu-batch, standard-full-cpu-large-batch).
+        # one did not (-0.47 [-1.11, +0.16], two seeds a point down; at lr 0.2828 -0.26 [-0.48,
+        # -0.04]): 256 stays (standard-full-cpu-batch, standard-full-cpu-large-batch).
         full=Schedule(epochs=20, batch_size=256, lr=0.2, warmup_epochs=1.0, crop=False),
         trials=100,
     ),
