@@ -49,19 +49,45 @@ def run(step, data, adversarial_from: int = 5):
     return losses
 
 
+class CountingReplay(EagerReplay):
+    """`EagerReplay` that counts its captures: on a GPU each is a whole step recorded, so a
+    capture repeated where a replay was due would cost more than the eager step it replaces."""
+
+    def __init__(self):
+        self.captures = 0
+
+    def capture(self, fn):
+        self.captures += 1
+        return super().capture(fn)
+
+
 def test_replayed_steps_train_exactly_like_eager_ones():
     """Twelve distinct batches, the adversarial terms on from step 5: a warm-up of 2 steps and a
     capture for each flag value. Any step replayed on a stale batch, a scheduler stepped twice or
-    not at all, or one capture shared by both flag values would change the weights."""
+    not at all, or one capture shared by both flag values would change the weights; a flag value
+    captured again instead of replayed would not, so the captures are counted."""
     eager, graphed = make_step(), make_step()
-    wrapped = GraphedStep(graphed, backend=EagerReplay(), warmup=2)
+    backend = CountingReplay()
+    wrapped = GraphedStep(graphed, backend=backend, warmup=2)
     data = batches()
     assert run(eager, data) == run(wrapped, data)
     a, b = weights(eager.student), weights(graphed.student)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert set(wrapped.captured) == {False, True} and wrapped.eager == {False: 2, True: 2}
+    assert backend.captures == 2
     assert eager.optimizer.param_groups[0]["lr"] == graphed.optimizer.param_groups[0]["lr"]
     assert wrapped.scheduler.last_epoch == STEPS and graphed.scheduler is None
+
+
+def test_the_graph_reads_its_own_copies_of_the_batch():
+    """A graph reads fixed addresses: they must be buffers of its own, filled from each batch. Were
+    they the capturing step's batch tensors, every later step would write its batch into tensors
+    the caller handed over (and, on a GPU, may have freed and reused)."""
+    step = GraphedStep(make_step(), backend=EagerReplay(), warmup=1)
+    data = batches(4)
+    kept = [(x.clone(), y.clone()) for x, y in data]
+    run(step, data, adversarial_from=99)  # warm-up, capture (batch 1), two replays
+    assert all(torch.equal(x, kx) and torch.equal(y, ky) for (x, y), (kx, ky) in zip(data, kept, strict=True))
 
 
 def test_a_nan_in_a_replayed_step_is_caught_outside_the_graph(monkeypatch):

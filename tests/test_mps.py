@@ -70,6 +70,16 @@ def test_server_started_private_shared_with_children_and_quit(fake_control):
     assert lines == [f"mps: the trial processes share the device through MPS server 4242 (pipes in {pipe})"]
 
 
+def test_a_users_own_log_directory_is_restored_after_the_search(fake_control, monkeypatch, tmp_path):
+    # A log directory set without a pipe directory is not an MPS in use: the server is started
+    # with its own log directory, and the user's comes back when the search ends.
+    theirs = str(tmp_path / "their-mps-log")
+    monkeypatch.setenv(LOG_ENV, theirs)
+    with mps_server(lambda _: None) as pipe:
+        assert pipe is not None and os.environ[LOG_ENV] != theirs
+    assert os.environ[LOG_ENV] == theirs and PIPE_ENV not in os.environ
+
+
 def test_quit_even_when_the_search_is_interrupted(fake_control):
     with pytest.raises(KeyboardInterrupt), mps_server(lambda _: None) as pipe:
         raise KeyboardInterrupt
