@@ -249,6 +249,39 @@ def test_a_failing_section_is_recorded_and_the_later_ones_still_run(tmp_path):
     assert any("bad FAILED" in line for line in lines)
 
 
+def test_force_redoes_a_finished_section_and_a_resumable_one_starts_on_a_slice_of_its_estimate(tmp_path, monkeypatch):
+    """What decides whether a section runs in a call: FORCE=1 runs a finished one again; a
+    resumable section (it keeps what it finishes) starts with MIN_SLICE left even when its whole
+    estimate is far more, where a section that is not resumable waits for a longer call. And a
+    failed section frees the device's cached memory for the ones after it."""
+    import time
+
+    import torch
+
+    import bench.gpu as gpu
+    from bench.gpu import MIN_SLICE, Config, Section, run_sections
+
+    ran: list[str] = []
+
+    def section(name, estimate, resumable=False):
+        return Section(name, estimate, lambda _c: ran.append(name) or {"x": 1}, lambda _c: (f"gpu-{name}", "body"), resumable=resumable)
+
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + MIN_SLICE + 60, argv=())
+    todo = [section("long", 10 * MIN_SLICE), section("sliced", 10 * MIN_SLICE, resumable=True)]
+    assert not run_sections(cfg, todo, force=False, log=lambda _l: None)
+    assert ran == ["sliced"]
+    done = [section("done", 1.0)]
+    assert run_sections(cfg, done, force=False, log=lambda _l: None) and ran == ["sliced", "done"]
+    assert run_sections(cfg, done, force=False, log=lambda _l: None) and ran == ["sliced", "done"]  # finished: skipped
+    assert run_sections(cfg, done, force=True, log=lambda _l: None) and ran == ["sliced", "done", "done"]
+    freed = []
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu.torch.cuda, "empty_cache", lambda: freed.append(True))
+    monkeypatch.setattr(gpu, "hardware", lambda: "a GPU")
+    bad = Section("bad", 1.0, lambda _c: 1 / 0, lambda _c: ("gpu-bad", ""))
+    assert not run_sections(cfg, [bad], force=False, log=lambda _l: None) and freed == [True]
+
+
 def test_a_call_with_a_failed_section_packs_the_failure_and_exits_nonzero(tmp_path, monkeypatch):
     import bench.gpu as gpu
 
