@@ -58,6 +58,26 @@ def test_switches_change_what_a_cuda_step_gets():
     assert memory_format(CPU) == torch.channels_last  # the CPU takes NHWC whatever the GPU switch says
 
 
+def test_the_graph_switch_brings_what_a_capture_needs_on_a_gpu_only(monkeypatch):
+    """A captured step needs autocast without its cast cache (cached casts of the weights would be
+    stale in later replays) and the fused optimisers (only they read the learning rate from the
+    device tensor the scheduler fills), whatever ``fused`` says; a CPU never captures. And the
+    ``benchmark`` switch reaches cuDNN where there is a GPU."""
+    from nas_kd import device
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that CUDA autocast is off without a GPU
+        assert autocast(CUDA)._cache_enabled
+        configure_step(StepOptions(graph=True, fused=False))
+        assert not autocast(CUDA)._cache_enabled
+    assert device.fused_optimisers(CUDA) and device.graphed_steps(CUDA)
+    assert not device.fused_optimisers(CPU) and not device.graphed_steps(CPU)
+    monkeypatch.setattr(device, "cuda_present", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    configure_step(StepOptions(benchmark=False))
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_the_check_waits_on_a_gpu_only_by_default():
     assert check_interval(CPU) == 1 and check_interval(CUDA) == CHECK_EVERY_GPU
     configure_step(StepOptions(check_every=5))
