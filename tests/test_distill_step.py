@@ -118,6 +118,25 @@ def test_adversarial_terms_wait_for_the_warm_up():
     assert not {"adv_logit", "adv_feat"} & set(step(*batch(), adversarial=False).losses)
 
 
+def test_a_closed_gate_keeps_its_term_from_the_student_and_an_open_one_lets_it_push(monkeypatch):
+    """The step weights each adversarial term by its gate's factor: with every gate shut (a
+    discriminator no better than chance) the student's update is the one without adversarial
+    terms (to rounding: the zero-weighted branches change the order autograd sums gradients in,
+    ~1e-7 here); with them open it moves by far more (~5e-2 here)."""
+
+    def updated(adversarial: bool, factor: float | None):
+        step, student, _ = make("full")
+        if factor is not None:
+            monkeypatch.setattr(step.objective, "gate_factors", lambda: {k: torch.tensor(factor) for k in step.objective.gates})
+        torch.manual_seed(2)
+        step(*batch(), adversarial=adversarial)
+        return weights(student)
+
+    plain, shut, open_ = updated(False, None), updated(True, 0.0), updated(True, 1.0)
+    assert max(float((plain[k] - shut[k]).abs().max()) for k in plain) < 1e-6
+    assert max(float((plain[k] - open_[k]).abs().max()) for k in plain) > 1e-3
+
+
 def test_nan_raises_non_finite_loss_error():
     step, student, _ = make("full")
     with torch.no_grad():
