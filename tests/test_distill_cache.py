@@ -81,16 +81,17 @@ def test_cached_outputs_equal_the_live_teacher_for_the_same_example_and_flip(fli
     map_stages = stages if MODES[name].uses_teacher_maps else []
     desc_stages = stages if MODES[name].weights.desc else []
     attention = load_teacher_attention(cache.attention_state, t, 10).subset(desc_stages) if desc_stages else None
-    for b in loader.batches():
-        got = cache.lookup(b.index, b.flipped, map_stages, desc_stages)
-        want = teacher_outputs(t, b.x, map_stages, attention, desc_stages)
+    for i, b in enumerate(loader.batches()):
+        samples = 5 if i % 2 else None  # the map terms on the batch's first images (Mode.map_samples)
+        got = cache.lookup(b.index, b.flipped, map_stages, desc_stages, samples)
+        want = teacher_outputs(t, b.x, map_stages, attention, desc_stages, samples)
         assert torch.allclose(got.logits, want.logits, atol=1e-5)
         assert len(got.maps) == len(want.maps) == len(map_stages)
         for g, w in zip(got.maps, want.maps, strict=True):
-            assert torch.allclose(g, w, rtol=1e-2, atol=1e-2)  # bfloat16 storage
+            assert g.shape == w.shape and torch.allclose(g, w, rtol=1e-2, atol=1e-2)  # bfloat16 storage
         assert len(got.descriptors) == len(want.descriptors) == len(desc_stages)
         for g, w in zip(got.descriptors, want.descriptors, strict=True):
-            assert torch.allclose(g, w, atol=1e-4)
+            assert g.shape == w.shape and torch.allclose(g, w, atol=1e-4)
     assert cache.nbytes == TeacherCache.estimate_bytes(t, loader, MODES[name], (1, 16, 16), 10)
 
 
