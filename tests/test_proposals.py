@@ -74,3 +74,23 @@ def test_params_of_inverts_config_from_params():
     for i in range(0, MBV2.num_uniform(), 7):
         cfg = MBV2.uniform(i)
         assert MBV2.config_from_params(MBV2.params_of(cfg)) == cfg
+
+
+def test_a_config_already_tried_or_queued_is_redrawn_within_the_band():
+    """No config is trained twice: a proposal that repairs to a config the study has (a trial's
+    params, or the enqueued baseline's fixed params before it starts) is changed into a new one,
+    still within the budget band. Twenty trials in a space of 10^9 never meet a duplicate by
+    chance, so the duplicate is made here."""
+    import types
+
+    budget = parse_budget("2M")
+    sampler = BudgetSampler(optuna.samplers.RandomSampler(seed=0), MBV2, budget, SHAPE, 10, seed=0)
+    fitting = sampler.repair(MBV2.params_of(MBV2.uniform(5)), seen=set())
+    queued = types.SimpleNamespace(params={}, system_attrs={"fixed_params": fitting})
+    seen = sampler.seen([queued])
+    assert seen == {sampler.key(fitting)}
+    for _ in range(30):  # a redraw that lands over the budget is shrunk back: some of 30 do
+        again = sampler.repair(dict(fitting), seen=seen)
+        cost = analytic_cost(MBV2.config_from_params(again), SHAPE, 10)
+        assert sampler.key(again) not in seen and sampler.target <= fill_of(budget, cost.macs, cost.params) <= 1.0
+    assert sampler.counts.duplicates >= 30 and sampler.counts.exhausted == 0
