@@ -234,3 +234,27 @@ def test_a_claimed_trial_has_its_heartbeat_before_the_lock_is_released(tmp_path)
     seen = []
     trial = _claim(study, url, target=3, prepare=lambda t: seen.append(time.sleep(3 * HEARTBEAT + 1) or rdb._get_stale_trial_ids(study._study_id)))
     assert seen == [[trial._trial_id]], "a trial whose worker died before its first heartbeat would never be failed"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_the_claim_counts_to_the_target_and_takes_a_waiting_retry_at_the_tail(tmp_path):
+    """The claim's three answers: a trial while fewer than ``target`` are finished or under way;
+    "wait" while the last ones run elsewhere; None once ``target`` are finished. A WAITING trial
+    (a dead worker's retry, or the queued baseline) is run even at the tail, where finished plus
+    live trials already reach the target: otherwise every worker would wait on it for ever."""
+    from optuna.trial import TrialState
+
+    from nas_kd.workers import _claim
+
+    study, url = _fresh_study(tmp_path)
+    study.tell(study.ask(), 1.0)
+    running = _claim(study, url, target=3)
+    assert running.number == 1
+    study.enqueue_trial({}, skip_if_exists=False)  # a retry: done 1 + live 2 = target
+    retry = _claim(study, url, target=3)
+    assert retry != "wait" and retry.number == 2
+    assert _claim(study, url, target=3) == "wait"  # two run elsewhere: none to start
+    for t in (running, retry):
+        study.tell(t, 1.0)
+    assert _claim(study, url, target=3) is None
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
