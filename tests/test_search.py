@@ -86,6 +86,27 @@ def test_candidates_are_repaired_into_the_budget_never_rejected_and_never_repeat
     assert len(finished_trials(load_study("mini").trials)) == 4 == len(calls)
 
 
+def test_a_candidate_over_the_budget_is_rejected_before_any_training(setup, monkeypatch):
+    """The objective's own check, behind the sampler's repair: with the repair switched off, raw
+    proposals at a binding budget are mostly over it; each such trial is told 0 accuracy, marked
+    infeasible with its constraint violated, and never reaches the distiller."""
+    from nas_kd.cost import analytic_cost
+    from nas_kd.proposals import BudgetSampler
+    from nas_kd.space import SearchSpace
+
+    opts, calls = setup
+    monkeypatch.setattr(BudgetSampler, "repair", lambda self, params, seen: params)
+    space = SearchSpace.load("mini.yaml")
+    lo = analytic_cost(space.smallest(), (1, 16, 16), 10).macs
+    hi = analytic_cost(space.largest(), (1, 16, 16), 10).macs
+    opts.budget, opts.baselines, opts.trials, opts.sampler = str(lo + (hi - lo) // 8), False, 8, "random"
+    run_search(opts, log=quiet, finish=False)
+    trials = load_study("mini").trials
+    rejected = [t for t in trials if not t.user_attrs["feasible"]]
+    assert rejected and len(calls) == len(trials) - len(rejected)
+    assert all(t.value == 0.0 and t.constraints["macs"] > 0 and t.user_attrs["macs"] > int(opts.budget) and "train_seconds" not in t.user_attrs for t in rejected)
+
+
 def test_a_budget_that_admits_the_largest_member_is_named_before_training(setup):
     """10M MACs on the mini space admits every member: the search says so (a user who named a
     limit gets the largest, slowest students) before the first trial, and still runs."""
