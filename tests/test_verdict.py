@@ -49,3 +49,11 @@ def test_a_winner_that_is_the_baseline_is_named_as_such():
     assert text.endswith("): no searched student beat it on the re-screen's full-schedule validation score. Over 3 paired seeds it is better than the same student in mode ce by 0.90 points (95% CI +0.49 to +1.32).")
     other = {**w, "config": {**cfg, "stem_width": 16}}
     assert "is not detectably different" in verdict_sentence(other, base, compare_runs(other, base["modes"]))
+
+
+def test_runs_are_paired_by_seed_not_by_their_order():
+    """A parallel retrain records runs as they finish, so two students' runs can be listed in
+    different orders: the differences pair seed with seed."""
+    shuffled = runs([0.845, 0.83, 0.835], seeds=(3, 1, 2))  # BASELINES' full runs, listed 3, 1, 2
+    d = compare_runs(WINNER, {"full": shuffled})["full"]
+    assert d.seeds == (1, 2, 3) and [round(x, 6) for x in d.diffs] == [-0.03, -0.025, -0.025]
