@@ -56,4 +56,4 @@ def test_runs_are_paired_by_seed_not_by_their_order():
     different orders: the differences pair seed with seed."""
     shuffled = runs([0.845, 0.83, 0.835], seeds=(3, 1, 2))  # BASELINES' full runs, listed 3, 1, 2
     d = compare_runs(WINNER, {"full": shuffled})["full"]
-    assert d.seeds == (1, 2, 3) and [round(x, 6) for x in d.diffs] == [-0.03, -0.025, -0.025]
+    assert d.seeds == (1, 2, 3) and [round(x, 6) for x in d.differences] == [-0.03, -0.025, -0.025]
