@@ -185,6 +185,45 @@ def test_two_objectives_no_pruning_pareto_winner_and_full_finish(setup):
     assert arch["student"] == report["winner"]["config"]
 
 
+def test_the_test_split_is_read_by_the_final_retrain_only_and_equal_students_start_equal(setup, monkeypatch):
+    """A whole search (trials, re-screen, retrain) with a fake distiller that records each run:
+    the brief trials and the re-screen (on the search seed) are scored on validation and never
+    read the test split; every retrain run (on the retrain seeds, disjoint from it) reads it. And
+    a seed fixes the initial weights: the baseline's runs in its two modes start from the same
+    weights seed by seed (paired), whatever ran before them."""
+    import nas_kd.distill
+
+    opts, _ = setup
+    opts.rescreen, opts.retrain_seeds, opts.trials = 3, 2, 4
+    runs = []
+
+    def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, evaluate_test=False, **kw):
+        start = [p.detach().clone() for p in student.parameters()]
+        runs.append({"config": student.config.describe(), "mode": getattr(mode, "name", mode), "seed": seed, "test": evaluate_test, "start": start})
+        acc = min(0.99, sum(p.numel() for p in student.parameters()) / 20000)
+        for epoch in range(1, schedule.epochs + 1):
+            if epoch_callback:
+                epoch_callback(epoch, acc)
+        out = {"val_accuracy": acc, "history": [], "train_seconds": 0.01, "images_per_second": 1e5}
+        return {**out, "test_accuracy": acc} if evaluate_test else out
+
+    monkeypatch.setattr(nas_kd.distill, "train", fake_train)
+    run_search(opts, log=quiet)
+    report = json.loads(open("runs/mini/report.json").read())
+    seeds = report["seeds"]
+    assert seeds["search"] not in seeds["retrain"] and len(seeds["retrain"]) == 2
+    on_search_seed = [r for r in runs if r["seed"] == seeds["search"]]
+    assert len(on_search_seed) >= 4 + 3 and not any(r["test"] for r in on_search_seed)  # trials and re-screen
+    assert all(r["test"] and r["seed"] in seeds["retrain"] for r in runs if r["seed"] != seeds["search"])
+    from nas_kd.models.student import StudentConfig
+
+    uniform = StudentConfig.from_json(json.dumps(report["baselines"]["config"])).describe()
+    baseline = [r for r in runs if r["test"] and r["config"] == uniform]
+    for seed in seeds["retrain"]:
+        ce, kd = ([r["start"] for r in baseline if r["seed"] == seed and r["mode"] == m] for m in ("ce", "kd"))
+        assert len(ce) == len(kd) == 1 and all(torch.equal(a, b) for a, b in zip(ce[0], kd[0], strict=True))
+
+
 def test_bad_options_fail_before_any_work(in_tmp, cli):
     code, _, err = cli("search", "--budget", "2X")
     assert code == 2 and "invalid budget" in err
