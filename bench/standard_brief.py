@@ -27,10 +27,12 @@ the seed is the teacher's, which also draws its validation split (section ``stan
     python -m bench.standard_brief --schedule teacher --variants "crop=1;crop=0" --seeds 0,1,2   # ~30 min a run alone
 
 ``--variants``: `;`-separated `--brief` changes of the standard brief schedule (the first is the
-reference every other variant is paired with; "" is the schedule as it is). Runs are kept in
+reference every other variant is paired with; "" is the schedule as it is), plus ``mode=NAME`` and
+``numerics=bf16`` (the run under the CPU's bfloat16 autocast: what the GPU's default numerics do to
+accuracy, `nas_kd.device.emulate_gpu_bf16`). Runs are kept in
 docs/results/standard_brief.json as they finish and not rerun (resumable; benches asking other
-seeds or questions may run at once, each finished run merged into the file). They are keyed by schedule
-and mode, not by code (a variant spelt two ways shares its runs): ``--fresh`` trains every run asked
+seeds or questions may run at once, each finished run merged into the file). They are keyed by schedule,
+mode and numerics, not by code (a variant spelt two ways shares its runs): ``--fresh`` trains every run asked
 for again, ``--fresh-before REV`` only those trained before commit REV (each run records the
 revision it trained at; runs from before that was recorded count as older). ``--jobs`` runs train at
 once, one torch thread each. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
@@ -68,15 +70,30 @@ BASE_MODE = "full"
 SCHEDULES = ("brief", "full", "teacher")
 
 
+NUMERICS = ("fp32", "bf16")
+
+
 def split_variant(variant: str) -> tuple[str | None, str]:
-    """(the mode a ``variant`` names with ``mode=NAME``, or None; its schedule changes)."""
+    """(the mode a ``variant`` names with ``mode=NAME``, or None; its schedule changes). A
+    ``numerics=`` token is neither (`variant_numerics`)."""
     mode, changes = None, []
     for token in (t.strip() for t in variant.split(",")):
         if token.startswith("mode="):
             mode = get_mode(token.removeprefix("mode=").strip()).name  # refused in one line if unknown
-        elif token:
+        elif token and not token.startswith("numerics="):
             changes.append(token)
     return mode, ",".join(changes)
+
+
+def variant_numerics(variant: str) -> str:
+    """"bf16" where a variant asks for ``numerics=bf16``: its runs train under the CPU's bfloat16
+    autocast, the numerics a GPU step has by default (`nas_kd.device.emulate_gpu_bf16`); else
+    "fp32", the CPU's own."""
+    asked = [t.strip().removeprefix("numerics=").strip() for t in variant.split(",") if t.strip().startswith("numerics=")]
+    for value in asked:
+        if value not in NUMERICS:
+            raise UserError(f"--variants '{variant}': numerics={value} is not one of {', '.join(NUMERICS)}")
+    return asked[-1] if asked else "fp32"
 
 
 def variant_mode(variant: str, default: str) -> str:
@@ -99,6 +116,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
 
     from bench.distill_ablation import SPACE, pick_students
     from nas_kd.data import load_splits
+    from nas_kd.device import emulate_gpu_bf16
     from nas_kd.distill.trainer import train
     from nas_kd.models.shipped import DEFAULT_SPEC
     from nas_kd.models.student import build_student
@@ -107,6 +125,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     from nas_kd.train import NonFiniteLossError, reset_finite_checks
 
     torch.set_num_threads(1)
+    emulate_gpu_bf16(variant_numerics(variant) == "bf16")  # set for every run: pool processes are reused
     cpu = torch.device("cpu")
     schedule = variant_schedule(variant, schedule_name)
     splits = load_splits("fashion-mnist", data_dir, seed=0, train_subset=schedule.train_subset)
@@ -147,13 +166,15 @@ def _train_teacher(variant: str, seed: int, arch: str, data_dir: str | None, roo
     return run | {"val_accuracy": meta["val_accuracy"], "test_accuracy": meta["test_accuracy"], "train_seconds": meta["train_seconds"], "file": path.name, "history": meta.get("history"), "seconds": time.perf_counter() - start}
 
 
-def section_name(student: str, schedule: str = "brief", mode: str | None = None, modes_compared: bool = False) -> str:
+def section_name(student: str, schedule: str = "brief", mode: str | None = None, modes_compared: bool = False, bf16: bool = False) -> str:
     """docs/BENCHMARKS.md's section for a student (for the teacher schedule: an arch), schedule and
-    mode (the preset's unless named), or (``modes_compared``) variants in several modes: one each,
-    so no run replaces another."""
+    mode (the preset's unless named), or (``modes_compared``) variants in several modes, or
+    (``bf16``) variants with the GPU's numerics: one each, so no run replaces another."""
     if schedule == "teacher":
         return "standard-teacher-cpu" + ("" if student == "resnet20" else f"-{student}")
     name = f"standard-{schedule}-cpu" + ("" if student == "small" else f"-{student}")
+    if bf16:
+        return f"{name}-bf16"
     if modes_compared:
         return f"{name}-modes"
     return name if mode in (None, BASE_MODE) else f"{name}-{mode}"
@@ -162,6 +183,8 @@ def section_name(student: str, schedule: str = "brief", mode: str | None = None,
 def _key(variant: str, seed: int, args) -> str:
     """A run's identity: the schedule itself (not its spelling, nor what the preset is today)."""
     who = f"teacher:{args.arch}" if args.schedule == "teacher" else f"{args.student}|{variant_mode(variant, args.mode)}"
+    if variant_numerics(variant) == "bf16":
+        who += "|bf16"  # fp32 runs keep the keys they had before numerics= existed
     return f"{who}|{json.dumps(variant_schedule(variant, args.schedule).to_dict(), sort_keys=True)}|{seed}"
 
 
@@ -202,10 +225,19 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
         return _render_teacher(list(runs), variants, argv, base)
     what = "a trial's brief run" if schedule == "brief" else "the final retrain (winner and baselines)"
     modes = sorted({r["mode"] for r in runs})
+    bf16 = any(variant_numerics(v) == "bf16" for v in variants)
     title = (
-        f"## Which mode for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
+        f"## Does the GPU's bf16 autocast change accuracy? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule, mode {' and '.join(modes)})"
+        if bf16
+        else f"## Which mode for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
         if len(modes) > 1
         else f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, mode {first['mode']})"
+    )
+    numerics = (
+        " Variants with `numerics=bf16` train under the CPU's bfloat16 autocast (`nas_kd.device.emulate_gpu_bf16`), the numerics a GPU step has by default"
+        " (`--gpu-step bf16=1`: convolutions, linear layers and matmuls in bfloat16, losses in float32, the teacher's cached outputs computed the same way); the others in float32, as on a CPU."
+        if bf16
+        else ""
     )
     revisions = sorted({r.get("revision", "unrecorded") for r in runs})
     lines = [
@@ -221,7 +253,7 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
         f"warm-up {base.warmup_epochs} epochs, crops {'on' if base.crop else 'off'})" + ("" if len(modes) > 1 else f" as `nas-kd search --{schedule}` would") + f"; one {schedule} run per seed of `{first['student']}` "
         f"({first['macs'] / 1e6:.2f}M MACs, the mbv2 student of bench.distill_ablation nearest {'0.5M' if first['macs'] < 1e6 else '2M'}), mode {' or '.join(modes) + ' (as each variant names it)' if len(modes) > 1 else first['mode']}, Fashion-MNIST, the shipped resnet20 teacher; "
         "validation accuracy at the run's end (the 6,000 held-out training images; the test set is not read). Seeds pair the same initial student and data order across variants. "
-        "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step.",
+        "Crop-free variants read the teacher from its cache; with crops the teacher runs live in every step." + numerics,
         "",
         *table(list(runs), variants, schedule),
     ]
@@ -279,6 +311,9 @@ def main(argv=None) -> None:
     try:
         for v in variants:
             variant_schedule(v, args.schedule)
+            variant_numerics(v)
+            if args.schedule == "teacher" and variant_numerics(v) != "fp32":
+                raise UserError(f"--variants '{v}': numerics= applies to a student's runs; drop it with --schedule teacher")
             if args.schedule == "teacher" and split_variant(v)[0] is not None:
                 raise UserError(f"--variants '{v}': a teacher trains without a distillation mode; drop mode= with --schedule teacher")
         get_mode(args.mode)
@@ -320,7 +355,8 @@ def main(argv=None) -> None:
         from bench._report import write_section
 
         compared = len({variant_mode(v, args.mode) for v in variants}) > 1
-        write_section(args.section or section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode, compared), body)
+        bf16 = any(variant_numerics(v) == "bf16" for v in variants)
+        write_section(args.section or section_name(args.arch if args.schedule == "teacher" else args.student, args.schedule, args.mode, compared, bf16), body)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ __all__ = [
     "graphed_steps",
     "cuda_present",
     "CHECK_EVERY_GPU",
+    "emulate_gpu_bf16",
 ]
 
 # Steps between host syncs of the NaN/inf check on a GPU. A sync per step stops the host from
@@ -154,13 +155,28 @@ def resolve_device(name: str | None = None) -> torch.device:
     return device
 
 
+_CPU_BF16 = False  # `emulate_gpu_bf16`: benches only
+
+
+def emulate_gpu_bf16(on: bool) -> None:
+    """Let `autocast` hand a CPU the bfloat16 autocast a GPU step gets by default, so that a CPU
+    bench can ask what the GPU's numerics do to accuracy (the CPU's autocast casts the same kinds
+    of op: convolutions, linear layers, matmuls; losses stay float32). Never on in the product:
+    on most x86 cores bf16 is no faster than fp32 and it costs precision."""
+    global _CPU_BF16
+    _CPU_BF16 = on
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (no loss scaling needed for bf16); a no-op on the CPU, where bf16
-    matmuls are slower than fp32 on most x86 cores."""
+    matmuls are slower than fp32 on most x86 cores (unless a bench emulates the GPU's numerics:
+    `emulate_gpu_bf16`)."""
     if device.type == "cuda" and _STEP.bf16:
         # A captured step must not reuse autocast's cast cache across replays (PyTorch's CUDA
         # graph notes): the cached casts of the weights would be stale after an update.
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not _STEP.graph)
+    if device.type == "cpu" and _CPU_BF16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -221,3 +221,35 @@ def test_kept_only_trains_nothing_and_tables_the_seeds_each_variant_has(tmp_path
     out = capsys.readouterr().out
     assert "| `batch_size=512,lr=0.4` | 633 | 89.00, 89.00, 89.00 | 89.00 | -1.00 [-1.00, -1.00] (n=3) |" in out
     assert "| `batch_size=1024,lr=0.4` | 633 | 88.00 | 88.00 | -2.00 (n=1) |" in out
+
+
+def test_a_bf16_variant_is_kept_apart_and_trains_under_the_cpus_bf16_autocast(monkeypatch):
+    """``numerics=bf16`` is no schedule field and no mode: the schedule stays the variant's, the
+    key gains the numerics (an fp32 run's key stays as it was), and the run itself trains with
+    `nas_kd.device.autocast` handing the CPU bfloat16 autocast, switched off again for an fp32
+    run in the same (reused) pool process."""
+    import bench.standard_brief as sb
+    import nas_kd.device as device
+
+    args = argparse.Namespace(student="small", mode="full", schedule="brief")
+    assert sb.split_variant("numerics=bf16, crop=0") == (None, "crop=0") and variant_schedule("numerics=bf16") == get_preset("standard").brief
+    assert sb.variant_numerics("numerics=bf16,mode=kd") == "bf16" and sb.variant_numerics("mode=kd") == sb.variant_numerics("numerics=fp32") == "fp32"
+    assert _key("numerics=bf16", 0, args) != _key("", 0, args) == _key("numerics=fp32", 0, args)
+    assert _key("", 0, args) == "small|full|" + _key("", 0, args).split("|", 2)[2]  # the key of the runs kept before numerics= existed
+    assert sb.section_name("large", "brief", "full", bf16=True) == "standard-brief-cpu-large-bf16"
+    with pytest.raises(sb.UserError, match="numerics=fp16 is not one of fp32, bf16"):
+        sb.variant_numerics("numerics=fp16")
+    seen = []
+
+    def fake_load_splits(*a, **k):  # the run's first step after setting its numerics
+        seen.append(isinstance(device.autocast(device.torch.device("cpu")), device.torch.autocast))
+        raise RuntimeError("stop here")
+
+    import nas_kd.data
+
+    monkeypatch.setattr(nas_kd.data, "load_splits", fake_load_splits)
+    for variant in ("numerics=bf16", ""):
+        with pytest.raises(RuntimeError, match="stop here"):
+            sb._train(variant, 0, "small", "kd", None)
+    device.emulate_gpu_bf16(False)
+    assert seen == [True, False] and not isinstance(device.autocast(device.torch.device("cpu")), device.torch.autocast)
