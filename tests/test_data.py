@@ -165,6 +165,31 @@ def test_loader_covers_every_example_once_per_epoch_without_augmentation():
     assert sorted(seen.tolist()) == list(range(50))
 
 
+def test_training_order_is_shuffled_anew_each_epoch_and_evaluation_is_not():
+    """SGD needs a new random order every epoch; a fixed order would train on the same batches
+    each epoch and still cover every example once."""
+    x = torch.zeros((64, 1, 4, 4), dtype=torch.uint8)
+    split = Split(x, torch.arange(64))
+    loader = _loader(split, augment=False)
+    first, second = (torch.cat([y for _, y in loader]) for _ in range(2))
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(64))
+    assert not torch.equal(first, torch.arange(64)) and not torch.equal(first, second)
+    assert torch.equal(torch.cat([y for _, y in _loader(split, augment=False, train=False)]), torch.arange(64))
+
+
+def test_a_crop_shifts_each_image_on_both_axes_independently():
+    """Each image's window is drawn per axis: one bright pixel lands at positions whose row and
+    column offsets differ, not only along the diagonal."""
+    x = torch.zeros((256, 1, 9, 9), dtype=torch.uint8)
+    x[:, :, 4, 4] = 255
+    split = Split(x, torch.zeros(256, dtype=torch.long))
+    xb = torch.cat([b for b, _ in _loader(split, pad=2, flip=False, mean=(0.0,), std=(1.0,))])
+    rows, cols = (xb[:, 0] == 1).nonzero()[:, 1:].T
+    shifts = set(zip((rows - 4).tolist(), (cols - 4).tolist(), strict=True))
+    assert len(rows) == len(xb) and {r for r, _ in shifts} == {c for _, c in shifts} == set(range(-2, 3))
+    assert any(r != c for r, c in shifts)
+
+
 def test_loader_normalises_and_crops_with_zero_padding():
     x = torch.full((32, 1, 8, 8), 255, dtype=torch.uint8)
     loader = _loader(Split(x, torch.zeros(32, dtype=torch.long)), mean=(0.0,), std=(1.0,), pad=2)
