@@ -78,3 +78,48 @@ def test_epoch_means_cost_two_ops_a_step_and_follow_keys_that_join_late():
         "disc_accuracy": {"feat": 0.5},
         "adv_gate": {},
     }
+
+
+def test_epochs_are_scored_on_validation_and_the_test_split_once_at_the_end(splits, monkeypatch):
+    """What each evaluation reads: the validation split after every epoch (what a search selects
+    on), the test split once after the last, and only when asked (the synthetic splits differ in
+    size: 240 and 600 examples)."""
+    import nas_kd.distill.trainer as trainer
+
+    read = []
+    real = trainer.evaluate
+
+    def evaluate(model, loader):
+        read.append({len(splits.val.y): "val", len(splits.test.y): "test"}.get(loader.num_examples, "?"))
+        return real(model, loader)
+
+    assert len(splits.val.y) != len(splits.test.y)
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    schedule = Schedule(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0)
+    train(build_student(TINY, 1, 10), None, splits, schedule, "ce", device=CPU, seed=0)
+    assert read == ["val", "val"]
+    read.clear()
+    train(build_student(TINY, 1, 10), None, splits, schedule, "ce", device=CPU, seed=0, evaluate_test=True)
+    assert read == ["val", "val", "test"]
+
+
+def test_the_objective_is_built_with_the_teachers_measured_map_scales(splits, monkeypatch):
+    """The map terms divide by each teacher stage's root mean square (nas_kd.distill.map_scale),
+    measured on the run's own training data; a mode without map terms needs none."""
+    import nas_kd.distill.trainer as trainer
+    from nas_kd.distill.map_scale import teacher_map_scales
+
+    given = []
+    real = trainer.build_step
+
+    def build_step(*a, map_scales=None, **k):
+        given.append(map_scales)
+        return real(*a, map_scales=map_scales, **k)
+
+    monkeypatch.setattr(trainer, "build_step", build_step)
+    teacher = build_teacher("resnet8", 1, 10)
+    schedule = Schedule(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0, crop=False)
+    for mode in ("ktan", "kd"):
+        train(build_student(TINY, 1, 10), teacher, splits, schedule, mode, device=CPU, seed=0)
+    loader = trainer.make_loaders(splits, batch_size=32, device=CPU, seed=0, crop=False)[0]
+    assert given[0] is not None and given[0] == teacher_map_scales(teacher, loader) and given[1] is None
