@@ -65,6 +65,12 @@ def teacher_path(tmp_path_factory):
 def test_default_jobs_follow_the_device():
     assert default_jobs(torch.device("cpu")) == 1
     assert 1 <= default_jobs(torch.device("cuda")) <= GPU_JOBS
+    import nas_kd.jobs
+
+    for cores, expected in ((16, GPU_JOBS), (2, 2), (1, 1)):  # one process per core at most: each launches on its own
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(nas_kd.jobs, "_cores", lambda cores=cores: cores)
+            assert default_jobs(torch.device("cuda")) == expected
     cores = len(os.sched_getaffinity(0))
     assert threads_per_job(1) == min(torch.get_num_threads(), cores)
     assert threads_per_job(cores * 2) == 1
