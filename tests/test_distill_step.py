@@ -177,3 +177,19 @@ def test_feat_r1_adds_its_penalty_to_the_feature_discriminators_loss():
     expected = losses.r1_penalty(step.objective.feature_disc(real), real, 5.0)
     assert expected.item() > 0
     assert got["ktan+feat_r1=5"].item() == pytest.approx(got["ktan+feat_r1=0"].item() + expected.item(), rel=1e-5)
+
+
+def test_the_schedules_label_smoothing_reaches_the_students_cross_entropy():
+    """``label_smoothing`` of the schedule (`--full label_smoothing=0.1`) softens the targets of the
+    student's ce term: the same student and batch give the smoothed loss, and without it the plain one."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    x, y = batch()
+    for smoothing in (0.2, 0.0):
+        _, student, teacher = make("kd")
+        step = build_step(student, teacher, get_mode("kd"), dataclasses.replace(SCHEDULE, label_smoothing=smoothing), input_shape=SHAPE, num_classes=CLASSES, steps_per_epoch=4, device=CPU)
+        with torch.no_grad():
+            want = F.cross_entropy(student(x), y, label_smoothing=smoothing)  # train mode, as in the step: the same batch statistics
+        assert torch.isclose(step(x, y).losses["ce"], want, atol=1e-6)
