@@ -119,3 +119,11 @@ def test_a_winner_that_is_the_baseline_trains_once_per_mode_and_seed():
     todo = distinct_runs(runs)
     assert [(j.label, j.mode, j.seed) for j in todo.values()] == [("winner", "kd", 1), ("winner", "kd", 2), ("baseline", "ce", 1), ("baseline", "ce", 2)]
     assert len(distinct_runs([Retrain("winner", "a", "kd", 1), Retrain("baseline", "u", "kd", 1)])) == 2
+
+
+def test_a_tie_on_the_rescreen_goes_to_the_smaller_student():
+    """Equal full-schedule scores: the cheaper student serves the same accuracy, so it wins."""
+    study = _study([("a", 0.90, 300), ("b", 0.88, 100), ("c", 0.86, 200)])
+    for number in range(3):
+        record(study, number, KEY, 0.75, 1.0)
+    assert choose(study, 3, KEY)[0].user_attrs["config"] == "b"
