@@ -121,6 +121,25 @@ def test_config_from_params_rejects_bad_params():
         space.config_from_params({k: v for k, v in params.items() if k != "stage2.width"})
     with pytest.raises(UserError, match=r"parameter 'stage2.width'=20 is not one of \[12, 16, 24, 32\]"):
         space.config_from_params({**params, "stage2.width": 20})
+    # Python counts True == 1 and 0 == False: a flag is not a number, nor a number a flag.
+    tiny = SearchSpace.from_yaml(GOOD)
+    flags = {name: choices[0] for name, choices in tiny.decisions() if len(choices) > 1}
+    for name, value in (("stage1.se", 1), ("stage1.depth", True)):
+        with pytest.raises(UserError, match=f"parameter '{name}'={value!r} is not one of"):
+            tiny.config_from_params({**flags, name: value})
+
+
+def test_params_of_refuses_a_student_outside_the_space():
+    """Fixed decisions (a stage's stride, a one-choice width) are no Optuna parameters; a student
+    that differs from the space only there is still not a member."""
+    import dataclasses
+
+    space = SearchSpace.from_yaml(GOOD)
+    member = space.smallest()
+    assert space.config_from_params(space.params_of(member)) == member
+    moved = dataclasses.replace(member, stages=(member.stages[0], dataclasses.replace(member.stages[1], width=32)))
+    with pytest.raises(UserError, match="is not a member of search space tiny"):
+        space.params_of(moved)
 
 
 @pytest.mark.parametrize("path", [MBV2, RESNET])
