@@ -228,9 +228,13 @@ def test_a_bf16_variant_is_kept_apart_and_trains_under_the_cpus_bf16_autocast(mo
     key gains the numerics (an fp32 run's key stays as it was), and the run itself trains with
     `nas_kd.device.autocast` handing the CPU bfloat16 autocast, switched off again for an fp32
     run in the same (reused) pool process."""
+    import torch
+
     import bench.standard_brief as sb
     import nas_kd.device as device
 
+    monkeypatch.setattr(device, "_CPU_BF16", False)  # restored after the test whatever it leaves
+    cpu = torch.device("cpu")
     args = argparse.Namespace(student="small", mode="full", schedule="brief")
     assert sb.split_variant("numerics=bf16, crop=0") == (None, "crop=0") and variant_schedule("numerics=bf16") == get_preset("standard").brief
     assert sb.variant_numerics("numerics=bf16,mode=kd") == "bf16" and sb.variant_numerics("mode=kd") == sb.variant_numerics("numerics=fp32") == "fp32"
@@ -242,7 +246,7 @@ def test_a_bf16_variant_is_kept_apart_and_trains_under_the_cpus_bf16_autocast(mo
     seen = []
 
     def fake_load_splits(*a, **k):  # the run's first step after setting its numerics
-        seen.append(isinstance(device.autocast(device.torch.device("cpu")), device.torch.autocast))
+        seen.append(isinstance(device.autocast(cpu), torch.autocast))
         raise RuntimeError("stop here")
 
     import nas_kd.data
@@ -251,5 +255,4 @@ def test_a_bf16_variant_is_kept_apart_and_trains_under_the_cpus_bf16_autocast(mo
     for variant in ("numerics=bf16", ""):
         with pytest.raises(RuntimeError, match="stop here"):
             sb._train(variant, 0, "small", "kd", None)
-    device.emulate_gpu_bf16(False)
-    assert seen == [True, False] and not isinstance(device.autocast(device.torch.device("cpu")), device.torch.autocast)
+    assert seen == [True, False] and not isinstance(device.autocast(cpu), torch.autocast)

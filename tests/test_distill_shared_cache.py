@@ -90,21 +90,19 @@ def test_the_same_images_in_another_order_other_views_or_another_file_format_are
     """What the fingerprint must tell apart beyond the teacher: the cache is read by example index
     and view, so the same images in another order (same mean and spread) index other outputs, and
     a run without flips reads no mirrored view."""
-    import torch as t
-
     from nas_kd.distill import shared_cache
 
     path = tmp_path / "cache.pt"
     write_cache(TeacherCache(teacher(), loader_of(flipping), "kd", num_classes=10), path)
     shuffled = loader_of(flipping)
-    shuffled.x = shuffled.x[t.randperm(len(shuffled.x), generator=t.Generator().manual_seed(0))]
+    shuffled.x = shuffled.x[torch.randperm(len(shuffled.x), generator=torch.Generator().manual_seed(0))]
     unflipped = loader_of(dataclasses.replace(flipping, info=dataclasses.replace(flipping.info, flip=False)))
     assert unflipped.views != loader_of(flipping).views
     for loader in (shuffled, unflipped):
         cache, why = open_cache(path, teacher(), loader, MODES["kd"])
         assert cache is None and "another teacher or other training data" in why
-    payload = t.load(path, weights_only=True)
-    t.save({**payload, "format": shared_cache.FORMAT + 1}, path)
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format": shared_cache.FORMAT + 1}, path)
     cache, why = open_cache(path, teacher(), loader_of(flipping), MODES["kd"])
     assert cache is None and "is not a teacher cache of format" in why
 

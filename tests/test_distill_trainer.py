@@ -84,17 +84,11 @@ def test_epochs_are_scored_on_validation_and_the_test_split_once_at_the_end(spli
     """What each evaluation reads: the validation split after every epoch (what a search selects
     on), the test split once after the last, and only when asked (the synthetic splits differ in
     size: 240 and 600 examples)."""
+    from test_train import record_split_reads
+
     import nas_kd.distill.trainer as trainer
 
-    read = []
-    real = trainer.evaluate
-
-    def evaluate(model, loader):
-        read.append({len(splits.val.y): "val", len(splits.test.y): "test"}.get(loader.num_examples, "?"))
-        return real(model, loader)
-
-    assert len(splits.val.y) != len(splits.test.y)
-    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    read = record_split_reads(monkeypatch, trainer, splits)
     schedule = Schedule(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0)
     train(build_student(TINY, 1, 10), None, splits, schedule, "ce", device=CPU, seed=0)
     assert read == ["val", "val"]

@@ -61,15 +61,8 @@ def test_label_smoothing_reaches_the_loss(splits, recon):
 
 
 def test_epochs_are_scored_on_validation_and_the_test_split_once_at_the_end(splits, monkeypatch):
-    read = []
-    real = nas_kd.train.evaluate
-    names = {len(splits.val.y): "val", len(splits.test.y): "test"}
-    assert len(names) == 2
+    from test_train import record_split_reads
 
-    def evaluate(model, loader):
-        read.append(names.get(loader.num_examples, "?"))
-        return real(model, loader)
-
-    monkeypatch.setattr(nas_kd.train, "evaluate", evaluate)
+    read = record_split_reads(monkeypatch, nas_kd.train, splits)
     trained(teacher(True), splits)
     assert read == ["val", "val", "test"]

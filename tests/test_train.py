@@ -14,6 +14,22 @@ from nas_kd.train import build_optimizer, build_scheduler, evaluate, make_loader
 CPU = torch.device("cpu")
 
 
+def record_split_reads(monkeypatch, owner, splits) -> list[str]:
+    """Replace ``owner.evaluate`` (nas_kd.train's, or a module that imported it) with one that also
+    records which split each call scored, "val" or "test", told apart by size; returns the record."""
+    names = {len(splits.val.y): "val", len(splits.test.y): "test"}
+    assert len(names) == 2, "the splits must differ in size to be told apart"
+    read: list[str] = []
+    real = owner.evaluate
+
+    def evaluate(model, loader):
+        read.append(names.get(loader.num_examples, "?"))
+        return real(model, loader)
+
+    monkeypatch.setattr(owner, "evaluate", evaluate)
+    return read
+
+
 class ModeRecorder(nn.Module):
     """A classifier that records whether it was in training mode at each forward pass."""
 
