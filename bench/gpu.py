@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from bench._report import hardware, write_section
-from bench.gpu_sizes import GPU, SMOKE, JobsRun, Sizes
+from bench.gpu_sizes import GPU, SHARE, SMOKE, JobsRun, Sizes
 from nas_kd.errors import one_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,9 +86,13 @@ class Section:
     # Whether a recorded result still covers what the section now measures (the jobs section:
     # every --jobs value); one that no longer does runs again and resumes from its kept state.
     covers: Callable[[dict], bool] = lambda result: True
-    # What is left of it given the kept state (`Kept`: the state archive's members): a resumable
-    # section that kept part of its work is that much shorter (None: the whole estimate).
-    left_given: Callable[[Kept], float] | None = None
+    # What is left of it given the kept state (`Kept`: the state archive's members), as the whole
+    # pieces a call must hold (a part, a row, a wave of runs; seconds each): a resumable section
+    # that kept part of its work is that much shorter (None: the whole estimate, one piece).
+    units_left: Callable[[Kept], list[float]] | None = None
+
+    def left(self, kept: Kept) -> list[float]:
+        return [self.estimate_s] if self.units_left is None else self.units_left(kept)
 
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
@@ -102,33 +106,54 @@ ORDER = ("teachers", "steptime", "loader", "jobs", "step", "searches", "ablation
 
 def sections(sizes: Sizes) -> list[Section]:
     from bench import gpu_sections as s
+    from nas_kd.finalize import FINAL_DIR, RUNS_DIR
 
     fixed = {
         "teachers": Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
         "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True,
-                        left_given=lambda kept: sum(sec for part, sec in sizes.step.part_seconds if f"{s.STEP_DIR}/{part}.json" not in kept)),
+                        units_left=lambda kept: [sec for part, sec in sizes.step.part_seconds if f"{s.STEP_DIR}/{part}.json" not in kept]),
         "steptime": Section("steptime", sizes.estimates["steptime"], s.steptime, s.own_markdown("steptime")),
         "jobs": Section("jobs", sum(sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs()), s.jobs, s.own_markdown("jobs"), resumable=True,
                         covers=lambda result: {r.key() for r in sizes.jobs_runs()} <= {JobsRun.of_row(row).key() for row in result["rows"]},
-                        left_given=lambda kept: sum(sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs() if f"{s.JOBS_DIR}/{r.key()}.json" not in kept)),
-        "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True),
+                        units_left=lambda kept: [sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs() if f"{s.JOBS_DIR}/{r.key()}.json" not in kept]),
+        "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True,
+                            units_left=lambda kept: waves(sizes.ablation_runs() - len(kept.under(s.ABLATION_DIR, ".json", but=s.ABLATION_TIMING)), sizes.ablation_jobs, sizes.ablation_run_s)),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
     def search_left(budget: str, sampler: str) -> Callable[[Kept], float]:
-        # The trials its kept study still lacks, and the whole retrain (it runs once, at the end).
-        def left(kept: Kept) -> float:
-            done = kept.finished_trials(f"runs/{s.search_study(sizes, budget, sampler)}/study.db")
-            return sizes.search_trials_s * max(0, sizes.trials - done) / sizes.trials + sizes.retrain_estimate(sampler == sizes.samplers[0])
+        # The trials its kept study still lacks, and the finish runs (re-screen, retrain) it has not kept.
+        def left(kept: Kept) -> list[float]:
+            study = s.search_study(sizes, budget, sampler)
+            done = kept.finished_trials(f"runs/{study}/study.db")
+            trials_s, trial_s = sizes.search_trials_s * max(0, sizes.trials - done) / sizes.trials, sizes.brief_trial_s * SHARE
+            runs = sizes.finish_runs(sampler == sizes.samplers[0]) - len(kept.under(f"runs/{study}/{FINAL_DIR}/{RUNS_DIR}", ".pt"))
+            return [trial_s] * int(trials_s // trial_s) + [trials_s % trial_s] * (trials_s % trial_s > 0) + waves(runs, sizes.processes, sizes.finish_run_estimate())
 
         return left
 
     searches = [
-        Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True, left_given=search_left(budget, sampler))
+        Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True, units_left=search_left(budget, sampler))
         for budget in sizes.budgets
         for sampler in sizes.samplers
     ]
     return [sec for name in ORDER for sec in (searches if name == "searches" else [fixed[name]])]
+
+
+def waves(runs: int, at_once: int, seconds: float) -> list[float]:
+    """``runs`` runs, ``at_once`` at a time, ``seconds`` each: the waves a call must hold whole."""
+    return [seconds] * -(-max(0, runs) // at_once)
+
+
+def calls_for(pieces: list[float], call_s: float) -> int:
+    """Calls of ``call_s`` usable seconds that hold ``pieces`` in order, each whole (a piece that
+    does not fit what is left of a call waits for the next)."""
+    calls, room = 0, 0.0
+    for piece in pieces:
+        if piece > room:
+            calls, room = calls + 1, call_s
+        room -= piece
+    return calls
 
 
 def result_path(cfg: Config, name: str) -> Path:
@@ -223,6 +248,10 @@ class Kept:
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
+    def under(self, folder: str, suffix: str, but: str | None = None) -> list[str]:
+        """The kept files directly in ``folder`` ending in ``suffix`` (less the one named ``but``)."""
+        return [n for n in self.names if n.rpartition("/")[0] == folder and n.endswith(suffix) and n.rpartition("/")[2] != but]
+
     def finished_trials(self, study_db: str) -> int:
         """Trials that count towards the target (`nas_kd.study.finished_trials`) in the kept
         study at ``study_db`` (a member name), 0 without one, or when its brief schedule is no
@@ -264,18 +293,21 @@ def kept_state(cfg: Config) -> Kept:
 
 
 def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
-    lines, total, kept = [], 0.0, kept_state(cfg)
+    lines, pieces, kept = [], [], kept_state(cfg)
     for sec in todo:
         record = recorded(cfg, sec)
         if record is not None:
             took = record["seconds"]
             lines.append(f"{sec.name:24s} done      {took:6.0f} s measured")
         else:
-            left = sec.estimate_s if sec.left_given is None else sec.left_given(kept)
-            total += left
+            units = sec.left(kept)
+            left = sum(units)
+            pieces += units
             part = f" (of {sec.estimate_s:.0f}: the rest is kept)" if left < sec.estimate_s else ""
             lines.append(f"{sec.name:24s} to do     {left:6.0f} s estimated{part}" + ("  (resumable)" if sec.resumable else ""))
-    lines.append(f"{'left':24s}           {total:6.0f} s estimated, about {max(1, -(-total // CALL_SECONDS)):.0f} call(s) of {CALL_SECONDS:.0f} s (one per GPU session)")
+    usable = CALL_SECONDS - cfg.sizes.margin_s
+    calls = calls_for(pieces, usable)
+    lines.append(f"{'left':24s}           {sum(pieces):6.0f} s estimated, about {max(1, calls)} call(s) of {CALL_SECONDS:.0f} s (one per GPU session; each holds whole parts, rows, trials and waves of runs in {usable:.0f} s)")
     return lines
 
 

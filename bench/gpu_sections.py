@@ -25,7 +25,7 @@ import torch
 
 from bench import distill_ablation, loader_speed, search_gpu
 from bench import teachers as teacher_bench
-from bench.gpu_sizes import JobsRun
+from bench.gpu_sizes import SHARE, JobsRun
 from bench.gpu_step import EPOCH_GOAL_S, measure_step, step_markdown
 from nas_kd.config import format_count, get_preset, override_schedule
 from nas_kd.data import load_splits
@@ -376,26 +376,65 @@ def start_over_if_changed(opts, log=print) -> bool:
     return False
 
 
+FINISH_FILE = "bench-finish.json"  # in a search's study folder (so in the state archive): its finish's seconds, summed over calls
+RUN_MARGIN = 1.25  # a finish run's wall over its measured optimisation time (per-epoch validation, the test pass)
+RUN_SETUP_S = 30.0  # and a worker's start (spawn, CUDA, data, teacher, its outputs opened)
+
+
+def finish_run_seconds(study: str, sizes) -> float:
+    """What one re-screen or retrain run of ``study`` takes, to plan a call on: from the runs it
+    has finished (the re-screen's scores in the study, the retrain's kept runs, each with its
+    optimisation time, measured while the others shared the device), else the sizes' estimate."""
+    from nas_kd.finalize import FINAL_DIR, RUNS_DIR
+    from nas_kd.rescreen import RESCREEN_ATTR
+    from nas_kd.study import load_study
+
+    folder = Path("runs") / study
+    seconds = [float(e.get("seconds", 0.0)) for e in (load_study(study, f"sqlite:///{folder / 'study.db'}").user_attrs.get(RESCREEN_ATTR) or {}).values()]
+    seconds += [float(torch.load(p, map_location="cpu", weights_only=True)["record"]["train_seconds"]) for p in (folder / FINAL_DIR / RUNS_DIR).glob("*.pt")]
+    return RUN_MARGIN * max(seconds) + RUN_SETUP_S if seconds else sizes.finish_run_estimate()
+
+
+def _finish_seconds(study: str, add: float = 0.0) -> float:
+    """The seconds a search's finish (re-screen, retrain) has taken over all calls, ``add`` added."""
+    path = Path("runs") / study / FINISH_FILE
+    total = (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0) + add
+    if add:
+        write_json(path, {"seconds": total})
+    return total
+
+
 def search(budget: str, sampler: str) -> Callable:
     """A search section: trials until the study has them or the call ends (resumed next call),
-    then, if the final retrain fits in what is left, the retrain, report and export."""
+    then its finish, spread over as many calls as it takes: the re-screen's and the retrain's
+    runs start only while one can end inside this call, and each finished run is kept
+    (`nas_kd.finalize`'s ``start_by``); once all are done, the report and export."""
 
     def run(cfg) -> dict | None:
+        from nas_kd.finalize import Unfinished, finalize
         from nas_kd.search import run_search
 
         sz = cfg.sizes
         opts = _search_options(cfg, budget, sampler, search_study(sz, budget, sampler), jobs=sz.search_jobs)
         start_over_if_changed(opts)
-        retrain_s = sz.retrain_estimate(opts.baselines)
         t0 = time.perf_counter()
-        # Trials stop starting in time for the final retrain (or, if it will not fit, the call's end).
-        first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - retrain_s - sz.margin_s)), finish=False)
-        if first["finished"] < sz.trials or cfg.left() < retrain_s:
+        # Trials start until one could no longer end inside this call.
+        first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - sz.margin_s - sz.brief_trial_s * SHARE)), finish=False)
+        if first["finished"] < sz.trials:
             return None
-        report = search_gpu.run_one(opts)  # resumes: no trial left to run; re-screen, retrain, report, export
-        finish = report["bench_seconds"]
+        run_s = finish_run_seconds(opts.study, sz)
+        t1 = time.perf_counter()
+        try:
+            finalize(opts.study, start_by=time.time() + cfg.left() - sz.margin_s - run_s)
+        except Unfinished as e:
+            _finish_seconds(opts.study, time.perf_counter() - t1)
+            print(f"bench-gpu: {search_name(budget, sampler)}: {e} (a run is planned at {run_s:.0f} s)", flush=True)
+            return None
+        finish = _finish_seconds(opts.study, time.perf_counter() - t1)
+        report = search_gpu.run_one(opts)  # resumes: no trial or run left; the report and export
+        finish += report["bench_seconds"]
         keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command", "budget", "trials")
-        # The table's wall time: the whole search, its trials (summed over the calls that ran them) and the rest.
+        # The table's wall time: the whole search, its trials and its finish, each summed over the calls that ran them.
         whole = {"bench_seconds": report["search_wall_seconds"] + finish, "finish_seconds": finish}
         return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "report": {k: report.get(k) for k in keep} | whole}
 
@@ -422,7 +461,7 @@ def search_markdown(cfg) -> tuple[str, str]:
         whole, rest = standard["bench_seconds"], standard["finish_seconds"]
         lines.append(
             f"- Goal: the standard search (`make search BUDGET={sz.budgets[0]}`: {sz.trials} trials, re-screen, {sz.retrain_seeds}-seed retrain, report, export) under {SEARCH_GOAL_S / 60:g} minutes: "
-            f"**{'met' if whole < SEARCH_GOAL_S else 'missed'}** ({whole:.0f} s: trials {whole - rest:.0f} s, summed over the calls that ran them, then {rest:.0f} s to the report and export)"
+            f"**{'met' if whole < SEARCH_GOAL_S else 'missed'}** ({whole:.0f} s: trials {whole - rest:.0f} s, summed over the calls that ran them, then {rest:.0f} s of re-screen, retrain, report and export, summed the same way)"
         )
     return "gpu-search", "\n".join(lines)
 
@@ -471,6 +510,34 @@ def _ablation_run(job: dict) -> dict:
 
 
 ABLATION_CACHE = Path("ablation-teacher") / "teacher-cache.pt"  # outside ablation/, whose files the state archive keeps
+ABLATION_DIR = "ablation"  # in the work folder: each finished run, kept in the state archive
+ABLATION_TIMING = "timing.json"  # in ablation/: each mode and student's longest run, kept with the runs
+
+
+class AblationTiming:
+    """How long an ablation run takes, to start only runs that end inside the call: per mode and
+    student the longest timed so far (this call or an earlier one, kept in ``path``, the device
+    shared as now), x `PLAN_MARGIN`; one not timed yet plans on the longest of all and the estimate
+    (a `ce` run is a third of a `full` one: the first to finish must not set the others' plan)."""
+
+    PLAN_MARGIN = 1.1
+
+    def __init__(self, path: Path, estimate_s: float):
+        self.path, self.estimate_s = path, estimate_s
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    @staticmethod
+    def key(job: dict) -> str:
+        return f"{job['mode']}/{job['student']}"
+
+    def plan(self, job: dict) -> float:
+        own = self.seconds.get(self.key(job))
+        return self.PLAN_MARGIN * (own if own is not None else max([self.estimate_s / self.PLAN_MARGIN, *self.seconds.values()]))
+
+    def took(self, job: dict, seconds: float) -> None:
+        key = self.key(job)
+        self.seconds[key] = max(seconds, self.seconds.get(key, 0.0))
+        write_json(self.path, self.seconds)
 
 
 @contextlib.contextmanager
@@ -515,7 +582,7 @@ def ablation(cfg) -> dict | None:
     splits = load_splits(sz.dataset, cfg.data_dir, seed=0, train_subset=schedule.train_subset)
     students = _students(cfg, splits)
     path = str(teacher(cfg)[2].resolve())
-    cache = Path("ablation")
+    cache = Path(ABLATION_DIR)
     cache.mkdir(exist_ok=True)
     jobs = [
         {"mode": mode, "student": name, "seed": seed, "config": cfg_.to_json(), "schedule": schedule.to_dict(), "dataset": sz.dataset, "data_dir": cfg.data_dir, "train_subset": schedule.train_subset, "teacher": path, "device": str(cfg.device)}
@@ -536,14 +603,14 @@ def ablation(cfg) -> dict | None:
         # The shared teacher outputs' file outlives the pool (the stack exits after it).
         with contextlib.ExitStack() as stack, cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs), str(cfg.device))) as pool:
             running: dict = {}  # future -> (job, when it started)
-            run_s = sz.ablation_run_s  # grows to the longest run timed in this call (device shared as now)
+            timing = AblationTiming(cache / ABLATION_TIMING, sz.ablation_run_s)
             shared: tuple | None = None  # filled before the first run starts: not at all in a call without time for one
             while queue or running:
                 # A run starts only if it can end inside this call; the next call does the rest.
-                while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= run_s:
+                while queue and len(running) < sz.ablation_jobs and cfg.left() - sz.margin_s >= timing.plan(queue[0]):
                     if shared is None:
                         shared = stack.enter_context(_shared_teacher_outputs(cfg, splits, schedule, Path(path)))
-                        if cfg.left() - sz.margin_s < run_s:  # the fill took the time a run needed
+                        if cfg.left() - sz.margin_s < timing.plan(queue[0]):  # the fill took the time a run needed
                             break
                     job = {**queue.pop(0), "teacher_cache": str(shared[0]) if shared[0] else None, "teacher_cache_mode": shared[1]}
                     fut = pool.submit(_ablation_run, job)
@@ -553,8 +620,9 @@ def ablation(cfg) -> dict | None:
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     job, t0 = running.pop(fut)
-                    run_s = max(run_s, 1.1 * (time.monotonic() - t0))
-                    file(job).write_text(json.dumps(fut.result()))
+                    result = fut.result()
+                    timing.took(job, time.monotonic() - t0)
+                    file(job).write_text(json.dumps(result))
         if queue:
             return None
     runs: dict[tuple[str, str], list[dict]] = {}

@@ -10,6 +10,11 @@ mode full, one process) 30-42 s (mean 36), 23 s per trial with the pruner, and s
 and ~240 s per full-schedule run (20 epochs). The estimates below use those figures. N processes
 sharing the GPU overlap their launches: each run is taken to be slowed by `SHARE` (a guess; the
 jobs section measured 2.6-4.5x the trials per minute at --jobs 4, with trials no slower than alone).
+
+Whatever is cut off at a call's end is lost (a trial in flight, a run, a step part), so each such
+piece must fit a call with its margin (`Sizes.units`; tests/test_bench_gpu.py holds the GPU sizes to
+it), and a search's re-screen and retrain, some 19 full-schedule runs, are spread over as many calls
+as they take (`nas_kd.finalize`'s ``start_by``), planned on the runs already timed.
 """
 
 from __future__ import annotations
@@ -123,9 +128,29 @@ class Sizes:
     def retrain_estimate(self, with_baselines: bool) -> float:
         """The re-screen and the final retrain: the winner's seeds, and with baselines the uniform
         student's in the mode and in ce, `processes` runs at a time (nas_kd.finalize)."""
-        runs = self.retrain_seeds * (3 if with_baselines else 1) + most_runs(get_preset(self.preset).rescreen)  # the re-screen runs first
-        waves = -(-runs // self.processes)
-        return waves * self.full_run_s * (SHARE if self.processes > 1 else 1.0)
+        waves = -(-self.finish_runs(with_baselines) // self.processes)
+        return waves * self.finish_run_estimate()
+
+    def units(self) -> list[tuple[str, float]]:
+        """What a call must hold whole, by estimate: a section that is not resumable, a part of one
+        that is, a trial, a finish run, an ablation run (one cut off at the call's end is lost).
+        Each must fit a call with its margin, or its section can never finish."""
+        out = [(name, sec) for name, sec in self.estimate_pairs if name != "ablation"]
+        out += [(f"step {part}", sec) for part, sec in self.step.part_seconds]
+        out += [(f"jobs {r.key()}", self.jobs_estimate(r.jobs)) for r in self.jobs_runs()]
+        return out + [("search trial", self.brief_trial_s * SHARE), ("finish run", self.finish_run_estimate()), ("ablation run", self.ablation_run_s)]
+
+    def ablation_runs(self) -> int:
+        """Modes x students (two: near 0.5M and 2M MACs) x seeds."""
+        return len(self.ablation_modes) * 2 * len(self.ablation_seeds)
+
+    def finish_runs(self, with_baselines: bool) -> int:
+        """Full-schedule runs after a search's trials: the re-screen's, then the retrain's."""
+        return self.retrain_seeds * (3 if with_baselines else 1) + most_runs(get_preset(self.preset).rescreen)
+
+    def finish_run_estimate(self) -> float:
+        """One of them, `processes` at a time, until a call has measured one (bench.gpu_sections.finish_run_seconds)."""
+        return self.full_run_s * (SHARE if self.processes > 1 else 1.0)
 
     def jobs_estimate(self, count: int) -> float:
         """The jobs section's search at ``--jobs count``: its trials in waves of ``count``."""
@@ -188,11 +213,14 @@ GPU = Sizes(
     ablation_seeds=(0, 1, 2, 3, 4),
     ablation_schedule=None,
     ablation_jobs=8,
-    ablation_run_s=670.0,  # full_run_s x SHARE x 8/4 processes; the runner replaces it by the runs it has timed
+    # full_run_s x SHARE x 1.2: eight processes fill the device (each kept it 12% busy alone, session 15) where four
+    # did not slow each other (gpu-jobs). Until session 28 it was 670 s (x 8/4), more than a call holds: no run could
+    # ever start. The runner plans on the runs it has timed (kept with them, ablation/timing.json) once it has one.
+    ablation_run_s=400.0,
     margin_s=45.0,
     # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s); step: its parts' sum.
-    # ablation: 70 full runs x 670 s / 8.
-    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 5900.0)),
+    # ablation: 70 full runs x 400 s / 8, at one wave of 8 per call (a second does not fit: 2 x 400 > 540 - 45).
+    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 3600.0)),
     # Then the search as it trains now: the preset's crop-free brief, the teacher's outputs filled
     # once by the parent and opened by each process (a child's start no longer fits the teacher's
     # attention, ~45 s of the first --jobs 1 trial with crops): at --jobs 4, then with the whole

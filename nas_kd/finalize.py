@@ -13,6 +13,13 @@ alone. Results go to ``runs/<study>/final/``: ``final.json`` and ``winner.pt`` (
 the seed with the best *validation* accuracy). A second call with the same winner and settings
 reuses ``final.json`` instead of training again.
 
+Resuming. Each finished retrain run is kept as it ends (``final/runs/``, keyed by student, mode,
+seed, schedule and teacher; the winner's runs with their weights), as the re-screen keeps its
+scores in the study: a finalize that was interrupted, or asked for more seeds, trains only the
+runs it lacks. ``start_by`` (a `time.time()` instant) makes that a plan: no run starts after it,
+the runs already going finish and are kept, and `Unfinished` says what is left. The GPU bench
+uses it to spread one search's re-screen and retrain over device calls of a few minutes each.
+
 The runs (winner and baselines, every seed) are independent `Retrain` jobs; with ``plan.jobs`` > 1
 (``--jobs``) they train that many at once in worker processes (`nas_kd.jobs.map_processes`), each
 loading the data and the study's exact teacher file once, so a GPU that one tiny student leaves
@@ -36,9 +43,31 @@ from nas_kd.models.student import StudentConfig
 from nas_kd.plan import SearchPlan, plan_of
 from nas_kd.study import load_study, write_json
 
-__all__ = ["pick_winner", "over_latency_limit", "confirm_winner", "confirm_baseline", "measured_latencies", "LATENCY_CHECKS_ATTR", "BASELINE_CHECKS_ATTR", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
+__all__ = ["Unfinished", "RUNS_DIR", "pick_winner", "over_latency_limit", "confirm_winner", "confirm_baseline", "measured_latencies", "LATENCY_CHECKS_ATTR", "BASELINE_CHECKS_ATTR", "finalize", "load_planned_teacher", "summarise", "baseline_modes", "FINAL_DIR"]
 
 FINAL_DIR = "final"
+RUNS_DIR = "runs"  # in FINAL_DIR: each finished retrain run, kept as it ends
+
+
+class Unfinished(Exception):
+    """A finalize given ``start_by`` that reached it with runs not started. What finished is kept
+    (re-screen scores in the study, retrain runs in ``final/runs/``); the next finalize goes on."""
+
+    def __init__(self, rescreen_left: int, retrain_left: int | None):
+        self.rescreen_left, self.retrain_left = rescreen_left, retrain_left
+        what = f"{rescreen_left} re-screen run(s)" if rescreen_left else f"{retrain_left} retrain run(s)"
+        super().__init__(f"{what} not started before the time given (start_by); what finished is kept, finalize again to go on")
+
+
+def _now() -> float:
+    """The clock ``start_by`` is read on (wall time: the same in worker processes)."""
+    import time
+
+    return time.time()
+
+
+def _past(start_by: float | None) -> bool:
+    return start_by is not None and _now() > start_by
 
 
 def baseline_modes(mode_name: str) -> tuple[str, ...]:
@@ -280,6 +309,48 @@ def distinct_runs(runs: list[Retrain]) -> dict[tuple[str, str, int], Retrain]:
     return out
 
 
+def _run_key(job: Retrain, plan: SearchPlan) -> str:
+    """What a kept run was trained as (JSON): another student, mode, seed, schedule or teacher is another run."""
+    import json
+
+    mode = _mode(plan, job.mode)
+    key = {"config": job.config, "mode": mode.describe(), "seed": job.seed, "schedule": plan.full.to_dict(), "teacher_sha256": plan.teacher.sha256 if mode.uses_teacher else None}
+    return json.dumps(key, sort_keys=True)
+
+
+def _kept_path(out: Path, job: Retrain, plan: SearchPlan) -> Path:
+    import hashlib
+
+    return out / RUNS_DIR / f"{job.mode}-s{job.seed}-{hashlib.sha256(_run_key(job, plan).encode()).hexdigest()[:16]}.pt"
+
+
+def _keep(out: Path, job: Retrain, plan: SearchPlan, result: dict) -> None:
+    """Keep a finished run (the winner's with its weights: the baselines' are never read back).
+    Written beside and renamed, so an interrupted write leaves no half file."""
+    import os
+
+    path = _kept_path(out, job, plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = {"key": _run_key(job, plan), "record": result["record"], "state": result["state"] if job.label == "winner" else None}
+    torch.save(kept, path.with_suffix(".part"))
+    os.replace(path.with_suffix(".part"), path)
+
+
+def _kept(out: Path, job: Retrain, plan: SearchPlan) -> dict | None:
+    """A kept run's result (`_run`'s form), or None: none kept, another run's, or a baseline's
+    run (kept without weights) that a winner now needs."""
+    path = _kept_path(out, job, plan)
+    if not path.is_file():
+        return None
+    try:
+        kept = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: train it again
+        return None
+    if kept.get("key") != _run_key(job, plan) or (job.label == "winner" and kept.get("state") is None):
+        return None
+    return {"record": kept["record"], "state": kept["state"]}
+
+
 def _mode(plan: SearchPlan, name: str):
     from nas_kd.distill.modes import get_mode
 
@@ -315,10 +386,13 @@ def _screen(config: str, plan: SearchPlan, teacher, splits, device, shared: dict
 _worker: dict = {}  # a worker process's data and teacher, loaded by its first run
 
 
-def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, job: Retrain) -> dict:
+def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, start_by: float | None, job: Retrain) -> dict | None:
     """`_run` in a `map_processes` worker: the plan's splits, the study's teacher file and the
     teacher's outputs from ``teacher_cache`` (the parent's, `nas_kd.distill.shared_cache`), or
-    filled here once for all of this worker's runs if that file does not fit (`_worker_setup`)."""
+    filled here once for all of this worker's runs if that file does not fit (`_worker_setup`).
+    None, untrained, once ``start_by`` has passed."""
+    if _past(start_by):
+        return None
     plan = _worker_setup(plan_dict, device_name, teacher_cache)
     in_mode = job.mode == plan.mode.name
     result = _run(job, plan, _worker["teacher"], _worker["splits"], _worker["device"], show_progress=False, shared=_worker["shared"] if in_mode else None)
@@ -327,9 +401,11 @@ def _run_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None,
     return result | {"teacher_outputs": _worker["origin"] if cached else None}
 
 
-def _screen_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, config: str) -> tuple[float, float]:
+def _screen_in_worker(plan_dict: dict, device_name: str, teacher_cache: str | None, start_by: float | None, config: str) -> tuple[float, float] | None:
     """`_screen` (one re-screen run: validation accuracy, seconds) in a `map_processes` worker,
-    set up as `_run_in_worker`'s."""
+    set up as `_run_in_worker`'s; None, untrained, once ``start_by`` has passed."""
+    if _past(start_by):
+        return None
     plan = _worker_setup(plan_dict, device_name, teacher_cache)
     return _screen(config, plan, _worker["teacher"], _worker["splits"], _worker["device"], _worker["shared"])
 
@@ -383,6 +459,7 @@ def _finalize(
     teacher=None,
     teacher_cache=None,
     jobs: int | None = None,
+    start_by: float | None = None,
     log: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> dict:
@@ -392,7 +469,8 @@ def _finalize(
     the plan's; ``teacher`` reuses an already loaded teacher (the search passes its own), and
     ``teacher_cache`` that teacher's filled outputs (the search's brief trials'), used where the
     full schedule trains on the same examples and views (a crop-free full schedule on the brief
-    one's data), so the retrain does not run the teacher over them again.
+    one's data), so the retrain does not run the teacher over them again. ``start_by``: see the
+    module docstring (raises `Unfinished`).
     """
     from nas_kd.cost import measure
     from nas_kd.data import load_splits
@@ -400,7 +478,7 @@ def _finalize(
     from nas_kd.distill.shared_cache import CACHE_FILE, shared_file
     from nas_kd.jobs import map_processes
     from nas_kd.meter import BudgetMeter
-    from nas_kd.rescreen import RescreenKey, choose, rescreen
+    from nas_kd.rescreen import RescreenKey, choose, contenders, rescreen, scores
     from nas_kd.verdict import compare_runs
 
     study = load_study(study_name, storage)
@@ -423,7 +501,9 @@ def _finalize(
             shared.update(teacher=model, cache=_teacher_pass(model, data(), schedule, mode, device, reuse=teacher_cache))
         return data(), shared["teacher"], shared["cache"]
 
-    def rescreen_one(config: str) -> tuple[float, float]:
+    def rescreen_one(config: str) -> tuple[float, float] | None:
+        if _past(start_by):
+            return None
         splits, model, cache = resources()
         return _screen(config, plan, model, splits, device, cache)
 
@@ -445,11 +525,21 @@ def _finalize(
         # the longest stage of a standard search.
         count = min(at_once, len(configs))
         log(f"finalize: re-screen of {len(configs)} candidates, {count} at once (--jobs)")
-        run = functools.partial(_screen_in_worker, plan.to_dict(), str(device), shared_file_path())
-        order = iter(range(len(configs)))  # map_processes reports results in the items' order
-        map_processes(run, configs, count, on_result=lambda _config, result: done(next(order), result))
+        run = functools.partial(_screen_in_worker, plan.to_dict(), str(device), shared_file_path(), start_by)
+        index = {config: i for i, config in enumerate(configs)}  # distinct: one contender per config (`nas_kd.rescreen.ranked`)
+        map_processes(run, configs, count, on_result=lambda config, result: done(index[config], result))
 
-    winner = confirm_winner(study, log, lambda exclude: rescreen(study, plan, rescreen_one, log=log, exclude=exclude, train_all=rescreen_all if parallel_ok else None))
+    def rescreen_missing(exclude: frozenset[int]) -> None:
+        def unscored() -> int:
+            return sum(t.number not in scores(study, RescreenKey.of(plan)) for t in contenders(study, plan.rescreen, exclude))
+
+        if start_by is not None and _past(start_by) and unscored():
+            raise Unfinished(unscored(), None)  # before the teacher's outputs are filled for nothing
+        rescreen(study, plan, rescreen_one, log=log, exclude=exclude, train_all=rescreen_all if parallel_ok else None)
+        if start_by is not None and unscored():  # not all started: the winner is not known yet
+            raise Unfinished(unscored(), None)
+
+    winner = confirm_winner(study, log, rescreen_missing)
     rescreened = choose(study, plan.rescreen, RescreenKey.of(plan), exclude=over_latency_limit(study))[1] if winner is not None else None
     if winner is None:
         raise UserError(f"study '{study_name}' has no finished candidate within budget yet: run more trials (nas-kd search --study {study_name})")
@@ -480,26 +570,43 @@ def _finalize(
         log(f"finalize: {job.label} mode {job.mode} seed {job.seed}: test {r['test_accuracy']:.4f} val {r['val_accuracy']:.4f} ({r['train_seconds']:.1f}s)")
 
     distinct = distinct_runs(runs)
-    todo = list(distinct.values())
+    by_key = {k: r for k, job in distinct.items() if (r := _kept(out, job, plan)) is not None}
+    todo_keys = [k for k in distinct if k not in by_key]
+    todo = [distinct[k] for k in todo_keys]
+    if by_key:
+        log(f"finalize: {len(by_key)} of {len(distinct)} runs kept from an earlier finalize ({out / RUNS_DIR}); {len(todo)} to train")
+    if todo and _past(start_by):
+        raise Unfinished(0, len(todo))  # before the teacher's outputs are filled for nothing
+
+    def finished(job: Retrain, result: dict | None) -> None:
+        if result is not None:  # None: not started, start_by had passed
+            _keep(out, job, plan, result)
+            report(job, result)
+
     parallel = min(at_once, len(todo))
     # Worker processes load the study's exact teacher file; if it moved, train here, where
     # load_planned_teacher can find it again.
     if parallel > 1 and parallel_ok:
         log(f"finalize: {len(todo)} runs, {parallel} at once (--jobs)")
-        run = functools.partial(_run_in_worker, plan.to_dict(), str(device), shared_file_path())
-        results = map_processes(run, todo, parallel, on_result=report)
-        origins = collections.Counter(r.pop("teacher_outputs") for r in results)
+        run = functools.partial(_run_in_worker, plan.to_dict(), str(device), shared_file_path(), start_by)
+        results = map_processes(run, todo, parallel, on_result=finished)
+        origins = collections.Counter(r.pop("teacher_outputs") for r in results if r is not None)
         if origins["opened"] or origins["filled"]:
             log(f"finalize: teacher outputs of {origins['opened']} run(s) opened from the parent's cache, {origins['filled']} filled by their worker")
-    else:
+    elif todo:
         splits, model, cache = resources()  # one teacher pass for every run in the study's mode
         if model is None and any(_mode(plan, j.mode).uses_teacher for j in todo):
             model = load_planned_teacher(plan, device, log)  # a baseline mode that needs a teacher the study's mode does not
         results = []
         for job in todo:
-            results.append(_run(job, plan, model, splits, device, show_progress, cache if job.mode == mode.name else None))
-            report(job, results[-1])
-    by_key = dict(zip(distinct, results, strict=True))
+            results.append(None if _past(start_by) else _run(job, plan, model, splits, device, show_progress, cache if job.mode == mode.name else None))
+            finished(job, results[-1])
+    else:
+        results = []
+    left = sum(r is None for r in results)
+    if left:
+        raise Unfinished(0, left)
+    by_key.update(zip(todo_keys, results, strict=True))
     by_run = {j: by_key[(j.config, j.mode, j.seed)] for j in runs}
     winner_results = [by_run[j] for j in runs if j.label == "winner"]
     state = max(winner_results, key=lambda r: r["record"]["val_accuracy"])["state"]  # first of equals: the lower seed

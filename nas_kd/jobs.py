@@ -148,21 +148,27 @@ def _pool_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _call_indexed(task: tuple[Callable, int, object]) -> tuple[int, object]:
+    fn, index, item = task
+    return index, fn(item)
+
+
 def map_processes(fn: Callable, items: list, jobs: int, on_result: Callable | None = None) -> list:
     """``[fn(x) for x in items]``, up to ``jobs`` of them at once in spawned processes (``fn`` and
     the items must pickle; spawn, because CUDA cannot run in a forked child). Results keep the
-    items' order; ``on_result(item, result)`` sees each as soon as it and those before it are
-    done. An exception in a run, or Ctrl-C, terminates the other workers and is raised here."""
+    items' order; ``on_result(item, result)`` sees each as soon as it is done, in the order they
+    finish (a caller keeping each result then loses none to a Ctrl-C while a longer one runs).
+    An exception in a run, or Ctrl-C, terminates the other workers and is raised here."""
     import multiprocessing
 
     count = min(jobs, len(items))
     pool = multiprocessing.get_context("spawn").Pool(count, initializer=_pool_worker, initargs=(threads_per_job(count),))
-    out = []
+    out: list = [None] * len(items)
     try:
-        for item, result in zip(items, pool.imap(fn, items, chunksize=1), strict=True):
-            out.append(result)
+        for index, result in pool.imap_unordered(_call_indexed, [(fn, i, item) for i, item in enumerate(items)], chunksize=1):
+            out[index] = result
             if on_result is not None:
-                on_result(item, result)
+                on_result(items[index], result)
     except BaseException:
         pool.terminate()
         pool.join()

@@ -121,10 +121,11 @@ def rescreen(
 ) -> int:
     """Score the `contenders` (the ``plan.rescreen`` best and the baseline) that lack a score under this plan's key;
     ``train_val(config_json)`` trains one with the full schedule on the search seed and returns
-    (validation accuracy, seconds). ``train_all(configs, done)``, where given, trains several at
-    once instead (`nas_kd.finalize`: worker processes) and calls ``done(index, (val, seconds))``
-    as each finishes, so every finished score is recorded at once (an interrupted re-screen keeps
-    them). Returns how many were trained."""
+    (validation accuracy, seconds), or None if it did not train it (a deadline passed: it stays
+    unscored). ``train_all(configs, done)``, where given, trains several at once instead
+    (`nas_kd.finalize`: worker processes) and calls ``done(index, (val, seconds) or None)`` as each
+    finishes, so every finished score is recorded at once (an interrupted re-screen keeps them).
+    Returns how many were trained."""
     if plan.rescreen < 2:
         return 0
     key = RescreenKey.of(plan)
@@ -132,8 +133,10 @@ def rescreen(
     todo = [t for t in top if t.number not in scores(study, key)]
     finished = 0
 
-    def done(i: int, result: tuple[float, float]) -> None:
+    def done(i: int, result: tuple[float, float] | None) -> None:
         nonlocal finished
+        if result is None:  # not started (`nas_kd.finalize`'s start_by): still unscored
+            return
         val, seconds = result
         t = todo[i]
         record(study, t.number, key, val, seconds)
@@ -146,4 +149,4 @@ def rescreen(
     else:
         for i, config in enumerate(configs):
             done(i, train_val(config))
-    return len(todo)
+    return finished

@@ -8,3 +8,11 @@ def ctrl_c_reaches_it() -> None:
     jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: under
     `pytest ... &` the search would never see a test's Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def echo_after(seconds: float) -> float:
+    """A `map_processes` task: its argument back, ``seconds`` later."""
+    import time
+
+    time.sleep(seconds)
+    return seconds

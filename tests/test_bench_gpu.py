@@ -101,6 +101,8 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
 
 
 def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tmp_path):
+    from bench.gpu_sections import ABLATION_TIMING
+
     out = _bench(tmp_path, "--section", "ablation")
     total = len(SMOKE.ablation_modes) * 2 * len(SMOKE.ablation_seeds)  # modes x 2 students x seeds
     runs = _done(tmp_path)["ablation"]["result"]["runs"]
@@ -111,7 +113,8 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
     assert not (tmp_path / "ablation-teacher").exists()  # the file and its folder went with the pool
     # As a call that ended after half of the runs leaves it: the other half trains next time.
     (tmp_path / "results" / "gpu_ablation.json").unlink()
-    files = sorted((tmp_path / "ablation").glob("*.json"))
+    files = sorted(p for p in (tmp_path / "ablation").glob("*.json") if p.name != ABLATION_TIMING)  # the runs
+    assert len(files) == total and (tmp_path / "ablation" / ABLATION_TIMING).is_file()  # and how long each mode took
     for p in files[: total // 2]:
         p.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in files[total // 2 :]}
@@ -128,7 +131,7 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
     assert f"{base}/results/gpu_ablation.json" in names and f"{base}/BENCHMARKS.md" in names
     assert [n for n in names if "/runs/teachers/" in n] == [f"{base}/runs/teachers/{SMOKE.teacher_file()}"]
     # The ablation's runs travel in the state archive, the teacher does not (it is retrained or shipped).
-    assert sorted(n for n in state.getnames() if n.startswith("ablation/")) == sorted(f"ablation/{p.name}" for p in files)
+    assert sorted(n for n in state.getnames() if n.startswith("ablation/")) == sorted([f"ablation/{p.name}" for p in files] + [f"ablation/{ABLATION_TIMING}"])
     assert not [n for n in state.getnames() if "teachers" in n]
 
     # A later GPU session starts from a fresh machine: only the committed archive is there.
@@ -140,7 +143,7 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
     resumed = _bench(tmp_path, "--section", "ablation")
     assert f"resumed {len(state.getnames())} state files" in resumed
     assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
-    assert {p.name: p.read_text() for p in (tmp_path / "ablation").glob("*.json")} == saved  # unpacked, not trained again
+    assert {p.name: p.read_text() for p in (tmp_path / "ablation").glob("*.json") if p.name != ABLATION_TIMING} == saved  # unpacked, not trained again
 
 
 def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch, capsys):
@@ -552,3 +555,96 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
     today = get_preset(GPU.preset).brief
     assert kept_with(today) < whole  # the same brief: its trials are kept
     assert kept_with(today.replace(crop=not today.crop)) == whole  # another: all owed again
+
+
+def test_every_piece_a_call_must_hold_whole_fits_one():
+    """A run, trial, part or row cut off at a call's end is lost: one that cannot fit a call with
+    its margin would stop its section for good. (Until session 28 an ablation run was planned at
+    670 s and a search's whole re-screen and retrain, 1,680 s, had to fit one call of 540 s: none
+    of the five could ever have finished.)"""
+    from bench.gpu import CALL_SECONDS
+
+    for name, seconds in GPU.units():
+        assert seconds + GPU.margin_s <= CALL_SECONDS, (name, seconds)
+    assert {"finish run", "ablation run", "search trial", "step batch", "teachers"} <= {name for name, _ in GPU.units()}
+
+
+def test_calls_hold_whole_pieces_in_order():
+    from bench.gpu import calls_for, waves
+
+    assert calls_for([], 495) == 0 and calls_for([495], 495) == 1
+    assert calls_for([300, 300, 100], 495) == 2  # the second 300 waits for a call of its own; the 100 joins it
+    assert calls_for([100, 395, 100], 495) == 2 and calls_for([100, 400, 100], 495) == 3
+    assert waves(19, 4, 336.0) == [336.0] * 5 and waves(0, 4, 1.0) == [] and waves(-2, 4, 1.0) == []
+
+
+def test_an_ablation_plans_each_run_on_its_own_mode_and_students_time(tmp_path):
+    """The first run to finish (a `ce` run: a third of a `full` one) must not set the plan of
+    the runs not yet timed; what was timed travels to the next call."""
+    from bench.gpu_sections import AblationTiming
+
+    path = tmp_path / "timing.json"
+    from pytest import approx
+
+    timing = AblationTiming(path, 400.0)
+    ce, full = {"mode": "ce", "student": "small"}, {"mode": "full", "student": "small"}
+    assert timing.plan(ce) == approx(400.0) and timing.plan(full) == approx(400.0)
+    timing.took(ce, 100.0)
+    assert timing.plan(ce) == approx(110.0) and timing.plan(full) == approx(400.0)
+    timing.took(full, 500.0)
+    assert timing.plan(full) == approx(550.0) and timing.plan({"mode": "kd", "student": "small"}) == approx(550.0)  # the longest timed, over the estimate
+    timing.took(ce, 90.0)  # the longest of a key's runs counts
+    again = AblationTiming(path, 400.0)
+    assert again.plan(ce) == approx(110.0) and again.plan(full) == approx(550.0)
+
+
+def test_the_plan_counts_the_finish_runs_and_ablation_runs_kept(tmp_path):
+    import time
+
+    import torch
+
+    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu_sections import search_study
+
+    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    todo = [s for s in sections(GPU) if s.name in ("search-2M-tpe", "ablation")]
+    whole = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
+    kept = tmp_path / "k"
+    kept.write_text("{}")
+    runs = f"runs/{search_study(GPU, '2M', 'tpe')}/final/runs"
+    members = [(kept, f"{runs}/r{i}.pt") for i in range(2 * GPU.processes)] + [(kept, f"ablation/r{i}.json") for i in range(GPU.ablation_jobs)] + [(kept, "ablation/timing.json")]
+    _write_tar(tmp_path / STATE, members)
+    left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
+    assert abs(left["search-2M-tpe"] - (whole["search-2M-tpe"] - 2 * GPU.finish_run_estimate())) < 1
+    assert abs(left["ablation"] - (whole["ablation"] - GPU.ablation_run_s)) < 1  # one wave of 8 kept; timing.json is no run
+
+
+def test_a_search_whose_finish_does_not_fit_a_call_goes_on_in_the_next(tmp_path, monkeypatch):
+    """The re-screen and retrain of a search are spread over calls: none starts where it could
+    not end inside the call (nothing is filled or trained for it), the next call trains them,
+    and what each call spent is summed into the search's time."""
+    import time
+
+    import torch
+
+    import bench.gpu_sections as s
+    from bench.gpu import Config
+    from nas_kd.finalize import FINAL_DIR, RUNS_DIR
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 600, argv=())
+    budget, sampler = SMOKE.budgets[0], SMOKE.samplers[0]
+    folder = tmp_path / "runs" / s.search_study(SMOKE, budget, sampler)
+    real = s.finish_run_seconds
+    monkeypatch.setattr(s, "finish_run_seconds", lambda study, sizes: 10_000.0)  # a run longer than the call
+    assert s.search(budget, sampler)(cfg) is None
+    assert not (folder / FINAL_DIR).exists() and (folder / s.FINISH_FILE).is_file()
+    assert real(folder.name, SMOKE) == SMOKE.finish_run_estimate()  # nothing timed yet: the estimate
+    monkeypatch.setattr(s, "finish_run_seconds", real)
+    result = s.search(budget, sampler)(cfg)
+    assert result is not None and result["report"]["trial_counts"]["finished"] == SMOKE.trials
+    kept = list((folder / FINAL_DIR / RUNS_DIR).glob("*.pt"))
+    assert len(kept) == SMOKE.retrain_seeds * 3 or len(kept) == SMOKE.retrain_seeds * 2  # winner, baseline in its mode and ce (fewer if the winner is the baseline)
+    timed = max(torch.load(p, weights_only=True)["record"]["train_seconds"] for p in kept)
+    assert real(folder.name, SMOKE) >= s.RUN_MARGIN * timed + s.RUN_SETUP_S  # now planned on what was timed
+    assert result["report"]["finish_seconds"] > json.loads((folder / s.FINISH_FILE).read_text())["seconds"] > 0

@@ -284,3 +284,14 @@ def test_the_retrain_reuses_the_search_teacher_cache_when_both_schedules_read_th
     opts = SearchOptions(dataset="synthetic", teacher=str(teacher_path), space="tiny.yaml", budget="130k", trials=2, retrain_seeds=1, baselines=False, rescreen=0, mode="kd", study="reuse", preset="quick", device="cpu", progress=False, brief=brief)
     result = run_search(opts, log=lambda _: None)
     assert result["report"] is not None and len(calls) == fills, calls
+
+
+def test_map_processes_keeps_the_items_order_and_reports_each_result_as_it_finishes():
+    """The retrain keeps each run as `on_result` sees it: a run that finished while an earlier,
+    longer one still trained must be seen then, not after it (a Ctrl-C would lose it)."""
+    from nas_kd.jobs import map_processes
+    from tests.child_process import echo_after
+
+    seen = []
+    assert map_processes(echo_after, [1.5, 0.0], 2, on_result=lambda item, result: seen.append((item, result))) == [1.5, 0.0]
+    assert seen == [(0.0, 0.0), (1.5, 1.5)]

@@ -53,6 +53,15 @@ def quiet(*_):
     pass
 
 
+def fake_metrics(schedule, acc: float, epoch_callback=None, evaluate_test: bool = False) -> dict:
+    """What a fake distiller returns for a run scoring ``acc``, its epochs reported as a real one's."""
+    for epoch in range(1, schedule.epochs + 1):
+        if epoch_callback:
+            epoch_callback(epoch, acc)
+    out = {"val_accuracy": acc, "history": [], "train_seconds": 0.01, "images_per_second": 1e5}
+    return {**out, "test_accuracy": acc} if evaluate_test else out
+
+
 def test_default_names_and_settings_check():
     assert default_study_name("fashion-mnist", "mbv2", "macs2M") == "fashion-mnist_mbv2_macs2M"
     stored = {"dataset": "synthetic", "mode": "kd", "budget": {"macs": 1}}
@@ -200,12 +209,7 @@ def test_the_test_split_is_read_by_the_final_retrain_only_and_equal_students_sta
     def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, evaluate_test=False, **kw):
         start = [p.detach().clone() for p in student.parameters()]
         runs.append({"config": student.config.describe(), "mode": getattr(mode, "name", mode), "seed": seed, "test": evaluate_test, "start": start})
-        acc = min(0.99, sum(p.numel() for p in student.parameters()) / 20000)
-        for epoch in range(1, schedule.epochs + 1):
-            if epoch_callback:
-                epoch_callback(epoch, acc)
-        out = {"val_accuracy": acc, "history": [], "train_seconds": 0.01, "images_per_second": 1e5}
-        return {**out, "test_accuracy": acc} if evaluate_test else out
+        return fake_metrics(schedule, min(0.99, sum(p.numel() for p in student.parameters()) / 20000), epoch_callback, evaluate_test)
 
     monkeypatch.setattr(nas_kd.distill, "train", fake_train)
     run_search(opts, log=quiet)
