@@ -110,19 +110,19 @@ class BudgetMeter:
             self._table = LatencyTable()
         return self._table
 
-    def values(self, cfg: StudentConfig, *, everything: bool = False) -> dict[str, float]:
-        """{quantity: value} for every limited quantity (all five with ``everything``); latency
-        is the table's corrected prediction in ms at the slowest speed seen."""
+    def values(self, cfg: StudentConfig) -> dict[str, float]:
+        """{quantity: value}: MACs, parameters and every other limited quantity; latency is the
+        table's corrected prediction in ms at the slowest speed seen."""
         from nas_kd.cost import analytic_cost
         from nas_kd.memory import peak_memory_bytes, size_bytes
 
         cost = analytic_cost(cfg, self.shape, self.num_classes)
         values: dict[str, float] = {"macs": cost.macs, "params": cost.params}
-        if everything or self.budget.memory is not None:
+        if self.budget.memory is not None:
             values["memory"] = peak_memory_bytes(cfg, self.shape, self.num_classes, self.precision)
-        if everything or self.budget.size is not None:
+        if self.budget.size is not None:
             values["size"] = size_bytes(cfg, self.shape, self.num_classes, self.precision)
-        if everything or self.budget.latency is not None:
+        if self.budget.latency is not None:
             values["latency"] = self.correction * self.table_rulers(cfg) * self.slowest_ms()
         return values
 

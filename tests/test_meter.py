@@ -247,3 +247,47 @@ def test_a_larger_uniform_member_a_trial_measured_over_is_named_though_the_predi
     passed = []
     assert confirm_baseline(study, plan, lambda _: None, passed) == predicted
     assert passed == [{"describe": larger.describe(), "latency_ms": 2.4, "trial": 0}]
+
+
+def test_the_fill_is_the_binding_limits_share():
+    """With two limits the fill is the larger share: a student at 60% of one and 110% of the
+    other is over budget (the sampler's repair aims proposals into [min_fill, 1] by it)."""
+    from nas_kd.meter import fill_of
+
+    budget = parse_budget("memory:32k,size:64k")
+    assert fill_of(budget, 0, 0, memory=0.6 * 32_000, size=1.1 * 64_000) == pytest.approx(1.1)
+    assert fill_of(budget, 0, 0, memory=0.9 * 32_000, size=0.5 * 64_000) == pytest.approx(0.9)
+    meter = BudgetMeter(budget, SHAPE, 10, MBV2)
+    cfg = MBV2.uniform(10)
+    values = meter.values(cfg)
+    assert meter.fill(cfg) == pytest.approx(max(values["memory"] / 32_000, values["size"] / 64_000))
+
+
+def test_the_tables_own_ruler_counts_among_the_speeds_seen():
+    """The table was timed on this machine too: measurements all taken while it ran fast do not
+    make the limit look looser than the table's own ruler timing says."""
+    slow_table = MacsTable()
+    slow_table.ruler_ms = 2.0
+    meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=slow_table)
+    meter.correct_from([measured(1.0, 1.0, 1.0), measured(0.5, 0.5, 1.0)])
+    assert meter.slowest_ms() == 2.0
+
+
+def test_a_measurement_at_a_slower_moment_slows_every_later_judgement():
+    from nas_kd.latency import Latency
+
+    meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
+    cfg = MBV2.uniform(10)
+    before = meter.values(cfg)["latency"]
+    meter.at_slowest(Latency(0.9, 0.8, 1.0, 100, 1, "cpu", "ort", ruler_ms=3.0, rulers=0.3))
+    assert meter.slowest_ms() == 3.0 and meter.values(cfg)["latency"] == pytest.approx(3.0 * before)
+
+
+def test_only_predictions_near_the_limit_are_measured():
+    from nas_kd.meter import MEASURE_ABOVE
+
+    meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
+    assert not meter.needs_measuring(0.5 * MEASURE_ABOVE)  # far below: taken as predicted
+    assert meter.needs_measuring(MEASURE_ABOVE) and meter.needs_measuring(1.0)
+    assert not meter.needs_measuring(1.01)  # over the limit: rejected without measuring
+    assert not BudgetMeter(parse_budget("2M"), SHAPE, 10, MBV2).needs_measuring(0.9)  # no latency limit

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import nas_kd.models.teachers
+from nas_kd.config import get_preset
 from nas_kd.errors import UserError
 from nas_kd.plan import SearchOptions, SearchPlan, Seeds, TeacherRef, build_plan
 
@@ -165,3 +166,38 @@ def test_the_default_mode_is_the_presets_and_an_explicit_mode_wins():
     del stored["preset"]["mode"]  # a study stored before presets carried a mode
     assert SearchPlan.from_dict(stored).preset.mode == "full"
     assert SearchPlan.from_dict(plan(preset="quick").to_dict()).preset.mode == "kd"
+
+
+def test_every_stored_choice_comes_back_from_the_study(in_tmp):
+    """A resumed study, a `--jobs` child and `finalize` rebuild the plan from the study alone: each
+    choice set away from its default must survive the round trip (a default that came back in its
+    place would go unnoticed where the default is what was asked)."""
+    opts = SearchOptions(space=MBV2, dataset="synthetic", preset="quick", min_fill=0.7, jobs=3, gpu_step="graph=1,bf16=0", rescreen=2, prune=True, baselines=False, timeout=90.0, heartbeat=7, sampler="random", brief="epochs=3", full="lr=0.05")
+    plan = build_plan(opts)
+    assert not get_preset("quick").prune  # so prune=True is a choice away from the default
+    again = SearchPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
+    assert (again.min_fill, again.jobs, again.rescreen, again.prune, again.baselines, again.timeout, again.heartbeat, again.sampler) == (0.7, 3, 2, True, False, 90.0, 7, "random")
+    assert again.step.graph and not again.step.bf16 and again.brief.epochs == 3 and again.full.lr == 0.05
+    line = plan.command()
+    for flag in ("--min-fill 0.7", "--jobs 3", "--rescreen 2", "--prune", "--no-baselines", "--brief epochs=3", "--full lr=0.05", "--timeout 90.0", "--sampler random"):
+        assert flag in line, (flag, line)
+
+
+def test_settings_hold_the_teacher_and_the_split_it_decides(in_tmp):
+    """Workers and resumes of one study must distil from the same teacher file and validate on
+    the same split (the teacher's seed draws it): another teacher or seed is another study."""
+    from nas_kd.study import check_settings
+
+    one, two = in_tmp / "one.pt", in_tmp / "two.pt"
+    one.write_bytes(b"teacher one")
+    two.write_bytes(b"teacher two")
+    base = build_plan(SearchOptions(space=MBV2, dataset="synthetic", baselines=False, preset="quick"))
+    first = base.with_teacher({"seed": 0, "arch": "resnet8"}, one)
+    assert first.seeds.split == 0 and first.teacher.sha256 == hashlib.sha256(b"teacher one").hexdigest()
+    other_file = base.with_teacher({"seed": 0, "arch": "resnet8"}, two)
+    other_seed = base.with_teacher({"seed": 4, "arch": "resnet8"}, one)
+    assert other_seed.seeds.split == 4  # the split is the teacher's: its validation images were held out of its training
+    for other, field in ((other_file, "teacher_sha256"), (other_seed, "split_seed")):
+        with pytest.raises(UserError, match=field):
+            check_settings(first.settings(), other.settings(), "s")
