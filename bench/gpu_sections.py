@@ -411,6 +411,7 @@ def search(budget: str, sampler: str) -> Callable:
     (`nas_kd.finalize`'s ``start_by``); once all are done, the report and export."""
 
     def run(cfg) -> dict | None:
+        from nas_kd.errors import UserError
         from nas_kd.finalize import Unfinished, finalize
         from nas_kd.search import run_search
 
@@ -426,6 +427,8 @@ def search(budget: str, sampler: str) -> Callable:
         t1 = time.perf_counter()
         try:
             finalize(opts.study, start_by=time.time() + cfg.left() - sz.margin_s - run_s)
+        except UserError:
+            pass  # nothing to finalize (no candidate within budget): run_one reports it as a search would
         except Unfinished as e:
             _finish_seconds(opts.study, time.perf_counter() - t1)
             print(f"bench-gpu: {search_name(budget, sampler)}: {e} (a run is planned at {run_s:.0f} s)", flush=True)

@@ -50,7 +50,7 @@ def recipe(schedule, seeds: str) -> str:
     return (
         f"Recipe: {schedule.epochs} epochs on {n} training examples, batch {schedule.batch_size}, SGD+Nesterov lr {schedule.lr}, "
         f"warm-up {schedule.warmup_epochs} epochs then cosine, weight decay {schedule.weight_decay}; seeds {seeds}. "
-        "Test accuracy on the 10,000-image test set; train time excludes evaluation."
+        "Test accuracy on the 10,000-image test set; train time spans the training loop, each epoch's validation pass included, the final test pass not."
     )
 
 
