@@ -111,3 +111,59 @@ def test_baselines_passed_over_for_latency_are_named_in_the_report(in_tmp):
     final["baselines"]["passed_over"] = [{"describe": "ir c16 big", "latency_ms": 0.2861, "trial": 0}, {"describe": "ir c16 mid", "latency_ms": 0.2104, "trial": None}]
     md = write_report(study, final=final)["report.md"].read_text()
     assert "Larger uniform members measured over the latency limit at the slowest speed seen, passed over as a winner would be: `ir c16 big` (0.286 ms, in trial 0), `ir c16 mid` (0.210 ms, before the retrain)." in md
+
+
+def test_a_cut_short_search_says_so_in_the_verdict_and_the_report(in_tmp):
+    """Fewer finished trials than requested (Ctrl-C here): the markdown and the verdict both say
+    why, so a winner of a shorter search is not read as the full search's."""
+    from nas_kd.study import INTERRUPTED, STOP_ATTR
+
+    study = make_study(in_tmp)
+    plan = dataclasses.replace(hand_plan(), trials=8)
+    study.set_user_attr(PLAN_ATTR, plan.to_dict())
+    study.set_user_attr(STOP_ATTR, INTERRUPTED)
+    cfg = json.loads(CFG)
+    paths = write_report(study, final=_final(cfg, {**cfg, "stem_width": 16}))
+    report = json.loads(paths["report.json"].read_text())
+    assert report["cut_short"] == f"5 of 8 requested candidates finished; {INTERRUPTED}"
+    assert report["verdict"].startswith(f"Search cut short ({report['cut_short']}): ")
+    assert f"**The search was cut short**: {report['cut_short']}." in paths["report.md"].read_text()
+
+
+def test_each_seeds_accuracy_is_in_its_own_column(in_tmp):
+    study = make_study(in_tmp)
+    cfg = json.loads(CFG)
+    final = _final(cfg, {**cfg, "stem_width": 16})
+    final["baselines"]["modes"]["ce"] = summarise([{"seed": s, "test_accuracy": a, "val_accuracy": a} for s, a in ((3, 0.83), (1, 0.81), (2, 0.82))])  # in another order
+    md = write_report(study, final=final)["report.md"].read_text()
+    assert "| seed 1 | seed 2 | seed 3 |" in md
+    assert "| full | 87.00 | 88.00 | 87.71 |" in md and "| ce | 81.00 | 82.00 | 83.00 |" in md
+
+
+def test_a_pruned_trial_shows_its_last_epoch_and_trial_seconds_add_up(in_tmp):
+    import datetime as dt
+
+    from optuna.trial import FrozenTrial
+
+    study = optuna.create_study(study_name="hand", storage=f"sqlite:///{in_tmp / 'hand.db'}", direction="maximize")
+    study.set_user_attr(PLAN_ATTR, hand_plan().to_dict())
+    start = dt.datetime(2026, 12, 6, 12, 0, 0)
+    for number, (state, seconds) in enumerate(((TrialState.COMPLETE, 30.0), (TrialState.PRUNED, 12.5))):
+        study.add_trial(FrozenTrial(
+            number=number, trial_id=number, state=state, value=0.6 if state == TrialState.COMPLETE else None, values=None,
+            datetime_start=start, datetime_complete=start + dt.timedelta(seconds=seconds), params={"stem.width": 8}, distributions=DIST,
+            user_attrs={"macs": 500_000, "params": 1000, "config": CFG, "describe": "ir c8", "feasible": True}, system_attrs={"constraints:macs": -0.5},
+            intermediate_values={1: 0.30, 2: 0.45} if state == TrialState.PRUNED else {},
+        ))
+    report = json.loads(write_report(study, partial=True)["report.json"].read_text())
+    assert report["trials"][1]["val_accuracy"] == 0.45  # the epoch it was stopped at, not its first
+    assert report["trial_seconds"] == 42.5
+
+
+def test_every_limit_of_the_budget_gets_its_own_pareto_plot(in_tmp):
+    study = make_study(in_tmp)
+    plan = build_plan(SearchOptions(budget="macs:1M,params:50k", space=SPACE, dataset="synthetic", mode="full", study="hand", preset="quick", baselines=False, trials=5))
+    study.set_user_attr(PLAN_ATTR, dataclasses.replace(plan, teacher=hand_plan().teacher).to_dict())
+    paths = write_report(study, partial=True)
+    assert paths["pareto.png"].read_bytes()[:4] == paths["pareto-params.png"].read_bytes()[:4] == b"\x89PNG"
+    assert "pareto-params.png" in {p.name for p in in_tmp.joinpath("runs", "hand").iterdir()}
