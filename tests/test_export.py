@@ -175,3 +175,30 @@ def test_load_exported_refuses_what_is_not_an_export(tmp_path):
     (tmp_path / "arch.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(UserError, match="not a nas-kd student export"):
         load_exported(tmp_path)
+
+
+def test_random_check_images_vary_in_brightness_and_contrast_per_image():
+    """After global pooling, i.i.d. noise images give nearly the same logits: a parity check on
+    them would pass for a wrong graph. Each image gets its own scale and offset."""
+    g = torch.Generator().manual_seed(0)
+    batch = varied_batch(64, SHAPE, g)
+    stds, means = batch.flatten(1).std(1), batch.flatten(1).mean(1)
+    assert stds.max() / stds.min() > 2.0 and means.std() > 0.5
+    pixels = random_pixels(64, SHAPE, g)
+    assert pixels.dtype == torch.uint8 and pixels.float().flatten(1).std(1).max() / pixels.float().flatten(1).std(1).min() > 2.0
+
+
+def test_the_parity_images_are_the_searchs_validation_images_class_balanced():
+    from nas_kd.data import load_splits
+    from nas_kd.export import validation_images
+
+    images, source = validation_images("synthetic", None, split_seed=3, n=40)
+    splits = load_splits("synthetic", None, seed=3)
+    val = {bytes(x.numpy().tobytes()) for x in splits.val.x}
+    train = {bytes(x.numpy().tobytes()) for x in splits.train.x}
+    got = [bytes(x.numpy().tobytes()) for x in images]
+    assert all(b in val for b in got) and not any(b in train for b in got)
+    assert "validation split (split seed 3)" in source
+    labels = {bytes(x.numpy().tobytes()): int(y) for x, y in zip(splits.val.x, splits.val.y, strict=True)}
+    counts = np.bincount([labels[b] for b in got], minlength=splits.info.num_classes)
+    assert counts.max() - counts.min() <= 1  # class-balanced
