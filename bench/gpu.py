@@ -121,7 +121,7 @@ def sections(sizes: Sizes) -> list[Section]:
                             units_left=lambda kept: waves(sizes.ablation_runs() - len(kept.under(s.ABLATION_DIR, ".json", but=s.ABLATION_TIMING)), sizes.ablation_jobs, sizes.ablation_run_s)),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
-    def search_left(budget: str, sampler: str) -> Callable[[Kept], float]:
+    def search_left(budget: str, sampler: str) -> Callable[[Kept], list[float]]:
         # The trials its kept study still lacks, and the finish runs (re-screen, retrain) it has not kept.
         def left(kept: Kept) -> list[float]:
             study = s.search_study(sizes, budget, sampler)
