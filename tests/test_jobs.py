@@ -238,6 +238,13 @@ def test_final_retrain_in_two_processes_matches_one(in_tmp, teacher_path):
     assert figures(two) == figures(one) and len(figures(one)) == 2
     again = torch.load(final / "winner.pt")
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    # Each worker's run was kept as it finished: without the final report, nothing trains again.
+    assert len(list((final / "runs").glob("*.pt"))) == 2
+    (final / "final.json").unlink()
+    lines.clear()
+    resumed = finalize("fin", jobs=2, log=lines.append)
+    assert not any("at once (--jobs)" in line for line in lines) and any("2 of 2 runs kept" in line for line in lines), lines
+    assert figures(resumed) == figures(one)
 
 
 def test_the_rescreen_runs_in_worker_processes_and_scores_as_one(in_tmp, teacher_path):
