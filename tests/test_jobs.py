@@ -302,3 +302,32 @@ def test_map_processes_keeps_the_items_order_and_reports_each_result_as_it_finis
     seen = []
     assert map_processes(echo_after, [1.5, 0.0], 2, on_result=lambda item, result: seen.append((item, result))) == [1.5, 0.0]
     assert seen == [(0.0, 0.0), (1.5, 1.5)]
+
+
+def test_a_finalize_stopped_by_ctrl_c_keeps_its_finished_runs_and_trains_only_the_rest(in_tmp, teacher_path, monkeypatch):
+    """`nas-kd finalize --jobs 2`, interrupted once its first run is kept: it exits 130 with no
+    traceback, and the next finalize trains only the runs that were not kept."""
+    import nas_kd.distill
+    from nas_kd.finalize import FINAL_DIR, RUNS_DIR, finalize
+    from nas_kd.search import SearchOptions, run_search
+
+    (in_tmp / "tiny.yaml").write_text(TINY)
+    opts = SearchOptions(dataset="synthetic", teacher=str(teacher_path), space="tiny.yaml", budget="130k", trials=2, retrain_seeds=6, baselines=False, rescreen=0, mode="kd", study="stopped", preset="quick", device="cpu", progress=False)
+    run_search(opts, log=lambda _: None, finish=False)
+    kept = in_tmp / "runs" / "stopped" / FINAL_DIR / RUNS_DIR
+    log = in_tmp / "finalize.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nas_kd", "finalize", "--study", "stopped", "--jobs", "2", "--no-progress"], cwd=in_tmp, env=_env(), text=True, stdout=out, stderr=subprocess.STDOUT, preexec_fn=ctrl_c_reaches_it)
+    deadline = time.time() + 300
+    while not list(kept.glob("*.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(120)
+    text = log.read_text()
+    assert proc.returncode == 130 and "Traceback" not in text, text[-3000:]
+    done = len(list(kept.glob("*.pt")))
+    assert 1 <= done < 6 and not (in_tmp / "runs" / "stopped" / FINAL_DIR / "final.json").exists(), text[-3000:]
+    real, trained = nas_kd.distill.train, []
+    monkeypatch.setattr(nas_kd.distill, "train", lambda *a, **k: trained.append(k["seed"]) or real(*a, **k))
+    final = finalize("stopped", jobs=1, log=lambda _: None)
+    assert len(trained) == 6 - done and len(final["winner"]["runs"]) == 6
