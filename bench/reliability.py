@@ -2,8 +2,8 @@
 
     python -m bench.reliability
 
-Runs tests/test_workers.py (real PostgreSQL, SIGKILL, SIGINT, SQLite resume) and
-tests/test_bad_inputs.py, reads their JUnit results, and writes docs/RELIABILITY.md. Every figure
+Runs tests/test_workers.py (real PostgreSQL, SIGKILL, SIGINT, SQLite resume), the interrupted
+finalize of tests/test_jobs.py and tests/test_bad_inputs.py, reads their JUnit results, and writes docs/RELIABILITY.md. Every figure
 comes from a test assertion: "trials lost" is zero only because the tests assert that every
 finished trial is still there, unchanged, after the kills.
 """
@@ -27,13 +27,15 @@ SCENARIOS = {
     "test_sqlite_sigkill_then_same_command_resumes_without_losing_trials": ("SQLite, SIGKILL mid-trial, same command again", 2, 6, 1, 0),
     "test_sigint_marks_the_trial_writes_a_partial_report_and_exits_130": ("SQLite, SIGINT (Ctrl-C) mid-trial: exit 130, partial report", 1, None, 0, 1),
     "test_two_processes_on_one_sqlite_study_share_it": ("SQLite, 2 processes on one study", 2, 6, 0, 0),
+    "test_a_finalize_stopped_by_ctrl_c_keeps_its_finished_runs_and_trains_only_the_rest": ("`nas-kd finalize --jobs 2` stopped by Ctrl-C after its first run, then finalize again", 2, None, 0, 1),
 }
+FINALIZE_TEST = "tests/test_jobs.py::test_a_finalize_stopped_by_ctrl_c_keeps_its_finished_runs_and_trains_only_the_rest"
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", f"--junitxml={xml}", "tests/test_workers.py", "tests/test_bad_inputs.py"]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", f"--junitxml={xml}", "tests/test_workers.py", "tests/test_bad_inputs.py", FINALIZE_TEST]
         subprocess.run(cmd, cwd=ROOT, check=False)
         cases = ET.parse(xml).getroot().iter("testcase")
         results = {}
@@ -60,8 +62,9 @@ def main() -> None:
 Written by `python -m bench.reliability` on {dt.date.today().isoformat()}.
 Hardware: {hardware()}.
 Every figure below is an assertion of a test that ran for this page
-(`pytest tests/test_workers.py tests/test_bad_inputs.py`), on tiny synthetic data with real
-`python -m nas_kd search` worker processes and a real PostgreSQL server on 127.0.0.1.
+(`pytest tests/test_workers.py tests/test_bad_inputs.py` and the interrupted finalize of
+tests/test_jobs.py), on tiny synthetic data with real `python -m nas_kd search` and `finalize`
+processes and a real PostgreSQL server on 127.0.0.1.
 
 ## Summary
 
@@ -70,7 +73,7 @@ Every figure below is an assertion of a test that ran for this page
 | worker processes run | {workers} |
 | finished trials required (and reached) | {trials} |
 | workers killed with SIGKILL mid-trial, survived | {kills} |
-| Ctrl-C (SIGINT) interrupts handled (exit 130, trial marked, partial report) | {interrupts} |
+| Ctrl-C (SIGINT) interrupts handled (exit 130; a search marks its trial and writes a partial report, a finalize keeps its finished runs) | {interrupts} |
 | bad inputs tried / answered with exit 2 and one line, runs/ untouched | {len(bad)} / {bad_ok} |
 | finished trials lost | {lost} |
 
@@ -89,6 +92,9 @@ What the assertions check:
   requested 6 trials, none RUNNING, and every trial that had finished before the kill is there
   with the same state and value.
 - **SIGINT**: exit code 130, no traceback, no trial left RUNNING, a report marked partial.
+- **Interrupted finalize**: `nas-kd finalize --jobs 2` (6 retrain seeds) gets SIGINT once its
+  first run is kept: exit code 130, no traceback, no final report, at least one run kept; the
+  next finalize trains exactly the runs that were not kept (`runs/<study>/final/runs/`).
 - **Bad inputs**: each of the {len(bad)} cases in `tests/test_bad_inputs.py` (budgets, search-space
   YAML, dataset names and files, teacher files including pickles that would create a file if
   unpickled, storage URLs, out-of-range and conflicting options) exits 2 with one line starting
