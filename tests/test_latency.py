@@ -185,3 +185,54 @@ def test_memory_and_size_budget_search_winner_meets_both(tmp_path, cache):
     assert (run / "pareto.png").read_bytes()[:4] == b"\x89PNG" and (run / "pareto-size.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (run / "report.md").read_text()
     assert f"| peak activation memory (int8) | {measured_memory:,} bytes |" in markdown and "| searched (trial" in markdown
+
+
+def test_a_table_from_another_machine_or_unit_is_not_read_and_saves_merge(tmp_path):
+    """Entries are times relative to this machine's ruler: another machine's file (a shared cache
+    folder, a copied home) must not be read. Two processes filling one table both keep theirs."""
+    from dataclasses import asdict
+
+    path = tmp_path / "table.json"
+    here = asdict(machine())
+    path.write_text(json.dumps({"machine": {**here, "cpu": "another cpu"}, "unit": RULER, "entries": {"part": 1.5}}))
+    assert LatencyTable(path).entries == {}
+    path.write_text(json.dumps({"machine": here, "unit": RULER, "entries": {"part": 1.5}}))
+    assert LatencyTable(path).entries == {"part": 1.5}
+    first, second = LatencyTable(path), LatencyTable(path)  # both opened before either writes
+    first.entries["a"] = 2.0
+    first._save()
+    second.entries["b"] = 3.0
+    second._save()
+    assert LatencyTable(path).entries == {"part": 1.5, "a": 2.0, "b": 3.0}
+
+
+def test_the_calibration_line_is_per_space_and_fits_relative_error(tmp_path, monkeypatch):
+    """A line per space's decisions, not per name (an edited space keeps its name), fitted on
+    relative error: the many small students a search proposes are not traded for one large one
+    (here 11 students on the line and the largest 30% off it: the relative fit misses the small
+    ones by under 6%, an absolute fit by 15%)."""
+    import nas_kd.latency as latency
+
+    table = LatencyTable(tmp_path / "table.json")
+    sums: dict[str, float] = {}
+
+    def fake_sum(cfg, shape, classes):
+        name = cfg.describe()
+        if name not in sums:
+            sums[name] = 100.0 if name == TINY.largest().describe() else 1.0 + 0.1 * sum(v < 100 for v in sums.values())
+        return sums[name]
+
+    def fake_measure(cfg, shape, classes, runs, threads):
+        s = fake_sum(cfg, shape, classes)
+        return 0.0, 130.0 if s == 100.0 else s
+
+    monkeypatch.setattr(table, "sum_of_parts_rulers", fake_sum)
+    monkeypatch.setattr(latency, "student_against_ruler", fake_measure)
+    line = table.calibration(TINY, SHAPE, CLASSES)
+    small = [(x, y) for x, y in zip(line["sums_rulers"], line["measured_rulers"], strict=True) if y < 100]
+    assert len(small) == len(line["sums_rulers"]) - 1 >= 8
+    assert max(abs(line["scale"] * x + line["offset"] - y) / y for x, y in small) < 0.08
+    edited = SearchSpace.from_yaml(TINY_YAML.replace("width: [16, 32]", "width: [16, 24]"), source="tiny.yaml")
+    assert edited.name == TINY.name
+    table.calibration(edited, SHAPE, CLASSES)
+    assert len(table.calibrations) == 2
