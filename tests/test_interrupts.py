@@ -61,3 +61,16 @@ def test_other_errors_in_finalizers_are_still_reported():
     done = _run(_VALUE_ERROR_IN_A_FINALIZER)
     assert done.stdout.strip() == "went on"
     assert "Exception ignored" in done.stderr and "ValueError: finalizer failed" in done.stderr
+
+
+def test_installing_the_hook_again_adds_no_layer(monkeypatch):
+    """The CLI and every worker install it, and a test session calls the CLI hundreds of times:
+    each call must leave the one hook in place, not wrap it once more (the chain would grow
+    with every call)."""
+    from nas_kd.interrupts import keep_lost_interrupts
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    keep_lost_interrupts()
+    installed = sys.unraisablehook
+    keep_lost_interrupts()
+    assert sys.unraisablehook is installed and installed is not sys.__unraisablehook__
