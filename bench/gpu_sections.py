@@ -619,6 +619,12 @@ def ablation(cfg) -> dict | None:
                     fut = pool.submit(_ablation_run, job)
                     running[fut] = (job, time.monotonic())
                 if not running:
+                    if queue:  # say why, and whether any call could start it
+                        from bench.gpu import CALL_SECONDS
+
+                        plan, whole = timing.plan(queue[0]), CALL_SECONDS - sz.margin_s
+                        never = f"; a whole call holds {whole:.0f} s: train fewer runs at once (Sizes.ablation_jobs) or make the step faster" if plan > whole else ""
+                        print(f"bench-gpu: ablation: the next run ({queue[0]['mode']}, {queue[0]['student']}, seed {queue[0]['seed']}) is planned at {plan:.0f} s, {max(0.0, cfg.left() - sz.margin_s):.0f} s left{never}", flush=True)
                     break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:

@@ -158,7 +158,18 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch, c
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
     assert ablation(cfg) is None  # cut short: the next call trains them
     assert list((tmp_path / "ablation").glob("*.json")) == []
-    assert "teacher's outputs filled once" not in capsys.readouterr().out  # nor filled the teacher's outputs for nothing
+    out = capsys.readouterr().out
+    assert "teacher's outputs filled once" not in out  # nor filled the teacher's outputs for nothing
+    assert f"is planned at {SMOKE.ablation_run_s:.0f} s" in out and "a whole call holds" not in out
+    # A run timed longer than any call holds: said, with what to change.
+    from bench.gpu_sections import ABLATION_TIMING, AblationTiming
+
+    AblationTiming(tmp_path / "ablation" / ABLATION_TIMING, SMOKE.ablation_run_s).took({"mode": SMOKE.ablation_modes[0], "student": "small", "seed": 0}, 1000.0)
+    assert ablation(cfg) is None
+    from bench.gpu import CALL_SECONDS
+
+    out = capsys.readouterr().out
+    assert "is planned at 1100 s, " in out and f"s left; a whole call holds {CALL_SECONDS - SMOKE.margin_s:.0f} s: train fewer runs at once" in out
 
 
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
