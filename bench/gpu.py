@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from bench._report import hardware, write_section
-from bench.gpu_sizes import GPU, SHARE, SMOKE, JobsRun, Sizes
+from bench.gpu_sizes import GPU, SHARE, SMOKE, JobsRun, Sizes, waves
 from nas_kd.errors import one_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,11 +138,6 @@ def sections(sizes: Sizes) -> list[Section]:
         for sampler in sizes.samplers
     ]
     return [sec for name in ORDER for sec in (searches if name == "searches" else [fixed[name]])]
-
-
-def waves(runs: int, at_once: int, seconds: float) -> list[float]:
-    """``runs`` runs, ``at_once`` at a time, ``seconds`` each: the waves a call must hold whole."""
-    return [seconds] * -(-max(0, runs) // at_once)
 
 
 def calls_for(pieces: list[float], call_s: float) -> int:

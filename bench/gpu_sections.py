@@ -395,12 +395,11 @@ def finish_run_seconds(study: str, sizes) -> float:
     return RUN_MARGIN * max(seconds) + RUN_SETUP_S if seconds else sizes.finish_run_estimate()
 
 
-def _finish_seconds(study: str, add: float = 0.0) -> float:
-    """The seconds a search's finish (re-screen, retrain) has taken over all calls, ``add`` added."""
+def _finish_seconds(study: str, add: float) -> float:
+    """The seconds a search's finish (re-screen, retrain) has taken over all calls, ``add`` added and kept."""
     path = Path("runs") / study / FINISH_FILE
     total = (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0) + add
-    if add:
-        write_json(path, {"seconds": total})
+    write_json(path, {"seconds": total})
     return total
 
 
@@ -535,7 +534,9 @@ class AblationTiming:
 
     def plan(self, job: dict) -> float:
         own = self.seconds.get(self.key(job))
-        return self.PLAN_MARGIN * (own if own is not None else max([self.estimate_s / self.PLAN_MARGIN, *self.seconds.values()]))
+        if own is not None:
+            return self.PLAN_MARGIN * own
+        return max(self.estimate_s, self.PLAN_MARGIN * max(self.seconds.values(), default=0.0))
 
     def took(self, job: dict, seconds: float) -> None:
         key = self.key(job)

@@ -26,9 +26,14 @@ from bench.gpu_step import StepSizes
 from nas_kd.config import Schedule, get_preset
 from nas_kd.rescreen import most_runs
 
-__all__ = ["Sizes", "JobsRun", "GPU", "SMOKE", "SHARE"]
+__all__ = ["Sizes", "JobsRun", "GPU", "SMOKE", "SHARE", "waves"]
 
 SHARE = 1.4  # a run's slowdown while N runs share one GPU (estimate)
+
+
+def waves(runs: int, at_once: int, seconds: float) -> list[float]:
+    """``runs`` runs, ``at_once`` at a time, ``seconds`` each: the waves a call must hold whole."""
+    return [seconds] * -(-max(0, runs) // at_once)
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,7 @@ class Sizes:
     def retrain_estimate(self, with_baselines: bool) -> float:
         """The re-screen and the final retrain: the winner's seeds, and with baselines the uniform
         student's in the mode and in ce, `processes` runs at a time (nas_kd.finalize)."""
-        waves = -(-self.finish_runs(with_baselines) // self.processes)
-        return waves * self.finish_run_estimate()
+        return sum(waves(self.finish_runs(with_baselines), self.processes, self.finish_run_estimate()))
 
     def units(self) -> list[tuple[str, float]]:
         """What a call must hold whole, by estimate: a section that is not resumable, a part of one

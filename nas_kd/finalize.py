@@ -318,35 +318,34 @@ def _run_key(job: Retrain, plan: SearchPlan) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def _kept_path(out: Path, job: Retrain, plan: SearchPlan) -> Path:
+def _kept_path(out: Path, job: Retrain, key: str) -> Path:
     import hashlib
 
-    return out / RUNS_DIR / f"{job.mode}-s{job.seed}-{hashlib.sha256(_run_key(job, plan).encode()).hexdigest()[:16]}.pt"
+    return out / RUNS_DIR / f"{job.mode}-s{job.seed}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def _keep(out: Path, job: Retrain, plan: SearchPlan, result: dict) -> None:
-    """Keep a finished run (the winner's with its weights: the baselines' are never read back).
-    Written beside and renamed, so an interrupted write leaves no half file."""
-    import os
+    """Keep a finished run (the winner's with its weights: the baselines' are never read back),
+    written atomically."""
+    from nas_kd.files import atomic_write
 
-    path = _kept_path(out, job, plan)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept = {"key": _run_key(job, plan), "record": result["record"], "state": result["state"] if job.label == "winner" else None}
-    torch.save(kept, path.with_suffix(".part"))
-    os.replace(path.with_suffix(".part"), path)
+    key = _run_key(job, plan)
+    kept = {"key": key, "record": result["record"], "state": result["state"] if job.label == "winner" else None}
+    atomic_write(_kept_path(out, job, key), lambda f: torch.save(kept, f))
 
 
 def _kept(out: Path, job: Retrain, plan: SearchPlan) -> dict | None:
     """A kept run's result (`_run`'s form), or None: none kept, another run's, or a baseline's
     run (kept without weights) that a winner now needs."""
-    path = _kept_path(out, job, plan)
+    key = _run_key(job, plan)
+    path = _kept_path(out, job, key)
     if not path.is_file():
         return None
     try:
         kept = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # unreadable: train it again
         return None
-    if kept.get("key") != _run_key(job, plan) or (job.label == "winner" and kept.get("state") is None):
+    if kept.get("key") != key or (job.label == "winner" and kept.get("state") is None):
         return None
     return {"record": kept["record"], "state": kept["state"]}
 
@@ -531,7 +530,8 @@ def _finalize(
 
     def rescreen_missing(exclude: frozenset[int]) -> None:
         def unscored() -> int:
-            return sum(t.number not in scores(study, RescreenKey.of(plan)) for t in contenders(study, plan.rescreen, exclude))
+            have = scores(study, RescreenKey.of(plan))
+            return sum(t.number not in have for t in contenders(study, plan.rescreen, exclude))
 
         if start_by is not None and _past(start_by) and unscored():
             raise Unfinished(unscored(), None)  # before the teacher's outputs are filled for nothing
