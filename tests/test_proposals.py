@@ -68,6 +68,17 @@ def test_a_budget_above_the_space_is_filled_relative_to_its_largest_member():
     _, sampler, fills = run_study("random", "1G", 5)
     largest = analytic_cost(MBV2.largest(), SHAPE, 10).macs / 1e9
     assert min(fills) >= 0.85 * largest and sampler.counts.exhausted == 0
+    # The band is reached, not given up on: a target of 0.85 of the 1G budget would leave every
+    # proposal grown to the largest members and counted below the band.
+    assert sampler.counts.unfillable == 0 and min(fills) < 0.999 * largest
+
+
+def test_a_band_the_space_cannot_reach_is_counted_and_said():
+    """With min-fill 0.9999 few students fit the band (the choices are discrete): such a proposal
+    is kept as close as it came, counted, and the progress line says so."""
+    _, sampler, fills = run_study("random", "2M", 5, min_fill=0.9999)
+    assert max(fills) <= 1.0 and sampler.counts.unfillable == sum(f < 0.9999 for f in fills) > 0
+    assert f"{sampler.counts.unfillable} below the fill band" in sampler.counts.describe()
 
 
 def test_params_of_inverts_config_from_params():

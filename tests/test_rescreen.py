@@ -9,19 +9,30 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from nas_kd.config import Schedule
-from nas_kd.rescreen import RescreenKey, candidates_key, choose, contenders, ranked, record, rescreen, scores
+from nas_kd.rescreen import (
+    RescreenKey,
+    candidates_key,
+    choose,
+    contenders,
+    most_runs,
+    ranked,
+    record,
+    rescreen,
+    scores,
+)
 
 FULL = Schedule(epochs=3, batch_size=128, lr=0.1)
 KEY = RescreenKey(tuple(sorted(FULL.to_dict().items())), 0, "kd")
 
 
-def _study(trials: list[tuple[str, float, int]], baseline: str | None = None):
+def _study(trials: list[tuple[str, float, int]], baseline: str | None = None, infeasible: str | None = None):
     """An in-memory study of COMPLETE trials: (config, brief val accuracy, MACs); the trial of
-    config ``baseline`` is marked as the uniform baseline, as the search marks it."""
+    config ``baseline`` is marked as the uniform baseline, as the search marks it, and that of
+    ``infeasible`` as measured over the budget's limit in its run."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     for config, val, macs in trials:
-        attrs = {"config": config, "macs": macs, **({"baseline": True} if config == baseline else {})}
+        attrs = {"config": config, "macs": macs, **({"baseline": True} if config == baseline else {}), **({"feasible": False} if config == infeasible else {})}
         study.add_trial(optuna.trial.create_trial(params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)}, value=val, user_attrs=attrs))
     return study
 
@@ -31,9 +42,19 @@ def _plan(rescreen_count: int):
 
 
 def test_ranked_orders_by_brief_accuracy_then_fewer_macs_one_trial_per_config():
-    study = _study([("a", 0.80, 100), ("b", 0.85, 200), ("c", 0.85, 150), ("b", 0.90, 200)])
-    # "b" twice: its first (best) trial stands for it; "c" beats the 0.85 "b" only on MACs, but b's best is 0.90
-    assert [t.user_attrs["config"] for t in ranked(study)] == ["b", "c", "a"]
+    study = _study([("a", 0.80, 100), ("b", 0.85, 200), ("c", 0.85, 150), ("b", 0.90, 200), ("d", 0.85, 120)])
+    # "b" twice: its best trial stands for it; "c" and "d" tie on accuracy and the smaller one comes first
+    assert [t.user_attrs["config"] for t in ranked(study)] == ["b", "d", "c", "a"]
+
+
+def test_ranked_leaves_out_trials_over_a_limit():
+    """A trial measured over the latency limit in its own run (user attr ``feasible`` False, as the
+    search records it) or afterwards (``exclude``: `nas_kd.finalize.over_latency_limit`) is never
+    a candidate, however well it scored."""
+    study = _study([("a", 0.95, 100), ("b", 0.90, 100), ("c", 0.85, 100), ("d", 0.80, 100)], infeasible="a")
+    assert [t.user_attrs["config"] for t in ranked(study)] == ["b", "c", "d"]
+    assert [t.user_attrs["config"] for t in ranked(study, exclude=frozenset({1}))] == ["c", "d"]
+    assert [t.user_attrs["config"] for t in contenders(study, 2, exclude=frozenset({1}))] == ["c", "d"]
 
 
 def test_the_rescreen_score_picks_the_winner_among_the_top_candidates():
@@ -105,6 +126,8 @@ def test_the_uniform_baseline_is_rescreened_even_outside_the_top_and_can_win():
         return {"a": 0.86, "b": 0.87, "c": 0.85, "u": 0.88}[config], 1.0
 
     assert rescreen(study, _plan(3), train_val, log=lambda _: None) == 4 and trained == ["a", "b", "c", "u"]
+    # what bench-gpu plans a finish on: the top 3 and the baseline outside them, none without a re-screen
+    assert most_runs(3) == len(trained) and most_runs(1) == 0
     winner, rows = choose(study, 3, RescreenKey.of(_plan(3)))
     assert winner.user_attrs["config"] == "u" and [r["baseline"] for r in rows] == [False, False, False, True]
     # inside the top it is not added twice

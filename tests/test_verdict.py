@@ -57,3 +57,15 @@ def test_runs_are_paired_by_seed_not_by_their_order():
     shuffled = runs([0.845, 0.83, 0.835], seeds=(3, 1, 2))  # BASELINES' full runs, listed 3, 1, 2
     d = compare_runs(WINNER, {"full": shuffled})["full"]
     assert d.seeds == (1, 2, 3) and [round(x, 6) for x in d.differences] == [-0.03, -0.025, -0.025]
+
+
+def test_two_seeds_are_paired_seeds_with_an_interval():
+    """Two seeds are the fewest that give an interval (t with 1 degree of freedom, 12.71): the
+    sentence says "over 2 paired seeds", not "on one seed"."""
+    w = {"macs": 500_000, "mode": "kd", "test_mean": 0.905, **runs([0.90, 0.91], seeds=(1, 2))}
+    base = {"macs": 480_000, "modes": {"kd": runs([0.88, 0.90], seeds=(1, 2))}}
+    # differences 0.02, 0.01: mean 0.015, sd 0.0070711, half = 12.7062 * sd / sqrt(2) = 0.063531
+    assert verdict_sentence(w, base, compare_runs(w, base["modes"])) == (
+        "Over 2 paired seeds, the searched student (500.00k MACs, mode kd) is not detectably different from the uniform baseline "
+        "(480.00k MACs) in mode kd (+1.50 points, 95% CI -4.85 to +7.85)."
+    )
