@@ -25,6 +25,14 @@ STEPS = 12
 SCHEDULE = Schedule(epochs=1, batch_size=16, lr=0.1, warmup_epochs=0.25)
 
 
+@pytest.fixture(autouse=True)
+def _no_earlier_failure(monkeypatch):
+    """Each test starts as a fresh process would: no capture has failed in it yet."""
+    import nas_kd.distill.graphed as graphed
+
+    monkeypatch.setattr(graphed, "_process_failure", None)
+
+
 def make_step(mode: str = "full"):
     torch.manual_seed(0)
     student = build_student(TINY, 1, CLASSES)
@@ -293,7 +301,8 @@ def test_the_cuda_backend_s_python_path(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: in_context("stream"))
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    monkeypatch.setattr(torch.cuda, "graph", lambda g: in_context("graph"))
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, 1))
+    monkeypatch.setattr(torch.cuda, "graph", lambda g, pool: in_context("graph"))
     backend = CudaGraphs()
     result = SimpleNamespace(checked=torch.tensor(1.0))
 
@@ -309,6 +318,52 @@ def test_the_cuda_backend_s_python_path(monkeypatch):
     events.clear()
     assert replay() is result and replay() is result
     assert events == ["replay", "replay"]  # the step's Python never runs again
+
+
+def test_a_failed_capture_gives_back_the_stream_and_the_pool(monkeypatch):
+    """`torch.cuda.graph` ends its capture before it restores the stream: a capture_end that
+    raises would leave the capture's side stream current and the allocator counting a capture
+    into the graph's pool for the rest of the process. `CudaGraphs.capture` restores the stream
+    it started on and ends and releases that pool (CUDA's calls stubbed: no GPU here), then
+    raises for GraphedStep's fallback. An undo the allocator refuses (nothing to undo) is not an
+    error."""
+    import contextlib
+
+    import nas_kd.distill.graphed as graphed
+    from nas_kd.distill.graphed import CudaGraphs
+
+    events = []
+
+    class Stream:
+        device_index = 3
+
+    start = Stream()
+
+    @contextlib.contextmanager
+    def capture(graph, pool):
+        events.append(("capture into", pool))
+        yield
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    def refused(device, pool):
+        events.append(("release", device, pool))
+        raise RuntimeError("not currently recording to this pool")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, 7))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: start)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda s: events.append(("stream", s)))
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", lambda device, pool: events.append(("end", device, pool)), raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_releasePool", refused, raising=False)
+    with pytest.raises(RuntimeError, match="during capture"):
+        CudaGraphs().capture(lambda: events.append("step"))
+    assert events == [("capture into", (0, 7)), "step", ("stream", start), ("end", 3, (0, 7)), ("release", 3, (0, 7))]
+    # A capture that succeeds undoes nothing.
+    events.clear()
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool: contextlib.nullcontext())
+    CudaGraphs().capture(lambda: events.append("step"))
+    assert events == ["step"] and graphed._process_failure is None
 
 
 def test_a_graphed_training_run_matches_the_eager_one(monkeypatch):
@@ -395,9 +450,12 @@ def test_a_step_that_cannot_be_captured_trains_eagerly_and_says_so_once(monkeypa
     assert wrapped.failure == "RuntimeError: operation not permitted when stream is capturing" and not wrapped.captured
     assert backend.attempts == 1  # not retried at every step (a capture attempt costs a device sync)
     assert len(told) == 1 and told[0].startswith("graph: the step could not be captured in a CUDA graph (RuntimeError")
-    again = GraphedStep(make_step(), backend=FailingCapture(), warmup=1, on_capture_failure=graphed.tell_once(told.append))
+    retry = FailingCapture()
+    again = GraphedStep(make_step(), backend=retry, warmup=1, on_capture_failure=graphed.tell_once(told.append))
     run(again, batches(3))
     assert len(told) == 1  # the same error in the next trial is not told again
+    # ... nor tried again: the step's code is the same in every trial of the process
+    assert retry.attempts == 0 and again.failure == "not attempted: a capture failed earlier in this process (RuntimeError: operation not permitted when stream is capturing)"
     bench = GraphedStep(make_step(), backend=FailingCapture(), warmup=1)
     with pytest.raises(RuntimeError, match="stream is capturing"):
         run(bench, batches(2))

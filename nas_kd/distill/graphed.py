@@ -18,7 +18,9 @@ How (PyTorch's whole-network capture recipe, torch.cuda.graphs):
   usual (`nas_kd.train.check_finite`);
 - autocast's cast cache is off (`nas_kd.device.autocast`);
 - a step that cannot be captured (an op graphs cannot record) trains eagerly, said once and
-  recorded (`GraphedStep.failure`, the trial's ``step_graph``), where the caller asks for that.
+  recorded (`GraphedStep.failure`, the trial's ``step_graph``), where the caller asks for that;
+  the stream and the allocator's pool the failed capture held are given back, and later runs in
+  the same process train eagerly without trying again.
 What the graph freezes is every per-step decision the step makes in Python: the step must keep
 its changing state in device tensors (the gates' running accuracies, the logit normaliser's
 moments, batch-norm statistics are buffers), which tests/test_graphed.py checks on the CPU with a
@@ -27,6 +29,7 @@ backend that replays by re-running the step (`EagerReplay`).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +62,14 @@ class CudaGraphs:
 
     def capture(self, fn: Callable[[], StepResult]) -> Callable[[], StepResult]:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            result = fn()  # recorded, not run: the first replay runs it
+        pool = torch.cuda.graph_pool_handle()  # named here, so that a failed capture can give it back
+        stream = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph, pool=pool):
+                result = fn()  # recorded, not run: the first replay runs it
+        except Exception:
+            _undo_failed_capture(stream, pool)
+            raise
 
         def replay() -> StepResult:
             graph.replay()
@@ -68,6 +77,20 @@ class CudaGraphs:
 
         replay.graph = graph  # kept alive with the replay
         return replay
+
+
+def _undo_failed_capture(stream, pool) -> None:
+    """What `torch.cuda.graph` leaves undone when its capture fails: its exit ends the capture
+    before it restores the stream, so a capture_end that raises leaves the capture's side stream
+    current for the rest of the process, and the caching allocator still counting a capture
+    underway into ``pool`` (every allocation then asks the driver whether its stream is capturing,
+    and `torch.cuda.empty_cache` frees nothing while one is). Each undo is guarded: where the
+    capture got further than that, there is less to undo and the allocator says so."""
+    torch.cuda.set_stream(stream)
+    device = stream.device_index
+    for undo in (torch._C._cuda_endAllocateToPool, torch._C._cuda_releasePool):
+        with contextlib.suppress(Exception):
+            undo(device, pool)
 
 
 class EagerReplay:
@@ -88,6 +111,12 @@ class _Captured:
     replay: Callable[[], StepResult]
 
 
+# Why a capture failed in this process, once one has (with a handler: a trial's). What fails is
+# the step's code, the same in every trial, so later trials train eagerly without trying again:
+# each attempt costs a device sync and the clean-up of the failed capture.
+_process_failure: str | None = None
+
+
 class GraphedStep:
     """Callable like `DistillStep` (same arguments, same `StepResult`), capturing per flag value."""
 
@@ -103,6 +132,8 @@ class GraphedStep:
         self.captured: dict[bool, _Captured] = {}
         self.eager: dict[bool, int] = {}
         self.failure: str | None = None  # why this run fell back to eager steps
+        if on_capture_failure is not None and _process_failure is not None:
+            self.failure = f"not attempted: a capture failed earlier in this process ({_process_failure})"
 
     def __getattr__(self, name: str):  # student, objective, optimizer...: the wrapped step's
         return getattr(self.step, name)
@@ -125,7 +156,8 @@ class GraphedStep:
                 if self.on_capture_failure is None:
                     raise
                 # A capture records, it does not run: this batch has not been trained on yet.
-                self.failure = one_line(e)
+                global _process_failure
+                self.failure = _process_failure = one_line(e)
                 self.on_capture_failure(e)
                 return self._after(self.step(x, y, adversarial, index=index, flipped=flipped))
             c = self.captured[adversarial] = _Captured(static, replay)
