@@ -17,7 +17,8 @@ resumable inside a section: a search stops starting trials at the call's end and
 finishes. That state goes into ``docs/results/gpu-state.tar.gz`` (`save_state`), which is
 committed and so reaches the next GPU session, where the run unpacks it first (`restore_state`).
 ``--pack`` writes the results, the markdown and that archive into one tar.gz for the call to
-bring back (extract it in the repository root), after every finished section and at the end.
+bring back (extract it in the repository root), after every finished section, every piece a
+section keeps (`Config.checkpoint`: a step part, a jobs row, an ablation run) and at the end.
 
 Everything runs inside a work folder (``.bench-gpu/``; ``--smoke``: ``.bench-gpu-smoke/``). The
 smoke run writes its JSON, markdown and state archive there too, never into docs/.
@@ -26,6 +27,7 @@ smoke run writes its JSON, markdown and state archive there too, never into docs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -67,6 +69,10 @@ class Config:
     work: Path  # working folder: runs/ (teachers, studies) and per-run caches live here
     deadline: float  # time.monotonic() by which this call's work must end
     argv: tuple[str, ...]
+    # Called by a section each time it keeps a piece (a step part, a jobs row, an ablation run):
+    # main packs then, so that a call the device's limit kills (no `finally` runs) still brings
+    # back every piece finished before, not only the sections finished before.
+    checkpoint: Callable[[], None] = lambda: None
 
     @property
     def smoke(self) -> bool:
@@ -313,10 +319,14 @@ def _state_files(cfg: Config) -> list[Path]:
     """What a later call resumes from: the studies (runs/, without teachers, exports, plots), the
     finished ablation runs, the jobs section's finished --jobs values and the step section's
     finished parts."""
+    from nas_kd.distill.shared_cache import CACHE_FILE
+
     keep = []
     runs = cfg.work / "runs"
+    # Never a teacher cache a search shares with its workers while it runs (4.5 GiB), nor a file
+    # half written: a checkpoint may pack while a section is under way.
     if runs.is_dir():
-        keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix != ".png" and p.relative_to(runs).parts[0] != "teachers"]
+        keep += [p for p in sorted(runs.rglob("*")) if p.is_file() and "export" not in p.parts and p.suffix not in (".png", ".part", ".tmp") and p.name != CACHE_FILE and p.relative_to(runs).parts[0] != "teachers"]
     return keep + [p for folder in ("ablation", "jobs", "step") for p in sorted((cfg.work / folder).glob("*.json"))]
 
 
@@ -386,7 +396,7 @@ def device_calls(data_dir: str = ".data") -> list[str]:
         "make gpu-env-check",
         "# 2. the device call: a GPU session's 15 minutes of device time hold the machine's start and this one",
         "#    10-minute call; give the machine back right after it (give_back). The call packs after every",
-        "#    finished section, so a call cut off still brings back what it finished. Sections run in",
+        "#    finished section and kept piece, so a call cut off still brings back what it finished. Sections run in",
         f"#    order ({', '.join(ORDER)}); the next session's call resumes where this one stopped.",
         f"run {json.dumps(call)}",
         "give_back",
@@ -462,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     restore_state(cfg)
     os.chdir(cfg.work)  # runs/ (teachers, studies) lives in the work folder
     target = None if not args.pack else Path(args.pack) if Path(args.pack).is_absolute() else ROOT / args.pack
+    if target:
+        cfg = dataclasses.replace(cfg, checkpoint=lambda: pack(cfg, target))
     try:
-        done = run_sections(cfg, todo, force=args.force, after=(lambda: pack(cfg, target)) if target else (lambda: None))
+        done = run_sections(cfg, todo, force=args.force, after=cfg.checkpoint)
     finally:
         if target:
             pack(cfg, target)

@@ -126,7 +126,7 @@ def step(cfg) -> dict | None:
     students, model = _students(cfg, splits), teacher(cfg)[0]
     (macs, student), (goal_macs, goal_student) = students["small"], students["large"]
     goal = (f"{format_count(goal_macs)}-MAC", goal_student)  # issue 13's epoch goal is a 2M student's
-    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step, left=lambda: cfg.left() - cfg.sizes.margin_s, kept=cfg.work / STEP_DIR, goal=goal)
+    r = measure_step(splits, model, student, brief, cfg.device, cfg.sizes.step, left=lambda: cfg.left() - cfg.sizes.margin_s, kept=cfg.work / STEP_DIR, goal=goal, on_kept=cfg.checkpoint)
     if r is None:
         return None
     intro = f"Student `{student.describe()}` ({format_count(macs)} MACs; the batch table's goal student: `{goal_student.describe()}`, {format_count(goal_macs)} MACs), mode full, teacher {cfg.sizes.teacher}, batch {brief.batch_size} ({brief.epochs} epoch(s) on {brief.train_subset or 'all'} examples for the batch-size table); timings are the mean of {cfg.sizes.step.reps} back-to-back steps with one sync, median of 3 blocks."
@@ -231,10 +231,11 @@ def jobs(cfg) -> dict | None:
     brought nothing back.)"""
     from optuna.trial import TrialState
 
-    from nas_kd.device import parse_step_options
+    from nas_kd.device import configure_step, parse_step_options, step_options
     from nas_kd.search import run_search
 
     budget, trials, _ = cfg.sizes.jobs
+    before = step_options()
     kept = cfg.work / JOBS_DIR
     kept.mkdir(parents=True, exist_ok=True)
     rows, missing, failed = [], [], []
@@ -265,6 +266,8 @@ def jobs(cfg) -> dict | None:
         except Exception as exc:  # noqa: BLE001 - the other values still run; the section fails at the end
             failed.append(f"--jobs {key}: {type(exc).__name__}: {exc}")
             continue
+        finally:
+            configure_step(before)  # an in-process search sets its row's switches for the whole process
         wall = time.perf_counter() - t0
         study_trials = _study_trials(study)  # opts.storage is this default: the study's run folder
         done = [t for t in study_trials if t.state == TrialState.COMPLETE and t.user_attrs.get("train_seconds")]
@@ -274,6 +277,7 @@ def jobs(cfg) -> dict | None:
         if switches.graph:  # how the graph went in each trial: captured, or why it fell back
             row["step_graph"] = sorted({t.user_attrs.get("step_graph", "not graphed (no CUDA)") for t in done})
         path.write_text(json.dumps(row) + "\n")
+        cfg.checkpoint()
         rows.append(row)
     for row in rows:  # rows kept before the values were recorded: read them from their kept study
         kept_study = jobs_study(JobsRun.of_row(row).key())
@@ -569,6 +573,10 @@ def _shared_teacher_outputs(cfg, splits, schedule, teacher_path: Path, log=print
     try:
         with shared_file(cache, ABLATION_CACHE) as path:
             log(f"bench-gpu: ablation: the teacher's outputs filled once ({cache.nbytes / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s), opened by every worker from {path}")
+            # This process trains nothing: its device copy would sit beside each worker's own.
+            del cache, model
+            if cfg.device.type == "cuda":
+                torch.cuda.empty_cache()
             yield path, first
     finally:
         with contextlib.suppress(OSError):
@@ -633,6 +641,7 @@ def ablation(cfg) -> dict | None:
                     result = fut.result()
                     timing.took(job, time.monotonic() - t0)
                     file(job).write_text(json.dumps(result))
+                    cfg.checkpoint()
         if queue:
             return None
     runs: dict[tuple[str, str], list[dict]] = {}

@@ -401,13 +401,17 @@ def _batches(b: _Bench, sizes: StepSizes) -> list[dict]:
 PARTS = ("breakdown", "graph", "switches", "batch", "compile")
 
 
-def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left: Callable[[], float] = lambda: float("inf"), kept: Path | None = None, goal=None) -> dict | None:
+def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left: Callable[[], float] = lambda: float("inf"), kept: Path | None = None, goal=None, on_kept: Callable[[], None] = lambda: None) -> dict | None:
     """The five parts (module docstring) as JSON-ready data, or None when the call's time
     (``left()``) ran out before every part was done. ``goal``: (label, config) of the batch part's
     goal student. A part starts only if its estimate fits;
     each finished part is written to ``kept``/<part>.json and read back, not remeasured, by the
-    next call. A part that raises ends the section (the caller records the failure), the parts
-    before it stay kept."""
+    next call, and ``on_kept()`` is called (bench.gpu packs). A part that raises ends the section
+    (the caller records the failure), the parts before it stay kept."""
+    # The product's defaults, whatever ran before in this process: a search run in it (bench-gpu's
+    # jobs rows) configures the step of its plan (graph on, say), and the breakdown's eager step
+    # and every part's baseline read the process's configuration.
+    configure_step(StepOptions())
     b = _Bench(splits, teacher, cfg, schedule, device, goal)
     out = {"batch_size": schedule.batch_size, "steps_per_brief_trial": max(1, len(splits.train) // schedule.batch_size) * schedule.epochs}
     measure = {
@@ -435,6 +439,7 @@ def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(out[part], default=str))
+            on_kept()
     return None if missing else out
 
 

@@ -39,9 +39,11 @@ def test_a_call_stops_before_a_section_it_has_no_time_for(tmp_path):
 
 def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     first = ["teachers", "loader", "step", "steptime"]
-    r = subprocess.run(["make", "--no-print-directory", "bench-gpu", "SMOKE=1", f"SECTION={','.join(first)}", f"WORK={tmp_path}", f"BENCH_PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(["make", "--no-print-directory", "bench-gpu", "SMOKE=1", f"SECTION={','.join(first)}", f"WORK={tmp_path}", f"BENCH_PYTHON={sys.executable}", f"PACK={tmp_path / 'p.tar.gz'}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "bench-gpu: all sections done" in r.stdout
+    # packed at each finished section and each of the step's parts as it was kept, and at the end
+    assert r.stdout.count("bench-gpu: packed") == len(first) + len(PARTS) + 1
     done = _done(tmp_path)
     assert sorted(done) == sorted(first) and all(d["smoke"] for d in done.values())
     step = done["step"]["result"]
@@ -118,8 +120,10 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
     for p in files[: total // 2]:
         p.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in files[total // 2 :]}
-    _bench(tmp_path, "--section", "ablation")
+    resumed = _bench(tmp_path, "--section", "ablation", "--pack", str(tmp_path / "p.tar.gz"))
     assert len(_done(tmp_path)["ablation"]["result"]["runs"]) == total
+    # packed as each run was kept (a call the device kills keeps them), then at the section's end and the call's
+    assert resumed.count("bench-gpu: packed") == total // 2 + 2
     assert all((tmp_path / "ablation" / name).stat().st_mtime_ns == t for name, t in kept.items())  # not trained again
 
     again = _bench(tmp_path, "--section", "ablation", "--pack", str(tmp_path / "p.tar.gz"))
@@ -313,6 +317,34 @@ def test_a_call_with_a_failed_section_packs_the_failure_and_exits_nonzero(tmp_pa
     assert any(n.endswith("gpu_loader.json") for n in names) and any(n.endswith(gpu.FAILURES) for n in names), names
 
 
+def test_a_piece_kept_inside_a_section_is_packed_before_the_section_ends(tmp_path, monkeypatch):
+    """The device kills a command at its limit, and then no `finally` runs: a step part (or jobs
+    row, or ablation run) kept before the kill must already be in the pack, not only whole
+    sections. A teacher cache being shared, or a half-written file, never goes into it."""
+    import bench.gpu as gpu
+    from nas_kd.distill.shared_cache import CACHE_FILE
+
+    target, seen = tmp_path / "pack.tar.gz", {}
+
+    def section(cfg):
+        (cfg.work / "step").mkdir(parents=True, exist_ok=True)
+        (cfg.work / "step" / "breakdown.json").write_text("{}")
+        study = cfg.work / "runs" / "gpu_search"
+        study.mkdir(parents=True, exist_ok=True)
+        (study / "study.db").write_text("db")
+        (study / CACHE_FILE).write_text("4.5 GiB of teacher outputs")
+        (study / "kept-run.pt.part").write_text("half")
+        cfg.checkpoint()
+        with tarfile.open(target) as tar, tarfile.open(fileobj=tar.extractfile(f"w/results/{gpu.STATE}")) as state:
+            seen["state"] = sorted(state.getnames())
+        return None  # cut short: the call goes on to its end
+
+    monkeypatch.setattr(gpu, "sections", lambda sizes: [gpu.Section("step", 1.0, section, lambda _c: ("gpu-step", ""), resumable=True)])
+    monkeypatch.chdir(tmp_path)
+    assert gpu.main(["--smoke", "--work", str(tmp_path / "w"), "--pack", str(target)]) == 0
+    assert seen["state"] == ["runs/gpu_search/study.db", "step/breakdown.json"]
+
+
 def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_rest(tmp_path, monkeypatch):
     """The first GPU call ran the jobs section past the device's limit and kept nothing. Here a call
     with time for --jobs 2 (14 s estimated) but not --jobs 1 (20 s) measures 2, keeps its row and
@@ -330,12 +362,16 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     sizes = dataclasses.replace(SMOKE, brief_trial_s=10.0, process_start_s=0.0, jobs_variants=(), jobs_mode="ce")
     assert (sizes.jobs_estimate(1), sizes.jobs_estimate(2)) == (20.0, 14.0)
 
+    packed = []
+
     def call(seconds: float) -> Config:
-        return Config(sizes=sizes, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=())
+        return Config(sizes=sizes, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=(),
+                      checkpoint=lambda: packed.append(sorted(p.name for p in (tmp_path / "jobs").glob("*.json"))))
 
     cfg = call(17.0)
     assert jobs(cfg) is None
     assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2.json"]
+    assert packed == [["2.json"]]  # packed as soon as the row was kept
     assert tmp_path / "jobs" / "2.json" in _state_files(cfg)  # it travels to the next GPU session
     kept = (tmp_path / "jobs" / "2.json").read_text()
     result = jobs(call(1000.0))
@@ -383,6 +419,7 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
     import nas_kd.search
     from bench.gpu import Config
     from bench.gpu_sections import jobs
+    from nas_kd.device import step_options
 
     monkeypatch.chdir(tmp_path)
     real = nas_kd.search.run_search
@@ -394,9 +431,13 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nas_kd.search, "run_search", failing_at_one)
     cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 1000, argv=())
+    before = step_options()
     with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
         jobs(cfg)
     assert sorted(p.name for p in (tmp_path / "jobs").glob("*.json")) == ["2-graph-1-preset-brief.json", "2-mps-1-preset-brief.json", "2.json"]  # every other search kept
+    # The graph=1 row's search ran in this process and set its switches: they do not outlive it
+    # (the step section after it would time graphed steps as its eager ones).
+    assert step_options() == before
 
 
 def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):

@@ -120,3 +120,17 @@ def test_the_shared_file_lives_as_long_as_its_block_and_none_writes_nothing(flip
     assert not path.exists()
     with shared_file(None, path) as shared:
         assert shared is None and not path.exists()
+
+
+def test_the_shared_file_does_not_keep_the_cache_alive(flipping, tmp_path):
+    """A process that only shares (bench-gpu's ablation: its workers train) drops its cache once
+    the file is written; the block must not hold it (on a GPU, 4.5 GiB of device memory)."""
+    import gc
+    import weakref
+
+    cache = TeacherCache(teacher(), loader_of(flipping), "kd", num_classes=10)
+    alive = weakref.ref(cache)
+    with shared_file(cache, tmp_path / "cache.pt") as shared:
+        del cache
+        gc.collect()
+        assert alive() is None and shared.is_file()

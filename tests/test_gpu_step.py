@@ -40,18 +40,40 @@ def fake_parts(monkeypatch):
     return calls
 
 
-def measure(kept, left=lambda: float("inf")):
-    return gs.measure_step(SPLITS, None, None, SCHEDULE, torch.device("cpu"), SIZES, left=left, kept=kept)
+def measure(kept, left=lambda: float("inf"), on_kept=lambda: None):
+    return gs.measure_step(SPLITS, None, None, SCHEDULE, torch.device("cpu"), SIZES, left=left, kept=kept, on_kept=on_kept)
 
 
 def test_parts_are_kept_as_they_finish_and_not_measured_again(tmp_path, fake_parts):
-    assert measure(tmp_path, left=lambda: 10.0) is None  # no time for the batch table (50 s)
+    packed = []  # what bench.gpu would pack at each part kept: the call may be killed after any
+
+    def on_kept():
+        packed.append(sorted(p.stem for p in tmp_path.glob("*.json")))
+
+    assert measure(tmp_path, left=lambda: 10.0, on_kept=on_kept) is None  # no time for the batch table (50 s)
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["breakdown", "compile", "graph", "switches"]
+    assert packed == [["breakdown"], ["breakdown", "graph"], ["breakdown", "graph", "switches"], ["breakdown", "compile", "graph", "switches"]]
     assert json.loads((tmp_path / "graph.json").read_text()) == {"graph": 0.04}
-    r = measure(tmp_path)
+    r = measure(tmp_path, on_kept=on_kept)
+    assert len(packed) == 5  # the batch table's part alone was new
     assert fake_parts == {"breakdown": 1, "graph": 1, "switches": 1, "batch": 1, "compile": 1}  # only the batch table ran again
     assert r["breakdown"] == {"seconds": {"full": 0.04}} and r["batch"] == [{"batch_size": 32}] and r["compile"] == {"compiled": 0.04}
     assert r["steps_per_brief_trial"] == 20
+
+
+def test_the_parts_measure_the_product_s_defaults_whatever_ran_before(tmp_path, fake_parts, monkeypatch):
+    """A search run earlier in the process (bench-gpu's jobs rows) leaves its switches configured:
+    the breakdown's eager step must not be a graphed one."""
+    from nas_kd.device import StepOptions, configure_step, step_options
+
+    seen = []
+    monkeypatch.setattr(gs, "_breakdown", lambda b, sizes: seen.append(step_options()) or {"seconds": {"full": 0.04}})
+    configure_step(StepOptions(graph=True, bf16=False))
+    try:
+        measure(tmp_path)
+    finally:
+        configure_step(StepOptions())
+    assert seen == [StepOptions()]
 
 
 def test_a_failing_part_keeps_the_parts_before_it(tmp_path, fake_parts, monkeypatch):
