@@ -4,7 +4,10 @@ Used by `bench.gpu` (section ``step``); five parts, in this order (the most tell
 one step of the ~0.5M-MAC mbv2 student in mode ``full``, at the brief schedule's batch. Each part is
 kept in its own file as it finishes (`measure_step`'s ``kept``, in the GPU state archive): a call
 that runs out of time, or a part that fails, costs only the part it was in (the second GPU session
-lost a whole finished breakdown and switch table to a NaN in the batch table).
+lost a whole finished breakdown and switch table to a NaN in the batch table). A part also marks
+its start (`STARTED`, packed before it runs): one whose mark a later call finds was killed at the
+device's limit, and the graph, batch and compile parts record that as their result rather than
+end every later call the same way (a cold torch.compile has no measured duration yet).
 
 1. **breakdown**: ms per step of the data alone (one batch from the device loader), the teacher's
    forward alone, the student alone (mode ce), kd and full, and full with its data; per full step
@@ -435,12 +438,44 @@ def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left:
         if part in ("graph", "compile") and "breakdown" not in out:
             missing = True  # their payback is against the breakdown's eager step
             continue
-        out[part] = measure[part]()
+        started = kept / f"{part}{STARTED}" if kept is not None else None
+        if started is not None and started.is_file() and part in KILLED_IS_A_RESULT:
+            # An earlier call was killed at the device's limit inside this part (no finally ran to
+            # remove the mark): started again, it would end every call the same way.
+            out[part] = _killed(part, json.loads(started.read_text()))
+            print(f"bench-gpu: step: its {part} part killed an earlier call at the device's limit: recorded as such, not run again", flush=True)
+        else:
+            if started is not None:
+                started.parent.mkdir(parents=True, exist_ok=True)
+                started.write_text(json.dumps({"seconds_left": left(), "estimate_seconds": need}))
+                on_kept()  # packed with the mark: a kill during the part leaves it in the pack
+            try:
+                out[part] = measure[part]()
+            finally:
+                if started is not None:
+                    started.unlink(missing_ok=True)  # ended, or raised (the next call tries it again)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(out[part], default=str))
+            if started is not None:
+                started.unlink(missing_ok=True)
             on_kept()
     return None if missing else out
+
+
+STARTED = ".started.json"  # beside a part's file in ``kept``: the part began and has not ended
+# Parts whose kill is recorded as their result (their rows say "failed"); the breakdown and the
+# switch table, which the others read, are measured again instead.
+KILLED_IS_A_RESULT = ("graph", "batch", "compile")
+
+
+def _killed(part: str, mark: dict) -> dict | list:
+    """The result of a part an earlier call was killed in, shaped as the part's own (its markdown
+    renders it as failed rows)."""
+    error = f"killed at the call's limit in an earlier call (started with {mark['seconds_left']:.0f} s left, estimated {mark['estimate_seconds']:.0f} s)"
+    if part == "batch":
+        return [{"student": SECTION_STUDENT, "mode": "full", "batch_size": "-", "eager": {"error": error}}]
+    return {f"every {part} variant": {"error": error}}  # graph's and compile's rows share one table
 
 
 def _ms(seconds: float | None) -> str:

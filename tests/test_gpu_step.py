@@ -52,10 +52,12 @@ def test_parts_are_kept_as_they_finish_and_not_measured_again(tmp_path, fake_par
 
     assert measure(tmp_path, left=lambda: 10.0, on_kept=on_kept) is None  # no time for the batch table (50 s)
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["breakdown", "compile", "graph", "switches"]
-    assert packed == [["breakdown"], ["breakdown", "graph"], ["breakdown", "graph", "switches"], ["breakdown", "compile", "graph", "switches"]]
+    ended = [snap for snap in packed if not any(n.endswith(".started") for n in snap)]  # each packed as it ended
+    assert ended == [["breakdown"], ["breakdown", "graph"], ["breakdown", "graph", "switches"], ["breakdown", "compile", "graph", "switches"]]
+    assert len(packed) == 2 * len(ended)  # and each marked as begun, packed before it ran
     assert json.loads((tmp_path / "graph.json").read_text()) == {"graph": 0.04}
     r = measure(tmp_path, on_kept=on_kept)
-    assert len(packed) == 5  # the batch table's part alone was new
+    assert len(packed) == 8 + 2  # the batch table's part alone was new
     assert fake_parts == {"breakdown": 1, "graph": 1, "switches": 1, "batch": 1, "compile": 1}  # only the batch table ran again
     assert r["breakdown"] == {"seconds": {"full": 0.04}} and r["batch"] == [{"batch_size": 32}] and r["compile"] == {"compiled": 0.04}
     assert r["steps_per_brief_trial"] == 20
@@ -76,6 +78,44 @@ def test_the_parts_measure_the_product_s_defaults_whatever_ran_before(tmp_path, 
     assert seen == [StepOptions()]
 
 
+def test_a_part_that_killed_a_call_is_recorded_as_such_not_started_again(tmp_path, fake_parts, monkeypatch):
+    """The device kills a call at its limit: a part that ran past it (a cold torch.compile, say)
+    would be started again by every later call and end each the same way. A part marks its start
+    (packed before it runs) and clears the mark when it ends or raises; a mark found by the next
+    call means the part was killed: graph, batch and compile record that as their result, the
+    breakdown and the switches (which the others read) run again."""
+    packed = []
+
+    def on_kept():
+        packed.append(sorted(p.name for p in tmp_path.glob("*.json")))
+
+    def compile_killed(b, sizes, eager):
+        assert (tmp_path / f"compile{gs.STARTED}").is_file() and f"compile{gs.STARTED}" in packed[-1]  # in the pack while it runs
+        raise KeyboardInterrupt  # stands for the kill: the mark stays where no finally removes it
+
+    monkeypatch.setattr(gs, "_compile", compile_killed)
+    with pytest.raises(KeyboardInterrupt):
+        measure(tmp_path, on_kept=on_kept)
+    # (a real kill runs no finally; an interrupt does: put the mark back as a kill leaves it)
+    (tmp_path / f"compile{gs.STARTED}").write_text(json.dumps({"seconds_left": 200.0, "estimate_seconds": 150.0}))
+    (tmp_path / f"breakdown{gs.STARTED}").write_text(json.dumps({"seconds_left": 300.0, "estimate_seconds": 80.0}))
+    (tmp_path / "breakdown.json").unlink()
+    monkeypatch.setattr(gs, "_compile", lambda *a: pytest.fail("a part that killed a call started again"))
+    r = measure(tmp_path, on_kept=on_kept)
+    assert r["compile"] == {"every compile variant": {"error": "killed at the call's limit in an earlier call (started with 200 s left, estimated 150 s)"}}
+    assert fake_parts["breakdown"] == 2 and r["breakdown"] == {"seconds": {"full": 0.04}}  # measured again: the others read it
+    assert not list(tmp_path.glob(f"*{gs.STARTED}")) and json.loads((tmp_path / "compile.json").read_text()) == r["compile"]
+
+
+def test_killed_parts_render_as_failed_rows():
+    killed = {"seconds_left": 200.0, "estimate_seconds": 150.0}
+    r = {"batch_size": 256, "steps_per_brief_trial": 630, "breakdown": {"seconds": {"full": 0.04}, "profile": {"busy_share": None, "kernel_launches": 1, "aten_ops": 1}},
+         "switches": {"seconds": {"defaults": 0.04}, "new_student_seconds": {"defaults": 1.0}},
+         "graph": gs._killed("graph", killed), "compile": gs._killed("compile", killed), "batch": gs._killed("batch", killed)}
+    text = "\n".join(gs.step_markdown(r))
+    assert text.count("failed: killed at the call's limit in an earlier call (started with 200 s left, estimated 150 s)") == 3
+
+
 def test_a_failing_part_keeps_the_parts_before_it(tmp_path, fake_parts, monkeypatch):
     def broken(b, sizes):
         raise RuntimeError("CUDA error")
@@ -83,6 +123,7 @@ def test_a_failing_part_keeps_the_parts_before_it(tmp_path, fake_parts, monkeypa
     monkeypatch.setattr(gs, "_switches", broken)
     with pytest.raises(RuntimeError):
         measure(tmp_path)
+    # its start mark cleared too: an error is not a kill, and the next call tries the part again
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["breakdown", "graph"]
 
 
