@@ -362,16 +362,26 @@ def restore_state(cfg: Config, log=print) -> None:
     log(f"bench-gpu: resumed {count} state files from {archive.name}")
 
 
-def pack(cfg: Config, target: Path) -> None:
+PACKS_LOG = "packs.log"  # in the work folder: a line per pack of a kept piece (the call's own output stays short)
+
+
+def _log_pack(cfg: Config, line: str) -> None:
+    with open(cfg.work / PACKS_LOG, "a") as f:
+        f.write(line + "\n")
+
+
+def pack(cfg: Config, target: Path, say: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     """Everything the call brings back, in one tar.gz whose paths are relative to the repository
     root (extract it there): the results, the markdown, the state archive, and the teachers
-    section's resnet20 (the file to ship if it beats the shipped one)."""
+    section's resnet20 (the file to ship if it beats the shipped one). ``say`` gets the one line
+    that says so (a checkpoint's goes to `PACKS_LOG`: the ablation alone packs 70 times, which
+    would fill the device reply's 12,000-character tail)."""
     state = save_state(cfg)
     keep = sorted(cfg.results.glob("gpu_*.json")) + [cfg.results / "search.json", cfg.markdown, *([state] if state else [])]
     keep.append(cfg.work / "runs" / "teachers" / cfg.sizes.teacher_file())
     keep.append(cfg.work / FAILURES)
     _write_tar(target, [(p, str(_arcname(cfg, p.resolve()))) for p in keep if p.is_file()])
-    print(f"bench-gpu: packed {sum(p.is_file() for p in keep)} files into {target} ({target.stat().st_size / 2**20:.1f} MiB); extract with: tar xzf {target.name} (in the repository root)", flush=True)
+    say(f"bench-gpu: packed {sum(p.is_file() for p in keep)} files into {target} ({target.stat().st_size / 2**20:.1f} MiB); extract with: tar xzf {target.name} (in the repository root)")
 
 
 def _arcname(cfg: Config, path: Path) -> Path:
@@ -473,9 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(cfg.work)  # runs/ (teachers, studies) lives in the work folder
     target = None if not args.pack else Path(args.pack) if Path(args.pack).is_absolute() else ROOT / args.pack
     if target:
-        cfg = dataclasses.replace(cfg, checkpoint=lambda: pack(cfg, target))
+        cfg = dataclasses.replace(cfg, checkpoint=lambda: pack(cfg, target, say=lambda line: _log_pack(cfg, line)))
     try:
-        done = run_sections(cfg, todo, force=args.force, after=cfg.checkpoint)
+        done = run_sections(cfg, todo, force=args.force, after=(lambda: pack(cfg, target)) if target else (lambda: None))
     finally:
         if target:
             pack(cfg, target)
