@@ -17,6 +17,7 @@ from nas_kd.cost import (
     count_macs,
     measure,
     thop_macs,
+    torch_threads,
 )
 from nas_kd.models.student import StageConfig, StudentConfig, build_student
 from nas_kd.space import SearchSpace
@@ -109,6 +110,25 @@ def test_analytic_equals_fvcore_with_strided_stem_and_odd_sizes():
     )
     for shape in ((1, 9, 13), (3, 1, 1), (3, 33, 31)):
         assert analytic_cost(cfg, shape, 3) == measure(cfg, shape, 3)
+
+
+def test_analytic_equals_fvcore_where_a_stride_1_block_changes_width():
+    """A shortcut projection without a stride (the width changes, the map does not): no shipped
+    space has one (every resnet stage strides), a user's space may."""
+    for block, expand in (("basic", 1), ("inverted_residual", 3)):
+        cfg = StudentConfig(block, 8, (StageConfig(2, 12, 1, se=True, expand=expand), StageConfig(1, 16, 2)))
+        assert analytic_cost(cfg, (1, 12, 12), 10) == measure(cfg, (1, 12, 12), 10), cfg.describe()
+
+
+def test_torch_threads_sets_the_count_for_its_block_only():
+    before = torch.get_num_threads()
+    other = before + 1  # the suite runs at 1 thread: setting 1 again would prove nothing
+    with torch_threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(other):
+        raise RuntimeError("a failed trace")
+    assert torch.get_num_threads() == before
 
 
 def test_measure_is_memoised_by_canonical_config():
