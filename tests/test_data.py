@@ -214,6 +214,26 @@ def test_eval_loader_keeps_order_and_every_example():
     assert torch.equal(ys, split.y)
 
 
+def test_evaluation_reads_the_images_as_stored_even_from_a_loader_built_to_augment():
+    """Validation and test accuracy are read on the stored images: an evaluation loader neither
+    crops nor flips, whatever its augmentation settings, and its last, partial batch says so for
+    each of its examples (the teacher cache looks outputs up by those flags)."""
+    x = torch.zeros((40, 1, 8, 8), dtype=torch.uint8)
+    x[:, :, :, 0] = 255  # a bar on the left edge: a flip or a shift moves it
+    split = Split(x, torch.arange(40))
+    loader = _loader(split, train=False, flip=True, pad=2, mean=(0.0,), std=(1.0,))
+    batches = list(loader.batches())
+    xb = torch.cat([b.x for b in batches])
+    assert torch.equal(xb, x.float() / 255) and loader.views == 1
+    assert [len(b.flipped) for b in batches] == [len(b.y) for b in batches] == [16, 16, 8] and not torch.cat([b.flipped for b in batches]).any()
+
+
+def test_the_default_crop_pads_an_eighth_of_the_side():
+    """CIFAR's standard 4 pixels at 32 px, 3 at Fashion-MNIST's 28 px (and at least 1)."""
+    for side, pad in ((32, 4), (28, 3), (8, 1), (4, 1)):
+        assert _loader(Split(torch.zeros((4, 1, side, side), dtype=torch.uint8), torch.zeros(4, dtype=torch.long))).pad == pad
+
+
 def test_dataset_info_is_cheap_for_known_names():
     assert dataset_info("cifar100").num_classes == 100
     assert dataset_info("mnist").flip is False

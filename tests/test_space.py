@@ -213,6 +213,18 @@ def test_baseline_is_largest_fitting_uniform_member():
     assert measure(tight, FMNIST, 10).params <= costs[5].params
 
 
+def test_a_baseline_measured_over_its_limit_gives_way_to_the_next_member():
+    """`nas_kd.finalize` excludes a uniform member whose latency was measured over the limit: the
+    baseline is then the largest of the others that fit, never the excluded one."""
+    space = SearchSpace.load(MBV2)
+    members = space.uniform_members()
+    costs = [measure(cfg, FMNIST, 10) for cfg in members]
+    budget = parse_budget("2M")
+    first = space.baseline(budget, FMNIST, 10)
+    others = [(c.macs, c.params, i) for i, c in enumerate(costs) if c.macs <= budget.macs and members[i] != first]
+    assert space.baseline(budget, FMNIST, 10, exclude={first.to_json()}) == members[max(others)[2]] != first
+
+
 def test_baseline_below_smallest_uniform_member_names_its_cost():
     space = SearchSpace.load(RESNET)
     cost = measure(space.uniform(0), CIFAR, 10)
