@@ -76,6 +76,8 @@ def test_parse_and_format_count():
         "2.00M",
         "3.50G",
     ]
+    # a round number takes the larger unit: a budget of 1M prints as 1.00M, not 1000.00k
+    assert [format_count(n) for n in (999, 1000, 1_000_000, 1_000_000_000)] == ["999", "1.00k", "1.00M", "1.00G"]
 
 
 def test_budget_fits_violations_and_names():
