@@ -116,11 +116,16 @@ def finished_trials(trials) -> list:
     from optuna.trial import TrialState
 
     def counts(t) -> bool:
-        if t.state == TrialState.FAIL:
-            return t.user_attrs.get("fail_reason") not in (None, INTERRUPTED)
-        return t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and is_feasible(t))
+        return _failed_with_reason(t) or t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and is_feasible(t))
 
     return [t for t in trials if counts(t)]
+
+
+def _failed_with_reason(trial) -> bool:
+    """A FAIL that says why (NaN, out of memory...): not a Ctrl-C's, not a dead worker's."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") not in (None, INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -151,15 +156,12 @@ def trial_counts(trials) -> TrialCounts:
     def n(pred) -> int:
         return sum(1 for t in trials if pred(t))
 
-    def failed_with_reason(t) -> bool:
-        return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in (None, INTERRUPTED)
-
     return TrialCounts(
         trained=n(lambda t: t.state == TrialState.COMPLETE and is_feasible(t)),
         pruned=n(lambda t: t.state == TrialState.PRUNED),
         rejected=n(lambda t: t.state == TrialState.COMPLETE and not is_feasible(t)),
-        failed=n(failed_with_reason),
-        abandoned=n(lambda t: t.state == TrialState.FAIL and not failed_with_reason(t)),
+        failed=n(_failed_with_reason),
+        abandoned=n(lambda t: t.state == TrialState.FAIL and not _failed_with_reason(t)),
         running=n(lambda t: t.state in (TrialState.RUNNING, TrialState.WAITING)),
     )
 

@@ -258,3 +258,78 @@ def test_the_claim_counts_to_the_target_and_takes_a_waiting_retry_at_the_tail(tm
         study.tell(t, 1.0)
     assert _claim(study, url, target=3) is None
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+
+
+def _plain_study(tmp_path):
+    import optuna
+
+    from nas_kd.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/plain.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name="plain", storage=open_storage(url)), url
+
+
+def test_run_trials_stops_at_its_timeout_and_when_told_to(tmp_path):
+    """`--timeout`: no trial starts once it has passed (the trial under way finishes); and the
+    search's stop check (a Ctrl-C'd sibling, a budget's end) ends the loop before the next claim."""
+    from nas_kd.workers import run_trials
+
+    study, url = _plain_study(tmp_path)
+
+    def slow(trial):
+        time.sleep(1.0)
+        return 1.0
+
+    assert run_trials(study, slow, url=url, target=50, timeout=1.5) == 2  # started at 0 and 1 s (a claim takes milliseconds)
+    checks = []
+    assert run_trials(study, slow, url=url, target=50, should_stop=lambda: checks.append(1) or len(checks) > 3) == 3
+    assert len(study.trials) == 5
+
+
+def test_a_trial_that_fails_to_prepare_or_is_interrupted_says_why(tmp_path):
+    """A Ctrl-C (or a bug) between the claim and training fails the trial with its reason, so it is
+    never read as a dead worker's and retried; an interrupt inside the objective that did not say
+    why is recorded as the interruption, and both propagate."""
+    from optuna.trial import TrialState
+
+    from nas_kd.study import INTERRUPTED
+    from nas_kd.workers import run_trials
+
+    study, url = _plain_study(tmp_path)
+
+    def broken(trial):
+        raise RuntimeError("the sampler broke")
+
+    with pytest.raises(RuntimeError):
+        run_trials(study, lambda t: 1.0, url=url, target=5, prepare=broken)
+
+    def interrupted(trial):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, interrupted, url=url, target=5)
+    first, second = study.trials
+    assert (first.state, first.user_attrs["fail_reason"]) == (TrialState.FAIL, "RuntimeError: the sampler broke")
+    assert (second.state, second.user_attrs["fail_reason"]) == (TrialState.FAIL, INTERRUPTED)
+
+
+def test_one_worker_finalises_each_winner_and_a_dead_one_is_taken_over(tmp_path):
+    """claim_finalize: the first caller for a key finalises, the others do not while it lives; a new
+    key (more trials, a new winner) is finalised again; a finaliser whose process died on this host
+    is taken over; one on another host is trusted (its process cannot be checked from here)."""
+    import socket
+
+    from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized
+
+    study, url = _plain_study(tmp_path)
+    assert claim_finalize(study, url, "trial 3") and not claim_finalize(study, url, "trial 3")
+    assert claim_finalize(study, url, "trial 7")  # a new winner
+    mark_finalized(study)
+    assert not claim_finalize(study, url, "trial 7")  # done
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    for owner, taken in ((f"{host}:{dead.pid}", True), (f"elsewhere.example:{dead.pid}", False), (f"{host}:{os.getpid()}", False)):
+        study.set_user_attr(FINALIZE_ATTR, {"by": owner, "key": "trial 9", "done": False})
+        assert claim_finalize(study, url, "trial 9") == taken, owner
