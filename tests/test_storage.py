@@ -112,3 +112,12 @@ def test_workers_creating_one_schema_at_once(backend, tmp_path):
     else:
         with postgres_server() as url:
             race(url)
+
+
+def test_a_trial_is_stale_after_three_missed_heartbeats_and_then_retried(tmp_path):
+    """Heartbeats every interval, and a dead worker's trial is failed after three missed ones (one
+    late heartbeat on a loaded machine must not fail a live trial), then its parameters retried."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=2)
+    assert (storage.heartbeat_interval, storage.grace_period, storage.failed_trial_callback._max_retry) == (2, 6, 2)
+    assert open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=5, grace_period=7).grace_period == 7
+    assert open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=None).heartbeat_interval is None
