@@ -331,3 +331,40 @@ def test_a_finalize_stopped_by_ctrl_c_keeps_its_finished_runs_and_trains_only_th
     monkeypatch.setattr(nas_kd.distill, "train", lambda *a, **k: trained.append(k["seed"]) or real(*a, **k))
     final = finalize("stopped", jobs=1, log=lambda _: None)
     assert len(trained) == 6 - done and len(final["winner"]["runs"]) == 6
+
+
+def test_a_child_that_crashes_is_said_and_one_that_ignores_ctrl_c_is_killed(monkeypatch):
+    """The parent's handle on its trial processes: a child that exits badly is reported (its
+    trial is retried by the heartbeat check), and at a stop a child that does not leave after its
+    SIGINTs (stuck in a CUDA call, say) is killed rather than waited on for ever."""
+    import nas_kd.jobs as jobs
+    from nas_kd.jobs import LocalWorkers
+
+    said = []
+    workers = LocalWorkers(plan=None, log=said.append)
+    crashed = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    crashed.wait()
+    workers.procs.append((1, crashed))
+    workers.poll()
+    assert said == [f"search: worker 1 (pid {crashed.pid}) exited with code 3; its trial, if any, is retried"] and workers.procs == []
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print(flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # its handler is in place
+    workers.procs.append((2, stubborn))
+    monkeypatch.setattr(jobs, "STOP_SECONDS", 1.0)
+    t0 = time.monotonic()
+    workers.stop()
+    assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - t0 < 10 and workers.procs == []
+
+
+def test_a_pool_worker_leaves_ctrl_c_to_the_parent():
+    """The parent alone answers Ctrl-C (it terminates the pool and raises once); each worker
+    ignores it, so an interrupted parallel finalize prints no traceback per worker."""
+    from nas_kd.jobs import _pool_worker
+
+    handler, threads = signal.getsignal(signal.SIGINT), torch.get_num_threads()
+    try:
+        _pool_worker(threads + 1)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and torch.get_num_threads() == threads + 1
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        torch.set_num_threads(threads)
