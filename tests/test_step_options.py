@@ -124,3 +124,20 @@ def test_a_diverged_training_still_fails_before_its_accuracy_is_read():
     with pytest.raises(NonFiniteLossError, match="distillation loss became nan"):
         train(student, build_teacher("resnet8", 1, 10), splits, schedule, "kd", device=CPU, seed=0, epoch_callback=lambda e, a: seen.append(a))
     assert seen == []
+
+
+def test_seed_everything_repeats_python_numpy_and_torch_draws():
+    import random
+
+    import numpy as np
+
+    from nas_kd.device import seed_everything
+
+    def draws():
+        g = seed_everything(5)
+        return random.random(), float(np.random.rand()), float(torch.rand(())), float(torch.rand((), generator=g))
+
+    first, again = draws(), draws()
+    assert first == again
+    seed_everything(6)  # another seed, other draws
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) != first[:3]
