@@ -443,6 +443,7 @@ def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left:
             # An earlier call was killed at the device's limit inside this part (no finally ran to
             # remove the mark): started again, it would end every call the same way.
             out[part] = _killed(part, json.loads(started.read_text()))
+            started.unlink()
             print(f"bench-gpu: step: its {part} part killed an earlier call at the device's limit: recorded as such, not run again", flush=True)
         else:
             if started is not None:
@@ -457,8 +458,6 @@ def measure_step(splits, teacher, cfg, schedule, device, sizes: StepSizes, left:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(out[part], default=str))
-            if started is not None:
-                started.unlink(missing_ok=True)
             on_kept()
     return None if missing else out
 

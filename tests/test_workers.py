@@ -213,13 +213,13 @@ def test_two_processes_on_one_sqlite_study_share_it(workdir):
     assert sum("search: finalizing" in out for out in outs) == 1
 
 
-def _fresh_study(tmp_path):
+def _fresh_study(tmp_path, heartbeat: int | None = HEARTBEAT):
     import optuna
 
     from nas_kd.storage import open_storage
 
     url = f"sqlite:///{tmp_path}/study.db"
-    storage = open_storage(url, heartbeat_interval=HEARTBEAT)
+    storage = open_storage(url, heartbeat_interval=heartbeat)
     return optuna.create_study(study_name="orphans", storage=storage), url
 
 
@@ -260,22 +260,12 @@ def test_the_claim_counts_to_the_target_and_takes_a_waiting_retry_at_the_tail(tm
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
 
 
-def _plain_study(tmp_path):
-    import optuna
-
-    from nas_kd.storage import open_storage
-
-    url = f"sqlite:///{tmp_path}/plain.db"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name="plain", storage=open_storage(url)), url
-
-
 def test_run_trials_stops_at_its_timeout_and_when_told_to(tmp_path):
     """`--timeout`: no trial starts once it has passed (the trial under way finishes); and the
     search's stop check (a Ctrl-C'd sibling, a budget's end) ends the loop before the next claim."""
     from nas_kd.workers import run_trials
 
-    study, url = _plain_study(tmp_path)
+    study, url = _fresh_study(tmp_path, heartbeat=None)
 
     def slow(trial):
         time.sleep(1.0)
@@ -296,7 +286,7 @@ def test_a_trial_that_fails_to_prepare_or_is_interrupted_says_why(tmp_path):
     from nas_kd.study import INTERRUPTED
     from nas_kd.workers import run_trials
 
-    study, url = _plain_study(tmp_path)
+    study, url = _fresh_study(tmp_path, heartbeat=None)
 
     def broken(trial):
         raise RuntimeError("the sampler broke")
@@ -322,7 +312,7 @@ def test_one_worker_finalises_each_winner_and_a_dead_one_is_taken_over(tmp_path)
 
     from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized
 
-    study, url = _plain_study(tmp_path)
+    study, url = _fresh_study(tmp_path, heartbeat=None)
     assert claim_finalize(study, url, "trial 3") and not claim_finalize(study, url, "trial 3")
     assert claim_finalize(study, url, "trial 7")  # a new winner
     mark_finalized(study)
