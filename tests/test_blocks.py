@@ -104,3 +104,35 @@ def test_relu6_is_not_in_place_where_that_would_cost_a_copy():
     assert "clone" not in ops_dispatched(lambda: block(x).sum().backward())
     assert isinstance(block[-1], nn.ReLU6) and not block[-1].inplace
     assert ConvBNAct(4, 4, act=nn.ReLU)[-1].inplace  # ReLU's backward reads its output: in place is free
+
+
+def _zero_last_bn(block: nn.Module) -> None:
+    """Make the block's body output exactly zero (its last BN's scale and shift), in eval mode."""
+    bn = [m for m in block.body.modules() if isinstance(m, nn.BatchNorm2d)][-1]
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.zero_()
+
+
+def test_an_inverted_residual_with_an_unchanged_shape_adds_its_input():
+    torch.manual_seed(0)
+    block = InvertedResidual(8, 8, 1, expand=3).eval()
+    x = torch.randn(2, 8, 6, 6)
+    _zero_last_bn(block)
+    assert torch.equal(block(x), x)  # a body that outputs nothing leaves the identity
+
+
+def test_an_inverted_residuals_projection_is_linear():
+    """MobileNetV2's linear bottleneck: no activation after the 1x1 projection, so its output
+    keeps negative values (a ReLU there would destroy information in the narrow map)."""
+    torch.manual_seed(0)
+    block = InvertedResidual(8, 12, 2, expand=3).eval()
+    assert (block(torch.randn(2, 8, 6, 6)) < 0).any()
+
+
+def test_a_basic_block_adds_its_shortcut_then_applies_relu():
+    torch.manual_seed(0)
+    block = BasicBlock(8, 8, 1).eval()
+    x = torch.randn(2, 8, 6, 6)
+    _zero_last_bn(block)
+    assert torch.equal(block(x), torch.relu(x))

@@ -78,3 +78,18 @@ def test_a_sample_of_the_batch_is_adapted_and_the_gradient_keeps_the_student_lay
     (adapter(head, (6, 6)) * weight).sum().backward()
     torch.testing.assert_close(x.grad[:3], head.grad)
     assert adapter(x, (6, 6), samples=8).shape[0] == adapter(x, (6, 6), samples=100).shape[0] == 8
+
+
+def test_of_two_student_stages_at_the_teachers_size_the_deeper_pairs():
+    # Stages 1 and 2 both at 8 px: the deeper one has learnt more, and it pairs (the docstring's
+    # tie rule); the shallower is left unsupervised.
+    student = [(16, 16), (8, 8), (8, 8), (4, 4)]
+    teacher = [(16, 16), (8, 8), (4, 4)]
+    assert pair_stages(student, teacher) == [(0, 0), (2, 1), (3, 2)]
+
+
+def test_pool_to_shrinks_each_dimension_that_is_larger_and_leaves_the_other():
+    x = torch.arange(32.0).view(1, 1, 8, 4)
+    pooled = pool_to(x, (4, 8))  # taller than the target, narrower than it
+    assert pooled.shape == (1, 1, 4, 4)
+    assert torch.equal(pooled, (x[..., 0::2, :] + x[..., 1::2, :]) / 2)

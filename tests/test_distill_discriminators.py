@@ -191,3 +191,14 @@ def test_a_full_step_views_the_student_map_once_and_trains_as_before(monkeypatch
     for a, b in zip(shared[:2], alone[:2], strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(p[k], q[k]) for p, q in zip(shared[2], alone[2], strict=True) for k in p)
+
+
+def test_a_verdict_barely_above_chance_does_not_push_the_student():
+    """A discriminator right by a few points on a batch is still noise: the gate stays shut up to
+    chance + 0.05 (docs/DISTILLER.md), for real/fake verdicts and for the class prediction alike."""
+    for chance in (0.5, 0.1):
+        gate = AccuracyGate(chance)
+        gate.accuracy.fill_(chance + 0.049)
+        assert gate.factor().item() == 0.0
+        gate.accuracy.fill_(chance + 0.1)
+        assert 0.0 < gate.factor().item() < 1.0

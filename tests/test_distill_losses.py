@@ -107,3 +107,36 @@ def test_weight_penalty_costs_the_same_few_ops_for_any_number_of_matrices():
     net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 2))
     want = sum(0.1 * w.abs().sum() + 0.01 * w.pow(2).sum() for w in (net[0].weight, net[1].weight))
     assert losses.weight_penalty(net, 0.1, 0.01).item() == approx(want.item())
+
+
+def test_a_subset_of_the_teachers_attention_summarises_its_stages_as_the_whole_does():
+    """What a mode supervising fewer stages reads: the same descriptors, stage for stage, as the
+    whole squeeze gives, including each stage's own map scale (a subset taking another stage's
+    scale would judge the student by another yardstick)."""
+    from nas_kd.distill.attention import TeacherAttention
+
+    torch.manual_seed(0)
+    channels = (4, 6, 8)
+    whole = TeacherAttention(channels, 10)
+    whole.squeeze.stage_scale.copy_(torch.tensor([0.5, 2.0, 3.0]))
+    maps = [torch.randn(5, c, s, s) for c, s in zip(channels, (8, 4, 2), strict=True)]
+    every = whole.squeeze(maps)
+    for stages in ([0, 2], [1, 2], [2]):
+        part = whole.subset(stages).squeeze([maps[j] for j in stages])
+        for got, j in zip(part, stages, strict=True):
+            assert torch.allclose(got, every[j], atol=1e-6)
+    with pytest.raises(ValueError, match="deepest"):
+        whole.subset([0, 1])  # g comes from the last map given: it must be the deepest
+
+
+def test_the_task_loss_averages_every_stages_head():
+    """The attention is task-driven at every stage, shallow ones too (a fit that scored only the
+    deepest head would leave the shallow stages' attention untrained)."""
+    from nas_kd.distill.attention import TeacherAttention
+
+    torch.manual_seed(0)
+    attention = TeacherAttention((4, 6), 10)
+    descriptors = [torch.randn(5, 4), torch.randn(5, 6)]
+    labels = torch.tensor([0, 3, 9, 3, 1])
+    per_stage = [torch.nn.functional.cross_entropy(head(d), labels) for head, d in zip(attention.heads.heads, descriptors, strict=True)]
+    assert torch.allclose(attention.task_loss(descriptors, labels), (per_stage[0] + per_stage[1]) / 2)

@@ -193,3 +193,16 @@ def test_the_schedules_label_smoothing_reaches_the_students_cross_entropy():
         with torch.no_grad():
             want = F.cross_entropy(student(x), y, label_smoothing=smoothing)  # train mode, as in the step: the same batch statistics
         assert torch.isclose(step(x, y).losses["ce"], want, atol=1e-6)
+
+
+def test_a_discriminator_whose_loss_is_not_finite_stops_the_run_too():
+    """Before the adversarial warm-up ends the student's loss holds no discriminator term, so only
+    the step's check of the discriminators' own loss can see them diverge: it must, before their
+    NaN weights are ever let near the student."""
+    step, student, _ = make("xu")
+    with torch.no_grad():
+        step.objective.logit_disc.out.weight[0, 0] = float("nan")
+    before = weights(student)
+    with pytest.raises(NonFiniteLossError, match="distillation loss became nan"):
+        step(*batch(), adversarial=False)
+    assert all(torch.equal(before[k], p) for k, p in student.named_parameters() if k in before)  # the check precedes the student's update

@@ -16,6 +16,7 @@ from test_distill_step import CLASSES, attention_state, batch, make
 
 from nas_kd.distill import get_mode
 from nas_kd.distill.attention_fit import load_teacher_attention
+from nas_kd.distill.discriminators import GATE_MARGIN, GATE_RAMP
 from nas_kd.distill.objective import RECON_SAMPLES
 
 # The terms each mode's student loss is made of (hard-coded: a preset weight silently set to
@@ -297,3 +298,17 @@ def test_the_discriminators_loss_is_its_formula_in_value_and_gradient():
     expected = torch.autograd.grad(want, [p for d in ref.discriminators() for p in d.parameters()])
     for a, b in zip(got, expected, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_each_gate_opens_above_the_chance_level_of_its_own_verdict():
+    """Real/fake verdicts are at chance at 0.5, the auxiliary class prediction at 1/classes: a
+    class accuracy of 0.3 over 10 classes is well above chance (the class term pushes at full
+    weight), a real/fake accuracy of 0.3 is below it (its term stays shut)."""
+    objective = make("full")[0].objective
+    for gate in objective.gates.values():
+        gate.accuracy.fill_(0.3)
+    factors = {k: float(v) for k, v in objective.gate_factors().items()}
+    assert factors == {"adv_feat": 0.0, "adv_logit": 0.0, "adv_logit_class": 1.0}
+    # Just above the class chance plus the margin, the class term's push has begun to grow.
+    objective.gates["adv_logit_class"].accuracy.fill_(1 / CLASSES + GATE_MARGIN + GATE_RAMP / 2)
+    assert objective.gate_factors()["adv_logit_class"].item() == pytest.approx(0.5)

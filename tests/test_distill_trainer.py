@@ -117,3 +117,54 @@ def test_the_objective_is_built_with_the_teachers_measured_map_scales(splits, mo
         train(build_student(TINY, 1, 10), teacher, splits, schedule, mode, device=CPU, seed=0)
     loader = trainer.make_loaders(splits, batch_size=32, device=CPU, seed=0, crop=False)[0]
     assert given[0] is not None and given[0] == teacher_map_scales(teacher, loader) and given[1] is None
+
+
+def test_the_run_reports_its_last_epochs_accuracy_and_all_its_training_time(splits, monkeypatch):
+    """Bookkeeping read on a clock and a scorer the test controls: each epoch's training takes 1 s
+    of the clock, each validation returns a new score. The run's accuracy is the last epoch's
+    (what the trained student scores), its time the sum of every epoch's."""
+    import types
+
+    import nas_kd.distill.trainer as trainer
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    scores = iter([0.25, 0.5, 0.75])
+    monkeypatch.setattr(trainer, "evaluate", lambda model, loader: next(scores))
+    schedule = Schedule(epochs=3, batch_size=32, lr=0.05, warmup_epochs=0)
+    m = train(build_student(TINY, 1, 10), None, splits, schedule, "ce", device=CPU, seed=0)
+    assert [r["val_accuracy"] for r in m["history"]] == [0.25, 0.5, 0.75] and m["val_accuracy"] == 0.75
+    assert [r["seconds"] for r in m["history"]] == [1.0, 2.0, 3.0] and m["train_seconds"] == 3.0
+    per_epoch = sum(len(b.y) for b in trainer.make_loaders(splits, batch_size=32, device=CPU, seed=0, crop=schedule.crop)[0].batches())
+    assert m["images_per_second"] == pytest.approx(3 * per_epoch / 3.0)
+
+
+def test_the_run_seeds_everything_it_draws_whatever_the_caller_drew_before(splits):
+    """The logit discriminator's dropout and the batch order come from ``seed`` alone: a caller's
+    earlier use of the global generators (another trial, a probe) changes nothing."""
+    schedule = Schedule(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0)
+    teacher = build_teacher("resnet8", 1, 10)
+    runs = []
+    for drawn in (1, 50):
+        torch.manual_seed(3)
+        student = build_student(TINY, 1, 10)
+        torch.rand(drawn)  # the caller's own draws, different each time
+        runs.append(train(student, teacher, splits, schedule, "xu", device=CPU, seed=3)["history"][0])
+    assert runs[0]["losses"] == runs[1]["losses"]
+
+
+def test_one_step_trains_the_adapters_with_the_student(splits):
+    """The adapters (student maps to the teacher's channels) are the student's side of the map
+    terms: its optimiser must train them, or feat, desc and the feature discriminator judge a
+    fixed random projection."""
+    from test_distill_step import SCHEDULE, SHAPE, batch
+
+    from nas_kd.distill import get_mode
+    from nas_kd.distill.trainer import build_step
+
+    torch.manual_seed(0)
+    teacher = build_teacher("resnet8", 1, 10).eval().requires_grad_(False)
+    step = build_step(build_student(TINY, 1, 10), teacher, get_mode("ktan"), SCHEDULE, input_shape=SHAPE, num_classes=10, steps_per_epoch=4, device=CPU)
+    before = {k: p.detach().clone() for k, p in step.objective.adapters.named_parameters()}
+    step(*batch())
+    assert before and all(not torch.equal(before[k], p) for k, p in step.objective.adapters.named_parameters())

@@ -133,3 +133,10 @@ def test_largest_student_on_8x8_and_32x32(path):
         maps, logits = build_student(cfg, c, 10).forward_stages(torch.randn(2, c, h, h))
         assert logits.shape == (2, 10) and maps[-1].shape[-1] >= 1
         logits.sum().backward()
+
+
+def test_json_keys_are_sorted_as_in_every_stored_study():
+    """Studies, kept retrain runs and re-screen scores are keyed by this exact string: its form
+    (sorted keys, no spaces) must not drift, or an old study's runs no longer match."""
+    cfg = StudentConfig("basic", 8, (StageConfig(1, 16, 1),))
+    assert cfg.to_json() == '{"block":"basic","stages":[{"depth":1,"expand":1,"kernel":3,"se":false,"stride":1,"width":16}],"stem_kernel":3,"stem_stride":1,"stem_width":8}'
