@@ -1,4 +1,5 @@
-"""Ctrl-C that lands in a finalizer is neither lost nor printed as a traceback.
+"""Ctrl-C that lands in a finalizer, or in a step that must not be cut, is neither lost nor
+printed as a traceback.
 
 Python runs garbage-collector finalizers and weakref callbacks (SQLAlchemy's connection pool has
 many) wherever an object dies. A SIGINT whose handler raises KeyboardInterrupt inside one cannot
@@ -8,6 +9,10 @@ as if the key was never pressed. `keep_lost_interrupts` installs a hook that ins
 interrupt (`_thread.interrupt_main` from a helper thread: the SIGINT handler runs again at the next
 point where Python code runs normally) and prints nothing; every other unraisable exception goes
 to the hook that was installed before.
+
+`HeldInterrupts` holds a Ctrl-C that arrives during a short stretch that must finish whole (a
+trial claimed in the study but not yet in the code that fails it on an interrupt), and delivers
+it where the caller can clean up.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["keep_lost_interrupts"]
+__all__ = ["keep_lost_interrupts", "HeldInterrupts"]
 
 
 def _rearm_lost_interrupts(unraisable, previous) -> None:
@@ -46,3 +51,35 @@ def keep_lost_interrupts() -> None:
 
     _hook.rearms_interrupts = True
     sys.unraisablehook = _hook
+
+
+class HeldInterrupts:
+    """Hold SIGINT (Ctrl-C) for a short stretch that must finish whole, then deliver it where the
+    caller can clean up: ``held = HeldInterrupts().hold()`` ... ``held.release()``. Outside the
+    main thread, where Python delivers no signal, holding changes nothing."""
+
+    def __init__(self):
+        self.count = 0  # SIGINTs that arrived while held
+        self._previous = None  # the handler in place before `hold`, while holding
+
+    def hold(self) -> HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._count)
+        return self
+
+    def _count(self, _signum, _frame) -> None:
+        self.count += 1
+
+    def release(self) -> None:
+        """Put the previous handler back and run it once if a SIGINT arrived meanwhile (the
+        default raises KeyboardInterrupt here; an ignored SIGINT stays ignored)."""
+        if self._previous is None:
+            return
+        handler, self._previous = self._previous, None
+        signal.signal(signal.SIGINT, handler)
+        if self.count:
+            self.count = 0
+            if callable(handler):
+                handler(signal.SIGINT, None)
+            elif handler == signal.SIG_DFL:
+                raise KeyboardInterrupt

@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+from nas_kd.interrupts import HeldInterrupts
 from nas_kd.storage import study_lock
 
 __all__ = ["run_trials", "claim_finalize", "mark_finalized", "worker_id", "FINALIZE_ATTR"]
@@ -75,8 +76,9 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
             try:
                 prepare(trial)
             except BaseException as e:
-                # A Ctrl-C (or a bug) between claim and training must not leave the trial RUNNING
-                # or FAIL without a reason (which reads as a dead worker's, to be retried).
+                # A bug (or a Ctrl-C, where `run_trials` does not hold it) between claim and
+                # training must not leave the trial RUNNING or FAIL without a reason (which reads
+                # as a dead worker's, to be retried).
                 trial.set_user_attr("fail_reason", _reason(e))
                 study.tell(trial, state=TrialState.FAIL)
                 raise
@@ -127,14 +129,24 @@ def run_trials(
             break
         if should_stop is not None and should_stop():
             break
-        trial = _claim(study, url, target, prepare)
-        if trial is None:
-            break
-        if trial == "wait":
+        # A Ctrl-C during the claim is held until the trial is inside the try below, whose
+        # handlers fail it with the reason: raised inside the claim (its first heartbeat is a
+        # database write, after `study.ask()` created the trial) it left a RUNNING trial.
+        held = HeldInterrupts().hold()
+        try:
+            trial = _claim(study, url, target, prepare)
+        except BaseException:
+            held.release()
+            raise
+        if trial is None or trial == "wait":
+            held.release()
+            if trial is None:
+                break
             time.sleep(POLL_SECONDS)
             continue
         state, values = TrialState.FAIL, None
         try:
+            held.release()
             with get_heartbeat_thread(trial._trial_id, study._storage):
                 values = objective(trial)
             state = TrialState.COMPLETE

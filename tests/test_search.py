@@ -136,22 +136,25 @@ def test_a_budget_that_admits_the_largest_member_is_named_before_training(setup)
     assert notes[0] < next(i for i, line in enumerate(lines) if line.startswith("trial "))
 
 
-def test_a_diverged_trial_fails_with_its_reason_and_the_study_goes_on(setup, monkeypatch):
+@pytest.mark.parametrize("error", [NonFiniteLossError("loss became nan"), torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")], ids=["diverged", "out-of-memory"])
+def test_a_diverged_trial_fails_with_its_reason_and_the_study_goes_on(setup, monkeypatch, error):
+    """A candidate that diverges, or that the device has no memory for (a GPU shared by --jobs
+    processes), fails alone: the study records why and trains the next."""
     opts, calls = setup
     real = nas_kd.distill.train
 
-    def diverge_once(*a, **kw):
+    def fail_once(*a, **kw):
         if not calls:
             calls.append("boom")
-            raise NonFiniteLossError("loss became nan")
+            raise error
         return real(*a, **kw)
 
-    monkeypatch.setattr(nas_kd.distill, "train", diverge_once)
+    monkeypatch.setattr(nas_kd.distill, "train", fail_once)
     opts.baselines = False
     run_search(opts, log=quiet, finish=False)
     trials = load_study("mini").trials
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "NonFiniteLossError: loss became nan"
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == f"{type(error).__name__}: {error}"
     assert len(finished_trials(trials)) == 3 and sum(t.state.name == "COMPLETE" for t in trials) == 2
 
 
@@ -169,6 +172,7 @@ def test_ctrl_c_fails_the_trial_writes_a_partial_report_and_exits_130(setup, mon
     assert finished_trials([trial]) == []  # a resumed run trains it again
     report = json.loads(open("runs/mini/report.json").read())
     assert report["partial"] and report["trials_by_state"] == {"FAIL": 1} and report["winner"] is None
+    assert report["cut_short"] == f"0 of 2 requested candidates finished; {INTERRUPTED}"
     assert "partial" in open("runs/mini/report.md").read()
 
 
@@ -226,6 +230,9 @@ def test_the_test_split_is_read_by_the_final_retrain_only_and_equal_students_sta
     for seed in seeds["retrain"]:
         ce, kd = ([r["start"] for r in baseline if r["seed"] == seed and r["mode"] == m] for m in ("ce", "kd"))
         assert len(ce) == len(kd) == 1 and all(torch.equal(a, b) for a, b in zip(ce[0], kd[0], strict=True))
+    from nas_kd.workers import FINALIZE_ATTR
+
+    assert load_study("mini").user_attrs[FINALIZE_ATTR]["done"] is True  # a later search finds it finalised, not abandoned
 
 
 def test_bad_options_fail_before_any_work(in_tmp, cli):
@@ -438,3 +445,141 @@ def test_a_child_objective_opens_the_parents_teacher_cache_or_fills_its_own_when
         assert len(lines) == 1 and "not usable here" in lines[0] and "another teacher" in lines[0]
         assert other._cache is not None and other._cache.teacher is nudged and not torch.equal(other._cache.logits, parent._cache.logits)
     assert not (in_tmp / "cache.pt").exists()
+
+
+def test_every_candidate_starts_from_the_search_seed_and_sees_the_same_batches(setup, monkeypatch):
+    """What makes brief runs comparable: each candidate's initial weights are its config built
+    under the search seed, and its training batches come in the same order, whatever trained
+    before it in the process."""
+    import nas_kd.distill
+    from nas_kd.models.student import build_student
+
+    opts, _ = setup
+    opts.trials, opts.baselines = 4, False
+    seen = []
+
+    def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, loaders=None, **kw):
+        torch.manual_seed(seed)
+        fresh = build_student(student.config, splits.info.channels, splits.info.num_classes)
+        seen.append((all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), fresh.state_dict().values(), strict=True)), next(iter(loaders[0].batches())).index.tolist()))
+        for _ in loaders[0].batches():  # a whole epoch drawn, as training would, before the next trial
+            pass
+        return fake_metrics(schedule, 0.5, epoch_callback)
+
+    monkeypatch.setattr(nas_kd.distill, "train", fake_train)
+    run_search(opts, log=quiet, finish=False)
+    assert len(seen) == 4 and all(same for same, _ in seen)
+    assert all(order == seen[0][1] for _, order in seen)
+    # Each epoch's score is reported to the study, where the pruner and the dashboard read it.
+    from nas_kd.config import get_preset
+
+    epochs = range(1, get_preset("quick").brief.epochs + 1)
+    assert all(t.intermediate_values == dict.fromkeys(epochs, 0.5) and t.user_attrs["val_history"] == [0.5] * len(epochs) for t in load_study("mini").trials)
+
+
+def test_a_candidate_is_never_pruned_at_its_last_epoch(setup, monkeypatch):
+    """Pruning saves the epochs a weak candidate has left; at its last one it has none left, and
+    its finished score is worth more to the sampler than a pruned one."""
+    from nas_kd.search import TrainedMedianPruner
+
+    opts, _ = setup
+    opts.baselines, opts.prune, opts.brief = False, True, "epochs=1"
+    monkeypatch.setattr(TrainedMedianPruner, "prune", lambda self, study, trial: True)
+    run_search(opts, log=quiet, finish=False)
+    assert [t.state.name for t in load_study("mini").trials] == ["COMPLETE"] * 3
+
+
+def test_why_a_session_stopped_short_reaches_the_report(setup, monkeypatch):
+    """A timeout, too many over-budget candidates, or Ctrl-C: the report says which."""
+    import dataclasses
+
+    import nas_kd.search
+
+    opts, _ = setup
+    opts.baselines = False
+
+    def report():
+        return json.loads(open("runs/mini/report.json").read())["cut_short"]
+
+    opts.timeout, opts.trials = 1e-9, 3  # past before the loop looks: no trial starts
+    run_search(opts, log=quiet, finish=False)
+    nas_kd.search._partial_report(load_study("mini"), quiet)
+    assert report() == "0 of 3 requested candidates finished; --timeout 1e-09 s reached"
+
+    real = nas_kd.search.trial_counts
+    monkeypatch.setattr(nas_kd.search, "trial_counts", lambda trials: dataclasses.replace(real(trials), rejected=10_000))
+    opts.timeout = None
+    run_search(opts, log=quiet, finish=False)
+    nas_kd.search._partial_report(load_study("mini"), quiet)
+    assert report().endswith("stopped after 10000 over-budget candidates; raise the budget or narrow the space")
+
+
+def test_a_resumed_session_adds_its_wall_time_and_draws_from_a_new_seed(setup, monkeypatch):
+    """Sessions of one study add up their wall time (the report's search_wall_seconds), and a
+    resumed session's sampler is seeded past the first one's (it must not replay its draws)."""
+    import types
+
+    import nas_kd.search
+
+    opts, _ = setup
+    opts.baselines, opts.trials = False, 2
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(nas_kd.search, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    seeds = []
+    real = nas_kd.search._budget_sampler
+    monkeypatch.setattr(nas_kd.search, "_budget_sampler", lambda plan, seed, table=None: seeds.append(seed) or real(plan, seed, table))
+    run_search(opts, log=quiet, finish=False)
+    first = load_study("mini").user_attrs["search_wall_seconds"]
+    opts.trials = 4
+    run_search(opts, log=quiet, finish=False)
+    assert first == 10.0 and load_study("mini").user_attrs["search_wall_seconds"] == 20.0
+    search_seed = nas_kd.search.plan_of(load_study("mini")).seeds.search
+    assert seeds == [search_seed, search_seed + 2]
+
+
+def test_each_worker_of_a_study_draws_from_its_own_seed(setup, monkeypatch):
+    """--jobs children joining one study at once must not propose one stream of students."""
+    import nas_kd.search
+
+    opts, _ = setup
+    opts.baselines, opts.trials = False, 1
+    run_search(opts, log=quiet, finish=False)
+    seeds = []
+    real = nas_kd.search._budget_sampler
+    monkeypatch.setattr(nas_kd.search, "_budget_sampler", lambda plan, seed, table=None: seeds.append(seed) or real(plan, seed, table))
+    plan = nas_kd.search.plan_of(load_study("mini"))
+    for worker in (1, 2):
+        nas_kd.search._join_study(plan, worker)
+    assert seeds[1] - seeds[0] == nas_kd.search.WORKER_SEED_STRIDE
+
+
+def test_a_trial_line_names_rejections_and_a_pruned_trials_last_score():
+    from optuna.trial import TrialState, create_trial
+
+    from nas_kd.search import trial_line
+
+    rejected = create_trial(value=0.0, constraints={"macs": 1_000_000.0}, user_attrs={"feasible": False, "describe": "ir c4 s1:d1w8k3e1", "macs": 2_000_000})
+    line = trial_line(rejected)
+    assert "2.00M MACs  val   -   " in line and line.endswith("INFEASIBLE")
+    pruned = create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.4, 2: 0.55}, user_attrs={"feasible": True, "describe": "ir c4 s1:d1w8k3e1", "macs": 90_000})
+    line = trial_line(pruned)
+    assert "val 0.5500" in line and line.endswith("PRUNED")
+
+
+def test_tpe_models_after_the_plans_startup_candidates():
+    from nas_kd.search import make_sampler
+
+    assert make_sampler("tpe", 0, False, startup_trials=7)._n_startup_trials == 7
+
+
+def test_no_more_trial_processes_start_than_trials_are_left(setup, monkeypatch):
+    """--jobs 4 with 2 trials to go: this process and one child (a third would start only to
+    leave again)."""
+    from nas_kd.jobs import LocalWorkers
+
+    opts, _ = setup
+    opts.baselines, opts.trials, opts.jobs = False, 2, 4
+    started = []
+    monkeypatch.setattr(LocalWorkers, "start", lambda self, count, threads, teacher_cache=None: started.append(count))
+    run_search(opts, log=quiet, finish=False)
+    assert started == [1]
