@@ -153,7 +153,7 @@ def test_a_worker_starts_nothing_once_start_by_has_passed(study):
 
 
 def test_a_kept_run_serves_only_the_run_it_was(study, in_tmp):
-    from nas_kd.finalize import Retrain, _keep, _kept
+    from nas_kd.finalize import Retrain, _keep, _kept, _kept_path, _run_key
     from nas_kd.plan import plan_of
     from nas_kd.study import load_study
 
@@ -167,6 +167,10 @@ def test_a_kept_run_serves_only_the_run_it_was(study, in_tmp):
     assert _kept(out, Retrain("winner", config, "kd", 1), plan) is None  # a winner needs them
     assert _kept(out, Retrain("baseline", config, "ce", 1), plan) is None  # another mode
     assert _kept(out, Retrain("baseline", config, "kd", 2), plan) is None  # another seed
+    # A file copied under another seed's name is not taken for that seed's run.
+    third = Retrain("baseline", config, "kd", 3)
+    shutil.copy(_kept_path(out, baseline, _run_key(baseline, plan)), _kept_path(out, third, _run_key(third, plan)))
+    assert _kept(out, third, plan) is None
     winner = Retrain("winner", config, "kd", 2)
     _keep(out, winner, plan, {"record": {"seed": 2}, "state": state})
     assert torch.equal(_kept(out, winner, plan)["state"]["w"], state["w"])
@@ -176,3 +180,64 @@ def test_a_kept_run_serves_only_the_run_it_was(study, in_tmp):
     stored["key"] = json.dumps({**json.loads(stored["key"]), "schedule": {}}, sort_keys=True)
     torch.save(stored, path)
     assert _kept(out, winner, plan) is None
+
+
+def test_the_shipped_weights_are_the_seed_with_the_best_validation_accuracy(study, in_tmp):
+    """winner.pt is chosen on validation (the test split never chooses anything): here the fake
+    scores the higher seed higher, and the students' weights differ by seed."""
+    from nas_kd.finalize import Retrain, _kept
+    from nas_kd.plan import plan_of
+    from nas_kd.study import load_study
+
+    final = finalize("mini", jobs=1, log=quiet)
+    plan = plan_of(load_study("mini"))
+    best = max(final["winner"]["runs"], key=lambda r: r["val_accuracy"])["seed"]
+    assert best == max(plan.seeds.retrain)
+    kept = _kept(in_tmp / "runs" / "mini" / FINAL_DIR, Retrain("winner", json.dumps(final["winner"]["config"], sort_keys=True, separators=(",", ":")), "kd", best), plan)
+    shipped = torch.load(in_tmp / "runs" / "mini" / FINAL_DIR / "winner.pt", weights_only=True)
+    assert shipped.keys() == kept["state"].keys() and all(torch.equal(shipped[k], kept["state"][k]) for k in shipped)
+
+
+def test_the_spread_of_test_accuracy_is_the_sample_standard_deviation():
+    from nas_kd.finalize import summarise
+
+    out = summarise([{"test_accuracy": 0.5, "val_accuracy": 0.4}, {"test_accuracy": 0.7, "val_accuracy": 0.6}])
+    assert out["test_mean"] == pytest.approx(0.6) and out["val_mean"] == pytest.approx(0.5)
+    assert out["test_std"] == pytest.approx(0.2 / 2**0.5)  # n - 1 in the denominator
+    assert summarise([{"test_accuracy": 0.5, "val_accuracy": 0.4}])["test_std"] is None
+
+
+def test_a_teacher_that_is_not_the_searched_one_is_refused(study, in_tmp, monkeypatch):
+    """The recorded teacher file gone, the registry's is resolved again: one that differs (another
+    training) would make the retrain distil from another teacher than the search did."""
+    import nas_kd.models.teachers
+    from nas_kd.errors import UserError
+    from nas_kd.finalize import load_planned_teacher
+    from nas_kd.plan import plan_of
+    from nas_kd.study import load_study
+
+    plan = plan_of(load_study("mini"))
+    (in_tmp / plan.teacher.path).unlink()
+    other = in_tmp / "other.pt"
+    other.write_bytes(b"another teacher")
+    monkeypatch.setattr(nas_kd.models.teachers, "resolve_teacher", lambda *a, **k: (object(), {}, other))
+    with pytest.raises(UserError, match="is not the one study 'mini' was searched with"):
+        load_planned_teacher(plan, torch.device("cpu"), quiet)
+
+
+def test_the_searchs_teacher_outputs_serve_the_retrain_only_if_they_hold_what_its_mode_reads(in_tmp):
+    from nas_kd.config import Schedule
+    from nas_kd.data import load_splits
+    from nas_kd.distill import TeacherCache, get_mode
+    from nas_kd.finalize import _teacher_pass
+    from nas_kd.models.teachers import build_teacher
+    from nas_kd.train import make_loaders
+
+    cpu = torch.device("cpu")
+    splits = load_splits("synthetic", train_subset=96)
+    teacher = build_teacher("resnet8", 1, 10).eval().requires_grad_(False)
+    schedule = Schedule(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0, crop=False)
+    kd_cache = TeacherCache(teacher, make_loaders(splits, batch_size=32, device=cpu, seed=0, crop=False)[0], "kd", num_classes=10)
+    assert _teacher_pass(teacher, splits, schedule, get_mode("kd"), cpu, reuse=kd_cache)["teacher_cache"] is kd_cache
+    own = _teacher_pass(teacher, splits, schedule, get_mode("ktan"), cpu, reuse=kd_cache)["teacher_cache"]
+    assert own is not kd_cache and own.covers(get_mode("ktan"))

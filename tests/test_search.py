@@ -583,3 +583,23 @@ def test_no_more_trial_processes_start_than_trials_are_left(setup, monkeypatch):
     monkeypatch.setattr(LocalWorkers, "start", lambda self, count, threads, teacher_cache=None: started.append(count))
     run_search(opts, log=quiet, finish=False)
     assert started == [1]
+
+
+def test_loss_weight_overrides_reach_the_retrain_in_the_studys_mode(setup, monkeypatch):
+    """--loss-weights changes the study's mode for every run in it: the brief trials, the winner's
+    and the baseline's retrain in that mode; the plain ce baseline stays plain."""
+    import nas_kd.distill
+
+    opts, _ = setup
+    opts.loss_weights, opts.retrain_seeds = "kd=0.75", 1
+    runs = []
+
+    def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, evaluate_test=False, **kw):
+        runs.append((mode.name, mode.weights.kd, evaluate_test))
+        return fake_metrics(schedule, min(0.99, sum(p.numel() for p in student.parameters()) / 20000), epoch_callback, evaluate_test)
+
+    monkeypatch.setattr(nas_kd.distill, "train", fake_train)
+    run_search(opts, log=quiet)
+    retrain = [(name, kd) for name, kd, tested in runs if tested]
+    assert all(kd == 0.75 for name, kd, _ in runs if name == "kd")
+    assert set(retrain) == {("kd", 0.75), ("ce", 0.0)}  # the winner and baseline in the study's mode; the baseline in ce

@@ -345,9 +345,16 @@ def test_a_ctrl_c_while_the_trial_is_being_claimed_fails_it_with_the_reason(tmp_
 
     monkeypatch.setattr(study._storage, "record_heartbeat", pressed_during_the_write)
     ran = []
-    with pytest.raises(KeyboardInterrupt):
-        run_trials(study, lambda t: ran.append(t.number) or 1.0, url=url, target=5, prepare=lambda t: t.suggest_int("width", 8, 32))
+    # Python's own handler: a test process started as a background job without job control
+    # inherits an ignored SIGINT (which `release` rightly leaves ignored), and the test would
+    # then see no interrupt at all (it did, in a `nohup ... &` loop of this file).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_trials(study, lambda t: ran.append(t.number) or 1.0, url=url, target=5, prepare=lambda t: t.suggest_int("width", 8, 32))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, before)
     (trial,) = study.trials
     assert ran == [] and (trial.state, trial.user_attrs.get("fail_reason")) == (TrialState.FAIL, INTERRUPTED)
     assert trial.params == {"width": trial.params["width"]}  # the claim finished: its parameters are in the study
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
