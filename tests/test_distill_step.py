@@ -206,3 +206,14 @@ def test_a_discriminator_whose_loss_is_not_finite_stops_the_run_too():
     with pytest.raises(NonFiniteLossError, match="distillation loss became nan"):
         step(*batch(), adversarial=False)
     assert all(torch.equal(before[k], p) for k, p in student.named_parameters() if k in before)  # the check precedes the student's update
+
+
+def test_the_step_reports_the_factor_each_adversarial_term_was_scaled_by():
+    """The epoch's `adv_gate` figures (docs/DISTILLER.md) are what scaled the student's terms in
+    this step: every gate open here, so every factor is 1."""
+    step, _, _ = make("full")
+    for gate in step.objective.gates.values():
+        gate.accuracy.fill_(1.0)
+    result = step(*batch(), adversarial=True)
+    assert {k: v.item() for k, v in result.gates.items()} == {"adv_feat": 1.0, "adv_logit": 1.0, "adv_logit_class": 1.0}
+    assert step(*batch(), adversarial=False).gates == {}  # no adversarial term, nothing scaled
