@@ -329,8 +329,8 @@ def test_a_ctrl_c_while_the_trial_is_being_claimed_fails_it_with_the_reason(tmp_
     """Between `study.ask()` creating the trial and the code that fails it on an interrupt, the
     claim writes the trial's first heartbeat (a database write: milliseconds). A Ctrl-C there
     raised out of the claim and left a RUNNING trial without parameters (test_jobs' Ctrl-C test
-    failed on it in 1 of 7 runs). Held until the trial is in the loop's hands, it fails the trial
-    with the interruption as its reason and still stops the loop."""
+    failed on it in 2 of 7 full runs). Held until the trial is in the loop's hands, it fails the
+    trial with the interruption as its reason and still stops the loop."""
     from optuna.trial import TrialState
 
     from nas_kd.study import INTERRUPTED
