@@ -60,11 +60,13 @@ class HeldInterrupts:
 
     def __init__(self):
         self.count = 0  # SIGINTs that arrived while held
-        self._previous = None  # the handler in place before `hold`, while holding
+        self._holding = False
+        self._previous = None  # the handler in place before `hold`
 
     def hold(self) -> HeldInterrupts:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._count)
+            self._holding = True
         return self
 
     def _count(self, _signum, _frame) -> None:
@@ -73,9 +75,12 @@ class HeldInterrupts:
     def release(self) -> None:
         """Put the previous handler back and run it once if a SIGINT arrived meanwhile (the
         default raises KeyboardInterrupt here; an ignored SIGINT stays ignored)."""
-        if self._previous is None:
+        if not self._holding:
             return
-        handler, self._previous = self._previous, None
+        self._holding = False
+        # None: a handler installed outside Python, which Python cannot put back; the default's
+        # action (end the process) is what a Ctrl-C then does.
+        handler = signal.SIG_DFL if self._previous is None else self._previous
         signal.signal(signal.SIGINT, handler)
         if self.count:
             self.count = 0

@@ -74,3 +74,31 @@ def test_installing_the_hook_again_adds_no_layer(monkeypatch):
     installed = sys.unraisablehook
     keep_lost_interrupts()
     assert sys.unraisablehook is installed and installed is not sys.__unraisablehook__
+
+
+def test_a_held_ctrl_c_reaches_the_handler_that_was_in_place_once_released():
+    """HeldInterrupts (the trial claim's, nas_kd.workers): SIGINTs during the hold are counted,
+    none raised; release puts the handler back and runs it once; an ignored SIGINT stays ignored."""
+    import os
+    import signal
+
+    from nas_kd.interrupts import HeldInterrupts
+
+    seen = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        held = HeldInterrupts().hold()
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert seen == [] and held.count == 2
+        held.release()
+        assert seen == [signal.SIGINT] and held.count == 0  # once: one interruption, however often pressed
+        held.release()  # a second release changes nothing
+        assert seen == [signal.SIGINT]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        held = HeldInterrupts().hold()
+        os.kill(os.getpid(), signal.SIGINT)
+        held.release()  # nothing raised
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
