@@ -48,15 +48,21 @@ def test_a_rescaled_teacher_predicts_the_same_with_maps_a_tenth(teachers, loader
 
 
 def test_scales_are_the_maps_root_mean_square_measured_once(teachers, loader):
-    t = copy.deepcopy(teachers[0])
+    """Measured in eval mode (BN's running statistics, as the frozen teacher runs in distillation)
+    even on a teacher left in training mode, which it leaves as it was, its statistics unmoved;
+    a second call on the same teacher and loader runs nothing."""
+    t = copy.deepcopy(teachers[0]).train()
+    stats = {k: v.clone() for k, v in t.state_dict().items()}
     calls = []
-    t.register_forward_pre_hook(lambda *_: calls.append(1))
+    forward_stages = t.forward_stages
+    t.forward_stages = lambda x: calls.append(1) or forward_stages(x)
     scales = teacher_map_scales(t, loader)
+    assert t.training is True and all(torch.equal(stats[k], v) for k, v in t.state_dict().items())
     probe = loader.view(torch.arange(min(PROBE_IMAGES, loader.num_examples)), flip=False)
     with torch.no_grad():
-        maps, _ = t.forward_stages(probe)
+        maps, _ = copy.deepcopy(teachers[0]).eval().forward_stages(probe)
     assert scales == pytest.approx([m.pow(2).mean().sqrt().item() for m in maps], rel=1e-5)
-    assert teacher_map_scales(t, loader) == scales and t.training is False
+    assert teacher_map_scales(t, loader) == scales and calls == [1]
     assert teacher_map_scales(teachers[1], loader) == pytest.approx([0.1 * s for s in scales], rel=1e-4)
 
 
@@ -124,3 +130,17 @@ def test_a_teacher_scaled_by_a_power_of_two_trains_the_student_bit_for_bit_alike
     same = _train_steps(teachers[0], 3)
     assert torch.equal(_train_steps(rescaled_activations(teachers[0], 0.125), 3), same)
     assert torch.equal(_train_steps(rescaled_activations(teachers[0], 8.0), 3), same)
+
+
+def test_the_attention_is_fitted_on_the_stored_images_and_loaded_frozen(teachers, loader, monkeypatch):
+    """Fitted on the training images as stored, un-augmented (nas_kd.distill.attention_fit), and
+    loaded frozen, in eval mode: nothing trains it during distillation."""
+    from nas_kd.distill.attention_fit import load_teacher_attention
+
+    flips = []
+    view = loader.view
+    monkeypatch.setattr(loader, "view", lambda index, flip=False: flips.append(flip) or view(index, flip=flip))
+    state = fit_teacher_attention(teachers[0], loader, 10, epochs=1)
+    assert flips and not any(flips)
+    attention = load_teacher_attention(state, teachers[0], 10)
+    assert attention.training is False and not any(p.requires_grad for p in attention.parameters())

@@ -35,6 +35,8 @@ def test_parse_and_override():
         ("kd=-1", "'kd' must be finite and >= 0"),
         ("kd=nan", "'kd' must be finite and >= 0"),
         ("temperature=0", "'temperature' must be positive"),
+        ("disc_lr=0", "'disc_lr' must be positive"),
+        ("logit_disc_lr=0", "'logit_disc_lr' must be positive"),
         ("adv_warmup=1", "'adv_warmup' must be in [0, 1)"),
         ("kd=1,kd=2", "'kd' is given twice"),
         ("map_samples=0", "'map_samples' must be a whole number >= 1"),
@@ -63,3 +65,27 @@ def test_a_mode_spec_is_that_mode_with_overrides():
         get_mode("nope+kd=1")
     with pytest.raises(UserError, match="unknown key 'bogus'"):
         get_mode("full+bogus=1")
+
+
+@pytest.mark.parametrize("term", ["kd", "l1", "l2", "feat", "desc", "adv_logit", "adv_feat", "recon"])
+def test_every_term_but_ce_reads_the_teacher(term):
+    """A mode left with one teacher term (``xu+adv_logit=0`` keeps ce and l1) still loads the teacher."""
+    assert get_mode(f"ce+{term}=0.5").uses_teacher
+
+
+def test_descriptors_alone_need_no_teacher_maps():
+    """ksanc's desc reads the teacher's squeezed descriptors, not its maps: the cache and the live
+    pass keep no maps for it (a few hundred MB on the standard preset)."""
+    ksanc = get_mode("ksanc")
+    assert ksanc.uses_maps and not ksanc.uses_teacher_maps
+    assert all(get_mode(f"ce+{t}=0.5").uses_teacher_maps for t in ("feat", "adv_feat", "recon"))
+
+
+def test_every_mode_with_a_feature_discriminator_keeps_it_gentle_with_r1():
+    """docs/DISTILLER.md: without R1 the feature discriminator separated the maps outright and its
+    steep boundary cost `full` 1.9 validation points."""
+    from nas_kd.distill.modes import FEAT_R1
+
+    with_feature_disc = [m for m in MODES.values() if m.weights.adv_feat]
+    assert {m.name for m in with_feature_disc} == {"ktan", "zhang", "full"}
+    assert all(m.feat_r1 == FEAT_R1 > 0 for m in with_feature_disc)
