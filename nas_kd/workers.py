@@ -76,9 +76,9 @@ def _claim(study, url: str, target: int | None, prepare: Callable | None = None)
             try:
                 prepare(trial)
             except BaseException as e:
-                # A bug (or a Ctrl-C, where `run_trials` does not hold it) between claim and
-                # training must not leave the trial RUNNING or FAIL without a reason (which reads
-                # as a dead worker's, to be retried).
+                # A bug (or a Ctrl-C outside the main thread, where `run_trials` cannot hold it)
+                # between claim and training must not leave the trial RUNNING or FAIL without a
+                # reason (which reads as a dead worker's, to be retried).
                 trial.set_user_attr("fail_reason", _reason(e))
                 study.tell(trial, state=TrialState.FAIL)
                 raise

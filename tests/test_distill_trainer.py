@@ -153,18 +153,13 @@ def test_the_run_seeds_everything_it_draws_whatever_the_caller_drew_before(split
     assert runs[0]["losses"] == runs[1]["losses"]
 
 
-def test_one_step_trains_the_adapters_with_the_student(splits):
+def test_one_step_trains_the_adapters_with_the_student():
     """The adapters (student maps to the teacher's channels) are the student's side of the map
     terms: its optimiser must train them, or feat, desc and the feature discriminator judge a
     fixed random projection."""
-    from test_distill_step import SCHEDULE, SHAPE, batch
+    from test_distill_step import batch, make
 
-    from nas_kd.distill import get_mode
-    from nas_kd.distill.trainer import build_step
-
-    torch.manual_seed(0)
-    teacher = build_teacher("resnet8", 1, 10).eval().requires_grad_(False)
-    step = build_step(build_student(TINY, 1, 10), teacher, get_mode("ktan"), SCHEDULE, input_shape=SHAPE, num_classes=10, steps_per_epoch=4, device=CPU)
+    step = make("ktan")[0]  # built by trainer.build_step
     before = {k: p.detach().clone() for k, p in step.objective.adapters.named_parameters()}
     step(*batch())
     assert before and all(not torch.equal(before[k], p) for k, p in step.objective.adapters.named_parameters())

@@ -186,6 +186,7 @@ def test_the_shipped_weights_are_the_seed_with_the_best_validation_accuracy(stud
     """winner.pt is chosen on validation (the test split never chooses anything): here the fake
     scores the higher seed higher, and the students' weights differ by seed."""
     from nas_kd.finalize import Retrain, _kept
+    from nas_kd.models.student import StudentConfig
     from nas_kd.plan import plan_of
     from nas_kd.study import load_study
 
@@ -193,7 +194,7 @@ def test_the_shipped_weights_are_the_seed_with_the_best_validation_accuracy(stud
     plan = plan_of(load_study("mini"))
     best = max(final["winner"]["runs"], key=lambda r: r["val_accuracy"])["seed"]
     assert best == max(plan.seeds.retrain)
-    kept = _kept(in_tmp / "runs" / "mini" / FINAL_DIR, Retrain("winner", json.dumps(final["winner"]["config"], sort_keys=True, separators=(",", ":")), "kd", best), plan)
+    kept = _kept(in_tmp / "runs" / "mini" / FINAL_DIR, Retrain("winner", StudentConfig.from_dict(final["winner"]["config"]).to_json(), "kd", best), plan)
     shipped = torch.load(in_tmp / "runs" / "mini" / FINAL_DIR / "winner.pt", weights_only=True)
     assert shipped.keys() == kept["state"].keys() and all(torch.equal(shipped[k], kept["state"][k]) for k in shipped)
 

@@ -37,7 +37,7 @@ def setup(in_tmp, monkeypatch):
     def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, **kw):
         calls.append(getattr(mode, "name", mode))
         seeds.append(seed)
-        acc = min(0.99, sum(p.numel() for p in student.parameters()) / 20000)
+        acc = width_score(student)
         for epoch in range(1, schedule.epochs + 1):
             if epoch_callback:
                 epoch_callback(epoch, acc)
@@ -51,6 +51,21 @@ def setup(in_tmp, monkeypatch):
 
 def quiet(*_):
     pass
+
+
+def width_score(student) -> float:
+    """The fake distiller's accuracy: it grows with the student's size."""
+    return min(0.99, sum(p.numel() for p in student.parameters()) / 20000)
+
+
+def record_sampler_seeds(monkeypatch) -> list[int]:
+    """The seed of every budget sampler the search builds from now on, in order."""
+    import nas_kd.search
+
+    seeds: list[int] = []
+    real = nas_kd.search._budget_sampler
+    monkeypatch.setattr(nas_kd.search, "_budget_sampler", lambda plan, seed, table=None: seeds.append(seed) or real(plan, seed, table))
+    return seeds
 
 
 def fake_metrics(schedule, acc: float, epoch_callback=None, evaluate_test: bool = False) -> dict:
@@ -213,7 +228,7 @@ def test_the_test_split_is_read_by_the_final_retrain_only_and_equal_students_sta
     def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, evaluate_test=False, **kw):
         start = [p.detach().clone() for p in student.parameters()]
         runs.append({"config": student.config.describe(), "mode": getattr(mode, "name", mode), "seed": seed, "test": evaluate_test, "start": start})
-        return fake_metrics(schedule, min(0.99, sum(p.numel() for p in student.parameters()) / 20000), epoch_callback, evaluate_test)
+        return fake_metrics(schedule, width_score(student), epoch_callback, evaluate_test)
 
     monkeypatch.setattr(nas_kd.distill, "train", fake_train)
     run_search(opts, log=quiet)
@@ -525,9 +540,7 @@ def test_a_resumed_session_adds_its_wall_time_and_draws_from_a_new_seed(setup, m
     opts.baselines, opts.trials = False, 2
     clock = iter(range(0, 1000, 10))
     monkeypatch.setattr(nas_kd.search, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
-    seeds = []
-    real = nas_kd.search._budget_sampler
-    monkeypatch.setattr(nas_kd.search, "_budget_sampler", lambda plan, seed, table=None: seeds.append(seed) or real(plan, seed, table))
+    seeds = record_sampler_seeds(monkeypatch)
     run_search(opts, log=quiet, finish=False)
     first = load_study("mini").user_attrs["search_wall_seconds"]
     opts.trials = 4
@@ -544,9 +557,7 @@ def test_each_worker_of_a_study_draws_from_its_own_seed(setup, monkeypatch):
     opts, _ = setup
     opts.baselines, opts.trials = False, 1
     run_search(opts, log=quiet, finish=False)
-    seeds = []
-    real = nas_kd.search._budget_sampler
-    monkeypatch.setattr(nas_kd.search, "_budget_sampler", lambda plan, seed, table=None: seeds.append(seed) or real(plan, seed, table))
+    seeds = record_sampler_seeds(monkeypatch)
     plan = nas_kd.search.plan_of(load_study("mini"))
     for worker in (1, 2):
         nas_kd.search._join_study(plan, worker)
@@ -596,7 +607,7 @@ def test_loss_weight_overrides_reach_the_retrain_in_the_studys_mode(setup, monke
 
     def fake_train(student, teacher, splits, schedule, mode, *, device, seed, epoch_callback=None, evaluate_test=False, **kw):
         runs.append((mode.name, mode.weights.kd, evaluate_test))
-        return fake_metrics(schedule, min(0.99, sum(p.numel() for p in student.parameters()) / 20000), epoch_callback, evaluate_test)
+        return fake_metrics(schedule, width_score(student), epoch_callback, evaluate_test)
 
     monkeypatch.setattr(nas_kd.distill, "train", fake_train)
     run_search(opts, log=quiet)
