@@ -135,8 +135,7 @@ def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: 
             return winner
         meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
         meter.correct_from(study.get_trials(deepcopy=False))
-        latency = meter.measure_latency(StudentConfig.from_json(winner.user_attrs["config"]))
-        meter.at_slowest(latency)
+        latency, _ = meter.measure_for_limit(StudentConfig.from_json(winner.user_attrs["config"]))
         checks = dict(study.user_attrs.get(LATENCY_CHECKS_ATTR) or {})
         checks[str(winner.number)] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
         study.set_user_attr(LATENCY_CHECKS_ATTR, checks)
@@ -207,8 +206,7 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
             log(f"finalize: uniform baseline {base.describe()} was measured over the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen): next smaller")
         else:
             if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
-                latency = meter.measure_latency(base)
-                meter.at_slowest(latency)
+                latency, _ = meter.measure_for_limit(base)
                 checks[key] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
                 study.set_user_attr(BASELINE_CHECKS_ATTR, checks)
             check, number = checks[key], None

@@ -21,7 +21,8 @@ at 0.87 ms in a fast period measured 1.59 ms at the end of the same search. A li
 whatever speed the moment has is met or missed by chance. So a latency in ms, predicted or
 measured, is its latency in rulers times the slowest ruler time seen: the table's own ruler
 timing and every measurement's in the study (each measurement times the ruler alternately with
-the student), a measurement never below the student's time measured alone (`judged_ms`). The
+the student), a measurement never below the student's time measured alone (`judged_ms`); one
+judged over the limit is taken again and the lower kept (`BudgetMeter.measure_for_limit`). The
 limit then holds whenever the machine runs at a speed it has shown, and is conservative by the
 ratio of the two speeds when it runs fast; the report gives both the figure at the slowest speed
 and the one measured at the end.
@@ -154,6 +155,22 @@ class BudgetMeter:
         from nas_kd.latency import measure_latency
 
         return measure_latency(cfg, self.shape, self.num_classes, threads=self.table.threads)
+
+    def measure_for_limit(self, cfg: StudentConfig):
+        """(measured `Latency`, ms as the limit judges it) of ``cfg``: a measurement over the limit
+        is taken again and the lower kept, its ruler time entering the slowest seen. Interference
+        on a shared CPU only ever adds time, and one disturbed measurement would reject a student
+        for good (CI's 2-core box measured a 0.024-ms student at 0.056 ms alternated with the
+        ruler, whose own time was unchanged: 3x what the same run had just measured for it)."""
+        taken = [self.measure_latency(cfg)]
+        if self._judged(taken[0]) > self.budget.latency:
+            taken.append(self.measure_latency(cfg))
+        kept = min(taken, key=self._judged)
+        return kept, self.at_slowest(kept)
+
+    def _judged(self, latency) -> float:
+        """`at_slowest` without recording the measurement's ruler time."""
+        return judged_ms(latency.median_ms, latency.rulers, max(self.slowest_ms(), latency.ruler_ms))
 
     def footprint(self, cfg: StudentConfig) -> dict:
         """Everything a report shows for one student: fvcore's MACs and parameters, peak memory

@@ -196,8 +196,7 @@ class Objective:
             values.update(macs=cost.macs, params=cost.params)
             if "latency" in values and self.meter.needs_measuring(values["latency"]):
                 # Too close to the limit to trust the prediction: measured before any training.
-                latency = self.meter.measure_latency(cfg)
-                values["latency"] = self.meter.at_slowest(latency)  # the limit is judged at the slowest speed seen
+                latency, values["latency"] = self.meter.measure_for_limit(cfg)  # judged at the slowest speed seen
                 trial.set_user_attr("latency_ms", latency.median_ms)  # as measured at that moment
                 trial.set_user_attr("latency_ruler_ms", latency.ruler_ms)  # the machine's speed then
                 trial.set_user_attr("latency_rulers", latency.rulers)

@@ -161,13 +161,13 @@ def test_the_baseline_is_held_to_the_winners_latency_rule(fake_latency):
     study, lines, passed = optuna.create_study(direction="maximize"), [], []
     assert confirm_baseline(study, plan, lines.append, passed) == smaller
     assert passed == [{"describe": predicted.describe(), "latency_ms": pytest.approx(1.5 * analytic_cost(predicted, SHAPE, 10).macs / 1e6), "trial": None}]
-    assert fake_latency.calls == [predicted.to_json(), smaller.to_json()]
+    assert fake_latency.calls == [predicted.to_json(), predicted.to_json(), smaller.to_json()]  # over: confirmed by a second measurement
     assert set(study.user_attrs[BASELINE_CHECKS_ATTR]) == {predicted.to_json(), smaller.to_json()}
     assert "over the limit, next smaller" in lines[0] and lines[1].endswith("(limit 2): fits")
-    assert confirm_baseline(study, plan, lines.append) == smaller and len(fake_latency.calls) == 2  # resumed: no new measurement
+    assert confirm_baseline(study, plan, lines.append) == smaller and len(fake_latency.calls) == 3  # resumed: no new measurement
     # no latency limit: the prediction's choice, nothing measured
     assert confirm_baseline(study, SimpleNamespace(**{**vars(plan), "budget": parse_budget("2M")}), lines.append) == MBV2.baseline(parse_budget("2M"), SHAPE, 10)
-    assert len(fake_latency.calls) == 2
+    assert len(fake_latency.calls) == 3
 
 
 def test_a_baseline_the_search_measured_over_the_limit_is_not_the_baseline(fake_latency):
@@ -291,3 +291,33 @@ def test_only_predictions_near_the_limit_are_measured():
     assert meter.needs_measuring(MEASURE_ABOVE) and meter.needs_measuring(1.0)
     assert not meter.needs_measuring(1.01)  # over the limit: rejected without measuring
     assert not BudgetMeter(parse_budget("2M"), SHAPE, 10, MBV2).needs_measuring(0.9)  # no latency limit
+
+
+def test_a_measurement_over_the_limit_is_taken_again_and_the_lower_kept(monkeypatch):
+    """Interference only adds time: a disturbed measurement over the limit does not reject a
+    student that measures within it at once after; a student over it twice stays over; one within
+    it is measured once; the discarded measurement's slow ruler is not taken as the machine's speed."""
+    import nas_kd.latency
+    from nas_kd.latency import Latency
+
+    def latency(ms: float, ruler_ms: float = 1.0) -> Latency:
+        return Latency(ms, ms, ms, 100, 1, "cpu", "ort", ruler_ms=ruler_ms, rulers=ms / ruler_ms)
+
+    queue: list[Latency] = []
+    monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, **k: queue.pop(0))
+    cfg = MBV2.uniform(10)
+
+    def judge(*taken: Latency) -> tuple[float, int, float]:
+        meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
+        queue[:] = [*taken, latency(0.1)]  # a third measurement, never to be taken
+        kept, ms = meter.measure_for_limit(cfg)
+        assert ms == pytest.approx(meter.at_slowest(kept))
+        return ms, len(taken) + 1 - len(queue), meter.slowest_ms()
+
+    assert judge(latency(2.5, ruler_ms=3.0), latency(0.8)) == (pytest.approx(0.8), 2, 1.0)
+    assert judge(latency(0.8), latency(2.5)) == (pytest.approx(0.8), 1, 1.0)  # within at once: one measurement
+    assert judge(latency(1.5), latency(1.2)) == (pytest.approx(1.2), 2, 1.0)  # over twice: the lower, still over
+    assert judge(latency(1.2), latency(1.5, ruler_ms=2.0)) == (pytest.approx(1.2), 2, 1.0)
+    # over only at its own moment's slow speed (0.6 rulers, the ruler at 2 ms): over, so taken again
+    at_a_slow_moment = Latency(0.6, 0.6, 0.6, 100, 1, "cpu", "ort", ruler_ms=2.0, rulers=0.6)
+    assert judge(at_a_slow_moment, latency(0.8)) == (pytest.approx(0.8), 2, 1.0)
