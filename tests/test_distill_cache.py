@@ -103,6 +103,8 @@ def test_a_cache_keeps_only_what_the_mode_reads(flipping):
     assert kd.descriptors is None and full.descriptors is not None
     assert kd.nbytes == 2 * len(flipping.train) * 10 * 4  # two views of float32 logits
     assert full.covers(MODES["ktan"]) and full.covers(MODES["ksanc"]) and not ktan.covers(MODES["full"]) and not kd.covers(MODES["ktan"])
+    assert not ktan.covers(MODES["ksanc"])  # ksanc reads no maps but the descriptors, which ktan's cache lacks
+    assert all(m.dtype == torch.bfloat16 for m in full.maps.values()) and full.logits.dtype == torch.float32  # maps at half of float32's memory
 
 
 def test_train_reuses_a_cache_without_running_the_teacher(flipping):
@@ -185,3 +187,65 @@ def test_the_attention_does_not_move_during_distillation_and_is_shared_by_both_s
         maps, _ = t.forward_stages(b.x)
     parts = step.objective.student_losses(out.logits, Adapted(maps, maps[-1]), out, b.y, b.x, adversarial=False)
     assert parts["desc"].item() < 1e-10
+
+
+def test_a_cache_built_from_a_teacher_in_training_mode_holds_its_eval_outputs_and_leaves_its_statistics(flipping):
+    """The teacher is frozen: its batch norms use their running statistics while the cache is
+    filled, and the fill changes none of them."""
+    t = teacher()
+    loader = make_loaders(flipping, batch_size=32, device=CPU, seed=0, crop=False)[0]
+    x = loader.view(torch.arange(8), flip=False)
+    with torch.no_grad():
+        want = t(x)
+    stats = {k: v.clone() for k, v in t.state_dict().items()}
+    cache = TeacherCache(t.train(), loader, "kd", num_classes=10)
+    assert all(torch.equal(stats[k], v) for k, v in t.state_dict().items())
+    assert torch.allclose(cache.lookup(torch.arange(8), torch.zeros(8, dtype=torch.bool), [], []).logits, want, atol=1e-5)
+
+
+def test_a_given_attention_is_used_not_fitted_again(flipping, monkeypatch):
+    import nas_kd.distill.cache as cache_module
+
+    t = teacher()
+    loader = make_loaders(flipping, batch_size=32, device=CPU, seed=0, crop=False)[0]
+    state = fit_teacher_attention(t, loader, 10, seed=5)
+
+    def refit(*_, **__):
+        raise AssertionError("the attention was fitted again")
+
+    monkeypatch.setattr(cache_module, "fit_teacher_attention", refit)
+    cache = TeacherCache(t, loader, "full", num_classes=10, attention_state=state)
+    assert cache.attention_state is state
+
+
+def test_descriptors_of_a_subset_of_stages_are_those_stages(flipping):
+    """An attention over the deeper stages only looks up those stages' descriptors, as the live
+    teacher computes them."""
+    t = teacher()
+    loader = make_loaders(flipping, batch_size=32, device=CPU, seed=0, crop=False)[0]
+    cache = TeacherCache(t, loader, "full", num_classes=10)
+    attention = load_teacher_attention(cache.attention_state, t, 10)
+    for stages in ([1, 2], [2], [0, 2]):
+        b = next(loader.batches())
+        got = cache.lookup(b.index, b.flipped, [], stages)
+        want = teacher_outputs(t, b.x, [], attention.subset(stages), stages, None)
+        assert len(got.descriptors) == len(stages)
+        for g, w in zip(got.descriptors, want.descriptors, strict=True):
+            assert g.shape == w.shape and torch.allclose(g, w, atol=1e-4)
+
+
+def test_a_cache_matches_only_the_same_images_and_normalisation(splits):
+    import dataclasses
+
+    from nas_kd.data.splits import Split
+
+    t = teacher()
+    loader = make_loaders(splits, batch_size=32, device=CPU, seed=0, crop=False)[0]
+    cache = TeacherCache(t, loader, "kd", num_classes=10)
+    copied = dataclasses.replace(splits, train=Split(splits.train.x.clone(), splits.train.y))
+    assert cache.matches(t, make_loaders(copied, batch_size=32, device=CPU, seed=1, crop=False)[0])  # equal images, another tensor and order
+    other = dataclasses.replace(splits, train=Split(255 - splits.train.x, splits.train.y))
+    assert not cache.matches(t, make_loaders(other, batch_size=32, device=CPU, seed=0, crop=False)[0])
+    for field in ("mean", "std"):
+        shifted = dataclasses.replace(splits, **{field: tuple(v + 0.05 for v in getattr(splits, field))})
+        assert not cache.matches(t, make_loaders(shifted, batch_size=32, device=CPU, seed=0, crop=False)[0])
