@@ -66,3 +66,52 @@ def test_epochs_are_scored_on_validation_and_the_test_split_once_at_the_end(spli
     read = record_split_reads(monkeypatch, nas_kd.train, splits)
     trained(teacher(True), splits)
     assert read == ["val", "val", "test"]
+
+
+def test_the_reconstruction_term_trains_the_backbone_too_and_its_weight_counts(splits):
+    """The decoder reads the deepest map with its gradient: the reconstruction shapes the
+    teacher's features (what `zhang` distils), and ``recon_weight`` scales it."""
+    plain = trained(teacher(False), splits)
+    with_decoder = teacher(True)
+    train_teacher(with_decoder, splits, SCHEDULE, device=CPU, seed=0, recon_weight=1.0, log=lambda *_: None)
+    moved = {k: v for k, v in with_decoder.named_parameters() if not k.startswith("decoder.")}
+    assert any(not torch.equal(plain[k], v) for k, v in moved.items())  # the same backbone and batches: only the MSE differs
+    unweighted = teacher(True)
+    train_teacher(unweighted, splits, SCHEDULE, device=CPU, seed=0, recon_weight=0.0, log=lambda *_: None)
+    assert all(torch.equal(plain[k], v) for k, v in unweighted.named_parameters() if not k.startswith("decoder."))  # weight 0: cross-entropy alone
+    assert any(not torch.equal(moved[k], v) for k, v in unweighted.named_parameters() if not k.startswith("decoder."))
+
+
+def test_the_seed_and_the_crops_reach_the_run(splits):
+    base = trained(teacher(False), splits)
+    for change in ({"seed": 1}, {"schedule": SCHEDULE.replace(crop=True)}):
+        model = teacher(False)  # the same initial weights: only the batches differ
+        train_teacher(model, splits, change.get("schedule", SCHEDULE), device=CPU, seed=change.get("seed", 0), log=lambda *_: None)
+        assert any(not torch.equal(base[k], v) for k, v in model.named_parameters()), change
+
+
+def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(splits):
+    model = teacher(False).eval()
+    means = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("running_mean")}
+    trained(model, splits)
+    assert all(not torch.equal(means[k], v) for k, v in model.state_dict().items() if k in means)  # batch statistics were used and tracked
+
+
+def test_the_metrics_are_the_last_epochs_and_count_every_image(splits):
+    lines = []
+    metrics = train_teacher(teacher(False), splits, SCHEDULE.replace(epochs=3, lr=0.2), device=CPU, seed=0, log=lines.append)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3] and len(lines) == 3
+    assert metrics["val_accuracy"] == metrics["history"][-1]["val_accuracy"]
+    assert len({h["val_accuracy"] for h in metrics["history"]}) > 1  # so the last is told from the others
+    images = 3 * (len(splits.train) // SCHEDULE.batch_size) * SCHEDULE.batch_size
+    assert metrics["images_per_second"] * metrics["train_seconds"] == pytest.approx(images, rel=1e-6)
+
+
+def test_a_diverging_teacher_stops_with_the_reason(splits):
+    from nas_kd.errors import NonFiniteLossError
+
+    model = teacher(False)
+    with torch.no_grad():
+        model.head.fc.bias[0] = float("nan")  # a NaN in the logits: the first loss is NaN
+    with pytest.raises(NonFiniteLossError, match="teacher loss"):
+        train_teacher(model, splits, SCHEDULE, device=CPU, seed=0, log=lambda *_: None)

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import pickle
 
@@ -147,6 +148,34 @@ def test_teacher_for_wrong_class_count_is_refused(tmp_path):
     )
 
 
+@pytest.mark.parametrize("field, value", [("dataset", "synthetic:1x16x16:10"), ("num_classes", 5), ("input_shape", [1, 8, 8])])
+def test_a_teacher_that_differs_from_the_data_in_one_respect_is_refused(tmp_path, field, value):
+    """Name, class count and input shape are each checked: a teacher recorded as made for other
+    data in any one of them is refused, whatever the other two say."""
+    info = dataset_info("synthetic")
+    meta = {"dataset": info.name, "num_classes": info.num_classes, "input_shape": list(info.input_shape), "arch": "resnet8", "reconstruction": False}
+    path = T.save_teacher(tmp_path / "t.pt", T.build_teacher("resnet8", info.channels, info.num_classes), {**meta, field: value})
+    with pytest.raises(UserError, match="was trained on .* but the data is 'synthetic'"):
+        T.load_teacher(path, info)
+    T.load_teacher(T.save_teacher(tmp_path / "same.pt", T.build_teacher("resnet8", info.channels, info.num_classes), meta), info)  # the same in all three: loads
+
+
+def test_a_verified_load_needs_the_very_file(tmp_path):
+    from nas_kd.files import digest
+
+    path = _saved(tmp_path)
+    sha = digest(path)
+    assert T.load_verified(path, sha, dataset_info("synthetic")) is not None
+    assert T.load_verified(path, "0" * 64, dataset_info("synthetic")) is None  # retrained or replaced since
+    assert T.load_verified(tmp_path / "gone.pt", sha, dataset_info("synthetic")) is None
+
+
+@pytest.mark.parametrize("spec, is_path", [("resnet20", False), ("wrn-16-4", False), ("teacher.pt", True), ("t.ts", True), ("old.pth", True), ("runs/t", True), ("runs\\t", True)])
+def test_a_spec_spelt_like_a_file_is_a_path_even_before_it_exists(spec, is_path):
+    """So a mistyped file name is refused as a missing file, not trained as an architecture."""
+    assert T.is_teacher_path(spec) is is_path
+
+
 def test_pickle_that_runs_code_is_never_unpickled(tmp_path):
     marker = tmp_path / "pwned"
 
@@ -241,3 +270,31 @@ def test_a_teacher_near_chance_is_saved_with_a_warning(tmp_path):
     learns = Schedule(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.0, train_subset=512)  # TINY stays near chance
     _, meta, _ = T.ensure_teacher("synthetic", "resnet8", learns, **{**kw, "root": tmp_path / "good"})
     assert meta["val_accuracy"] > 0.15 and not any("warning" in line for line in lines), (meta["val_accuracy"], lines)
+
+
+def test_the_suggested_command_trains_the_same_teacher_at_the_new_rate():
+    """The fields that differ from the preset's recipe, the seed and the reconstruction head are
+    spelt out; a recipe of no known preset has every field spelt out."""
+    from nas_kd.config import get_preset
+
+    quick = get_preset("quick").teacher
+    assert T._teacher_options("synthetic", "resnet8", quick, "quick", 0, False, lr=0.025) == "--dataset synthetic --preset quick --arch resnet8 --lr 0.025"
+    changed = dataclasses.replace(quick, epochs=5, batch_size=32, train_subset=None)  # the whole training set
+    assert T._teacher_options("fashion-mnist", "resnet20", changed, "quick", 3, True, lr=0.01) == (
+        "--dataset fashion-mnist --preset quick --arch resnet20 --lr 0.01 --epochs 5 --batch-size 32 --train-subset 0 --seed 3 --reconstruction"
+    )
+    assert T._teacher_options("synthetic", "resnet8", quick, "mine", 0, False, lr=0.1) == "--dataset synthetic --arch resnet8 --lr 0.1 --epochs 2 --batch-size 64 --train-subset 24000"
+
+
+def test_a_teacher_is_a_function_of_its_key_not_of_earlier_draws(tmp_path):
+    """The same dataset, architecture, recipe and seed give the same teacher whatever the random
+    generator drew before (a search trains its teacher after other draws); another seed another."""
+    kw = dict(preset="quick", device=CPU, log=lambda *_: None)
+    got = []
+    for before, seed in ((1, 0), (2, 0), (1, 1)):
+        torch.manual_seed(before)
+        torch.rand(before)
+        model, _, _ = T.ensure_teacher("synthetic", "resnet8", TINY, seed=seed, root=tmp_path / f"{before}-{seed}", **kw)
+        got.append(dict(model.named_parameters()))
+    assert all(torch.equal(got[0][k], got[1][k]) for k in got[0])
+    assert any(not torch.equal(got[0][k], got[2][k]) for k in got[0])

@@ -27,7 +27,7 @@ from torch import nn
 
 from nas_kd.config import PRESETS, Schedule, get_preset
 from nas_kd.data import DatasetInfo, dataset_slug
-from nas_kd.device import memory_format
+from nas_kd.device import memory_format, seed_everything
 from nas_kd.errors import NonFiniteLossError, UserError
 from nas_kd.models.teacher_nets import ReconstructionDecoder, ScriptedTeacher, build_teacher, parse_arch
 from nas_kd.models.teacher_training import train_teacher
@@ -190,6 +190,9 @@ def ensure_teacher(
         return model, meta, path
     splits = load_splits(dataset, data_dir, seed=seed, train_subset=schedule.train_subset)
     info = splits.info
+    # The initial weights follow the seed the key names, not whatever drew from the generator
+    # before (a search that trains its teacher after other draws would get another teacher).
+    seed_everything(seed)
     model = build_teacher(arch, info.channels, info.num_classes, reconstruction=(info.height, info.width) if reconstruction else None)
     log(f"teacher: training {parse_arch(arch)} on {info.name} ({len(splits.train)} examples, {schedule.epochs} epochs, device {device.type})")
     try:
