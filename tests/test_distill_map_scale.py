@@ -98,6 +98,29 @@ def test_without_the_scales_a_smaller_teacher_changes_the_terms(teachers, loader
     assert (small_grad - grad).norm() > grad.norm()
 
 
+def test_a_teacher_with_trained_statistics_rescales_exactly(loader):
+    """A fresh BN (mean 0, bias 0) would hide a running mean or a bias left unscaled: here every BN
+    has the non-zero statistics and affine a trained teacher has."""
+    torch.manual_seed(1)
+    t = build_teacher("resnet8", 1, 10, reconstruction=SHAPE[1:])
+    for m in t.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
+    t.eval().requires_grad_(False)
+    x = loader.view(torch.arange(32), flip=False)
+    for c in (0.1, 3.0):
+        big = rescaled_activations(t, c)
+        with torch.no_grad():
+            (maps, logits), (big_maps, big_logits) = t.forward_stages(x), big.forward_stages(x)
+            assert torch.allclose(logits, big_logits, atol=1e-4)
+            assert torch.allclose(t.decoder(maps[-1]), big.decoder(big_maps[-1]), atol=1e-4)
+        for m, b in zip(maps, big_maps, strict=True):
+            assert torch.allclose(b, c * m, rtol=1e-4, atol=1e-5)
+
+
 def test_only_a_cifar_resnet_rescales_and_only_by_a_positive_factor(teachers):
     with pytest.raises(TypeError):
         rescaled_activations(build_teacher("wrn-16-1", 1, 10), 0.1)
