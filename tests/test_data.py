@@ -237,3 +237,73 @@ def test_the_default_crop_pads_an_eighth_of_the_side():
 def test_dataset_info_is_cheap_for_known_names():
     assert dataset_info("cifar100").num_classes == 100
     assert dataset_info("mnist").flip is False
+
+
+def test_idx_files_are_read_as_written(tmp_path):
+    """Every array in the order of its file: train and test images and labels (a reader that mixed
+    up or reordered the label files would still give the right shapes)."""
+    folder = write_idx(tmp_path / "mnist")
+    written = {}
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        raw = gzip.decompress((folder / name).read_bytes())
+        written[name] = np.frombuffer(raw[16 if "images" in name else 8 :], np.uint8)
+    _, (xs, ys, xt, yt) = load_arrays("mnist", tmp_path)
+    assert np.array_equal(xs.ravel(), written["train-images-idx3-ubyte.gz"]) and np.array_equal(xt.ravel(), written["t10k-images-idx3-ubyte.gz"])
+    assert np.array_equal(ys, written["train-labels-idx1-ubyte.gz"]) and np.array_equal(yt, written["t10k-labels-idx1-ubyte.gz"])
+
+
+@pytest.mark.parametrize("reduce_to", ["builtins.eval", "builtins.exec", "builtins.getattr", "subprocess.Popen", "os.system"])
+def test_cifar_reader_refuses_every_global_but_numpys(tmp_path, reduce_to):
+    d = write_cifar10(tmp_path)
+    module, name = reduce_to.rsplit(".", 1)
+    # protocol 0 spelled out: GLOBAL module name, then a call with one string argument
+    evil = f"c{module}\n{name}\n(S'1'\ntR.".encode()
+    (d / "test_batch").write_bytes(evil)
+    with pytest.raises(UserError, match=f"refusing to load global {module}.{name}"):
+        load_arrays("cifar10", tmp_path)
+
+
+def test_channels_last_npz_images_keep_their_pixels(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, size=(14, 9, 10, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(14) % 2, x_test=x[:2], y_test=np.array([0, 1]))
+    _, (xs, _, xt, _) = load_arrays(f"npz:{tmp_path / 'd.npz'}")
+    assert xs.shape == (14, 3, 9, 10) and np.array_equal(xs, x.transpose(0, 3, 1, 2)) and np.array_equal(xt, x[:2].transpose(0, 3, 1, 2))
+
+
+def test_the_split_holds_out_at_least_one_and_keeps_at_least_one_of_every_class():
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 3])
+    keep, held = stratified_split(y, 0.05, seed=0)
+    assert sorted(set(y[held])) == [0, 1, 2] and sorted(set(y[keep])) == [0, 1, 2, 3]  # the class of one stays in training
+    keep, held = stratified_split(y, 0.95, seed=0)
+    assert sorted(set(y[keep])) == [0, 1, 2]  # every class of two or more keeps one
+
+
+def test_the_split_is_random_per_seed_and_sorted():
+    y = np.repeat(np.arange(4), 50)
+    splits = {seed: stratified_split(y, 0.2, seed) for seed in (0, 1)}
+    for keep, held in splits.values():
+        assert np.all(np.diff(keep) > 0) and np.all(np.diff(held) > 0)
+        first = np.concatenate([np.flatnonzero(y == c)[:10] for c in range(4)])
+        assert not np.array_equal(held, first)  # not each class's first examples
+    assert not np.array_equal(splits[0][1], splits[1][1])
+    assert np.array_equal(stratified_split(y, 0.2, 0)[1], splits[0][1])
+
+
+def test_load_splits_follows_its_seed_and_keeps_a_subset_stratified():
+    a, b = load_splits("synthetic", seed=0), load_splits("synthetic", seed=1)
+    assert not torch.equal(a.val.y, b.val.y) or not torch.equal(a.val.x, b.val.x)
+    sub = load_splits("synthetic", train_subset=200)
+    assert torch.bincount(sub.train.y, minlength=10).tolist() == [20] * 10
+
+
+def test_the_normalisation_is_the_training_splits_own():
+    s = load_splits("synthetic:3x8x8:4", train_subset=300)
+    pixels = s.train.x.double() / 255
+    assert s.mean == pytest.approx(tuple(pixels.mean((0, 2, 3)).tolist()), rel=1e-5)
+    assert s.std == pytest.approx(tuple(pixels.transpose(0, 1).reshape(3, -1).std(1).tolist()), rel=1e-4)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_a_validation_fraction_outside_zero_to_one_is_refused(fraction):
+    with pytest.raises(UserError, match="validation fraction must lie strictly between 0 and 1"):
+        load_splits("synthetic", val_fraction=fraction)
