@@ -134,3 +134,40 @@ def test_the_shared_file_does_not_keep_the_cache_alive(flipping, tmp_path):
         del cache
         gc.collect()
         assert alive() is None and shared.is_file()
+
+
+def test_other_normalisation_or_a_file_whose_contents_disagree_with_its_fingerprint_is_refused(flipping, tmp_path):
+    """The outputs depend on the normalised images: the same uint8 images under another mean or
+    spread are other inputs. A file whose recorded stages or descriptors were changed after it was
+    written no longer matches its fingerprint (its maps would be looked up where none are)."""
+    path = tmp_path / "cache.pt"
+    write_cache(TeacherCache(teacher(), loader_of(flipping), "ktan", num_classes=10), path)
+    for field in ("mean", "std"):
+        shifted = dataclasses.replace(flipping, **{field: tuple(v + 0.05 for v in getattr(flipping, field))})
+        cache, why = open_cache(path, teacher(), loader_of(shifted), MODES["ktan"])
+        assert cache is None and "another teacher or other training data" in why
+    payload = torch.load(path, weights_only=True)
+    for changed in ({"map_stages": [0, 1, 2]}, {"descriptors": [torch.zeros(1)] * 3}):
+        torch.save({**payload, **changed}, path)
+        cache, why = open_cache(path, teacher(), loader_of(flipping), MODES["ktan"])
+        assert cache is None and "another teacher or other training data" in why
+
+
+def test_a_write_that_fails_leaves_no_file_a_worker_would_open(flipping, tmp_path, monkeypatch):
+    """Written aside and renamed: a crash mid-write (here the disk filling up) never leaves half a
+    file under the name workers open."""
+    path = tmp_path / "cache.pt"
+    cache = TeacherCache(teacher(), loader_of(flipping), "kd", num_classes=10)
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        Path(f).write_bytes(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_cache(cache, path)
+    assert not path.exists()
+    monkeypatch.setattr(torch, "save", real_save)
+    write_cache(cache, path)
+    assert open_cache(path, teacher(), loader_of(flipping), MODES["kd"])[0] is not None

@@ -43,6 +43,9 @@ def test_a_shipped_file_that_differs_from_its_manifest_is_refused(in_tmp, monkey
     entry.path.write_bytes(bytes(data))
     with pytest.raises(UserError, match="does not match its manifest"):
         resolve_teacher("default", "synthetic", TINY, preset="test", device=CPU)
+    entry.path.unlink()  # a package installed without its checkpoint: one line, not a traceback
+    with pytest.raises(UserError, match="the shipped teacher .* is missing: reinstall nas-kd"):
+        resolve_teacher("default", "synthetic", TINY, preset="test", device=CPU)
 
 
 def test_without_a_shipped_teacher_default_trains_resnet20_here(in_tmp, monkeypatch):
