@@ -135,7 +135,7 @@ class BudgetMeter:
         """A measured `Latency` as the limit judges it (`judged_ms`), its own moment's ruler
         time included in the slowest seen."""
         self.slowest_ruler_ms = max(self.slowest_ms(), latency.ruler_ms)
-        return judged_ms(latency.median_ms, latency.rulers, self.slowest_ruler_ms)
+        return self._judged(latency)
 
     def deployment_bytes(self, cfg: StudentConfig) -> tuple[int, int]:
         """(peak activation bytes, weight bytes) at the budget's precision, exact."""
@@ -162,10 +162,9 @@ class BudgetMeter:
         on a shared CPU only ever adds time, and one disturbed measurement would reject a student
         for good (CI's 2-core box measured a 0.024-ms student at 0.056 ms alternated with the
         ruler, whose own time was unchanged: 3x what the same run had just measured for it)."""
-        taken = [self.measure_latency(cfg)]
-        if self._judged(taken[0]) > self.budget.latency:
-            taken.append(self.measure_latency(cfg))
-        kept = min(taken, key=self._judged)
+        kept = self.measure_latency(cfg)
+        if self._judged(kept) > self.budget.latency:
+            kept = min(kept, self.measure_latency(cfg), key=self._judged)
         return kept, self.at_slowest(kept)
 
     def _judged(self, latency) -> float:

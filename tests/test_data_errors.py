@@ -7,6 +7,11 @@ import numpy as np
 from tests.test_data import write_idx
 
 
+def _rewrite(path, edit):
+    """``path``, a gzip file, with its uncompressed bytes passed through ``edit``."""
+    path.write_bytes(gzip.compress(edit(gzip.decompress(path.read_bytes()))))
+
+
 def test_unknown_dataset(cli):
     code, out, err = cli("data", "info", "--dataset", "imagenet")
     assert code == 2
@@ -33,9 +38,7 @@ def test_truncated_gz(cli, in_tmp):
 
 def test_idx_body_shorter_than_header(cli, in_tmp):
     folder = write_idx(in_tmp / "data" / "mnist")
-    p = folder / "t10k-labels-idx1-ubyte.gz"
-    raw = gzip.decompress(p.read_bytes())
-    p.write_bytes(gzip.compress(raw[:-5]))
+    _rewrite(folder / "t10k-labels-idx1-ubyte.gz", lambda raw: raw[:-5])
     code, _, err = cli("data", "info", "--dataset", "mnist")
     assert code == 2
     assert err == "nas-kd: error: data/mnist/t10k-labels-idx1-ubyte.gz holds 15 bytes of data but its header promises 20: the file is truncated; fetch it again\n"
@@ -86,10 +89,6 @@ def test_not_a_gzip_file(cli, in_tmp):
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
     code, _, err = cli("data", "info", "--dataset", "mnist")
     assert code == 2 and "train-labels-idx1-ubyte.gz is truncated or corrupt (BadGzipFile)" in err
-
-
-def _rewrite(path, edit):
-    path.write_bytes(gzip.compress(edit(gzip.decompress(path.read_bytes()))))
 
 
 def test_an_idx_file_of_another_type_or_rank_is_refused(cli, in_tmp):

@@ -39,6 +39,14 @@ def teacher(recon=False):
     return t
 
 
+def with_shifted(splits, field: str):
+    """``splits`` with its normalisation's ``field`` ("mean" or "std") moved by 0.05: the same
+    uint8 images, other inputs to the teacher."""
+    import dataclasses
+
+    return dataclasses.replace(splits, **{field: tuple(v + 0.05 for v in getattr(splits, field))})
+
+
 def count_calls(module):
     calls = []
     module.register_forward_pre_hook(lambda *_: calls.append(1))
@@ -247,5 +255,4 @@ def test_a_cache_matches_only_the_same_images_and_normalisation(splits):
     other = dataclasses.replace(splits, train=Split(255 - splits.train.x, splits.train.y))
     assert not cache.matches(t, make_loaders(other, batch_size=32, device=CPU, seed=0, crop=False)[0])
     for field in ("mean", "std"):
-        shifted = dataclasses.replace(splits, **{field: tuple(v + 0.05 for v in getattr(splits, field))})
-        assert not cache.matches(t, make_loaders(shifted, batch_size=32, device=CPU, seed=0, crop=False)[0])
+        assert not cache.matches(t, make_loaders(with_shifted(splits, field), batch_size=32, device=CPU, seed=0, crop=False)[0])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distill_cache import SCHEDULE, count_calls, teacher
+from test_distill_cache import SCHEDULE, count_calls, teacher, with_shifted
 from test_distill_step import TINY
 
 from nas_kd.data import load_splits
@@ -143,8 +143,7 @@ def test_other_normalisation_or_a_file_whose_contents_disagree_with_its_fingerpr
     path = tmp_path / "cache.pt"
     write_cache(TeacherCache(teacher(), loader_of(flipping), "ktan", num_classes=10), path)
     for field in ("mean", "std"):
-        shifted = dataclasses.replace(flipping, **{field: tuple(v + 0.05 for v in getattr(flipping, field))})
-        cache, why = open_cache(path, teacher(), loader_of(shifted), MODES["ktan"])
+        cache, why = open_cache(path, teacher(), loader_of(with_shifted(flipping, field)), MODES["ktan"])
         assert cache is None and "another teacher or other training data" in why
     payload = torch.load(path, weights_only=True)
     for changed in ({"map_stages": [0, 1, 2]}, {"descriptors": [torch.zeros(1)] * 3}):

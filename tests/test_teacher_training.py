@@ -25,8 +25,9 @@ def teacher(recon: bool):
     return build_teacher("resnet8", 1, 10, reconstruction=(16, 16) if recon else None)
 
 
-def trained(model, splits, schedule=SCHEDULE):
-    train_teacher(model, splits, schedule, device=CPU, seed=0, log=lambda *_: None)
+def trained(model, splits, schedule=SCHEDULE, seed=0, **options):
+    """``model``'s parameters after `train_teacher` (``options``: its keyword arguments)."""
+    train_teacher(model, splits, schedule, device=CPU, seed=seed, log=lambda *_: None, **options)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
@@ -72,22 +73,18 @@ def test_the_reconstruction_term_trains_the_backbone_too_and_its_weight_counts(s
     """The decoder reads the deepest map with its gradient: the reconstruction shapes the
     teacher's features (what `zhang` distils), and ``recon_weight`` scales it."""
     plain = trained(teacher(False), splits)
-    with_decoder = teacher(True)
-    train_teacher(with_decoder, splits, SCHEDULE, device=CPU, seed=0, recon_weight=1.0, log=lambda *_: None)
-    moved = {k: v for k, v in with_decoder.named_parameters() if not k.startswith("decoder.")}
+    moved = {k: v for k, v in trained(teacher(True), splits, recon_weight=1.0).items() if not k.startswith("decoder.")}
     assert any(not torch.equal(plain[k], v) for k, v in moved.items())  # the same backbone and batches: only the MSE differs
-    unweighted = teacher(True)
-    train_teacher(unweighted, splits, SCHEDULE, device=CPU, seed=0, recon_weight=0.0, log=lambda *_: None)
-    assert all(torch.equal(plain[k], v) for k, v in unweighted.named_parameters() if not k.startswith("decoder."))  # weight 0: cross-entropy alone
-    assert any(not torch.equal(moved[k], v) for k, v in unweighted.named_parameters() if not k.startswith("decoder."))
+    unweighted = {k: v for k, v in trained(teacher(True), splits, recon_weight=0.0).items() if not k.startswith("decoder.")}
+    assert all(torch.equal(plain[k], v) for k, v in unweighted.items())  # weight 0: cross-entropy alone
+    assert any(not torch.equal(moved[k], v) for k, v in unweighted.items())
 
 
 def test_the_seed_and_the_crops_reach_the_run(splits):
     base = trained(teacher(False), splits)
     for change in ({"seed": 1}, {"schedule": SCHEDULE.replace(crop=True)}):
-        model = teacher(False)  # the same initial weights: only the batches differ
-        train_teacher(model, splits, change.get("schedule", SCHEDULE), device=CPU, seed=change.get("seed", 0), log=lambda *_: None)
-        assert any(not torch.equal(base[k], v) for k, v in model.named_parameters()), change
+        got = trained(teacher(False), splits, **change)  # the same initial weights: only the batches differ
+        assert any(not torch.equal(base[k], v) for k, v in got.items()), change
 
 
 def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(splits):
@@ -114,4 +111,4 @@ def test_a_diverging_teacher_stops_with_the_reason(splits):
     with torch.no_grad():
         model.head.fc.bias[0] = float("nan")  # a NaN in the logits: the first loss is NaN
     with pytest.raises(NonFiniteLossError, match="teacher loss"):
-        train_teacher(model, splits, SCHEDULE, device=CPU, seed=0, log=lambda *_: None)
+        trained(model, splits)

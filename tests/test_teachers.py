@@ -131,11 +131,12 @@ def test_key_changes_with_recipe_and_seed():
     assert a.startswith("synthetic_resnet8_s0_")
 
 
-def _saved(tmp_path, dataset="synthetic"):
+def _saved(tmp_path, dataset="synthetic", name="t.pt", **meta_changes):
+    """A resnet8 for ``dataset`` saved as ``name``, its metadata changed by ``meta_changes``."""
     info = dataset_info(dataset)
     net = T.build_teacher("resnet8", info.channels, info.num_classes)
     meta = {"dataset": info.name, "num_classes": info.num_classes, "input_shape": list(info.input_shape), "arch": "resnet8", "reconstruction": False}
-    return T.save_teacher(tmp_path / "t.pt", net, meta)
+    return T.save_teacher(tmp_path / name, net, {**meta, **meta_changes})
 
 
 def test_teacher_for_wrong_class_count_is_refused(tmp_path):
@@ -153,11 +154,9 @@ def test_a_teacher_that_differs_from_the_data_in_one_respect_is_refused(tmp_path
     """Name, class count and input shape are each checked: a teacher recorded as made for other
     data in any one of them is refused, whatever the other two say."""
     info = dataset_info("synthetic")
-    meta = {"dataset": info.name, "num_classes": info.num_classes, "input_shape": list(info.input_shape), "arch": "resnet8", "reconstruction": False}
-    path = T.save_teacher(tmp_path / "t.pt", T.build_teacher("resnet8", info.channels, info.num_classes), {**meta, field: value})
     with pytest.raises(UserError, match="was trained on .* but the data is 'synthetic'"):
-        T.load_teacher(path, info)
-    T.load_teacher(T.save_teacher(tmp_path / "same.pt", T.build_teacher("resnet8", info.channels, info.num_classes), meta), info)  # the same in all three: loads
+        T.load_teacher(_saved(tmp_path, **{field: value}), info)
+    T.load_teacher(_saved(tmp_path, name="same.pt"), info)  # the same in all three: loads
 
 
 def test_a_verified_load_needs_the_very_file(tmp_path):
