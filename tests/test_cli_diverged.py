@@ -36,17 +36,3 @@ def test_a_student_that_diverges_is_told_of_distills_lr(cli, in_tmp, monkeypatch
     _one_line(err)
     assert "distillation loss became nan: the run diverged; try a lower --lr" in err
 
-
-def test_distills_lr_reaches_the_schedule(cli, in_tmp, monkeypatch):
-    import nas_kd.distill
-
-    seen = {}
-
-    def record(student, teacher, splits, schedule, mode, **kwargs):
-        seen["lr"] = schedule.lr
-        return {"val_accuracy": 0.5, "test_accuracy": 0.5, "train_seconds": 1.0, "images_per_second": 1.0}
-
-    monkeypatch.setattr(nas_kd.distill, "train", record)
-    code, _, err = cli("distill", "--space", MBV2, "--uniform", "0", "--dataset", "synthetic", "--mode", "ce", "--lr", "0.0125", "--device", "cpu", "--no-progress")
-    assert code == 0, err
-    assert seen["lr"] == 0.0125

@@ -53,3 +53,23 @@ def test_dashboard_serves_the_study_and_metric_names(in_tmp):
 def test_dashboard_refuses_an_unknown_study(in_tmp, cli):
     code, _, err = cli("dashboard", "--study", "nope", "--port", "8099")
     assert code == 2 and "no study 'nope'" in err
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_a_port_outside_1_to_65535_is_refused_before_the_study_is_opened(in_tmp, cli, port):
+    code, _, err = cli("dashboard", "--study", "nope", "--port", port)
+    assert code == 2 and err == f"nas-kd: error: --port must be 1..65535, got {port}\n"
+
+
+def test_the_dashboard_listens_on_loopback_only(in_tmp, cli, monkeypatch):
+    """optuna-dashboard has no authentication: on another interface anyone on the network could
+    read (and delete) the study."""
+    import optuna_dashboard
+
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, host, port: served.append((storage, host, port)))
+    storage = f"sqlite:///{in_tmp / 'study.db'}"
+    optuna.create_study(study_name="dash", storage=storage)
+    code, out, err = cli("dashboard", "--study", "dash", "--storage", storage, "--port", "65535")
+    assert code == 0, err
+    assert served == [(storage, "127.0.0.1", 65535)] and "http://127.0.0.1:65535/dashboard" in out
