@@ -153,8 +153,8 @@ def test_other_normalisation_or_a_file_whose_contents_disagree_with_its_fingerpr
 
 
 def test_a_write_that_fails_leaves_no_file_a_worker_would_open(flipping, tmp_path, monkeypatch):
-    """Written aside and renamed: a crash mid-write (here the disk filling up) never leaves half a
-    file under the name workers open."""
+    """Written aside and renamed: a failed write (here the disk filling up) never leaves half a
+    file under the name workers open, nor its part on the disk."""
     path = tmp_path / "cache.pt"
     cache = TeacherCache(teacher(), loader_of(flipping), "kd", num_classes=10)
     real_save = torch.save
@@ -166,7 +166,7 @@ def test_a_write_that_fails_leaves_no_file_a_worker_would_open(flipping, tmp_pat
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
         write_cache(cache, path)
-    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its half-written part
     monkeypatch.setattr(torch, "save", real_save)
     write_cache(cache, path)
     assert open_cache(path, teacher(), loader_of(flipping), MODES["kd"])[0] is not None

@@ -71,9 +71,15 @@ def write_cache(cache: TeacherCache, path: Path) -> None:
         "attention_state": {k: v.cpu() for k, v in cache.attention_state.items()} if cache.attention_state is not None else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Not files.atomic_write: its fsync would force GiBs to disk (4.5 on the standard preset) for
+    # a file deleted when the run ends; workers read it from the page cache.
     part = path.with_name(path.name + ".part")
-    torch.save(payload, part)
-    os.replace(part, path)
+    try:
+        torch.save(payload, part)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 def open_cache(path: Path, teacher: nn.Module, loader: DeviceLoader, mode: Mode) -> tuple[TeacherCache | None, str]:
@@ -132,4 +138,3 @@ def shared_file(cache: TeacherCache | None, path: Path) -> Iterator[Path | None]
         yield path
     finally:
         path.unlink(missing_ok=True)
-        path.with_name(path.name + ".part").unlink(missing_ok=True)
