@@ -321,3 +321,43 @@ def test_a_measurement_over_the_limit_is_taken_again_and_the_lower_kept(monkeypa
     # over only at its own moment's slow speed (0.6 rulers, the ruler at 2 ms): over, so taken again
     at_a_slow_moment = Latency(0.6, 0.6, 0.6, 100, 1, "cpu", "ort", ruler_ms=2.0, rulers=0.6)
     assert judge(at_a_slow_moment, latency(0.8)) == (pytest.approx(0.8), 2, 1.0)
+
+
+def test_one_measurement_does_not_correct_and_one_disturbed_one_does_not_skew_the_correction():
+    """Two measured trials before the table's predictions are corrected, and their median ratio:
+    a measurement taken while something else ran (5x here) moves a mean, not the median."""
+    assert latency_correction([measured(1.0, 1.5)]) == 1.0
+    assert latency_correction([measured(1.0, 1.0), measured(1.0, 1.2), measured(1.0, 5.0)]) == pytest.approx(1.2)
+
+
+def test_a_study_read_again_keeps_the_slowest_speed_the_meter_has_seen():
+    from nas_kd.latency import Latency
+
+    meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
+    meter.at_slowest(Latency(0.9, 0.8, 1.0, 100, 1, "cpu", "ort", ruler_ms=3.0, rulers=0.3))  # a winner check, say
+    meter.correct_from([measured(1.0, 1.0, 1.5), measured(0.5, 0.5, 1.5)])
+    assert meter.slowest_ms() == 3.0
+
+
+def test_students_are_measured_on_the_tables_thread_count(monkeypatch):
+    """The table's predictions are in rulers timed on its thread count: a measurement on another
+    would compare a student with a ruler it was not timed against."""
+    import nas_kd.latency
+    from nas_kd.latency import Latency
+
+    seen = []
+    monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, threads=None, **k: seen.append(threads) or Latency(0.5, 0.5, 0.5, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=0.5))
+    table = MacsTable()
+    table.threads = 3
+    BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=table).measure_for_limit(MBV2.uniform(0))
+    assert seen == [3]
+
+
+def test_a_measurement_exactly_at_the_limit_is_within_it_and_not_taken_again(monkeypatch):
+    import nas_kd.latency
+    from nas_kd.latency import Latency
+
+    queue = [Latency(1.0, 1.0, 1.0, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=1.0), Latency(0.5, 0.5, 0.5, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=0.5)]
+    monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, **k: queue.pop(0))
+    kept, ms = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable()).measure_for_limit(MBV2.uniform(0))
+    assert ms == 1.0 and len(queue) == 1
