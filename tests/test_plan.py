@@ -49,6 +49,13 @@ def test_impossible_budget_changes_nothing_and_trains_nothing(in_tmp, cli, monke
         ({"retrain_seeds": 0}, "--retrain-seeds"),
         ({"startup_trials": 0}, "--startup-trials"),
         ({"sampler": "random", "startup_trials": 4}, "applies to --sampler tpe"),
+        ({"timeout": 0.0}, "--timeout must be positive seconds, got 0.0"),
+        ({"min_fill": 1.01}, "--min-fill must be between 0 and 1"),
+        ({"min_fill": -0.1}, "--min-fill must be between 0 and 1"),
+        ({"heartbeat": 0}, "--heartbeat must be at least 1 second"),
+        ({"jobs": 0}, "--jobs must be at least 1"),
+        ({"rescreen": -1}, "--rescreen must be 0"),
+        ({"trials": 0}, "--trials must be at least 1"),
     ],
 )
 def test_every_option_is_checked_by_build_plan(in_tmp, change, message):
@@ -180,7 +187,7 @@ def test_every_stored_choice_comes_back_from_the_study(in_tmp):
     assert (again.min_fill, again.jobs, again.rescreen, again.prune, again.baselines, again.timeout, again.heartbeat, again.sampler) == (0.7, 3, 2, True, False, 90.0, 7, "random")
     assert again.step.graph and not again.step.bf16 and again.brief.epochs == 3 and again.full.lr == 0.05
     line = plan.command()
-    for flag in ("--min-fill 0.7", "--jobs 3", "--rescreen 2", "--prune", "--no-baselines", "--brief epochs=3", "--full lr=0.05", "--timeout 90.0", "--sampler random"):
+    for flag in ("--min-fill 0.7", "--jobs 3", "--rescreen 2", "--prune", "--no-baselines", "--brief epochs=3", "--full lr=0.05", "--timeout 90.0", "--sampler random", f"--gpu-step {again.step.describe()}"):
         assert flag in line, (flag, line)
 
 
@@ -201,3 +208,55 @@ def test_settings_hold_the_teacher_and_the_split_it_decides(in_tmp):
     for other, field in ((other_file, "teacher_sha256"), (other_seed, "split_seed")):
         with pytest.raises(UserError, match=field):
             check_settings(first.settings(), other.settings(), "s")
+
+
+def test_a_timeout_without_trials_runs_until_the_time_is_up(in_tmp):
+    def trials(**kw):
+        return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, **kw)).trials
+
+    assert trials() == get_preset("quick").trials and trials(timeout=60.0) is None and trials(timeout=60.0, trials=5) == 5
+
+
+def test_retrain_seeds_changed_later_stay_disjoint_from_the_search_seed_and_at_least_one(in_tmp):
+    plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, seed=3))
+    assert plan.with_retrain_seeds(2).seeds.retrain == (4, 5)
+    with pytest.raises(UserError, match="--retrain-seeds must be at least 1, got 0"):
+        plan.with_retrain_seeds(0)
+
+
+def test_workers_with_another_brief_schedule_are_another_study(in_tmp):
+    """A trial's value is its brief run's accuracy: a worker on another brief schedule would rank
+    its candidates on another scale."""
+    base = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False))
+    other = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, brief="epochs=3"))
+    assert base.settings()["brief"] != other.settings()["brief"]
+
+
+def test_the_command_names_the_resolved_teacher_file_and_a_storage_elsewhere(in_tmp):
+    teacher = in_tmp / "t.pt"
+    teacher.write_bytes(b"a teacher")
+    plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, teacher="resnet8"))
+    assert "--teacher resnet8" in plan.command() and "--storage" not in plan.command()  # the default storage goes without saying
+    assert f"--teacher {teacher}" in plan.with_teacher({"seed": 0}, teacher).command()
+    elsewhere = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, storage="sqlite:///elsewhere.db"))
+    assert "--storage sqlite:///elsewhere.db" in elsewhere.command()
+
+
+def test_a_plan_of_a_preset_this_version_lacks_spells_its_rescreen_and_pruning(in_tmp):
+    """The command reproduces the plan with this version: where today's presets no longer hold the
+    plan's preset, its re-screen and pruning cannot go without saying."""
+    plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False))
+    gone = dataclasses.replace(plan, preset=dataclasses.replace(plan.preset, name="retired"))
+    assert "--rescreen" not in plan.command() and "prune" not in plan.command()
+    assert f"--rescreen {plan.rescreen}" in gone.command() and ("--prune" if plan.prune else "--no-prune") in gone.command()
+    assert gone.schedule_changes() == {}
+
+
+def test_a_study_whose_plan_attribute_is_no_plan_is_refused():
+    from types import SimpleNamespace
+
+    from nas_kd.plan import PLAN_ATTR, plan_of
+
+    for stored in ("nas-kd-plan/1", ["a", "list"], None):
+        with pytest.raises(UserError, match="was not made by this version of 'nas-kd search'"):
+            plan_of(SimpleNamespace(study_name="s", user_attrs={PLAN_ATTR: stored} if stored is not None else {}))
