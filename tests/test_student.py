@@ -77,6 +77,9 @@ def _edit(change):
         (lambda d: d.update(stages=[]), "stages must be a non-empty tuple"),
         (lambda d: d.update(stages={}), "stages must be a list, got dict"),
         (lambda d: d.update(block="basic"), "stage2.expand must be 1 for basic blocks, got 6"),
+        (lambda d: d["stages"][1].update(expand=0), "stage2.expand must be at least 1, got 0"),
+        (lambda d: d.update(stem_stride=3), "stem_stride must be one of 1, 2, got 3"),
+        (lambda d: d.update(stem_kernel=2), "stem_kernel must be odd, got 2"),
     ],
 )
 def test_from_dict_rejects_with_key_and_problem(change, message):
