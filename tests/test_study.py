@@ -4,9 +4,11 @@ told apart (trained, pruned, rejected, failed, abandoned, running)."""
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from nas_kd.errors import UserError
 from nas_kd.study import INTERRUPTED, finished_trials, is_feasible, trial_counts
 
 
@@ -32,3 +34,45 @@ def test_what_counts_towards_the_requested_trials():
     c = trial_counts(not_counted + counted)
     assert (c.trained, c.pruned, c.rejected, c.failed, c.abandoned, c.running, c.finished) == (1, 1, 1, 1, 2, 2, 3)
     assert c.describe() == "1 trained, 1 pruned, 1 rejected over budget (untrained), 1 failed, 2 abandoned, 2 running"
+
+
+def test_a_zero_count_is_left_out_of_the_description_and_only_a_finished_trial_is_rejected():
+    """An over-budget trial is told COMPLETE within a millisecond; caught before that, it is running."""
+    c = trial_counts([trial(TrialState.COMPLETE), trial(TrialState.RUNNING, over=0.3)])
+    assert (c.rejected, c.running) == (0, 1)
+    assert trial_counts([trial(TrialState.COMPLETE)]).describe() == "1 trained, 0 pruned, 0 rejected over budget (untrained), 0 failed"
+
+
+def test_study_names_are_folder_names():
+    from nas_kd.study import default_study_name, run_dir
+
+    assert default_study_name("npz:x", "my space/v2", "macs2M").endswith("_my_space_v2_macs2M")
+    assert default_study_name("fashion-mnist", "mbv2", "macs2M") == "fashion-mnist_mbv2_macs2M"
+    for bad in ("", ".", "..", "a/b", "a\\b"):
+        with pytest.raises(UserError, match="invalid study name"):
+            run_dir(bad)
+
+
+def test_a_worker_missing_a_setting_the_study_has_is_refused():
+    """A worker of an older nas-kd that does not know a setting cannot show it matches."""
+    from nas_kd.study import check_settings
+
+    check_settings({"mode": "kd"}, {"mode": "kd", "extra": 1}, "s")
+    with pytest.raises(UserError, match="study 's' was created with split_seed=0 but this run has split_seed=None"):
+        check_settings({"mode": "kd", "split_seed": 0}, {"mode": "kd"}, "s")
+
+
+def test_a_storage_without_the_study_is_one_line_naming_both(in_tmp):
+    from nas_kd.study import load_study
+
+    url = f"sqlite:///{in_tmp / 'other.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    with pytest.raises(UserError, match=f"storage {url} holds no study 'mine': check --study and --storage"):
+        load_study("mine", url)
+
+
+def test_json_files_keep_the_order_they_were_written_in(in_tmp):
+    from nas_kd.study import write_json
+
+    path = write_json(in_tmp / "config.json", {"study": "s", "budget": "2M", "accuracy": 0.9})
+    assert path.read_text() == '{\n  "study": "s",\n  "budget": "2M",\n  "accuracy": 0.9\n}\n'
