@@ -477,3 +477,54 @@ def test_a_run_whose_capture_failed_records_why(monkeypatch):
     assert m["step_graph"] == "eager: RuntimeError: operation not permitted when stream is capturing"
     graph_lines = [line for line in told if line.startswith("graph:")]
     assert len(graph_lines) == 1 and "this run trains eagerly" in graph_lines[0]
+
+
+class InPlaceReplay(EagerReplay):
+    """Replays like a CUDA graph: every replay rewrites the same output tensors in place. The
+    replays listed in ``nan_at`` (counted from 1) give a NaN loss, as a diverging step would,
+    without a NaN reaching the weights (so later losses are finite again)."""
+
+    def __init__(self, nan_at=()):
+        self.nan_at, self.replays = set(nan_at), 0
+
+    def capture(self, fn):
+        outputs = []
+
+        def replay():
+            self.replays += 1
+            result = fn()
+            if not outputs:
+                outputs.append(result)
+            else:
+                outputs[0].checked.copy_(result.checked)
+            if self.replays in self.nan_at:
+                outputs[0].checked.fill_(float("nan"))
+            return outputs[0]
+
+        return replay
+
+
+def test_a_deferred_nan_check_reports_the_nan_though_later_replays_rewrite_the_output(monkeypatch):
+    """On a GPU the check is read back every few steps: it must keep the NaN step's value, not a
+    view of the captured output that the next replay overwrites with a finite loss."""
+    import nas_kd.device
+    from nas_kd.train import flush_finite_checks
+
+    flush_finite_checks()
+    monkeypatch.setattr(nas_kd.device, "check_interval", lambda device: 2)
+    step = GraphedStep(make_step(), backend=InPlaceReplay(nan_at={2}), warmup=1)
+    data = batches(4)
+    for x, y in data[:3]:  # an eager warm-up, a replay (read back: finite), the NaN replay
+        step(x, y, adversarial=False)
+    with pytest.raises(NonFiniteLossError, match="distillation loss became nan"):
+        step(*data[3], adversarial=False)  # a finite replay rewrites the output; the read-back still says nan
+
+def test_a_capture_failure_is_told_once_per_distinct_error(monkeypatch):
+    import nas_kd.distill.graphed as graphed
+
+    monkeypatch.setattr(graphed, "_told", set())
+    told = []
+    tell = graphed.tell_once(told.append)
+    for error in (RuntimeError("a"), RuntimeError("a"), ValueError("a"), RuntimeError("b")):
+        tell(error)
+    assert len(told) == 3 and "(RuntimeError: a)" in told[0] and "(ValueError: a)" in told[1] and "(RuntimeError: b)" in told[2]
