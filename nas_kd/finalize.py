@@ -118,6 +118,13 @@ def over_latency_limit(study) -> frozenset[int]:
     return frozenset(n for n, ms in measured_latencies(study).items() if ms > limit) if limit is not None else frozenset()
 
 
+def _latency_check(meter, cfg: StudentConfig):
+    """(the `Latency` measured for the limit, the record a study keeps of it): what a resumed
+    finalize judges again at the slowest speed seen by then."""
+    latency, _ = meter.measure_for_limit(cfg)
+    return latency, {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
+
+
 def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: Callable[[frozenset[int]], object] | None = None):
     """`pick_winner`, with its latency measured for real when the budget limits latency; a
     winner measured over the limit is recorded (study attr `LATENCY_CHECKS_ATTR`) and the next
@@ -135,9 +142,9 @@ def confirm_winner(study, log: Callable[[str], None] = print, rescreen_missing: 
             return winner
         meter = BudgetMeter(plan.budget, plan.input_shape, plan.num_classes, plan.space)
         meter.correct_from(study.get_trials(deepcopy=False))
-        latency, _ = meter.measure_for_limit(StudentConfig.from_json(winner.user_attrs["config"]))
+        latency, check = _latency_check(meter, StudentConfig.from_json(winner.user_attrs["config"]))
         checks = dict(study.user_attrs.get(LATENCY_CHECKS_ATTR) or {})
-        checks[str(winner.number)] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
+        checks[str(winner.number)] = check
         study.set_user_attr(LATENCY_CHECKS_ATTR, checks)
         ms = measured_latencies(study)[winner.number]
         fits = ms <= plan.budget.latency
@@ -206,8 +213,7 @@ def confirm_baseline(study, plan: SearchPlan, log: Callable[[str], None] = print
             log(f"finalize: uniform baseline {base.describe()} was measured over the latency limit in trial {number} ({ms:.3f} ms at the slowest speed seen): next smaller")
         else:
             if key not in checks:  # a resumed finalize reuses its checks: the same baseline again
-                latency, _ = meter.measure_for_limit(base)
-                checks[key] = {"ms": latency.median_ms, "ruler_ms": latency.ruler_ms, "rulers": latency.rulers, "slowest_ruler_ms": meter.slowest_ms()}
+                checks[key] = _latency_check(meter, base)[1]
                 study.set_user_attr(BASELINE_CHECKS_ATTR, checks)
             check, number = checks[key], None
             ms = judged_ms(check["ms"], check["rulers"], max(meter.slowest_ms(), check["slowest_ruler_ms"]))

@@ -10,6 +10,7 @@ import pytest
 
 from nas_kd.config import format_count, format_quantity, parse_budget
 from nas_kd.cost import analytic_cost
+from nas_kd.latency import Latency
 from nas_kd.meter import MIN_MEASURED, TABLE_LATENCY_ATTR, BudgetMeter, admits_largest, latency_correction
 from nas_kd.proposals import BudgetSampler
 from nas_kd.space import SearchSpace
@@ -27,6 +28,11 @@ class MacsTable:
 
     def predict_rulers(self, cfg, shape, classes, space=None):
         return analytic_cost(cfg, shape, classes).macs / 1e6
+
+
+def latency(ms: float, ruler_ms: float = 1.0) -> Latency:
+    """A measurement of ``ms`` (median, min and max alike) while the ruler took ``ruler_ms``."""
+    return Latency(ms, ms, ms, 100, 1, "cpu", "ort", ruler_ms=ruler_ms, rulers=ms / ruler_ms)
 
 
 def measured(table_rulers: float, real_rulers: float, ruler_ms: float = 1.0):
@@ -56,7 +62,6 @@ def test_the_meter_scales_the_table_and_keeps_its_own_figure():
 def test_limits_are_judged_at_the_slowest_speed_seen():
     """A student measured at 0.8 ms while the machine ran fast is over a 1 ms limit once the study
     has seen the ruler take twice as long: at that speed it would take 1.6 ms."""
-    from nas_kd.latency import Latency
 
     meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
     cfg = MBV2.uniform(10)
@@ -132,7 +137,6 @@ def fake_latency(monkeypatch):
     """MacsTable as the machine's table, and measurements of 1 ruler (1 ms) per million MACs times
     a per-config factor (``slow``: config JSON -> factor); ``calls`` counts them."""
     import nas_kd.latency
-    from nas_kd.latency import Latency
 
     slow: dict[str, float] = {}
     calls: list[str] = []
@@ -274,8 +278,6 @@ def test_the_tables_own_ruler_counts_among_the_speeds_seen():
 
 
 def test_a_measurement_at_a_slower_moment_slows_every_later_judgement():
-    from nas_kd.latency import Latency
-
     meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
     cfg = MBV2.uniform(10)
     before = meter.values(cfg)["latency"]
@@ -298,10 +300,6 @@ def test_a_measurement_over_the_limit_is_taken_again_and_the_lower_kept(monkeypa
     student that measures within it at once after; a student over it twice stays over; one within
     it is measured once; the discarded measurement's slow ruler is not taken as the machine's speed."""
     import nas_kd.latency
-    from nas_kd.latency import Latency
-
-    def latency(ms: float, ruler_ms: float = 1.0) -> Latency:
-        return Latency(ms, ms, ms, 100, 1, "cpu", "ort", ruler_ms=ruler_ms, rulers=ms / ruler_ms)
 
     queue: list[Latency] = []
     monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, **k: queue.pop(0))
@@ -331,8 +329,6 @@ def test_one_measurement_does_not_correct_and_one_disturbed_one_does_not_skew_th
 
 
 def test_a_study_read_again_keeps_the_slowest_speed_the_meter_has_seen():
-    from nas_kd.latency import Latency
-
     meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable())
     meter.at_slowest(Latency(0.9, 0.8, 1.0, 100, 1, "cpu", "ort", ruler_ms=3.0, rulers=0.3))  # a winner check, say
     meter.correct_from([measured(1.0, 1.0, 1.5), measured(0.5, 0.5, 1.5)])
@@ -343,10 +339,9 @@ def test_students_are_measured_on_the_tables_thread_count(monkeypatch):
     """The table's predictions are in rulers timed on its thread count: a measurement on another
     would compare a student with a ruler it was not timed against."""
     import nas_kd.latency
-    from nas_kd.latency import Latency
 
     seen = []
-    monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, threads=None, **k: seen.append(threads) or Latency(0.5, 0.5, 0.5, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=0.5))
+    monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, threads=None, **k: seen.append(threads) or latency(0.5))
     table = MacsTable()
     table.threads = 3
     BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=table).measure_for_limit(MBV2.uniform(0))
@@ -355,9 +350,8 @@ def test_students_are_measured_on_the_tables_thread_count(monkeypatch):
 
 def test_a_measurement_exactly_at_the_limit_is_within_it_and_not_taken_again(monkeypatch):
     import nas_kd.latency
-    from nas_kd.latency import Latency
 
-    queue = [Latency(1.0, 1.0, 1.0, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=1.0), Latency(0.5, 0.5, 0.5, 100, 1, "cpu", "ort", ruler_ms=1.0, rulers=0.5)]
+    queue = [latency(1.0), latency(0.5)]
     monkeypatch.setattr(nas_kd.latency, "measure_latency", lambda *a, **k: queue.pop(0))
     kept, ms = BudgetMeter(parse_budget("latency:1ms"), SHAPE, 10, MBV2, table=MacsTable()).measure_for_limit(MBV2.uniform(0))
     assert ms == 1.0 and len(queue) == 1

@@ -21,6 +21,11 @@ def snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def quick_plan(**options) -> SearchPlan:
+    """The plan of a quick-preset search of mbv2 on synthetic data without baselines, ``options`` changed."""
+    return build_plan(dataclasses.replace(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False), **options))
+
+
 def test_impossible_budget_changes_nothing_and_trains_nothing(in_tmp, cli, monkeypatch):
     (in_tmp / "runs" / "earlier").mkdir(parents=True)
     (in_tmp / "runs" / "earlier" / "report.md").write_text("an earlier study\n")
@@ -211,14 +216,11 @@ def test_settings_hold_the_teacher_and_the_split_it_decides(in_tmp):
 
 
 def test_a_timeout_without_trials_runs_until_the_time_is_up(in_tmp):
-    def trials(**kw):
-        return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, **kw)).trials
-
-    assert trials() == get_preset("quick").trials and trials(timeout=60.0) is None and trials(timeout=60.0, trials=5) == 5
+    assert quick_plan().trials == get_preset("quick").trials and quick_plan(timeout=60.0).trials is None and quick_plan(timeout=60.0, trials=5).trials == 5
 
 
 def test_retrain_seeds_changed_later_stay_disjoint_from_the_search_seed_and_at_least_one(in_tmp):
-    plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, seed=3))
+    plan = quick_plan(seed=3)
     assert plan.with_retrain_seeds(2).seeds.retrain == (4, 5)
     with pytest.raises(UserError, match="--retrain-seeds must be at least 1, got 0"):
         plan.with_retrain_seeds(0)
@@ -227,25 +229,25 @@ def test_retrain_seeds_changed_later_stay_disjoint_from_the_search_seed_and_at_l
 def test_workers_with_another_brief_schedule_are_another_study(in_tmp):
     """A trial's value is its brief run's accuracy: a worker on another brief schedule would rank
     its candidates on another scale."""
-    base = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False))
-    other = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, brief="epochs=3"))
+    base = quick_plan()
+    other = quick_plan(brief="epochs=3")
     assert base.settings()["brief"] != other.settings()["brief"]
 
 
 def test_the_command_names_the_resolved_teacher_file_and_a_storage_elsewhere(in_tmp):
     teacher = in_tmp / "t.pt"
     teacher.write_bytes(b"a teacher")
-    plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, teacher="resnet8"))
+    plan = quick_plan(teacher="resnet8")
     assert "--teacher resnet8" in plan.command() and "--storage" not in plan.command()  # the default storage goes without saying
     assert f"--teacher {teacher}" in plan.with_teacher({"seed": 0}, teacher).command()
-    elsewhere = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, storage="sqlite:///elsewhere.db"))
+    elsewhere = quick_plan(storage="sqlite:///elsewhere.db")
     assert "--storage sqlite:///elsewhere.db" in elsewhere.command()
 
 
 def test_a_plan_of_a_preset_this_version_lacks_spells_its_rescreen_and_pruning(in_tmp):
     """The command reproduces the plan with this version: where today's presets no longer hold the
     plan's preset, its re-screen and pruning cannot go without saying."""
-    plan = build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False))
+    plan = quick_plan()
     gone = dataclasses.replace(plan, preset=dataclasses.replace(plan.preset, name="retired"))
     assert "--rescreen" not in plan.command() and "prune" not in plan.command()
     assert f"--rescreen {plan.rescreen}" in gone.command() and ("--prune" if plan.prune else "--no-prune") in gone.command()

@@ -9,7 +9,17 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from nas_kd.errors import UserError
-from nas_kd.study import INTERRUPTED, finished_trials, is_feasible, trial_counts
+from nas_kd.study import (
+    INTERRUPTED,
+    check_settings,
+    default_study_name,
+    finished_trials,
+    is_feasible,
+    load_study,
+    run_dir,
+    trial_counts,
+    write_json,
+)
 
 
 def trial(state: TrialState, *, over: float = -0.1, reason: str | None = None):
@@ -44,8 +54,6 @@ def test_a_zero_count_is_left_out_of_the_description_and_only_a_finished_trial_i
 
 
 def test_study_names_are_folder_names():
-    from nas_kd.study import default_study_name, run_dir
-
     assert default_study_name("npz:x", "my space/v2", "macs2M").endswith("_my_space_v2_macs2M")
     assert default_study_name("fashion-mnist", "mbv2", "macs2M") == "fashion-mnist_mbv2_macs2M"
     for bad in ("", ".", "..", "a/b", "a\\b"):
@@ -55,16 +63,12 @@ def test_study_names_are_folder_names():
 
 def test_a_worker_missing_a_setting_the_study_has_is_refused():
     """A worker of an older nas-kd that does not know a setting cannot show it matches."""
-    from nas_kd.study import check_settings
-
     check_settings({"mode": "kd"}, {"mode": "kd", "extra": 1}, "s")
     with pytest.raises(UserError, match="study 's' was created with split_seed=0 but this run has split_seed=None"):
         check_settings({"mode": "kd", "split_seed": 0}, {"mode": "kd"}, "s")
 
 
 def test_a_storage_without_the_study_is_one_line_naming_both(in_tmp):
-    from nas_kd.study import load_study
-
     url = f"sqlite:///{in_tmp / 'other.db'}"
     optuna.create_study(study_name="other", storage=url)
     with pytest.raises(UserError, match=f"storage {url} holds no study 'mine': check --study and --storage"):
@@ -72,7 +76,5 @@ def test_a_storage_without_the_study_is_one_line_naming_both(in_tmp):
 
 
 def test_json_files_keep_the_order_they_were_written_in(in_tmp):
-    from nas_kd.study import write_json
-
     path = write_json(in_tmp / "config.json", {"study": "s", "budget": "2M", "accuracy": 0.9})
     assert path.read_text() == '{\n  "study": "s",\n  "budget": "2M",\n  "accuracy": 0.9\n}\n'
