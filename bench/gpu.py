@@ -418,7 +418,7 @@ def device_calls(data_dir: str = ".data") -> list[str]:
         "#    timeout_s about budget_left_s - 40 (the machine's start) and --call-seconds timeout_s - 40; it resumes",
         "#    from the extracted state (session 16: a second call of 330 s measured --jobs 1), then give_back and step 3",
         "# 4. if the teachers section's resnet20 beats the shipped teacher's test accuracy: ship it",
-        f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)} --hardware 'one NVIDIA H200 (make bench-gpu, section teachers)'",
+        f"python scripts/ship_teacher.py .bench-gpu/runs/teachers/{shipped_teacher_file()} --command {shlex.quote(SHIP_COMMAND)}",  # the manifest names the GPU the checkpoint says it trained on
     ]
 
 

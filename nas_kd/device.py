@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import platform
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +42,8 @@ __all__ = [
     "cuda_present",
     "CHECK_EVERY_GPU",
     "emulate_gpu_bf16",
+    "cpu_model",
+    "device_name",
 ]
 
 # Steps between host syncs of the NaN/inf check on a GPU. A sync per step stops the host from
@@ -118,6 +123,25 @@ def _apply_backend_flags() -> None:
 
 def step_options() -> StepOptions:
     return _STEP
+
+
+def cpu_model() -> str:
+    """This machine's CPU model as /proc/cpuinfo names it ("AMD EPYC 7B13"), else what Python knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def device_name(device: torch.device) -> str:
+    """What ``device`` is, for the record of something trained on it (a teacher's checkpoint): the
+    GPU's name, or the CPU's model, core count and torch thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
 def graphed_steps(device: torch.device) -> bool:

@@ -54,7 +54,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -67,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas_kd.device import cpu_model
 from nas_kd.models.blocks import ConvBNAct, activation_for, make_block, out_size
 from nas_kd.models.staged import ClassifierHead
 from nas_kd.models.student import StudentConfig, build_student
@@ -115,20 +115,10 @@ class Machine:
         return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
-
-
 def machine(threads: int = THREADS) -> Machine:
     import onnxruntime
 
-    return Machine(cpu=_cpu_model(), threads=threads, onnxruntime=onnxruntime.__version__)
+    return Machine(cpu=cpu_model(), threads=threads, onnxruntime=onnxruntime.__version__)
 
 
 def cache_dir() -> Path:

@@ -13,33 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
-from pathlib import Path
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
     import torch
 
+    from nas_kd.device import device_name
     from nas_kd.files import digest
     from nas_kd.models.shipped import SHIPPED_DIR
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a cached teacher (nas-kd teacher's output)")
     p.add_argument("--command", required=True, help="the command that trained it, as it was typed")
-    p.add_argument("--hardware", default=None, help="what it was trained on (default: this machine's CPU and core count)")
+    p.add_argument("--hardware", default=None, help="what it was trained on (default: the device its checkpoint names, else this machine's CPU, core count and torch threads)")
     p.add_argument("--min-accuracy", type=float, default=0.935, help="refuse a teacher below this test accuracy (default 0.935)")
     args = p.parse_args(argv)
 
@@ -65,7 +53,8 @@ def main(argv=None) -> int:
         "command": args.command,
         "recipe": meta["recipe"],
         "train_seconds": meta["train_seconds"],
-        "hardware": args.hardware or f"{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        # Checkpoints made before they named their device (2026-12-06) were trained where they are shipped.
+        "hardware": args.hardware or meta.get("trained_on") or device_name(torch.device("cpu")),
         "versions": meta["versions"],
         "created": meta["created"],
     }

@@ -48,6 +48,29 @@ def test_a_shipped_file_that_differs_from_its_manifest_is_refused(in_tmp, monkey
         resolve_teacher("default", "synthetic", TINY, preset="test", device=CPU)
 
 
+def test_the_manifest_names_the_device_the_teacher_trained_on(in_tmp, monkeypatch):
+    """A teacher trained on the lent GPU and shipped here must not be recorded as this CPU's: its
+    checkpoint names its device, and the manifest takes that unless --hardware says otherwise."""
+    from nas_kd.device import device_name
+    from scripts.ship_teacher import main
+
+    _, meta, path = ensure_teacher("synthetic", "resnet8", TINY, preset="test", device=CPU, log=lambda *_: None)
+    assert meta["trained_on"] == device_name(CPU) and f"torch threads {torch.get_num_threads()}" in meta["trained_on"]
+    def manifest():
+        return json.loads((in_tmp / "shipped" / "manifest.json").read_text())["teachers"]["synthetic"]["hardware"]
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["meta"]["trained_on"] = "NVIDIA H100 80GB HBM3"  # as the GPU machine's file says
+    torch.save(ckpt, path)
+    ship(in_tmp, monkeypatch, path)
+    assert manifest() == "NVIDIA H100 80GB HBM3"
+    assert main([str(path), "--command", "c", "--min-accuracy", "0", "--hardware", "one H100, make bench-gpu"]) == 0
+    assert manifest() == "one H100, make bench-gpu"
+    del ckpt["meta"]["trained_on"]  # a checkpoint from before checkpoints named their device
+    torch.save(ckpt, path)
+    assert main([str(path), "--command", "c", "--min-accuracy", "0"]) == 0
+    assert manifest() == device_name(CPU)
+
+
 def test_without_a_shipped_teacher_default_trains_resnet20_here(in_tmp, monkeypatch):
     monkeypatch.setattr(shipped, "SHIPPED_DIR", in_tmp / "nothing")
     seen = []

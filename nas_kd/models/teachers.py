@@ -27,7 +27,7 @@ from torch import nn
 
 from nas_kd.config import PRESETS, Schedule, get_preset
 from nas_kd.data import DatasetInfo, dataset_slug
-from nas_kd.device import memory_format, seed_everything
+from nas_kd.device import device_name, memory_format, seed_everything
 from nas_kd.errors import NonFiniteLossError, UserError
 from nas_kd.models.teacher_nets import ReconstructionDecoder, ScriptedTeacher, build_teacher, parse_arch
 from nas_kd.models.teacher_training import train_teacher
@@ -68,7 +68,9 @@ def save_teacher(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
     return atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f))
 
 
-def teacher_meta(info: DatasetInfo, arch: str, schedule: Schedule, seed: int, reconstruction: bool, metrics: dict, preset: str) -> dict:
+def teacher_meta(info: DatasetInfo, arch: str, schedule: Schedule, seed: int, reconstruction: bool, metrics: dict, preset: str, trained_on: str) -> dict:
+    """What a teacher's checkpoint says of itself; ``trained_on``: the device, `nas_kd.device.device_name`
+    (the machine a shipped teacher's manifest names: scripts/ship_teacher.py)."""
     import nas_kd
 
     return {
@@ -87,6 +89,7 @@ def teacher_meta(info: DatasetInfo, arch: str, schedule: Schedule, seed: int, re
         "images_per_second": metrics["images_per_second"],
         "history": metrics["history"],
         "versions": {"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        "trained_on": trained_on,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -200,7 +203,7 @@ def ensure_teacher(
     except NonFiniteLossError as e:
         command = f"nas-kd teacher {_teacher_options(dataset, arch, schedule, preset, seed, reconstruction, lr=schedule.lr / 2)}"
         raise NonFiniteLossError(f"training the {arch} teacher at lr {schedule.lr:g}: {e}", hint=f"train it with a lower learning rate, e.g. '{command}' (its file then goes to --teacher)") from None
-    meta = teacher_meta(info, arch, schedule, seed, reconstruction, metrics, preset)
+    meta = teacher_meta(info, arch, schedule, seed, reconstruction, metrics, preset, trained_on=device_name(device))
     save_teacher(path, model, meta)
     log(f"teacher: test accuracy {metrics['test_accuracy']:.4f} in {metrics['train_seconds']:.1f}s -> {path}")
     if metrics["val_accuracy"] < CHANCE_FACTOR / info.num_classes:
