@@ -1,6 +1,7 @@
 """How big each `bench.gpu` section is: the GPU run (`GPU`) and its CPU miniature (`SMOKE`).
 
-The GPU lent here is now an H200 (an H100's processor with faster memory); a GPU session gets 15
+The GPU lent here is an H100 by default (the first runs, 2026-12-04, had an H200: the same processor
+with faster memory, so a launch-bound step times alike); a GPU session gets 15
 minutes of device time: the machine's start, one 10-minute call and at most a shorter second one. The estimates are the GPU
 seconds the runner paces that call with. Until 2026-12-04 they came from counting kernel launches
 (~12 ms per full step, a brief trial ~9 s); the first GPU call (docs/BENCHMARKS.md, "What the first
