@@ -5,6 +5,7 @@ the next call resumes from."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -290,10 +291,13 @@ def test_force_redoes_a_finished_section_and_a_resumable_one_starts_on_a_slice_o
     todo = [section("long", 10 * MIN_SLICE), section("sliced", 10 * MIN_SLICE, resumable=True)]
     assert not run_sections(cfg, todo, force=False, log=lambda _l: None)
     assert ran == ["sliced"]
+    # A resumable section whose whole estimate is under MIN_SLICE needs only its estimate.
+    short = dataclasses.replace(cfg, deadline=time.monotonic() + MIN_SLICE / 2)
+    assert run_sections(short, [section("small", MIN_SLICE / 4, resumable=True)], force=False, log=lambda _l: None) and ran == ["sliced", "small"]
     done = [section("done", 1.0)]
-    assert run_sections(cfg, done, force=False, log=lambda _l: None) and ran == ["sliced", "done"]
-    assert run_sections(cfg, done, force=False, log=lambda _l: None) and ran == ["sliced", "done"]  # finished: skipped
-    assert run_sections(cfg, done, force=True, log=lambda _l: None) and ran == ["sliced", "done", "done"]
+    assert run_sections(cfg, done, force=False, log=lambda _l: None) and ran == ["sliced", "small", "done"]
+    assert run_sections(cfg, done, force=False, log=lambda _l: None) and ran == ["sliced", "small", "done"]  # finished: skipped
+    assert run_sections(cfg, done, force=True, log=lambda _l: None) and ran == ["sliced", "small", "done", "done"]
     freed = []
     monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(gpu.torch.cuda, "empty_cache", lambda: freed.append(True))
