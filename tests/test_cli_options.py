@@ -178,6 +178,9 @@ def test_teacher_options_reach_the_teachers_training(cli, in_tmp, monkeypatch):
     assert out == "t.pt  arch=wrn-10-2  test_accuracy=0.5000  val_accuracy=0.2500\n"
     assert cli("teacher", "--dataset", "synthetic", "--train-subset", "0", "--device", "cpu")[0] == 0
     assert seen[1].schedule == dataclasses.replace(get_preset("quick").teacher, train_subset=None) and seen[1].arch == "resnet20"
+    # Another spelling of a standard dataset trains (and caches) the teacher a search under its own name finds.
+    assert cli("teacher", "--dataset", "Fashion_MNIST", "--device", "cpu")[0] == 0
+    assert seen[2].dataset == "fashion-mnist"
 
 
 def _record_finalize(monkeypatch, plan):

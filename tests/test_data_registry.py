@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from nas_kd.data import dataset_info, dataset_slug
+from nas_kd.data import canonical_name, dataset_info, dataset_slug
 from nas_kd.errors import UserError
 
 
@@ -26,6 +26,23 @@ def test_the_standard_datasets_shapes_classes_and_flips(name, classes, shape, fl
 
 def test_a_name_is_read_whatever_its_case_and_surrounding_spaces():
     assert dataset_info("  Fashion-MNIST ") == dataset_info("fashion-mnist")
+
+
+@pytest.mark.parametrize(
+    "spelling, name",
+    [("FashionMNIST", "fashion-mnist"), ("fashion_mnist", "fashion-mnist"), ("Fashion MNIST", "fashion-mnist"), ("MNIST", "mnist"), ("CIFAR-10", "cifar10"), ("cifar_100", "cifar100")],
+)
+def test_common_spellings_of_a_standard_dataset_are_its_one_name(spelling, name):
+    # One name: the teacher's file and the study are keyed by it (torchvision spells FashionMNIST, CIFAR10).
+    assert canonical_name(spelling) == name and dataset_info(spelling).name == name
+
+
+def test_other_names_keep_their_spelling_and_near_misses_stay_unknown():
+    assert canonical_name(" synthetic:1x16x24 ") == "synthetic:1x16x24"
+    assert canonical_name("npz:My_Data.npz") == "npz:My_Data.npz"  # a file's name is case-sensitive
+    for name in ("fashion-mnist-2", "cifar1000", "mnist2"):
+        with pytest.raises(UserError, match="unknown dataset"):
+            dataset_info(name)
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from nas_kd.data import canonical_name
+
 __all__ = ["add_data_args", "add_run_args", "add_teacher_args"]
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, cifar10, cifar100, npz:PATH, synthetic")
+    # Spelt as the registry spells it from here on: the teacher's file and the study are keyed by it.
+    p.add_argument("--dataset", default="fashion-mnist", type=canonical_name, help="fashion-mnist (default), mnist, cifar10, cifar100, npz:PATH, synthetic; any case, with or without - or _")
     p.add_argument("--data-dir", default=None, help="folder to look in first for the dataset's files")
 
 

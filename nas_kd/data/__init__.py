@@ -42,7 +42,14 @@ arrays), `nas_kd.data.splits` (the stratified validation split, subsets, `load_s
 
 from nas_kd.data.loader import Batch, DeviceLoader
 from nas_kd.data.readers import load_arrays
-from nas_kd.data.registry import DATASETS, SYSTEM_DATA_DIR, DatasetInfo, dataset_info, dataset_slug
+from nas_kd.data.registry import (
+    DATASETS,
+    SYSTEM_DATA_DIR,
+    DatasetInfo,
+    canonical_name,
+    dataset_info,
+    dataset_slug,
+)
 from nas_kd.data.splits import (
     DEFAULT_VAL_FRACTION,
     Split,
@@ -57,6 +64,7 @@ __all__ = [
     "Split",
     "Splits",
     "DATASETS",
+    "canonical_name",
     "dataset_info",
     "dataset_slug",
     "load_arrays",

@@ -47,6 +47,20 @@ _SYNTH_RE = re.compile(r"^synthetic(?::(\d+)x(\d+)x(\d+)(?::(\d+))?)?$")
 _SYNTH_DEFAULT = (1, 16, 16, 10)
 
 
+# A standard dataset's name with its case, hyphens, underscores and spaces ignored -> its own
+# spelling: "Fashion-MNIST", "fashion_mnist", "FashionMNIST" (torchvision's) and "CIFAR-10" all
+# name one dataset, and so one teacher file and one study (both are keyed by the name).
+_SPELLINGS = {re.sub(r"[-_]", "", n): n for n in DATASETS}
+
+
+def canonical_name(name: str) -> str:
+    """A standard dataset's own name for any spelling of it (`_SPELLINGS`); any other name
+    stripped of surrounding spaces and otherwise as given (synthetic specs, npz paths, unknown
+    names, which `dataset_info` refuses)."""
+    name = (name or "").strip()
+    return _SPELLINGS.get(re.sub(r"[-_\s]", "", name.lower()), name)
+
+
 def _known_names() -> str:
     return ", ".join([*DATASETS, "npz:PATH", "synthetic"])
 
@@ -66,10 +80,10 @@ def _parse_synthetic(name: str) -> tuple[int, int, int, int] | None:
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
     """Classes and input shape of a dataset by name; reads at most an npz file's arrays."""
-    name = (name or "").strip()
-    if name.lower() in DATASETS:
-        k, c, h, w, flip, _ = DATASETS[name.lower()]
-        return DatasetInfo(name.lower(), k, c, h, w, flip)
+    name = canonical_name(name)
+    if name in DATASETS:
+        k, c, h, w, flip, _ = DATASETS[name]
+        return DatasetInfo(name, k, c, h, w, flip)
     synth = _parse_synthetic(name)
     if synth:
         c, h, w, k = synth
