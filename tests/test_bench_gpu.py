@@ -627,6 +627,18 @@ def test_every_piece_a_call_must_hold_whole_fits_one():
     assert {"finish run", "ablation run", "search trial", "step batch", "teachers"} <= {name for name, _ in GPU.units()}
 
 
+def test_kept_pieces_are_counted_in_their_own_folder_only():
+    """The plan counts a section's kept pieces by folder: files directly in it with the suffix,
+    less the one named (the ablation's timing file), not those of a sub-folder or of a folder
+    whose name merely starts the same (the ablation's teacher-outputs folder)."""
+    from bench.gpu import Kept
+
+    kept = Kept(frozenset({"ablation/kd_small_0.json", "ablation/timing.json", "ablation/old/kd_small_1.json", "ablation-teacher/x.json", "ablation/kd_small_2.pt"}), None)
+    assert kept.under("ablation", ".json", but="timing.json") == ["ablation/kd_small_0.json"]
+    assert sorted(kept.under("ablation", ".json")) == ["ablation/kd_small_0.json", "ablation/timing.json"]
+    assert kept.finished_trials("runs/s/study.db") == 0  # no archive: nothing kept
+
+
 def test_calls_hold_whole_pieces_in_order():
     from bench.gpu import calls_for, waves
 
