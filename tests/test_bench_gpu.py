@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -321,6 +322,11 @@ def test_a_call_with_a_failed_section_packs_the_failure_and_exits_nonzero(tmp_pa
     with tarfile.open(target) as tar:
         names = tar.getnames()
     assert any(n.endswith("gpu_loader.json") for n in names) and any(n.endswith(gpu.FAILURES) for n in names), names
+    # The next call (here, one with nothing failing) keeps the log, which is no failure of its own.
+    failures = tmp_path / "w" / gpu.FAILURES
+    os.utime(failures, (failures.stat().st_atime, failures.stat().st_mtime - 60))
+    monkeypatch.setattr(gpu, "sections", lambda sizes: [s for s in real(sizes) if s.name == "loader"])
+    assert gpu.main(["--smoke", "--work", str(tmp_path / "w"), "--pack", str(target)]) == 0 and failures.is_file()
 
 
 def test_a_piece_kept_inside_a_section_is_packed_before_the_section_ends(tmp_path, monkeypatch):
@@ -340,15 +346,19 @@ def test_a_piece_kept_inside_a_section_is_packed_before_the_section_ends(tmp_pat
         (study / "study.db").write_text("db")
         (study / CACHE_FILE).write_text("4.5 GiB of teacher outputs")
         (study / "kept-run.pt.part").write_text("half")
+        teachers = cfg.work / "runs" / "teachers"
+        teachers.mkdir(parents=True, exist_ok=True)
+        (teachers / cfg.sizes.teacher_file()).write_text("the teacher the sections distil from")
         cfg.checkpoint()
         with tarfile.open(target) as tar, tarfile.open(fileobj=tar.extractfile(f"w/results/{gpu.STATE}")) as state:
-            seen["state"] = sorted(state.getnames())
+            seen["state"], seen["pack"] = sorted(state.getnames()), tar.getnames()
         return None  # cut short: the call goes on to its end
 
     monkeypatch.setattr(gpu, "sections", lambda sizes: [gpu.Section("step", 1.0, section, lambda _c: ("gpu-step", ""), resumable=True)])
     monkeypatch.chdir(tmp_path)
     assert gpu.main(["--smoke", "--work", str(tmp_path / "w"), "--pack", str(target)]) == 0
-    assert seen["state"] == ["runs/gpu_search/study.db", "step/breakdown.json"]
+    assert seen["state"] == ["runs/gpu_search/study.db", "step/breakdown.json"]  # no teacher: it travels in the pack alone
+    assert f"w/runs/teachers/{SMOKE.teacher_file()}" in seen["pack"]  # the file to ship, if it beats the shipped one
 
 
 def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_rest(tmp_path, monkeypatch):
@@ -598,12 +608,14 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
     whole = float(plan_lines(cfg, todo)[0].split()[3])
     name = search_study(GPU, "2M", "tpe")
 
-    def kept_with(brief) -> float:
+    def kept_with(brief, full=None) -> float:
         db = tmp_path / "study.db"
         db.unlink(missing_ok=True)
         study = optuna.create_study(study_name=name, storage=f"sqlite:///{db}")
         plan = build_plan(SearchOptions(space=str(ROOT / GPU.space), dataset="synthetic", preset=GPU.preset, baselines=False, study=name)).to_dict()
         plan["preset"]["brief"] = brief.to_dict()  # as a study made when the preset had this brief stores it
+        if full is not None:
+            plan["preset"]["full"] = full.to_dict()
         study.set_user_attr(PLAN_ATTR, plan)
         for _ in range(3):
             study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5))
@@ -613,6 +625,10 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
     today = get_preset(GPU.preset).brief
     assert kept_with(today) < whole  # the same brief: its trials are kept
     assert kept_with(today.replace(crop=not today.crop)) == whole  # another: all owed again
+    # Another full schedule alone leaves the trials' values as they were (a study's settings hold
+    # the brief schedule, not the full one): the section resumes such a study, so they are kept.
+    full = get_preset(GPU.preset).full
+    assert kept_with(today, full.replace(epochs=full.epochs + 1)) < whole
 
 
 def test_every_piece_a_call_must_hold_whole_fits_one():
