@@ -329,6 +329,16 @@ def test_a_call_with_a_failed_section_packs_the_failure_and_exits_nonzero(tmp_pa
     assert gpu.main(["--smoke", "--work", str(tmp_path / "w"), "--pack", str(target)]) == 0 and failures.is_file()
 
 
+def test_without_a_gpu_the_full_bench_refuses_before_running_anything(tmp_path, monkeypatch, capsys):
+    """The GPU sizes on a CPU would take days and write CPU figures into the GPU sections."""
+    import bench.gpu as gpu
+
+    ran = []
+    monkeypatch.setattr(gpu, "sections", lambda sizes: [gpu.Section("x", 1.0, lambda _c: ran.append(1), lambda _c: ("gpu-x", ""), resumable=True)])
+    assert gpu.main(["--work", str(tmp_path / "w"), "--device", "cpu"]) == 2 and ran == []
+    assert "no GPU here" in capsys.readouterr().out and not (tmp_path / "w").exists()
+
+
 def test_a_piece_kept_inside_a_section_is_packed_before_the_section_ends(tmp_path, monkeypatch):
     """The device kills a command at its limit, and then no `finally` runs: a step part (or jobs
     row, or ablation run) kept before the kill must already be in the pack, not only whole
