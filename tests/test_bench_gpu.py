@@ -339,6 +339,33 @@ def test_without_a_gpu_the_full_bench_refuses_before_running_anything(tmp_path, 
     assert "no GPU here" in capsys.readouterr().out and not (tmp_path / "w").exists()
 
 
+def test_a_bare_machine_resumes_from_the_state_archive_before_any_section_runs(tmp_path, monkeypatch):
+    """Each GPU session starts on a bare machine: what an earlier call kept reaches the sections
+    only through the state archive in the results (committed), unpacked first."""
+    import bench.gpu as gpu
+
+    work, seen = tmp_path / "w", []
+
+    def keeps(cfg):
+        (cfg.work / "step").mkdir(parents=True, exist_ok=True)
+        (cfg.work / "step" / "breakdown.json").write_text('{"kept": 1}')
+        cfg.checkpoint()
+        return None  # cut short by the call's end
+
+    def reads(cfg):
+        kept = cfg.work / "step" / "breakdown.json"
+        seen.append(kept.read_text() if kept.is_file() else None)
+        return None
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gpu, "sections", lambda sizes: [gpu.Section("step", 1.0, keeps, lambda _c: ("gpu-step", ""), resumable=True)])
+    assert gpu.main(["--smoke", "--work", str(work), "--pack", str(tmp_path / "p.tar.gz")]) == 0
+    shutil.rmtree(work / "step")  # the next machine has the committed results only
+    monkeypatch.setattr(gpu, "sections", lambda sizes: [gpu.Section("step", 1.0, reads, lambda _c: ("gpu-step", ""), resumable=True)])
+    assert gpu.main(["--smoke", "--work", str(work)]) == 0
+    assert seen == ['{"kept": 1}']
+
+
 def test_a_piece_kept_inside_a_section_is_packed_before_the_section_ends(tmp_path, monkeypatch):
     """The device kills a command at its limit, and then no `finally` runs: a step part (or jobs
     row, or ablation run) kept before the kill must already be in the pack, not only whole
@@ -499,7 +526,7 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
 
     import torch
 
-    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu import STATE, Config, _write_tar, kept_state, plan_lines
 
     cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
     todo = [s for s in sections(GPU) if s.name in ("step", "jobs")]
@@ -510,6 +537,19 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
     assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
+    # The call count: the pieces left, each whole, in calls of what a call holds less its margin.
+    from bench.gpu import CALL_SECONDS, calls_for
+
+    every = sections(GPU)
+    pieces = [u for sec in every for u in sec.left(kept_state(cfg))]
+    assert plan_lines(cfg, every)[-1].split()[5] == str(calls_for(pieces, CALL_SECONDS - GPU.margin_s))
+    assert calls_for(pieces, CALL_SECONDS - GPU.margin_s) != calls_for(pieces, CALL_SECONDS)  # the margin tells here
+
+
+def test_a_search_without_baselines_is_estimated_without_their_runs():
+    """Per budget only the first sampler's search retrains the uniform baselines; the others share them."""
+    estimates = {s.name: s.estimate_s for s in sections(GPU)}
+    assert estimates["search-2M-tpe"] == GPU.search_estimate(True) > estimates["search-2M-random"] == GPU.search_estimate(False)
 
 
 def test_the_plan_counts_the_trials_a_kept_search_has_finished(tmp_path):
