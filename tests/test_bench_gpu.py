@@ -205,6 +205,8 @@ def test_every_finished_section_is_packed_at_once(tmp_path):
     done = run_sections(cfg, todo, force=False, log=lambda _l: None, after=lambda: packed.append(sorted(p.name for p in cfg.results.glob("*.json"))))
     # The sections after a skipped or cut-short one still run: a GPU call is too rare to end early.
     assert not done and packed == [["gpu_a.json"], ["gpu_a.json", "gpu_b.json"]]
+    # A call whose only section was cut short is not done either (main then says to run it again).
+    assert not run_sections(cfg, [Section("d", 1.0, lambda _c: None, lambda _c: ("gpu-d", "body"), resumable=True)], force=False, log=lambda _l: None)
 
 
 def test_the_device_call_fits_the_tool_and_the_lease():
