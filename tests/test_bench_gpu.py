@@ -757,6 +757,17 @@ def test_the_plan_counts_the_finish_runs_and_ablation_runs_kept(tmp_path):
     assert abs(left["ablation"] - (whole["ablation"] - GPU.ablation_run_s)) < 1  # one wave of 8 kept; timing.json is no run
 
 
+def test_a_search_finish_is_counted_as_finalize_trains_it():
+    """The runs after a search's trials: its re-screen (the brief top 3 and the baseline), then on
+    every retrain seed the winner, and, where the search trains the baselines, the uniform baseline
+    in the search's mode and in ce (nas_kd.finalize)."""
+    from nas_kd.config import get_preset
+
+    rescreen = get_preset(GPU.preset).rescreen + 1
+    assert GPU.finish_runs(True) == rescreen + 3 * GPU.retrain_seeds == 19  # the "some 19 full-schedule runs" of bench/gpu_sizes.py
+    assert GPU.finish_runs(False) == rescreen + GPU.retrain_seeds
+
+
 def test_a_search_whose_finish_does_not_fit_a_call_goes_on_in_the_next(tmp_path, monkeypatch):
     """The re-screen and retrain of a search are spread over calls: none starts where it could
     not end inside the call (nothing is filled or trained for it), the next call trains them,
