@@ -768,6 +768,19 @@ def test_a_search_finish_is_counted_as_finalize_trains_it():
     assert GPU.finish_runs(False) == rescreen + GPU.retrain_seeds
 
 
+def test_the_estimates_count_the_process_start_whole_waves_and_sharing():
+    """An estimate too low starts work a call cannot finish (lost device time): a --jobs N search
+    pays its processes' start, then its trials in waves of N (the last one whole, however few it
+    holds), each slowed by sharing the device when N > 1; a finish run shares it with the others."""
+    from bench.gpu_sizes import SHARE
+
+    trials = GPU.jobs[1]
+    assert GPU.jobs_estimate(1) == GPU.process_start_s + trials * GPU.brief_trial_s
+    assert GPU.jobs_estimate(3) == GPU.process_start_s + -(-trials // 3) * GPU.brief_trial_s * SHARE and trials % 3
+    assert GPU.processes > 1 and GPU.finish_run_estimate() == GPU.full_run_s * SHARE
+    assert dataclasses.replace(GPU, processes=1).finish_run_estimate() == GPU.full_run_s
+
+
 def test_a_search_whose_finish_does_not_fit_a_call_goes_on_in_the_next(tmp_path, monkeypatch):
     """The re-screen and retrain of a search are spread over calls: none starts where it could
     not end inside the call (nothing is filled or trained for it), the next call trains them,
