@@ -640,6 +640,10 @@ def test_the_jobs_rows_keep_the_brief_schedule_they_were_first_measured_with():
 
     jobs_brief = get_preset(GPU.preset).brief.replace(**parse_schedule_overrides(GPU.jobs_brief, "--brief"))
     assert jobs_brief == Schedule(epochs=3, batch_size=256, lr=0.2, warmup_epochs=0.5, crop=True)
+    # Which a run trains: the kept rows' schedule unless it names its own; brief="" is the preset's as it is.
+    assert GPU.jobs_brief_of(JobsRun(1)) == GPU.jobs_brief == "crop=1"
+    assert GPU.jobs_brief_of(JobsRun(4, brief="")) is None and GPU.jobs_brief_of(JobsRun(4, brief="epochs=2")) == "epochs=2"
+    assert {GPU.jobs_brief_of(r) for r in GPU.jobs_variants} == {None}  # the variants time the search as it trains now
 
 
 def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(tmp_path):
