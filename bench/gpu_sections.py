@@ -362,16 +362,21 @@ def start_over_if_changed(opts, log=print) -> bool:
     """Delete a kept study (from the state archive) that this version's search would refuse to
     resume (`nas_kd.study.check_settings`: e.g. a preset's brief schedule changed since its trials
     ran), so that the section starts it afresh instead of failing every call; True if it did."""
+    from nas_kd.device import resolve_device
     from nas_kd.errors import UserError
     from nas_kd.plan import build_plan, plan_of
+    from nas_kd.search import bind_teacher
     from nas_kd.study import check_settings, load_study
 
     folder = Path("runs") / opts.study
     if not (folder / "study.db").is_file():
         return False
     stored = load_study(opts.study, f"sqlite:///{folder / 'study.db'}")
+    # Bound to its teacher as the search will be: a study keeps its teacher's SHA-256 and seed,
+    # which an unbound plan lacks (it then differed from every kept study, restarted every call).
+    wanted, _ = bind_teacher(build_plan(opts), resolve_device(opts.device), log=lambda _line: None)
     try:
-        check_settings(plan_of(stored).settings(), build_plan(opts).settings(), opts.study)
+        check_settings(plan_of(stored).settings(), wanted.settings(), opts.study)
     except UserError as e:
         log(f"bench-gpu: starting the kept study {opts.study} over ({len(stored.trials)} trials dropped): {e}")
         del stored

@@ -421,6 +421,19 @@ def run_search(opts: SearchOptions, *, log: Callable[[str], None] = print, finis
         return _search(plan, opts, log=log, finish=finish)
 
 
+def bind_teacher(plan: SearchPlan, device, log: Callable[[str], None] = print):
+    """(the plan bound to its teacher's file, the teacher) as a search trains with them: the
+    teacher resolved (trained, if missing) and its file's SHA-256 and seed in the plan, which are
+    settings a study keeps (`SearchPlan.settings`); (plan, None) in a mode without a teacher."""
+    from nas_kd.models.teachers import resolve_teacher
+
+    if not plan.mode.uses_teacher:
+        return plan, None
+    ref = plan.teacher
+    teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
+    return plan.with_teacher(meta, path), teacher
+
+
 def _search(plan: SearchPlan, opts: SearchOptions, *, log: Callable[[str], None], finish: bool) -> dict:
     """`run_search` once the plan is checked (and the device's sharing set up)."""
     import optuna
@@ -430,7 +443,6 @@ def _search(plan: SearchPlan, opts: SearchOptions, *, log: Callable[[str], None]
     from nas_kd.distill.shared_cache import CACHE_FILE
     from nas_kd.jobs import LocalWorkers, threads_per_job
     from nas_kd.meter import BudgetMeter, admits_largest
-    from nas_kd.models.teachers import resolve_teacher
     from nas_kd.workers import FINALIZE_ATTR, claim_finalize, mark_finalized
 
     configure_step(plan.step)
@@ -448,12 +460,9 @@ def _search(plan: SearchPlan, opts: SearchOptions, *, log: Callable[[str], None]
     if plan.sampler == "nsga2" and not plan.multi:
         log("search: NSGA-II on one objective is a genetic algorithm; TPE is usually better there")
 
-    ref, teacher = plan.teacher, None
     # Resolved (trained, if missing) here, once: --jobs children load this exact file by path.
-    if mode.uses_teacher:
-        teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
-        plan = plan.with_teacher(meta, path)
-    else:
+    plan, teacher = bind_teacher(plan, device, log)
+    if not mode.uses_teacher:
         log(f"search: mode {mode.name} learns from labels alone; no teacher is loaded or trained")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, previous = _open_study(plan, log, table)

@@ -180,6 +180,50 @@ def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch, c
     assert "is planned at 1100 s, " in out and f"s left; a whole call holds {CALL_SECONDS - SMOKE.margin_s:.0f} s: train fewer runs at once" in out
 
 
+def test_an_ablation_whose_teacher_fill_takes_the_time_of_a_run_starts_none(tmp_path, monkeypatch):
+    """The teacher's outputs are filled before the first run: a call with time for a run before
+    the fill but not after it starts none (the run would be cut off at the call's end)."""
+    import contextlib
+    import time
+
+    import torch
+
+    import bench.gpu_sections as s
+    from bench.gpu import Config
+
+    @contextlib.contextmanager
+    def slow_fill(cfg, splits, schedule, teacher_path, log=print):
+        time.sleep(2.0)
+        yield None, None
+
+    monkeypatch.setattr(s, "_shared_teacher_outputs", slow_fill)
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.margin_s + SMOKE.ablation_run_s + 1.0, argv=())
+    assert s.ablation(cfg) is None and list((tmp_path / "ablation").glob("*.json")) == []
+
+
+def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_every_trial(tmp_path, monkeypatch):
+    """A study this version would refuse to resume is started afresh, not failed every call; and a
+    call that ends a trial short of the target finalizes nothing (the next call resumes the trials)."""
+    import time
+
+    import torch
+
+    import bench.gpu_sections as s
+    import nas_kd.search
+    from bench.gpu import Config
+
+    seen = []
+    monkeypatch.setattr(s, "start_over_if_changed", lambda opts, log=print: seen.append(("start over if changed", opts.study)) or False)
+    monkeypatch.setattr(nas_kd.search, "run_search", lambda opts, finish: seen.append(("trials", opts.study, finish)) or {"finished": SMOKE.trials - 1})
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 600, argv=())
+    budget, sampler = SMOKE.budgets[0], SMOKE.samplers[0]
+    study = s.search_study(SMOKE, budget, sampler)
+    assert s.search(budget, sampler)(cfg) is None
+    assert seen == [("start over if changed", study), ("trials", study, False)] and not (tmp_path / "runs" / study).exists()
+
+
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
     for sizes in (GPU, SMOKE):
         names = [s.name for s in sections(sizes)]
@@ -615,16 +659,25 @@ def test_a_kept_search_study_made_with_other_settings_starts_over(tmp_path, monk
     import dataclasses
 
     import optuna
+    import torch
 
     from bench.gpu_sections import start_over_if_changed
+    from nas_kd.config import Schedule
+    from nas_kd.models.teachers import ensure_teacher
     from nas_kd.plan import PLAN_ATTR, SearchOptions, build_plan
+    from nas_kd.search import bind_teacher
 
     monkeypatch.chdir(tmp_path)
-    opts = SearchOptions(space=str(ROOT / "search_spaces" / "mbv2.yaml"), dataset="synthetic", preset="quick", baselines=False, study="kept")
+    tiny = Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=256)
+    teacher = ensure_teacher("synthetic", "resnet8", tiny, preset="test", device=torch.device("cpu"), root=tmp_path / "teachers", log=lambda *_: None)[2]
+    opts = SearchOptions(space=str(ROOT / "search_spaces" / "mbv2.yaml"), dataset="synthetic", preset="quick", baselines=False, study="kept", teacher=str(teacher))
     folder = tmp_path / "runs" / "kept"
     folder.mkdir(parents=True)
     study = optuna.create_study(study_name="kept", storage=f"sqlite:///{folder / 'study.db'}")
-    study.set_user_attr(PLAN_ATTR, build_plan(opts).to_dict())
+    # As a search stores it: bound to its teacher's file (SHA-256 and seed are settings).
+    stored = bind_teacher(build_plan(opts), torch.device("cpu"), log=lambda _l: None)[0]
+    assert stored.teacher.sha256 is not None
+    study.set_user_attr(PLAN_ATTR, stored.to_dict())
     lines = []
     assert not start_over_if_changed(opts, log=lines.append) and (folder / "study.db").is_file()
     assert not start_over_if_changed(dataclasses.replace(opts, trials=50), log=lines.append)  # not a setting: resumes
@@ -807,10 +860,11 @@ def test_a_search_whose_finish_does_not_fit_a_call_goes_on_in_the_next(tmp_path,
     assert not (folder / FINAL_DIR).exists() and (folder / s.FINISH_FILE).is_file()
     assert real(folder.name, SMOKE) == SMOKE.finish_run_estimate()  # nothing timed yet: the estimate
     monkeypatch.setattr(s, "finish_run_seconds", real)
+    (folder / s.FINISH_FILE).write_text(json.dumps({"seconds": 1000.0}))  # as if earlier calls had spent 1000 s on it
     result = s.search(budget, sampler)(cfg)
     assert result is not None and result["report"]["trial_counts"]["finished"] == SMOKE.trials
     kept = list((folder / FINAL_DIR / RUNS_DIR).glob("*.pt"))
     assert len(kept) == SMOKE.retrain_seeds * 3 or len(kept) == SMOKE.retrain_seeds * 2  # winner, baseline in its mode and ce (fewer if the winner is the baseline)
     timed = max(torch.load(p, weights_only=True)["record"]["train_seconds"] for p in kept)
     assert real(folder.name, SMOKE) >= s.RUN_MARGIN * timed + s.RUN_SETUP_S  # now planned on what was timed
-    assert result["report"]["finish_seconds"] > json.loads((folder / s.FINISH_FILE).read_text())["seconds"] > 0
+    assert result["report"]["finish_seconds"] > json.loads((folder / s.FINISH_FILE).read_text())["seconds"] > 1000.0  # summed over the calls
