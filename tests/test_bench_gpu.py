@@ -191,15 +191,23 @@ def test_an_ablation_whose_teacher_fill_takes_the_time_of_a_run_starts_none(tmp_
     import bench.gpu_sections as s
     from bench.gpu import Config
 
+    filled = []
+
     @contextlib.contextmanager
     def slow_fill(cfg, splits, schedule, teacher_path, log=print):
-        time.sleep(2.0)
+        filled.append(True)
+        time.sleep(max(0.0, cfg.left() - SMOKE.margin_s - SMOKE.ablation_run_s + 0.5))  # it takes what a run needed
         yield None, None
 
     monkeypatch.setattr(s, "_shared_teacher_outputs", slow_fill)
     monkeypatch.chdir(tmp_path)
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.margin_s + SMOKE.ablation_run_s + 1.0, argv=())
-    assert s.ablation(cfg) is None and list((tmp_path / "ablation").glob("*.json")) == []
+
+    def call(seconds: float) -> Config:
+        return Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=())
+
+    s.teacher(call(0.0))  # trained now: the section's own set-up is then quick
+    assert s.ablation(call(SMOKE.margin_s + SMOKE.ablation_run_s + 10.0)) is None
+    assert filled == [True] and list((tmp_path / "ablation").glob("*.json")) == []  # time for a run before the fill, none after it
 
 
 def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_every_trial(tmp_path, monkeypatch):
@@ -222,6 +230,16 @@ def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_ev
     study = s.search_study(SMOKE, budget, sampler)
     assert s.search(budget, sampler)(cfg) is None
     assert seen == [("start over if changed", study), ("trials", study, False)] and not (tmp_path / "runs" / study).exists()
+
+
+def test_a_teachers_goal_needs_its_accuracy_within_its_time():
+    from bench.gpu_sections import teacher_target_met
+
+    arch, acc, secs = GPU.teacher_targets[1]
+    assert (arch, acc, secs) == ("wrn-16-4", 94.5, 120.0)
+    assert teacher_target_met({"test_accuracy": [94.5], "train_seconds": [120.0]}, acc, secs)
+    assert not teacher_target_met({"test_accuracy": [94.49], "train_seconds": [53.1]}, acc, secs)
+    assert not teacher_target_met({"test_accuracy": [95.0], "train_seconds": [121.0]}, acc, secs)  # reached too late
 
 
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
