@@ -232,6 +232,19 @@ def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_ev
     assert seen == [("start over if changed", study), ("trials", study, False)] and not (tmp_path / "runs" / study).exists()
 
 
+def test_per_budget_only_the_first_samplers_search_trains_the_baselines(tmp_path):
+    """The others share its baselines' retrains (and are estimated without them)."""
+    import time
+
+    import torch
+
+    from bench.gpu import Config
+    from bench.gpu_sections import _search_options
+
+    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    assert [_search_options(cfg, "2M", sampler, "s").baselines for sampler in GPU.samplers] == [True, False]
+
+
 def test_a_teachers_goal_needs_its_accuracy_within_its_time():
     from bench.gpu_sections import teacher_target_met
 
@@ -702,6 +715,7 @@ def test_a_kept_search_study_made_with_other_settings_starts_over(tmp_path, monk
     assert lines == []
     assert start_over_if_changed(dataclasses.replace(opts, brief="crop=1"), log=lines.append)
     assert not folder.exists() and len(lines) == 1 and "brief" in lines[0]
+    assert not start_over_if_changed(opts, log=lines.append) and len(lines) == 1  # no kept study: nothing started over
 
 
 def test_the_jobs_rows_keep_the_brief_schedule_they_were_first_measured_with():
