@@ -504,7 +504,12 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     assert packed == [["2.json"]]  # packed as soon as the row was kept
     assert tmp_path / "jobs" / "2.json" in _state_files(cfg)  # it travels to the next GPU session
     kept = (tmp_path / "jobs" / "2.json").read_text()
+    # What an earlier call killed inside --jobs 1 left: its search is timed from an empty study again.
+    leftover = tmp_path / "runs" / "gpu_jobs1"
+    leftover.mkdir(parents=True)
+    (leftover / "left-by-a-killed-call").write_text("")
     result = jobs(call(1000.0))
+    assert not (leftover / "left-by-a-killed-call").exists()
     assert [r["jobs"] for r in result["rows"]] == [1, 2] and all(r["trained"] == sizes.jobs[1] for r in result["rows"])
     assert (tmp_path / "jobs" / "2.json").read_text() == kept  # not measured again
     assert {json.loads((tmp_path / "runs" / f"gpu_jobs{n}" / "config.json").read_text())["mode"]["name"] for n in (1, 2)} == {"ce"}
