@@ -428,6 +428,7 @@ def bind_teacher(plan: SearchPlan, device, log: Callable[[str], None] = print):
     from nas_kd.models.teachers import resolve_teacher
 
     if not plan.mode.uses_teacher:
+        log(f"search: mode {plan.mode.name} learns from labels alone; no teacher is loaded or trained")
         return plan, None
     ref = plan.teacher
     teacher, meta, path = resolve_teacher(ref.spec, plan.dataset, plan.preset.teacher, preset=plan.preset.name, seed=plan.seeds.split, device=device, data_dir=plan.data_dir, reconstruction=ref.reconstruction, log=log)
@@ -462,8 +463,6 @@ def _search(plan: SearchPlan, opts: SearchOptions, *, log: Callable[[str], None]
 
     # Resolved (trained, if missing) here, once: --jobs children load this exact file by path.
     plan, teacher = bind_teacher(plan, device, log)
-    if not mode.uses_teacher:
-        log(f"search: mode {mode.name} learns from labels alone; no teacher is loaded or trained")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, previous = _open_study(plan, log, table)
     write_json(plan.run_dir / "config.json", plan.to_dict())

@@ -23,6 +23,18 @@ NAMES = [s.name for s in sections(SMOKE)]
 SEARCHES = [n for n in NAMES if n.startswith("search-")]
 
 
+
+def _config(tmp_path, seconds: float, sizes=SMOKE, results=None, **more):
+    """A bench call's `Config` on this CPU working in ``tmp_path``, its deadline ``seconds`` from
+    now; results in tmp_path/results unless given (the plan tests keep the state archive in tmp_path)."""
+    import time
+
+    import torch
+
+    from bench.gpu import Config
+
+    return Config(sizes=sizes, device=torch.device("cpu"), data_dir=None, results=results or tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=(), **more)
+
 def _bench(work: Path, *args: str) -> str:
     r = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--work", str(work), *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -155,15 +167,12 @@ def test_smoke_ablation_keeps_each_run_trains_only_the_missing_ones_and_packs(tm
 
 
 def test_an_ablation_without_time_for_a_run_starts_none(tmp_path, monkeypatch, capsys):
-    import time
 
-    import torch
 
-    from bench.gpu import Config
     from bench.gpu_sections import ablation
 
     monkeypatch.chdir(tmp_path)
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + SMOKE.ablation_run_s, argv=())
+    cfg = _config(tmp_path, SMOKE.ablation_run_s)
     assert ablation(cfg) is None  # cut short: the next call trains them
     assert list((tmp_path / "ablation").glob("*.json")) == []
     out = capsys.readouterr().out
@@ -186,8 +195,6 @@ def test_an_ablation_whose_teacher_fill_takes_the_time_of_a_run_starts_none(tmp_
     import contextlib
     import time
 
-    import torch
-
     import bench.gpu_sections as s
     from bench.gpu import Config
 
@@ -203,7 +210,7 @@ def test_an_ablation_whose_teacher_fill_takes_the_time_of_a_run_starts_none(tmp_
     monkeypatch.chdir(tmp_path)
 
     def call(seconds: float) -> Config:
-        return Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=())
+        return _config(tmp_path, seconds)
 
     s.teacher(call(0.0))  # trained now: the section's own set-up is then quick
     assert s.ablation(call(SMOKE.margin_s + SMOKE.ablation_run_s + 10.0)) is None
@@ -213,19 +220,16 @@ def test_an_ablation_whose_teacher_fill_takes_the_time_of_a_run_starts_none(tmp_
 def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_every_trial(tmp_path, monkeypatch):
     """A study this version would refuse to resume is started afresh, not failed every call; and a
     call that ends a trial short of the target finalizes nothing (the next call resumes the trials)."""
-    import time
 
-    import torch
 
     import bench.gpu_sections as s
     import nas_kd.search
-    from bench.gpu import Config
 
     seen = []
     monkeypatch.setattr(s, "start_over_if_changed", lambda opts, log=print: seen.append(("start over if changed", opts.study)) or False)
     monkeypatch.setattr(nas_kd.search, "run_search", lambda opts, finish: seen.append(("trials", opts.study, finish)) or {"finished": SMOKE.trials - 1})
     monkeypatch.chdir(tmp_path)
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 600, argv=())
+    cfg = _config(tmp_path, 600)
     budget, sampler = SMOKE.budgets[0], SMOKE.samplers[0]
     study = s.search_study(SMOKE, budget, sampler)
     assert s.search(budget, sampler)(cfg) is None
@@ -234,14 +238,11 @@ def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_ev
 
 def test_per_budget_only_the_first_samplers_search_trains_the_baselines(tmp_path):
     """The others share its baselines' retrains (and are estimated without them)."""
-    import time
 
-    import torch
 
-    from bench.gpu import Config
     from bench.gpu_sections import _search_options
 
-    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     assert [_search_options(cfg, "2M", sampler, "s").baselines for sampler in GPU.samplers] == [True, False]
 
 
@@ -266,14 +267,12 @@ def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_b
 
 def test_every_finished_section_is_packed_at_once(tmp_path):
     """A call killed by the device's time limit still brings back the sections it finished."""
-    import time
 
-    import torch
 
-    from bench.gpu import Config, Section, run_sections
+    from bench.gpu import Section, run_sections
 
     packed: list[list[str]] = []
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 60, argv=())
+    cfg = _config(tmp_path, 60)
     todo = [Section(n, 1.0, lambda _c: {"x": 1}, lambda _c, n=n: (f"gpu-{n}", "body")) for n in ("a", "b")]
     todo.insert(1, Section("c", 1.0, lambda _c: None, lambda _c: ("gpu-c", "body"), resumable=True))  # cut short
     todo.insert(1, Section("long", 3600.0, lambda _c: {"x": 1}, lambda _c: ("gpu-long", "body")))  # no time: skipped
@@ -329,16 +328,14 @@ def test_kernel_time_counts_each_kernel_once():
 def test_a_failing_section_is_recorded_and_the_later_ones_still_run(tmp_path):
     """A bug in one section (an API the GPU machine's torch lacks, a CUDA error) must not cost a
     rare GPU call its other sections: the traceback goes to failures.log (packed), the call goes on."""
-    import time
 
-    import torch
 
-    from bench.gpu import FAILURES, Config, Section, run_sections
+    from bench.gpu import FAILURES, Section, run_sections
 
     def broken(_cfg):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 60, argv=())
+    cfg = _config(tmp_path, 60)
     todo = [Section("bad", 1.0, broken, lambda _c: ("gpu-bad", "body")), Section("good", 1.0, lambda _c: {"x": 1}, lambda _c: ("gpu-good", "body"))]
     lines: list[str] = []
     assert not run_sections(cfg, todo, force=False, log=lines.append)
@@ -355,17 +352,15 @@ def test_force_redoes_a_finished_section_and_a_resumable_one_starts_on_a_slice_o
     failed section frees the device's cached memory for the ones after it."""
     import time
 
-    import torch
-
     import bench.gpu as gpu
-    from bench.gpu import MIN_SLICE, Config, Section, run_sections
+    from bench.gpu import MIN_SLICE, Section, run_sections
 
     ran: list[str] = []
 
     def section(name, estimate, resumable=False):
         return Section(name, estimate, lambda _c: ran.append(name) or {"x": 1}, lambda _c: (f"gpu-{name}", "body"), resumable=resumable)
 
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + MIN_SLICE + 60, argv=())
+    cfg = _config(tmp_path, MIN_SLICE + 60)
     todo = [section("long", 10 * MIN_SLICE), section("sliced", 10 * MIN_SLICE, resumable=True)]
     assert not run_sections(cfg, todo, force=False, log=lambda _l: None)
     assert ran == ["sliced"]
@@ -480,9 +475,6 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     with time for --jobs 2 (14 s estimated) but not --jobs 1 (20 s) measures 2, keeps its row and
     returns None; the next call measures 1 alone and reports both, in the sizes' order."""
     import dataclasses
-    import time
-
-    import torch
 
     from bench.gpu import Config, _state_files
     from bench.gpu_sections import jobs
@@ -495,8 +487,7 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     packed = []
 
     def call(seconds: float) -> Config:
-        return Config(sizes=sizes, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + seconds, argv=(),
-                      checkpoint=lambda: packed.append(sorted(p.name for p in (tmp_path / "jobs").glob("*.json"))))
+        return _config(tmp_path, seconds, sizes=sizes, checkpoint=lambda: packed.append(sorted(p.name for p in (tmp_path / "jobs").glob("*.json"))))
 
     cfg = call(17.0)
     assert jobs(cfg) is None
@@ -546,13 +537,10 @@ def test_the_profile_says_which_part_of_the_step_dispatches_what():
 def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
     """A search that fails at --jobs 1 (a CUDA error, say) must not stop --jobs 2 in the same
     call: its row is kept, and the section fails naming the value that did."""
-    import time
 
     import pytest
-    import torch
 
     import nas_kd.search
-    from bench.gpu import Config
     from bench.gpu_sections import jobs
     from nas_kd.device import step_options
 
@@ -565,7 +553,7 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
         return real(opts, **kw)
 
     monkeypatch.setattr(nas_kd.search, "run_search", failing_at_one)
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 1000, argv=())
+    cfg = _config(tmp_path, 1000)
     before = step_options()
     with pytest.raises(RuntimeError, match="--jobs 1: RuntimeError: CUDA error"):
         jobs(cfg)
@@ -578,13 +566,11 @@ def test_a_failing_jobs_value_does_not_cost_the_others(tmp_path, monkeypatch):
 def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
     """The recorded jobs section measured --jobs 1 and 4; asking for more rows reopens it (the
     kept rows of 1 and 4 are not measured again: the test above), and --plan counts it as to do."""
-    import time
 
-    import torch
 
-    from bench.gpu import Config, plan_lines, recorded
+    from bench.gpu import plan_lines, recorded
 
-    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     sec = next(s for s in sections(GPU) if s.name == "jobs")
     assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief=""), JobsRun(8, "mps=1", "")]
 
@@ -604,13 +590,11 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
 def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     """--plan reads the state archive: with the --jobs 1 and 4 rows and the step's breakdown kept
     (as after 2026-12-04), jobs and step are estimated for what is left, not from scratch."""
-    import time
 
-    import torch
 
-    from bench.gpu import STATE, Config, _write_tar, kept_state, plan_lines
+    from bench.gpu import STATE, _write_tar, kept_state, plan_lines
 
-    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     todo = [s for s in sections(GPU) if s.name in ("step", "jobs")]
     whole = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
     kept = tmp_path / "k.json"
@@ -637,16 +621,14 @@ def test_a_search_without_baselines_is_estimated_without_their_runs():
 def test_the_plan_counts_the_trials_a_kept_search_has_finished(tmp_path):
     """A search cut short by a call's end keeps its study: --plan estimates the trials it still
     lacks (trials that count towards the target only: a trial left by a dead worker does not)."""
-    import time
 
     import optuna
-    import torch
     from optuna.trial import TrialState, create_trial
 
-    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu import STATE, _write_tar, plan_lines
     from bench.gpu_sections import search_study
 
-    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     todo = [s for s in sections(GPU) if s.name == "search-2M-tpe"]
     whole = float(plan_lines(cfg, todo)[0].split()[3])
     db = tmp_path / "study.db"
@@ -738,18 +720,16 @@ def test_the_jobs_rows_keep_the_brief_schedule_they_were_first_measured_with():
 
 def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(tmp_path):
     """Such a study is started over by its section (start_over_if_changed): its trials are owed."""
-    import time
 
     import optuna
-    import torch
     from optuna.trial import TrialState, create_trial
 
-    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu import STATE, _write_tar, plan_lines
     from bench.gpu_sections import search_study
     from nas_kd.config import get_preset
     from nas_kd.plan import PLAN_ATTR, SearchOptions, build_plan
 
-    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     todo = [s for s in sections(GPU) if s.name == "search-2M-tpe"]
     whole = float(plan_lines(cfg, todo)[0].split()[3])
     name = search_study(GPU, "2M", "tpe")
@@ -831,14 +811,12 @@ def test_an_ablation_plans_each_run_on_its_own_mode_and_students_time(tmp_path):
 
 
 def test_the_plan_counts_the_finish_runs_and_ablation_runs_kept(tmp_path):
-    import time
 
-    import torch
 
-    from bench.gpu import STATE, Config, _write_tar, plan_lines
+    from bench.gpu import STATE, _write_tar, plan_lines
     from bench.gpu_sections import search_study
 
-    cfg = Config(sizes=GPU, device=torch.device("cpu"), data_dir=None, results=tmp_path, markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 10, argv=())
+    cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     todo = [s for s in sections(GPU) if s.name in ("search-2M-tpe", "ablation")]
     whole = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
     kept = tmp_path / "k"
@@ -879,16 +857,14 @@ def test_a_search_whose_finish_does_not_fit_a_call_goes_on_in_the_next(tmp_path,
     """The re-screen and retrain of a search are spread over calls: none starts where it could
     not end inside the call (nothing is filled or trained for it), the next call trains them,
     and what each call spent is summed into the search's time."""
-    import time
 
     import torch
 
     import bench.gpu_sections as s
-    from bench.gpu import Config
     from nas_kd.finalize import FINAL_DIR, RUNS_DIR
 
     monkeypatch.chdir(tmp_path)
-    cfg = Config(sizes=SMOKE, device=torch.device("cpu"), data_dir=None, results=tmp_path / "results", markdown=tmp_path / "B.md", work=tmp_path, deadline=time.monotonic() + 600, argv=())
+    cfg = _config(tmp_path, 600)
     budget, sampler = SMOKE.budgets[0], SMOKE.samplers[0]
     folder = tmp_path / "runs" / s.search_study(SMOKE, budget, sampler)
     real = s.finish_run_seconds

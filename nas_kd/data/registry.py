@@ -50,7 +50,11 @@ _SYNTH_DEFAULT = (1, 16, 16, 10)
 # A standard dataset's name with its case, hyphens, underscores and spaces ignored -> its own
 # spelling: "Fashion-MNIST", "fashion_mnist", "FashionMNIST" (torchvision's) and "CIFAR-10" all
 # name one dataset, and so one teacher file and one study (both are keyed by the name).
-_SPELLINGS = {re.sub(r"[-_]", "", n): n for n in DATASETS}
+def _folded(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name.lower())
+
+
+_SPELLINGS = {_folded(n): n for n in DATASETS}
 
 
 def canonical_name(name: str) -> str:
@@ -58,7 +62,7 @@ def canonical_name(name: str) -> str:
     stripped of surrounding spaces and otherwise as given (synthetic specs, npz paths, unknown
     names, which `dataset_info` refuses)."""
     name = (name or "").strip()
-    return _SPELLINGS.get(re.sub(r"[-_\s]", "", name.lower()), name)
+    return _SPELLINGS.get(_folded(name), name)
 
 
 def _known_names() -> str:
