@@ -44,7 +44,8 @@ from pathlib import Path
 import torch
 
 from bench._report import hardware, write_section
-from bench.gpu_sizes import GPU, SHARE, SMOKE, JobsRun, Sizes, waves
+from bench.gpu_choice import DEFAULT, Setup, choose, rows_in
+from bench.gpu_sizes import GPU, SMOKE, JobsRun, Sizes, waves
 from nas_kd.errors import one_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +111,9 @@ class Section:
 ORDER = ("teachers", "steptime", "loader", "jobs", "step", "searches", "ablation")
 
 
-def sections(sizes: Sizes) -> list[Section]:
+def sections(sizes: Sizes, setup: Setup = DEFAULT) -> list[Section]:
+    """The sections in `ORDER`; the searches' and the ablation's estimates at ``setup`` (the
+    jobs section's fastest safe row, `bench.gpu_choice`), which is how they will train."""
     from bench import gpu_sections as s
     from nas_kd.finalize import FINAL_DIR, RUNS_DIR
 
@@ -123,8 +126,9 @@ def sections(sizes: Sizes) -> list[Section]:
         "jobs": Section("jobs", sum(sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs()), s.jobs, s.own_markdown("jobs"), resumable=True,
                         covers=lambda result: {r.key() for r in sizes.jobs_runs()} <= {JobsRun.of_row(row).key() for row in result["rows"]},
                         units_left=lambda kept: [sizes.jobs_estimate(r.jobs) for r in sizes.jobs_runs() if f"{s.JOBS_DIR}/{r.key()}.json" not in kept]),
-        "ablation": Section("ablation", sizes.estimates["ablation"], s.ablation, s.own_markdown("ablation"), resumable=True,
-                            units_left=lambda kept: waves(sizes.ablation_runs() - len(kept.under(s.ABLATION_DIR, ".json", but=s.ABLATION_TIMING)), sizes.ablation_jobs, sizes.ablation_run_s)),
+        # The estimate at the setup: the sizes' (a whole plan of waves) scaled by the run's.
+        "ablation": Section("ablation", sizes.estimates["ablation"] * setup.ablation_run_s(sizes) / sizes.ablation_run_s, s.ablation, s.own_markdown("ablation"), resumable=True,
+                            units_left=lambda kept: waves(sizes.ablation_runs() - len(kept.under(s.ABLATION_DIR, ".json", but=s.ABLATION_TIMING)), sizes.ablation_jobs, setup.ablation_run_s(sizes))),
     }
     # Per budget, the first sampler trains the baselines the others share: it comes first.
     def search_left(budget: str, sampler: str) -> Callable[[Kept], list[float]]:
@@ -132,14 +136,14 @@ def sections(sizes: Sizes) -> list[Section]:
         def left(kept: Kept) -> list[float]:
             study = s.search_study(sizes, budget, sampler)
             done = kept.finished_trials(f"runs/{study}/study.db")
-            trials_s, trial_s = sizes.search_trials_s * max(0, sizes.trials - done) / sizes.trials, sizes.brief_trial_s * SHARE
+            trials_s, trial_s = setup.trials_s(sizes) * max(0, sizes.trials - done) / sizes.trials, setup.trial_piece_s(sizes)
             runs = sizes.finish_runs(sampler == sizes.samplers[0]) - len(kept.under(f"runs/{study}/{FINAL_DIR}/{RUNS_DIR}", ".pt"))
-            return [trial_s] * int(trials_s // trial_s) + [trials_s % trial_s] * (trials_s % trial_s > 0) + waves(runs, sizes.processes, sizes.finish_run_estimate())
+            return [trial_s] * int(trials_s // trial_s) + [trials_s % trial_s] * (trials_s % trial_s > 0) + waves(runs, setup.processes(sizes), setup.full_run_s(sizes))
 
         return left
 
     searches = [
-        Section(s.search_name(budget, sampler), sizes.search_estimate(sampler == sizes.samplers[0]), s.search(budget, sampler), s.search_markdown, resumable=True, units_left=search_left(budget, sampler))
+        Section(s.search_name(budget, sampler), sum(search_left(budget, sampler)(NOTHING_KEPT)), s.search(budget, sampler), s.search_markdown, resumable=True, units_left=search_left(budget, sampler))
         for budget in sizes.budgets
         for sampler in sizes.samplers
     ]
@@ -253,6 +257,18 @@ class Kept:
         """The kept files directly in ``folder`` ending in ``suffix`` (less the one named ``but``)."""
         return [n for n in self.names if n.rpartition("/")[0] == folder and n.endswith(suffix) and n.rpartition("/")[2] != but]
 
+    def jobs_rows(self) -> list[dict]:
+        """The jobs section's kept rows (`bench.gpu_choice.rows_in` of the archive's jobs/)."""
+        from bench.gpu_sections import JOBS_DIR
+
+        names = self.under(JOBS_DIR, ".json")
+        if self.archive is None or not names:
+            return []
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(self.archive) as tar:
+            for name in names:
+                tar.extract(name, tmp, filter="data")
+            return rows_in(Path(tmp) / JOBS_DIR)
+
     def finished_trials(self, study_db: str) -> int:
         """Trials that count towards the target (`nas_kd.study.finished_trials`) in the kept
         study at ``study_db`` (a member name), 0 without one, or when its brief schedule is no
@@ -269,6 +285,9 @@ class Kept:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             studies = [optuna.load_study(study_name=name, storage=storage) for name in optuna.get_all_study_names(storage)]
             return sum(len(finished_trials(st.get_trials(deepcopy=False))) for st in studies if not _brief_changed(st))
+
+
+NOTHING_KEPT = Kept(frozenset(), None)
 
 
 def _brief_changed(study) -> bool:
@@ -294,8 +313,12 @@ def kept_state(cfg: Config) -> Kept:
 
 
 def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
+    """What `--plan` prints: each section, done or what is left of it, and the calls that hold
+    the rest (the searches and the ablation at the setup the kept jobs rows choose)."""
     lines, pieces, kept = [], [], kept_state(cfg)
-    for sec in todo:
+    setup = choose(kept.jobs_rows(), cfg.sizes)
+    at = {sec.name: sec for sec in sections(cfg.sizes, setup)}
+    for sec in (at.get(s.name, s) for s in todo):
         record = recorded(cfg, sec)
         if record is not None:
             took = record["seconds"]
@@ -308,6 +331,7 @@ def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
             lines.append(f"{sec.name:24s} to do     {left:6.0f} s estimated{part}" + ("  (resumable)" if sec.resumable else ""))
     usable = CALL_SECONDS - cfg.sizes.margin_s
     calls = calls_for(pieces, usable)
+    lines.append(f"{'at':24s}           the searches' and the ablation's setup: {setup.why}")
     lines.append(f"{'left':24s}           {sum(pieces):6.0f} s estimated, about {max(1, calls)} call(s) of {CALL_SECONDS:.0f} s (one per GPU session; each holds whole parts, rows, trials and waves of runs in {usable:.0f} s)")
     return lines
 

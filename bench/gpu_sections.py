@@ -25,7 +25,8 @@ import torch
 
 from bench import distill_ablation, loader_speed, search_gpu
 from bench import teachers as teacher_bench
-from bench.gpu_sizes import SHARE, JobsRun
+from bench.gpu_choice import DEFAULT, Setup, against_plain, choose, rows_in
+from bench.gpu_sizes import JobsRun
 from bench.gpu_step import EPOCH_GOAL_S, measure_step, step_markdown
 from nas_kd.config import format_count, get_preset, override_schedule
 from nas_kd.data import load_splits
@@ -193,21 +194,13 @@ def _trial_values(trials: list) -> dict[str, float]:
 
 def _switch_pairs(rows: list[dict]) -> list[str]:
     """For each row with a step switch: its students' validation accuracy minus the same students'
-    in the plain row of the same --jobs (or any plain row), mean and 95% t-interval. A switch that
-    only changes how the step runs (graphs, fused kernels) should show no detectable difference;
-    seeds differ where the trial numbers do, so this is a check, not a fine claim."""
-    from nas_kd.stats import paired_difference
-
+    in a plain row (`bench.gpu_choice.against_plain`), mean and 95% t-interval."""
     lines = []
     for row in (r for r in rows if r.get("gpu_step") and r.get("val_accuracy")):
-        # A plain row of the same mode (another mode trains other students' accuracies), preferably
-        # of the same brief schedule and --jobs.
-        plain = sorted((r for r in rows if not r.get("gpu_step") and r.get("val_accuracy") and r.get("mode") == row.get("mode")), key=lambda r: (r.get("brief") != row.get("brief"), r["jobs"] != row["jobs"]))
-        pairs = [(r, set(r["val_accuracy"]) & set(row["val_accuracy"])) for r in plain]
-        base, common = max(pairs, key=lambda rc: len(rc[1]), default=(None, set()))
-        if len(common) < 2:
+        paired = against_plain(row, rows)
+        if paired is None:
             continue
-        d = paired_difference({k: 100 * row["val_accuracy"][k] for k in common}, {k: 100 * base["val_accuracy"][k] for k in common})
+        base, d = paired
         other = "" if base.get("brief") == row.get("brief") else " (another brief schedule: only where no plain row shares this one)"
         lines.append(f"- `--gpu-step {row['gpu_step']}` minus `--jobs {base['jobs']}`{other} on the same {d.n} students: validation accuracy {d.mean:+.2f} points [{d.low:+.2f}, {d.high:+.2f}] ({d.direction})")
     return lines
@@ -337,13 +330,13 @@ def jobs(cfg) -> dict | None:
 JOBS_GOAL = 2.5  # issue 13: trials per hour of --jobs 4 over --jobs 1
 
 
-def _search_trials(opts) -> None:
+def _search_trials(opts) -> dict:
     from nas_kd.search import run_search
 
-    run_search(opts, finish=False)
+    return run_search(opts, finish=False)
 
 
-def _search_in_own_process(opts) -> None:
+def _search_in_own_process(opts) -> dict:
     """``run_search(opts, finish=False)`` in a spawned process, as `nas-kd search` runs: one that
     initialises CUDA itself. An MPS server (``--gpu-step mps=1``, nas_kd.mps) serves only processes
     whose CUDA starts after it, and this one started CUDA in earlier sections: in-process, the
@@ -353,7 +346,7 @@ def _search_in_own_process(opts) -> None:
     import multiprocessing
 
     with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(_search_trials, opts).result()
+        return pool.submit(_search_trials, opts).result()
 
 
 def search_name(budget: str, sampler: str) -> str:
@@ -397,10 +390,11 @@ RUN_MARGIN = 1.25  # a finish run's wall over its measured optimisation time (pe
 RUN_SETUP_S = 30.0  # and a worker's start (spawn, CUDA, data, teacher, its outputs opened)
 
 
-def finish_run_seconds(study: str, sizes) -> float:
+def finish_run_seconds(study: str, sizes, setup: Setup = DEFAULT) -> float:
     """What one re-screen or retrain run of ``study`` takes, to plan a call on: from the runs it
     has finished (the re-screen's scores in the study, the retrain's kept runs, each with its
-    optimisation time, measured while the others shared the device), else the sizes' estimate."""
+    optimisation time, measured while the others shared the device), else the estimate at
+    ``setup`` (`bench.gpu_choice.Setup.full_run_s`)."""
     from nas_kd.finalize import FINAL_DIR, RUNS_DIR
     from nas_kd.rescreen import RESCREEN_ATTR
     from nas_kd.study import load_study
@@ -408,7 +402,7 @@ def finish_run_seconds(study: str, sizes) -> float:
     folder = Path("runs") / study
     seconds = [float(e.get("seconds", 0.0)) for e in (load_study(study, f"sqlite:///{folder / 'study.db'}").user_attrs.get(RESCREEN_ATTR) or {}).values()]
     seconds += [float(torch.load(p, map_location="cpu", weights_only=True)["record"]["train_seconds"]) for p in (folder / FINAL_DIR / RUNS_DIR).glob("*.pt")]
-    return RUN_MARGIN * max(seconds) + RUN_SETUP_S if seconds else sizes.finish_run_estimate()
+    return RUN_MARGIN * max(seconds) + RUN_SETUP_S if seconds else setup.full_run_s(sizes)
 
 
 def _finish_seconds(study: str, add: float) -> float:
@@ -426,37 +420,74 @@ def search(budget: str, sampler: str) -> Callable:
     (`nas_kd.finalize`'s ``start_by``); once all are done, the report and export."""
 
     def run(cfg) -> dict | None:
-        from nas_kd.errors import UserError
-        from nas_kd.finalize import Unfinished, finalize
-        from nas_kd.search import run_search
+        from nas_kd.device import configure_step, step_options
 
-        sz = cfg.sizes
-        opts = _search_options(cfg, budget, sampler, search_study(sz, budget, sampler), jobs=sz.search_jobs)
-        start_over_if_changed(opts)
-        t0 = time.perf_counter()
-        # Trials start until one could no longer end inside this call.
-        first = run_search(dataclasses.replace(opts, timeout=max(10.0, cfg.left() - sz.margin_s - sz.brief_trial_s * SHARE)), finish=False)
-        if first["finished"] < sz.trials:
-            return None
-        run_s = finish_run_seconds(opts.study, sz)
-        t1 = time.perf_counter()
+        before = step_options()  # an in-process search sets its switches for the whole process
         try:
-            finalize(opts.study, start_by=time.time() + cfg.left() - sz.margin_s - run_s)
-        except UserError:
-            pass  # nothing to finalize (no candidate within budget): run_one reports it as a search would
-        except Unfinished as e:
-            _finish_seconds(opts.study, time.perf_counter() - t1)
-            print(f"bench-gpu: {search_name(budget, sampler)}: {e} (a run is planned at {run_s:.0f} s)", flush=True)
-            return None
-        finish = _finish_seconds(opts.study, time.perf_counter() - t1)
-        report = search_gpu.run_one(opts)  # resumes: no trial or run left; the report and export
-        finish += report["bench_seconds"]
-        keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command", "budget", "trials")
-        # The table's wall time: the whole search, its trials and its finish, each summed over the calls that ran them.
-        whole = {"bench_seconds": report["search_wall_seconds"] + finish, "finish_seconds": finish}
-        return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "report": {k: report.get(k) for k in keep} | whole}
+            return _search_section(cfg, budget, sampler)
+        finally:
+            configure_step(before)
 
     return run
+
+
+def _search_section(cfg, budget: str, sampler: str) -> dict | None:
+    """`search`'s section body: its result, or None when it must resume next call."""
+    from nas_kd.device import parse_step_options
+    from nas_kd.errors import UserError
+    from nas_kd.finalize import Unfinished, finalize
+    from nas_kd.search import run_search
+
+    sz = cfg.sizes
+    setup = searches_setup(cfg)
+    opts = _search_options(cfg, budget, sampler, search_study(sz, budget, sampler), jobs=setup.search_jobs(sz), gpu_step=setup.gpu_step)
+    print(f"bench-gpu: {search_name(budget, sampler)}: {setup.why}", flush=True)
+    start_over_if_changed(opts)
+    setups = _note_setup(opts.study, setup)
+    t0 = time.perf_counter()
+    # Trials start until one could no longer end inside this call.
+    trials = dataclasses.replace(opts, timeout=max(10.0, cfg.left() - sz.margin_s - setup.trial_piece_s(sz)))
+    first = _search_in_own_process(trials) if parse_step_options(setup.gpu_step).mps else run_search(trials, finish=False)
+    if first["finished"] < sz.trials:
+        return None
+    run_s = finish_run_seconds(opts.study, sz, setup)
+    t1 = time.perf_counter()
+    try:
+        finalize(opts.study, start_by=time.time() + cfg.left() - sz.margin_s - run_s)
+    except UserError:
+        pass  # nothing to finalize (no candidate within budget): run_one reports it as a search would
+    except Unfinished as e:
+        _finish_seconds(opts.study, time.perf_counter() - t1)
+        print(f"bench-gpu: {search_name(budget, sampler)}: {e} (a run is planned at {run_s:.0f} s)", flush=True)
+        return None
+    finish = _finish_seconds(opts.study, time.perf_counter() - t1)
+    report = search_gpu.run_one(opts)  # resumes: no trial or run left; the report and export
+    finish += report["bench_seconds"]
+    keep = ("winner", "baselines", "comparisons", "verdict", "trial_counts", "trials_by_state", "search_wall_seconds", "trial_seconds", "command", "budget", "trials")
+    # The table's wall time: the whole search, its trials and its finish, each summed over the calls that ran them.
+    whole = {"bench_seconds": report["search_wall_seconds"] + finish, "finish_seconds": finish}
+    return {"budget": budget, "sampler": sampler, "this_call_seconds": time.perf_counter() - t0, "setups": setups, "report": {k: report.get(k) for k in keep} | whole}
+
+
+def searches_setup(cfg) -> Setup:
+    """The --jobs and --gpu-step the searches and the ablation train with: the fastest safe row
+    the jobs section has kept so far (`bench.gpu_choice`), this call's included."""
+    return choose(rows_in(cfg.work / JOBS_DIR), cfg.sizes)
+
+
+SETUPS_FILE = "bench-setups.json"  # in a search's study folder (so in the state archive): the setups its calls trained with
+
+
+def _note_setup(study: str, setup: Setup) -> list[dict]:
+    """The setups ``study``'s calls have trained with, ``setup`` added if new (kept: a search spread
+    over calls may change setup when the jobs section measures between them)."""
+    path = Path("runs") / study / SETUPS_FILE
+    seen = json.loads(path.read_text()) if path.is_file() else []
+    entry = {"jobs": setup.jobs, "gpu_step": setup.gpu_step, "why": setup.why}
+    if not seen or {k: seen[-1][k] for k in ("jobs", "gpu_step")} != {k: entry[k] for k in ("jobs", "gpu_step")}:
+        seen.append(entry)
+        write_json(path, seen)
+    return seen
 
 
 def search_markdown(cfg) -> tuple[str, str]:
@@ -471,8 +502,12 @@ def search_markdown(cfg) -> tuple[str, str]:
     write_json(cfg.results / "search.json", {"hardware": records[-1]["hardware"], "date": records[-1]["date"], "smoke": records[-1]["smoke"], "searches": rows})
     sz = cfg.sizes
     lines = _header(cfg, "GPU: searched student vs uniform baseline", {**records[-1], "section": ",".join(r["section"] for r in records), "seconds": sum(r["seconds"] for r in records), "estimate_seconds": sum(r["estimate_seconds"] for r in records)})
-    lines += [f"{sz.trials} trained trials per search, {sz.preset} preset, mode {sz.mode}, --jobs {sz.search_jobs or 'default'}, {sz.retrain_seeds} retrain seeds, space {sz.space}. *wall s*: the search's trials (all sessions). Test accuracy is mean ± std over the retrain seeds.", ""]
+    lines += [f"{sz.trials} trained trials per search, {sz.preset} preset, mode {sz.mode}, {sz.retrain_seeds} retrain seeds, space {sz.space}; `--jobs` and `--gpu-step` the jobs section's fastest safe setup when each call started (`bench.gpu_choice`, below). *wall s*: the search's trials (all sessions). Test accuracy is mean ± std over the retrain seeds.", ""]
     lines.append(search_gpu.table(results))
+    for r in records:  # records made before the setups were chosen ran the defaults
+        setups = r["result"].get("setups") or [{"jobs": None, "gpu_step": None, "why": "the defaults"}]
+        said = "; then ".join(f"`--jobs {s['jobs'] or 'default'} --gpu-step {s['gpu_step'] or 'default'}` ({s['why']})" for s in setups)
+        lines.append(f"- {r['result']['budget']} {r['result']['sampler']} trained at {said}")
     lines += [f"- {budget} {sampler}: {report['verdict']}" for budget, sampler, report in results if report.get("verdict")]
     standard = next((rep for b, smp, rep in results if (b, smp) == (sz.budgets[0], sz.samplers[0]) and rep.get("finish_seconds") is not None), None)
     if standard is not None:  # records made before 2026-12-05 lack the split
@@ -492,10 +527,12 @@ SEARCH_GOAL_S = 300.0  # issue 13: the whole standard search on one GPU
 _worker_state: dict = {}
 
 
-def _ablation_init(threads: int, device: str) -> None:
-    from nas_kd.device import resolve_device
+def _ablation_init(threads: int, device: str, gpu_step: str | None = None) -> None:
+    from nas_kd.device import configure_step, parse_step_options, resolve_device
 
     torch.set_num_threads(threads)
+    # The searches' setup (`searches_setup`) less MPS: no server runs for the pool.
+    configure_step(dataclasses.replace(parse_step_options(gpu_step), mps=False))
     resolve_device(device)  # the step's switches (cuDNN autotuning, TF32) as every other trainer has them
 
 
@@ -524,7 +561,7 @@ def _ablation_run(job: dict) -> dict:
     use = cache if cache is not None and mode.uses_teacher and cache.covers(mode) else None
     r = distill_ablation.train_one(StudentConfig.from_json(job["config"]), _worker_state["teacher"], _worker_state["splits"], schedule, job["mode"], job["seed"], device, teacher_cache=use)
     origin = None if not mode.uses_teacher else "opened" if use is not None else "live" if schedule.crop else "filled"
-    return {**r, "student": job["student"], "teacher_outputs": origin}
+    return {**r, "student": job["student"], "teacher_outputs": origin, "gpu_step": job.get("gpu_step")}
 
 
 ABLATION_CACHE = Path("ablation-teacher") / "teacher-cache.pt"  # outside ablation/, whose files the state archive keeps
@@ -602,6 +639,7 @@ def ablation(cfg) -> dict | None:
     from nas_kd.jobs import threads_per_job
 
     sz = cfg.sizes
+    setup = searches_setup(cfg)
     schedule = sz.ablation_schedule or _preset(cfg).full
     splits = load_splits(sz.dataset, cfg.data_dir, seed=0, train_subset=schedule.train_subset)
     students = _students(cfg, splits)
@@ -625,9 +663,10 @@ def ablation(cfg) -> dict | None:
         # re-importing torch in every worker.
         ctx = multiprocessing.get_context("spawn" if cfg.device.type == "cuda" else "fork")
         # The shared teacher outputs' file outlives the pool (the stack exits after it).
-        with contextlib.ExitStack() as stack, cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs), str(cfg.device))) as pool:
+        with contextlib.ExitStack() as stack, cf.ProcessPoolExecutor(max_workers=min(sz.ablation_jobs, len(queue)), mp_context=ctx, initializer=_ablation_init, initargs=(threads_per_job(sz.ablation_jobs), str(cfg.device), setup.gpu_step)) as pool:
+            print(f"bench-gpu: ablation: the step of {setup.why}", flush=True)
             running: dict = {}  # future -> (job, when it started)
-            timing = AblationTiming(cache / ABLATION_TIMING, sz.ablation_run_s)
+            timing = AblationTiming(cache / ABLATION_TIMING, setup.ablation_run_s(sz))
             shared: tuple | None = None  # filled before the first run starts: not at all in a call without time for one
             while queue or running:
                 # A run starts only if it can end inside this call; the next call does the rest.
@@ -636,7 +675,7 @@ def ablation(cfg) -> dict | None:
                         shared = stack.enter_context(_shared_teacher_outputs(cfg, splits, schedule, Path(path)))
                         if cfg.left() - sz.margin_s < timing.plan(queue[0]):  # the fill took the time a run needed
                             break
-                    job = {**queue.pop(0), "teacher_cache": str(shared[0]) if shared[0] else None, "teacher_cache_mode": shared[1]}
+                    job = {**queue.pop(0), "teacher_cache": str(shared[0]) if shared[0] else None, "teacher_cache_mode": shared[1], "gpu_step": setup.gpu_step}
                     fut = pool.submit(_ablation_run, job)
                     running[fut] = (job, time.monotonic())
                 if not running:
@@ -661,6 +700,8 @@ def ablation(cfg) -> dict | None:
         runs.setdefault((j["mode"], j["student"]), []).append(json.loads(file(j).read_text()))
     intro = f"{schedule.epochs} epochs on {schedule.train_subset or 'all'} training examples, batch {schedule.batch_size}, lr {schedule.lr}; seeds {', '.join(map(str, sz.ablation_seeds))}; teacher {sz.teacher}; {sz.ablation_jobs} runs at once on the device. {distill_ablation.describe_students(students, sz.dataset)}."
     flat = [{"mode": m, "student": s, **r} for (m, s), rs in runs.items() for r in rs]
+    steps = sorted({r.get("gpu_step") or "default" for r in flat})
+    intro += f" The step: `--gpu-step {'`, `'.join(steps)}` (the jobs section's fastest safe setup when each run started: `bench.gpu_choice`)."
     return {"runs": flat, "markdown": "\n".join([intro, "", *distill_ablation.ablation_table(runs, list(sz.ablation_modes), students), "", teacher_outputs_note(flat)])}
 
 

@@ -233,7 +233,8 @@ def test_a_search_section_starts_a_changed_study_over_and_finishes_only_after_ev
     budget, sampler = SMOKE.budgets[0], SMOKE.samplers[0]
     study = s.search_study(SMOKE, budget, sampler)
     assert s.search(budget, sampler)(cfg) is None
-    assert seen == [("start over if changed", study), ("trials", study, False)] and not (tmp_path / "runs" / study).exists()
+    # Nothing finalized: the study's folder holds only the setup its trials trained with.
+    assert seen == [("start over if changed", study), ("trials", study, False)] and [p.name for p in (tmp_path / "runs" / study).iterdir()] == [s.SETUPS_FILE]
 
 
 def test_per_budget_only_the_first_samplers_search_trains_the_baselines(tmp_path):
@@ -597,9 +598,10 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     todo = [s for s in sections(GPU) if s.name in ("step", "jobs")]
     whole = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
-    kept = tmp_path / "k.json"
+    kept, row = tmp_path / "k.json", tmp_path / "row.json"
     kept.write_text("{}")
-    _write_tar(tmp_path / STATE, [(kept, "jobs/1.json"), (kept, "jobs/4.json"), (kept, "step/breakdown.json")])
+    row.write_text(json.dumps({"jobs": 1, "brief": "crop=1", "trained": 5, "trials_per_minute": 1.0, "mean_train_seconds": 40.0}))
+    _write_tar(tmp_path / STATE, [(row, "jobs/1.json"), (row, "jobs/4.json"), (kept, "step/breakdown.json")])
     left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
     assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
@@ -868,7 +870,7 @@ def test_a_search_whose_finish_does_not_fit_a_call_goes_on_in_the_next(tmp_path,
     budget, sampler = SMOKE.budgets[0], SMOKE.samplers[0]
     folder = tmp_path / "runs" / s.search_study(SMOKE, budget, sampler)
     real = s.finish_run_seconds
-    monkeypatch.setattr(s, "finish_run_seconds", lambda study, sizes: 10_000.0)  # a run longer than the call
+    monkeypatch.setattr(s, "finish_run_seconds", lambda study, sizes, setup: 10_000.0)  # a run longer than the call
     assert s.search(budget, sampler)(cfg) is None
     assert not (folder / FINAL_DIR).exists() and (folder / s.FINISH_FILE).is_file()
     assert real(folder.name, SMOKE) == SMOKE.finish_run_estimate()  # nothing timed yet: the estimate
