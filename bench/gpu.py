@@ -327,7 +327,7 @@ def plan_lines(cfg: Config, todo: list[Section]) -> list[str]:
             units = sec.left(kept)
             left = sum(units)
             pieces += units
-            part = f" (of {sec.estimate_s:.0f}: the rest is kept)" if left < sec.estimate_s else ""
+            part = f" (of {sec.estimate_s:.0f}: the rest is kept)" if left < sec.estimate_s - 1 else ""  # (printed to the second)
             lines.append(f"{sec.name:24s} to do     {left:6.0f} s estimated{part}" + ("  (resumable)" if sec.resumable else ""))
     usable = CALL_SECONDS - cfg.sizes.margin_s
     calls = calls_for(pieces, usable)

@@ -90,7 +90,7 @@ def rows_in(folder: Path) -> list[dict]:
 def _searches_own(row: dict, sizes: Sizes) -> bool:
     """Whether the row timed the search as the search sections train it: the preset's brief, their mode."""
     run = JobsRun.of_row(row)
-    return sizes.jobs_brief_of(run) is None and sizes.jobs_mode_of(run) == sizes.mode and row.get("trained", 0) > 0 and row.get("mean_train_seconds") is not None
+    return sizes.jobs_brief_of(run) is None and sizes.jobs_mode_of(run) == sizes.mode and row.get("mean_train_seconds") is not None  # None: no trial finished
 
 
 def against_plain(row: dict, rows: list[dict]):

@@ -311,6 +311,7 @@ def jobs(cfg) -> dict | None:
         if len(group) > 2:
             best = max(group, key=lambda r: r["trials_per_minute"])
             lines.append(f"- Most trials per hour with this brief schedule: `--jobs {_jobs_label(best)}` ({best['trials_per_minute'] / group[0]['trials_per_minute']:.2f}x `--jobs {_jobs_label(group[0])}`; the search's default on a GPU is `--jobs {GPU_JOBS}` with the default step)")
+    lines.append(f"- The searches and the ablation of this bench train at {choose(rows, sz).why} (`bench/gpu_choice.py`)")
     alone = goal_rows[0]["mean_train_seconds"]
     goal_run = JobsRun.of_row(goal_rows[0])
     goal_mode = sz.jobs_mode_of(goal_run)

@@ -232,9 +232,12 @@ GPU = Sizes(
     # step in a CUDA graph per trial (nas_kd.distill.graphed: is it the GPU default to be?), then
     # at --jobs 8 (at --jobs 4 a trial trained no slower than alone, 33.8 s against 36-48 s, so
     # four processes did not fill the device).
+    # Then --jobs 8 with the graph: a graphed step leaves the host little to do, so the device may
+    # be what eight processes wait on, where four did not fill it eagerly. The searches and the
+    # ablation train at the fastest of these rows that kept its accuracy (bench.gpu_choice).
     # Last, --jobs 8 through an MPS server (nas_kd.mps): without one the device runs one process's
     # kernels at a time, each a few of its multiprocessors' worth for a tiny student.
-    jobs_variants=(JobsRun(4, brief=""), JobsRun(4, "graph=1", brief=""), JobsRun(8, brief=""), JobsRun(8, "mps=1", brief="")),
+    jobs_variants=(JobsRun(4, brief=""), JobsRun(4, "graph=1", brief=""), JobsRun(8, brief=""), JobsRun(8, "graph=1", brief=""), JobsRun(8, "mps=1", brief="")),
     # The --jobs 1 and 4 rows (sessions 15-16) ran the standard brief schedule with random crops
     # (the teacher live in every step); the preset's brief has had none since session 18.
     jobs_brief="crop=1",

@@ -507,6 +507,10 @@ def test_jobs_keeps_each_value_it_measured_and_a_later_call_measures_only_the_re
     assert {json.loads((tmp_path / "runs" / f"gpu_jobs{n}" / "config.json").read_text())["mode"]["name"] for n in (1, 2)} == {"ce"}
     assert "**Mode ce, brief schedule" in result["markdown"]
     assert "| 2 | 2 |" in result["markdown"] and "x the trials per hour of `--jobs 1`" in result["markdown"]
+    from bench.gpu_choice import DEFAULT
+
+    # Rows of the brief schedule with crops (Sizes.jobs_brief), not the searches' own: the defaults stand.
+    assert f"- The searches and the ablation of this bench train at {DEFAULT.why}" in result["markdown"]
 
 
 def test_the_profile_says_which_part_of_the_step_dispatches_what():
@@ -573,7 +577,7 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
 
     cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     sec = next(s for s in sections(GPU) if s.name == "jobs")
-    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief=""), JobsRun(8, "mps=1", "")]
+    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief=""), JobsRun(8, "graph=1", ""), JobsRun(8, "mps=1", "")]
 
     def record(runs):
         (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": r.jobs, "gpu_step": r.gpu_step, "brief": r.brief} for r in runs]}}))
@@ -603,7 +607,7 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     row.write_text(json.dumps({"jobs": 1, "brief": "crop=1", "trained": 5, "trials_per_minute": 1.0, "mean_train_seconds": 40.0}))
     _write_tar(tmp_path / STATE, [(row, "jobs/1.json"), (row, "jobs/4.json"), (kept, "step/breakdown.json")])
     left = {line.split()[0]: float(line.split()[3]) for line in plan_lines(cfg, todo)[:2]}
-    assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
+    assert abs(left["jobs"] - (GPU.jobs_estimate(4) + GPU.jobs_estimate(4) + GPU.jobs_estimate(8) + GPU.jobs_estimate(8) + GPU.jobs_estimate(8))) < 1 and left["jobs"] < whole["jobs"]  # printed to the second
     assert left["step"] == whole["step"] - GPU.step.part_estimate("breakdown")
     # The call count: the pieces left, each whole, in calls of what a call holds less its margin.
     from bench.gpu import CALL_SECONDS, calls_for
