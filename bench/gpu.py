@@ -135,7 +135,7 @@ def sections(sizes: Sizes, setup: Setup = DEFAULT) -> list[Section]:
         # The trials its kept study still lacks, and the finish runs (re-screen, retrain) it has not kept.
         def left(kept: Kept) -> list[float]:
             study = s.search_study(sizes, budget, sampler)
-            done = kept.finished_trials(f"runs/{study}/study.db")
+            done = kept.finished_trials(f"runs/{study}/study.db", searches_teacher_sha256(sizes))
             trials_s, trial_s = setup.trials_s(sizes) * max(0, sizes.trials - done) / sizes.trials, setup.trial_piece_s(sizes)
             runs = sizes.finish_runs(sampler == sizes.samplers[0]) - len(kept.under(f"runs/{study}/{FINAL_DIR}/{RUNS_DIR}", ".pt"))
             return [trial_s] * int(trials_s // trial_s) + [trials_s % trial_s] * (trials_s % trial_s > 0) + waves(runs, setup.processes(sizes), setup.full_run_s(sizes))
@@ -269,10 +269,11 @@ class Kept:
                 tar.extract(name, tmp, filter="data")
             return rows_in(Path(tmp) / JOBS_DIR)
 
-    def finished_trials(self, study_db: str) -> int:
+    def finished_trials(self, study_db: str, teacher_sha256: str | None = None) -> int:
         """Trials that count towards the target (`nas_kd.study.finished_trials`) in the kept
-        study at ``study_db`` (a member name), 0 without one, or when its brief schedule is no
-        longer its preset's (the section starts such a study over: `start_over_if_changed`)."""
+        study at ``study_db`` (a member name), 0 without one, or when the section would start it
+        over (`start_over_if_changed`): its brief schedule is no longer its preset's, or it
+        distilled from another teacher than ``teacher_sha256`` (None: not known here)."""
         if self.archive is None or study_db not in self.names:
             return 0
         import optuna
@@ -284,23 +285,35 @@ class Kept:
             storage = f"sqlite:///{Path(tmp) / study_db}"
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             studies = [optuna.load_study(study_name=name, storage=storage) for name in optuna.get_all_study_names(storage)]
-            return sum(len(finished_trials(st.get_trials(deepcopy=False))) for st in studies if not _brief_changed(st))
+            return sum(len(finished_trials(st.get_trials(deepcopy=False))) for st in studies if not _started_over(st, teacher_sha256))
 
 
 NOTHING_KEPT = Kept(frozenset(), None)
 
 
-def _brief_changed(study) -> bool:
+def _started_over(study, teacher_sha256: str | None) -> bool:
     """Whether a bench search study was made with another brief schedule than its preset has now
     (`SearchPlan.schedule_changes`; the searches pass no --brief: a difference is a change of the
-    preset). A study without a readable plan counts as it is."""
+    preset) or with another teacher file than ``teacher_sha256`` (a shipped teacher replaced since).
+    A study without a readable plan counts as it is."""
     from nas_kd.errors import UserError
     from nas_kd.plan import plan_of
 
     try:
-        return "brief" in plan_of(study).schedule_changes()
+        plan = plan_of(study)
     except UserError:
         return False
+    other_teacher = None not in (teacher_sha256, plan.teacher.sha256) and plan.teacher.sha256 != teacher_sha256
+    return "brief" in plan.schedule_changes() or other_teacher
+
+
+def searches_teacher_sha256(sizes: Sizes) -> str | None:
+    """The SHA-256 of the teacher the search sections distil from, where known without training
+    one: the shipped teacher's (a smoke run trains its own)."""
+    from nas_kd.models.shipped import shipped_teacher
+
+    entry = shipped_teacher(sizes.dataset) if sizes.distil_from_shipped else None
+    return entry.sha256 if entry else None
 
 
 def kept_state(cfg: Config) -> Kept:

@@ -724,7 +724,7 @@ def test_the_jobs_rows_keep_the_brief_schedule_they_were_first_measured_with():
     assert {GPU.jobs_brief_of(r) for r in GPU.jobs_variants} == {None}  # the variants time the search as it trains now
 
 
-def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(tmp_path):
+def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule_or_teacher(tmp_path):
     """Such a study is started over by its section (start_over_if_changed): its trials are owed."""
 
     import optuna
@@ -740,12 +740,13 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
     whole = float(plan_lines(cfg, todo)[0].split()[3])
     name = search_study(GPU, "2M", "tpe")
 
-    def kept_with(brief, full=None) -> float:
+    def kept_with(brief, full=None, teacher_sha256=None) -> float:
         db = tmp_path / "study.db"
         db.unlink(missing_ok=True)
         study = optuna.create_study(study_name=name, storage=f"sqlite:///{db}")
         plan = build_plan(SearchOptions(space=str(ROOT / GPU.space), dataset="synthetic", preset=GPU.preset, baselines=False, study=name)).to_dict()
         plan["preset"]["brief"] = brief.to_dict()  # as a study made when the preset had this brief stores it
+        plan["teacher"]["sha256"] = teacher_sha256  # the teacher file it distilled from (None: unbound)
         if full is not None:
             plan["preset"]["full"] = full.to_dict()
         study.set_user_attr(PLAN_ATTR, plan)
@@ -761,6 +762,14 @@ def test_the_plan_does_not_count_a_kept_study_made_with_another_brief_schedule(t
     # the brief schedule, not the full one): the section resumes such a study, so they are kept.
     full = get_preset(GPU.preset).full
     assert kept_with(today, full.replace(epochs=full.epochs + 1)) < whole
+    # A study that distilled from another teacher than the shipped one the searches use is started
+    # over too (start_over_if_changed: the teacher's SHA-256 is a setting); from the same, kept.
+    from bench.gpu import searches_teacher_sha256
+    from nas_kd.models.shipped import shipped_teacher
+
+    shipped = shipped_teacher(GPU.dataset).sha256
+    assert searches_teacher_sha256(GPU) == shipped and searches_teacher_sha256(SMOKE) is None
+    assert kept_with(today, teacher_sha256=shipped) < whole == kept_with(today, teacher_sha256="0" * 64)
 
 
 def test_every_piece_a_call_must_hold_whole_fits_one():
