@@ -57,7 +57,7 @@ class Setup:
 
     def trial_piece_s(self, sizes: Sizes) -> float:
         """One trial, which a call must hold whole."""
-        return sizes.brief_trial_s * SHARE if not self.measured else TRIAL_MARGIN * self.trial_s
+        return sizes.brief_trial_s * SHARE if not self.measured else _within_a_call(TRIAL_MARGIN * self.trial_s, sizes)
 
     def full_run_s(self, sizes: Sizes) -> float:
         """One re-screen or retrain run while the others share the device, until a call has timed
@@ -68,14 +68,24 @@ class Setup:
         from bench.gpu_sections import RUN_MARGIN, RUN_SETUP_S
 
         preset = get_preset(sizes.preset)
-        return RUN_MARGIN * self.trial_s / preset.brief.epochs * preset.full.epochs + RUN_SETUP_S
+        return _within_a_call(RUN_MARGIN * self.trial_s / preset.brief.epochs * preset.full.epochs + RUN_SETUP_S, sizes)
 
     def ablation_run_s(self, sizes: Sizes) -> float:
-        """One ablation run, ``ablation_jobs`` at once, until the section has timed one: a full run
-        slowed in proportion where more processes share the device than the measured row had."""
+        """One ablation run, ``ablation_jobs`` at once, until the section has timed one: a full run,
+        slowed by `SHARE` (as the sizes guess) where more processes share the device than the
+        measured row had."""
         if not self.measured:
             return sizes.ablation_run_s
-        return self.full_run_s(sizes) * max(1.0, sizes.ablation_jobs / self.processes(sizes))
+        return _within_a_call(self.full_run_s(sizes) * (SHARE if sizes.ablation_jobs > self.processes(sizes) else 1.0), sizes)
+
+
+def _within_a_call(seconds: float, sizes: Sizes) -> float:
+    """An estimate of a piece a call must hold whole, at most what a call holds: a run estimated
+    longer would never start, so never be timed (session 28's planning bug); started, it is timed
+    and kept if it ends within the device's limit, and the sections plan on its measured time."""
+    from bench.gpu import CALL_SECONDS
+
+    return min(seconds, CALL_SECONDS - sizes.margin_s)
 
 
 DEFAULT = Setup(None, None, None, None, "the product's defaults (the jobs section has not yet timed the searches' own brief schedule and mode)")

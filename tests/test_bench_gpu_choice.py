@@ -76,8 +76,21 @@ def test_the_defaults_estimate_as_the_sizes_do_and_a_measured_setup_from_its_row
     # The standard preset: 3 brief epochs, 20 full ones, both on every training example.
     assert setup.full_run_s(GPU) == pytest.approx(RUN_MARGIN * 6.0 / 3 * 20 + RUN_SETUP_S)
     assert setup.ablation_run_s(GPU) == setup.full_run_s(GPU)  # eight processes, as measured
-    assert dataclasses.replace(setup, jobs=4).ablation_run_s(GPU) == pytest.approx(2 * setup.full_run_s(GPU))
+    assert dataclasses.replace(setup, jobs=4).ablation_run_s(GPU) == pytest.approx(SHARE * setup.full_run_s(GPU))
     assert (setup.processes(GPU), setup.search_jobs(GPU)) == (8, 8)
+
+
+def test_a_slow_measured_setup_never_plans_a_piece_no_call_holds():
+    """A piece planned longer than a call would never start, so never be timed: the section would
+    stop for good (session 28). Eager trials of 60 s would plan a full run at 430 s and an ablation
+    run beside 7 others at 1.4 x that; each is held to a call."""
+    from bench.gpu import CALL_SECONDS
+
+    usable = CALL_SECONDS - GPU.margin_s
+    for trial_s in (30.0, 60.0, 400.0):
+        setup = Setup(4, None, trial_s, 60 * 4 / trial_s, "measured")
+        pieces = [setup.trial_piece_s(GPU), setup.full_run_s(GPU), setup.ablation_run_s(GPU)]
+        assert max(pieces) <= usable and (trial_s < 60 or max(pieces) == usable), pieces
 
 
 def test_the_plan_estimates_the_searches_and_the_ablation_at_the_kept_rows_setup(tmp_path):
