@@ -159,12 +159,18 @@ def run_trials(
                 trial.set_user_attr("fail_reason", _reason(e))
             raise
         finally:
-            # Runs for KeyboardInterrupt too, so a Ctrl-C never leaves the trial RUNNING.
-            with _quiet(optuna):
-                study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
-            ran += 1
-            if after_trial is not None:
-                after_trial(study, study._storage.get_trial(trial._trial_id))
+            # Runs for KeyboardInterrupt too, so a Ctrl-C never leaves the trial RUNNING; and a
+            # Ctrl-C that arrives while the trial is told is held until it is recorded (raised
+            # inside the tell, it left a trained trial RUNNING: test_jobs' Ctrl-C test, 1 CI run).
+            held = HeldInterrupts().hold()
+            try:
+                with _quiet(optuna):
+                    study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+                ran += 1
+                if after_trial is not None:
+                    after_trial(study, study._storage.get_trial(trial._trial_id))
+            finally:
+                held.release()
     return ran
 
 
