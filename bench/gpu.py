@@ -5,8 +5,8 @@
     python -m bench.gpu --plan                    # sections, estimates, which are done
     python -m bench.gpu --calls                   # the device calls that run it (docs/BENCHMARKS.md, "GPU runs")
 
-Sections run in order (`ORDER`): teachers, steptime, loader, jobs, step, one search per budget
-and sampler (2M first), ablation. Each writes ``docs/results/gpu_<name>.json`` and its section
+Sections run in order (`ORDER`): teachers, steptime, loader, jobs, step, teacher-large, one search
+per budget and sampler (2M first), ablation. Each writes ``docs/results/gpu_<name>.json`` and its section
 of docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
 section whose JSON exists is skipped unless ``--force``. A GPU session here has 15 minutes of
 device time: the machine's start and one call of at most 10 minutes. So the command keeps its own
@@ -106,9 +106,10 @@ class Section:
 # per mode, the loader), then --jobs (its rows left after 2026-12-04: the search as it trains now,
 # crop-free, at --jobs 4, with the CUDA-graph step and at --jobs 8, ~310 s), then where the step
 # goes and what each switch is worth (the first GPU call found the step host-bound: this section
-# says what pays; kept part by part), then the searches (resumable across calls and sessions
-# through the state archive), the ablation last.
-ORDER = ("teachers", "steptime", "loader", "jobs", "step", "searches", "ablation")
+# says what pays; kept part by part), then the larger teacher with a recipe of its own (the
+# teachers section's shared recipe left it short of its goal), then the searches (resumable across
+# calls and sessions through the state archive, at the setup the jobs rows chose), the ablation last.
+ORDER = ("teachers", "steptime", "loader", "jobs", "step", "teacher-large", "searches", "ablation")
 
 
 def sections(sizes: Sizes, setup: Setup = DEFAULT) -> list[Section]:
@@ -119,6 +120,7 @@ def sections(sizes: Sizes, setup: Setup = DEFAULT) -> list[Section]:
 
     fixed = {
         "teachers": Section("teachers", sizes.estimates["teachers"], s.teachers, s.own_markdown("teachers")),
+        "teacher-large": Section("teacher-large", sizes.estimates["teacher-large"], s.large_teacher, s.own_markdown("teacher-large")),
         "loader": Section("loader", sizes.estimates["loader"], s.loader, s.own_markdown("loader")),
         "step": Section("step", sum(sec for _, sec in sizes.step.part_seconds), s.step, s.own_markdown("step"), resumable=True,
                         units_left=lambda kept: [sec for part, sec in sizes.step.part_seconds if f"{s.STEP_DIR}/{part}.json" not in kept]),

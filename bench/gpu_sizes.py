@@ -111,6 +111,9 @@ class Sizes:
     # The jobs section's distiller mode where a run names none: its first rows' (kept across
     # sessions), not `mode`, which follows the preset's default.
     jobs_mode: str = "full"
+    # The larger teacher again (arch, recipe) with the epochs its time goal holds and today's
+    # decoder, in a section of its own (teacher-large); None: no such section's sizes.
+    large_teacher: tuple[str, Schedule] | None = None
 
     def jobs_runs(self) -> list[JobsRun]:
         """Every search the jobs section times, in order: the plain --jobs values, then the variants."""
@@ -225,7 +228,8 @@ GPU = Sizes(
     margin_s=45.0,
     # teachers, steptime, loader: measured 2026-12-04 (128, 74 and 12 s); step: its parts' sum.
     # ablation: 70 full runs x 400 s / 8, at one wave of 8 per call (a second does not fit: 2 x 400 > 540 - 45).
-    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("ablation", 3600.0)),
+    # teacher-large: 36 epochs at the 2.65 s an epoch of wrn-16-4 took (53 s for 20, 2026-12-04) and its start.
+    estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("teacher-large", 110.0), ("ablation", 3600.0)),
     # Then the search as it trains now: the preset's crop-free brief, the teacher's outputs filled
     # once by the parent and opened by each process (a child's start no longer fits the teacher's
     # attention, ~45 s of the first --jobs 1 trial with crops): at --jobs 4, then with the whole
@@ -241,6 +245,10 @@ GPU = Sizes(
     # The --jobs 1 and 4 rows (sessions 15-16) ran the standard brief schedule with random crops
     # (the teacher live in every step); the preset's brief has had none since session 18.
     jobs_brief="crop=1",
+    # wrn-16-4 trained the shared 20-epoch recipe in 53 s (2026-12-04) and missed 94.5% (93.30%,
+    # with the reconstruction decoder's version 2, whose widths made it unstable: version 3 since
+    # session 21). Its 2 minutes hold about 40 epochs; 36 leave room for the start and a slower card.
+    large_teacher=("wrn-16-4", get_preset("standard").teacher.replace(epochs=36)),
 )
 
 SMOKE = Sizes(
@@ -279,11 +287,12 @@ SMOKE = Sizes(
     ablation_jobs=2,
     ablation_run_s=4.0,
     margin_s=1.0,
-    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("steptime", 5.0), ("ablation", 15.0)),
+    estimate_pairs=(("teachers", 5.0), ("loader", 5.0), ("steptime", 5.0), ("teacher-large", 5.0), ("ablation", 15.0)),
     # A CPU ignores the switch (the code path runs); the plain rows with crops, as the GPU's kept ones.
     # (mps=1: its search in a process of its own, as on a GPU; a CPU starts no server and says so.)
     jobs_variants=(JobsRun(2, "graph=1", brief=""), JobsRun(2, "mps=1", brief="")),
     jobs_brief="crop=1",
     jobs_mode="kd",
+    large_teacher=("resnet8", Schedule(epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.0, train_subset=256)),
 )
 

@@ -52,7 +52,7 @@ def test_a_call_stops_before_a_section_it_has_no_time_for(tmp_path):
 
 
 def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
-    first = ["teachers", "loader", "step", "steptime"]
+    first = ["teachers", "loader", "step", "steptime", "teacher-large"]
     r = subprocess.run(["make", "--no-print-directory", "bench-gpu", "SMOKE=1", f"SECTION={','.join(first)}", f"WORK={tmp_path}", f"BENCH_PYTHON={sys.executable}", f"PACK={tmp_path / 'p.tar.gz'}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "bench-gpu: all sections done" in r.stdout
@@ -75,6 +75,10 @@ def test_make_bench_gpu_smoke_measures_teachers_loader_and_steps(tmp_path):
     assert step["graph"] == {GRAPHED: {"error": "skipped: needs CUDA"}, GRAPHED_FP32: {"error": "skipped: needs CUDA"}}
     assert sorted(p.stem for p in (tmp_path / "step").glob("*.json")) == sorted(PARTS)  # each part kept as it finished
     assert done["steptime"]["result"]["epoch_seconds"]["large"]["kd"] > 0
+    # The larger teacher's own recipe, not the teachers section's: a file of its own.
+    arch, recipe = SMOKE.large_teacher
+    assert [r["arch"] for r in done["teacher-large"]["result"]["rows"]] == [arch] and f"{recipe.epochs} epochs" in done["teacher-large"]["result"]["markdown"]
+    assert done["teacher-large"]["result"]["rows"][0]["paths"] != done["teachers"]["result"]["rows"][0]["paths"]
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     for name in first:
         assert f"<!-- BEGIN gpu-{name} -->" in markdown
@@ -260,7 +264,7 @@ def test_a_teachers_goal_needs_its_accuracy_within_its_time():
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
     for sizes in (GPU, SMOKE):
         names = [s.name for s in sections(sizes)]
-        assert names[:5] == ["teachers", "steptime", "loader", "jobs", "step"] and names[-1] == "ablation"
+        assert names[:6] == ["teachers", "steptime", "loader", "jobs", "step", "teacher-large"] and names[-1] == "ablation"
         searches = [n for n in names if n.startswith("search-")]
         assert searches == [f"search-{b}-{s}" for b in sizes.budgets for s in sizes.samplers]
     assert GPU.budgets[0] == "2M"  # make search's default budget: the standard search's figure first
@@ -612,10 +616,12 @@ def test_the_plan_counts_only_what_a_resumable_section_has_not_kept(tmp_path):
     # The call count: the pieces left, each whole, in calls of what a call holds less its margin.
     from bench.gpu import CALL_SECONDS, calls_for
 
-    every = sections(GPU)
-    pieces = [u for sec in every for u in sec.left(kept_state(cfg))]
-    assert plan_lines(cfg, every)[-1].split()[5] == str(calls_for(pieces, CALL_SECONDS - GPU.margin_s))
-    assert calls_for(pieces, CALL_SECONDS - GPU.margin_s) != calls_for(pieces, CALL_SECONDS)  # the margin tells here
+    for sizes in (GPU, dataclasses.replace(GPU, margin_s=200.0)):  # the second: a margin that tells for sure
+        every = sections(sizes)
+        wide = _config(tmp_path, 10, sizes=sizes, results=tmp_path)
+        pieces = [u for sec in every for u in sec.left(kept_state(wide))]
+        assert plan_lines(wide, every)[-1].split()[5] == str(calls_for(pieces, CALL_SECONDS - sizes.margin_s))
+    assert calls_for(pieces, CALL_SECONDS - 200.0) != calls_for(pieces, CALL_SECONDS)
 
 
 def test_a_search_without_baselines_is_estimated_without_their_runs():
