@@ -118,6 +118,12 @@ def test_smoke_searches_with_one_and_with_two_processes(tmp_path):
     # The whole search's time: its trials and what followed them, and the goal judged on their sum.
     first = done[SEARCHES[0]]["result"]["report"]
     assert first["finish_seconds"] > 0 and first["bench_seconds"] == first["search_wall_seconds"] + first["finish_seconds"]
+    # Each search trained at the setup the jobs rows chose (none of the smoke rows may: the defaults), said with the goal.
+    from bench.gpu_choice import DEFAULT
+
+    assert all(done[name]["result"]["setups"] == [{"jobs": None, "gpu_step": None, "why": DEFAULT.why}] for name in SEARCHES)
+    assert f"- {SMOKE.budgets[0]} {SMOKE.samplers[0]} trained at `--jobs default --gpu-step default` ({DEFAULT.why})" in markdown
+    assert "s at `--jobs default --gpu-step default`: trials" in markdown
     assert "- Goal: the standard search (`make search BUDGET=130k`" in markdown
 
 
