@@ -123,10 +123,14 @@ def test_latency_budget_search_winner_meets_the_limit_measured(tmp_path, cache):
     meter = BudgetMeter(parse_budget("latency:1ms"), SHAPE, CLASSES, TINY)
     cheap = (TINY.smallest(), TINY.uniform(0))
     floor = max([meter.values(c)["latency"] for c in cheap] + [meter.at_slowest(meter.measure_latency(c)) for c in cheap])
-    # Twice the cheapest, predicted or measured: on a loaded 2-core machine single measurements
-    # jitter by tens of percent, and a study whose every trained candidate measures over the
-    # limit (rightly) ends without a winner. The tiny space spans ~2.5x, so the limit still binds.
-    limit = round(2.0 * floor, 4)
+    # Three times the cheapest, predicted or measured: on a loaded 2-core machine single
+    # measurements jitter by tens of percent, and a study whose every trained candidate measures
+    # over the limit (rightly) ends without a winner. At twice it did so once in CI (2026-12-06):
+    # one ruler timing of 0.128 ms among ~0.091 set the slowest speed seen, which scales every
+    # candidate's measurement by as much (0.023 ms now, 0.038 at the slowest, limit 0.0348). What
+    # this test checks is the measured path, not that the limit binds (what a candidate measured
+    # over it does to the winner is the last assertion's: set by hand).
+    limit = round(3.0 * floor, 4)
     study, final, report = _search(tmp_path, f"latency:{limit}ms", "lat")
     winner = pick_winner(study)
     assert winner.number == final["winner"]["trial"]
