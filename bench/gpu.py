@@ -27,6 +27,7 @@ smoke run writes its JSON, markdown and state archive there too, never into docs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -37,7 +38,7 @@ import tarfile
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,10 +267,8 @@ class Kept:
         names = self.under(JOBS_DIR, ".json")
         if self.archive is None or not names:
             return []
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(self.archive) as tar:
-            for name in names:
-                tar.extract(name, tmp, filter="data")
-            return rows_in(Path(tmp) / JOBS_DIR)
+        with self._extracted(names) as tmp:
+            return rows_in(tmp / JOBS_DIR)
 
     def finished_trials(self, study_db: str, teacher_sha256: str | None = None) -> int:
         """Trials that count towards the target (`nas_kd.study.finished_trials`) in the kept
@@ -282,12 +281,19 @@ class Kept:
 
         from nas_kd.study import finished_trials
 
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(self.archive) as tar:
-            tar.extract(study_db, tmp, filter="data")
-            storage = f"sqlite:///{Path(tmp) / study_db}"
+        with self._extracted([study_db]) as tmp:
+            storage = f"sqlite:///{tmp / study_db}"
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             studies = [optuna.load_study(study_name=name, storage=storage) for name in optuna.get_all_study_names(storage)]
             return sum(len(finished_trials(st.get_trials(deepcopy=False))) for st in studies if not _started_over(st, teacher_sha256))
+
+    @contextlib.contextmanager
+    def _extracted(self, names: list[str]) -> Iterator[Path]:
+        """A temporary folder holding the archive's members ``names`` at their paths."""
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(self.archive) as tar:
+            for name in names:
+                tar.extract(name, tmp, filter="data")
+            yield Path(tmp)
 
 
 NOTHING_KEPT = Kept(frozenset(), None)

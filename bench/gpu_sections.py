@@ -497,9 +497,8 @@ def _note_setup(study: str, setup: Setup) -> list[dict]:
     over calls may change setup when the jobs section measures between them)."""
     path = Path("runs") / study / SETUPS_FILE
     seen = json.loads(path.read_text()) if path.is_file() else []
-    entry = {"jobs": setup.jobs, "gpu_step": setup.gpu_step, "why": setup.why}
-    if not seen or {k: seen[-1][k] for k in ("jobs", "gpu_step")} != {k: entry[k] for k in ("jobs", "gpu_step")}:
-        seen.append(entry)
+    if not seen or (seen[-1]["jobs"], seen[-1]["gpu_step"]) != (setup.jobs, setup.gpu_step):
+        seen.append({"jobs": setup.jobs, "gpu_step": setup.gpu_step, "why": setup.why})
         write_json(path, seen)
     return seen
 

@@ -76,6 +76,9 @@ class Sizes:
     teacher_archs: tuple[str, ...]  # the teachers section measures these
     teacher_schedule: Schedule | None  # None: the preset's
     teacher_targets: tuple[tuple[str, float, float], ...]  # (arch, min test accuracy %, max train seconds)
+    # The larger teacher again (arch, recipe) with the epochs its time goal holds and today's
+    # decoder, in a section of its own (teacher-large).
+    large_teacher: tuple[str, Schedule]
     loader: tuple[str, int, int, int]  # arch, batch, steps, DataLoader workers
     step: StepSizes
     step_schedule: Schedule | None  # the step section's schedule; None: the preset's brief one
@@ -111,9 +114,6 @@ class Sizes:
     # The jobs section's distiller mode where a run names none: its first rows' (kept across
     # sessions), not `mode`, which follows the preset's default.
     jobs_mode: str = "full"
-    # The larger teacher again (arch, recipe) with the epochs its time goal holds and today's
-    # decoder, in a section of its own (teacher-large); None: no such section's sizes.
-    large_teacher: tuple[str, Schedule] | None = None
 
     def jobs_runs(self) -> list[JobsRun]:
         """Every search the jobs section times, in order: the plain --jobs values, then the variants."""
