@@ -5,7 +5,7 @@
     python -m bench.gpu --plan                    # sections, estimates, which are done
     python -m bench.gpu --calls                   # the device calls that run it (docs/BENCHMARKS.md, "GPU runs")
 
-Sections run in order (`ORDER`): teachers, steptime, loader, jobs, step, teacher-large, one search
+Sections run in order (`ORDER`): teachers, steptime, loader, jobs, teacher-large, step, one search
 per budget and sampler (2M first), ablation. Each writes ``docs/results/gpu_<name>.json`` and its section
 of docs/BENCHMARKS.md (rendered from the JSON, so ``--render`` rewrites the markdown alone); a
 section whose JSON exists is skipped unless ``--force``. A GPU session here has 15 minutes of
@@ -105,12 +105,14 @@ class Section:
 
 # What a GPU session (one call) gets first: the quick answers to "how fast" (teachers, step time
 # per mode, the loader), then --jobs (its rows left after 2026-12-04: the search as it trains now,
-# crop-free, at --jobs 4, with the CUDA-graph step and at --jobs 8, ~310 s), then where the step
-# goes and what each switch is worth (the first GPU call found the step host-bound: this section
-# says what pays; kept part by part), then the larger teacher with a recipe of its own (the
-# teachers section's shared recipe left it short of its goal), then the searches (resumable across
-# calls and sessions through the state archive, at the setup the jobs rows chose), the ablation last.
-ORDER = ("teachers", "steptime", "loader", "jobs", "step", "teacher-large", "searches", "ablation")
+# crop-free, at --jobs 4, with the CUDA-graph step and at --jobs 8, ~450 s), then the larger
+# teacher with a recipe of its own (the teachers section's shared recipe left it short of its
+# goal; ~110 s, a criterion's figure, so it runs in the short second call a session leaves after
+# jobs rather than waiting for the whole of step), then where the step goes and what each switch
+# is worth (the first GPU call found the step host-bound: this section says what pays; kept part by
+# part), then the searches (resumable across calls and sessions through the state archive, at the
+# setup the jobs rows chose), the ablation last.
+ORDER = ("teachers", "steptime", "loader", "jobs", "teacher-large", "step", "searches", "ablation")
 
 
 def sections(sizes: Sizes, setup: Setup = DEFAULT) -> list[Section]:

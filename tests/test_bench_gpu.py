@@ -270,7 +270,7 @@ def test_a_teachers_goal_needs_its_accuracy_within_its_time():
 def test_sections_run_the_quick_figures_first_and_each_budgets_baseline_search_before_its_others():
     for sizes in (GPU, SMOKE):
         names = [s.name for s in sections(sizes)]
-        assert names[:6] == ["teachers", "steptime", "loader", "jobs", "step", "teacher-large"] and names[-1] == "ablation"
+        assert names[:6] == ["teachers", "steptime", "loader", "jobs", "teacher-large", "step"] and names[-1] == "ablation"
         searches = [n for n in names if n.startswith("search-")]
         assert searches == [f"search-{b}-{s}" for b in sizes.budgets for s in sizes.samplers]
     assert GPU.budgets[0] == "2M"  # make search's default budget: the standard search's figure first
