@@ -294,14 +294,47 @@ def test_every_finished_section_is_packed_at_once(tmp_path):
     assert not run_sections(cfg, [Section("d", 1.0, lambda _c: None, lambda _c: ("gpu-d", "body"), resumable=True)], force=False, log=lambda _l: None)
 
 
-def test_the_device_call_fits_the_tool_and_the_lease():
-    from bench.gpu import CALL_SECONDS, device_calls
+def test_the_device_calls_fit_the_tool_and_the_lease():
+    from bench.gpu import (
+        CALL_OVERHEAD_S,
+        CALL_SECONDS,
+        MIN_SLICE,
+        SECOND_CALL_SLACK_S,
+        WARM_SECOND_CALL_S,
+        device_calls,
+    )
 
-    call = json.loads(next(line for line in device_calls() if line.startswith("run ")).removeprefix("run "))
-    assert set(call) <= {"command", "timeout_s", "carry"}  # what the device tool's run takes
-    assert CALL_SECONDS < call["timeout_s"] <= 600 and len(call["command"]) <= 2000
-    assert set(call["carry"]) == {".whl", ".data"}  # state travels committed (docs/results/gpu-state.tar.gz)
-    assert "give_back" in device_calls()
+    lines = device_calls()
+    first, again = (json.loads(line.removeprefix("run ")) for line in lines if line.startswith("run "))
+    for call in (first, again):
+        assert set(call) <= {"command", "timeout_s", "carry"}  # what the device tool's run takes
+        assert len(call["command"]) <= 2000 and set(call["carry"]) == {".whl", ".data"}  # state travels committed (docs/results/gpu-state.tar.gz)
+    assert CALL_SECONDS < first["timeout_s"] <= 600 and "--call-seconds" not in first["command"]
+    # The second call on the machine still warm: its clock is its timeout less what a call spends
+    # outside the bench, and it is made only where a resumable section can start in it.
+    assert again["timeout_s"] == "<T>" and f"--call-seconds <T-{CALL_OVERHEAD_S:.0f}>" in again["command"]
+    assert WARM_SECOND_CALL_S - SECOND_CALL_SLACK_S - CALL_OVERHEAD_S >= MIN_SLICE and f"{WARM_SECOND_CALL_S:.0f} s or more" in "".join(lines)
+    # Extract, then the second call, then give the machine back: in that order, none before the first call's extract.
+    order = [i for i, line in enumerate(lines) if line.startswith(("run ", "tar xzf", "give_back"))]
+    assert [lines[i].split()[0] for i in order] == ["run", "tar", "run", "give_back"]
+
+
+def test_the_device_command_installs_the_wheels_once_per_machine(tmp_path):
+    """A second call on a warm machine skips the install (its marker is there); a fresh machine
+    installs, and a failed install leaves no marker, so the next call tries again."""
+    from bench.gpu import WHEELS_DONE, WHEELS_PIP, device_command
+
+    site = tmp_path / "site"
+    log = tmp_path / "installs"
+    fake_pip = f"mkdir -p {site} && echo x >> {log} && test ! -f {tmp_path / 'broken'}"
+    command = device_command().replace(WHEELS_PIP, fake_pip).replace(WHEELS_DONE, str(site / ".done"))
+    command = command.split(" && python3 -m bench.gpu")[0]  # the install part
+    (tmp_path / "broken").write_text("")
+    assert subprocess.run(["bash", "-c", command], cwd=tmp_path).returncode != 0 and not (site / ".done").exists()
+    (tmp_path / "broken").unlink()
+    for _ in range(3):
+        assert subprocess.run(["bash", "-c", command], cwd=tmp_path).returncode == 0
+    assert log.read_text().count("x") == 2  # the failed install and the first good one; then skipped
 
 
 def test_the_ship_line_names_the_file_the_ship_command_would_train():
