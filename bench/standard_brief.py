@@ -73,13 +73,29 @@ SCHEDULES = ("brief", "full", "teacher")
 NUMERICS = ("fp32", "bf16")
 
 
+def mode_spec(text: str) -> str:
+    """A mode as ``mode=`` names it, spelt one way: ``NAME`` or ``NAME+key=value+...`` (that mode
+    with `nas_kd.distill.modes.parse_loss_weights` overrides, as `get_mode` reads it), the overrides
+    sorted and their numbers in shortest form, so that two spellings of one variant share their runs
+    and a variant with overrides never shares the plain mode's (until 2026-12-06 the overrides were
+    dropped here: ``full+feat=0.3`` was keyed, and trained, as ``full``). Refused in one line if
+    the mode or an override is unknown."""
+    from nas_kd.distill.modes import parse_loss_weights
+
+    base, *changes = text.strip().split("+")
+    name = get_mode(base.strip()).name
+    overrides = parse_loss_weights(",".join(changes))
+    return "+".join([name, *(f"{k}={v:g}" for k, v in sorted(overrides.items()))])
+
+
 def split_variant(variant: str) -> tuple[str | None, str]:
-    """(the mode a ``variant`` names with ``mode=NAME``, or None; its schedule changes). A
-    ``numerics=`` token is neither (`variant_numerics`)."""
+    """(the mode a ``variant`` names with ``mode=NAME`` or ``mode=NAME+key=value...``, spelt as
+    `mode_spec` spells it, or None; its schedule changes). A ``numerics=`` token is neither
+    (`variant_numerics`)."""
     mode, changes = None, []
     for token in (t.strip() for t in variant.split(",")):
         if token.startswith("mode="):
-            mode = get_mode(token.removeprefix("mode=").strip()).name  # refused in one line if unknown
+            mode = mode_spec(token.removeprefix("mode="))
         elif token and not token.startswith("numerics="):
             changes.append(token)
     return mode, ",".join(changes)

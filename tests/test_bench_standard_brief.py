@@ -137,6 +137,37 @@ def test_a_variant_may_name_the_mode_it_trains_in_and_is_kept_under_it():
     assert sb.section_name("small", "full", "full", modes_compared=True) == "standard-full-cpu-modes"
 
 
+def test_a_mode_with_overrides_is_its_own_variant_and_trains_with_them(tmp_path, monkeypatch):
+    """``mode=full+feat=0.3`` (a weight sweep) is neither ``full`` nor another sweep point: kept
+    under its own key, whatever the spelling, and trained with the override. Until 2026-12-06
+    the override was dropped, so every point of a sweep read the plain mode's kept runs."""
+    import json
+
+    import bench.standard_brief as sb
+    from nas_kd.distill import get_mode
+
+    args = argparse.Namespace(student="small", mode="full", schedule="brief")
+    assert sb.split_variant("mode=full+feat=0.3+desc=0.3") == ("full+desc=0.3+feat=0.3", "")
+    assert _key("mode=full+feat=0.3+desc=0.3", 0, args) == _key("mode=full+desc=.30+feat=0.3", 0, args)
+    assert len({_key(v, 0, args) for v in ("mode=full", "mode=full+feat=0.3", "mode=full+feat=1", "mode=full+feat=0.3+desc=0.3")}) == 4
+    for bad in ("mode=full+nope=1", "mode=full+feat=-1", "mode=nomode+feat=1"):
+        with pytest.raises(sb.UserError):
+            sb.split_variant(bad)
+    results = tmp_path / "standard_brief.json"
+    results.write_text(json.dumps({"runs": {_key("mode=full", s, args): run("mode=full", s, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": "full"} for s in (0, 1)}}))
+    monkeypatch.setattr(sb, "RESULTS", results)
+    trained = []
+
+    def fake_train(variant, seed, student, mode, *rest):
+        trained.append((variant, seed, get_mode(mode).weights.feat))
+        return run(variant, seed, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
+
+    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", InlinePool)
+    monkeypatch.setattr(sb, "_train", fake_train)
+    main(["--variants", "mode=full;mode=full+feat=0.3", "--seeds", "0,1", "--no-write"])
+    assert sorted(trained) == [("mode=full+feat=0.3", 0, 0.3), ("mode=full+feat=0.3", 1, 0.3)]  # the plain runs kept
+
+
 def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_kept_runs_again(tmp_path, capsys, monkeypatch):
     import json
 
