@@ -241,10 +241,13 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
         return _render_teacher(list(runs), variants, argv, base)
     what = "a trial's brief run" if schedule == "brief" else "the final retrain (winner and baselines)"
     modes = sorted({r["mode"] for r in runs})
+    bases = sorted({m.split("+")[0] for m in modes})  # one base: the variants differ in its loss weights (`mode_spec`)
     bf16 = any(variant_numerics(v) == "bf16" for v in variants)
     title = (
         f"## Does the GPU's bf16 autocast change accuracy? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule, mode {' and '.join(modes)})"
         if bf16
+        else f"## Which loss weights for mode {bases[0]}? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
+        if len(modes) > 1 and len(bases) == 1
         else f"## Which mode for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
         if len(modes) > 1
         else f"## Which {schedule} schedule for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, mode {first['mode']})"

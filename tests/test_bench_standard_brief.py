@@ -137,7 +137,7 @@ def test_a_variant_may_name_the_mode_it_trains_in_and_is_kept_under_it():
     assert sb.section_name("small", "full", "full", modes_compared=True) == "standard-full-cpu-modes"
 
 
-def test_a_mode_with_overrides_is_its_own_variant_and_trains_with_them(tmp_path, monkeypatch):
+def test_a_mode_with_overrides_is_its_own_variant_and_trains_with_them(tmp_path, capsys, monkeypatch):
     """``mode=full+feat=0.3`` (a weight sweep) is neither ``full`` nor another sweep point: kept
     under its own key, whatever the spelling, and trained with the override. Until 2026-12-06
     the override was dropped, so every point of a sweep read the plain mode's kept runs."""
@@ -166,6 +166,7 @@ def test_a_mode_with_overrides_is_its_own_variant_and_trains_with_them(tmp_path,
     monkeypatch.setattr(sb, "_train", fake_train)
     main(["--variants", "mode=full;mode=full+feat=0.3", "--seeds", "0,1", "--no-write"])
     assert sorted(trained) == [("mode=full+feat=0.3", 0, 0.3), ("mode=full+feat=0.3", 1, 0.3)]  # the plain runs kept
+    assert "## Which loss weights for mode full? (CPU, 0.48M-MAC student, brief schedule)" in capsys.readouterr().out
 
 
 def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_kept_runs_again(tmp_path, capsys, monkeypatch):
