@@ -49,6 +49,7 @@ import re
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,9 +124,12 @@ def variant_schedule(changes: str, schedule: str = "brief"):
     return override_schedule(getattr(get_preset(PRESET), schedule), split_variant(changes)[1], "--variants")
 
 
-def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief", arch: str = "resnet20", teacher_root: str = "runs/teachers", revision: str = "unknown") -> dict:
+def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str | None, schedule_name: str = "brief", arch: str = "resnet20", teacher_root: str = "runs/teachers", revision: str = "unknown", *, cache_file: str | None = None) -> dict:
     """One brief (or full) run (fresh process state; one torch thread): the trainer as a search calls
-    it; for ``schedule_name`` "teacher", one teacher (`_train_teacher`)."""
+    it; for ``schedule_name`` "teacher", one teacher (`_train_teacher`). ``cache_file``: the
+    teacher's outputs the parent filled once for this run's data and mode (`_shared_caches`),
+    opened here as a search's ``--jobs`` worker opens its parent's; a file that does not fit is
+    refused by its fingerprint and the run fills its own, as without one."""
     if schedule_name == "teacher":
         return _train_teacher(variant, seed, arch, data_dir, teacher_root) | {"revision": revision}
     import torch
@@ -153,13 +157,93 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     steps = max(1, len(splits.train) // schedule.batch_size) * schedule.epochs
     start = time.perf_counter()
     run = {"variant": variant, "seed": seed, "student": cfg.describe(), "macs": macs, "mode": mode, "schedule": schedule.to_dict(), "steps": steps, "revision": revision}
+    shared = {}
+    if cache_file is not None:
+        # The loaders train() would build for this seed (the same call), handed to it with the cache
+        # opened on their training loader, which is what the cache must match.
+        from nas_kd.distill.shared_cache import open_cache
+        from nas_kd.train import make_loaders
+
+        loaders = make_loaders(splits, batch_size=schedule.batch_size, device=cpu, seed=seed, crop=schedule.crop)
+        cache, why = open_cache(Path(cache_file), _as_trained(teacher), loaders[0], get_mode(mode))
+        shared = {"loaders": loaders, "teacher_cache": cache} if cache is not None else {}
+        run["shared_cache"] = why or "opened"
     try:
-        m = train(student, teacher, splits, schedule, mode, device=cpu, seed=seed)
+        m = train(student, teacher, splits, schedule, mode, device=cpu, seed=seed, **shared)
     except NonFiniteLossError as e:  # a diverged run is the variant's result on this seed
         reset_finite_checks()
         return run | {"diverged": str(e), "seconds": time.perf_counter() - start}
     history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in m["history"]]
     return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
+
+
+def _as_trained(teacher):
+    """The teacher as `train` sets it up before it reads or fills a cache (frozen, eval mode, the
+    device's memory layout), so that a cache filled here is the one a run would fill itself, bit
+    for bit (tests/test_bench_standard_brief.py)."""
+    import torch
+
+    from nas_kd.device import memory_format
+
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(torch.device("cpu"), memory_format=memory_format(torch.device("cpu"))).eval()
+
+
+def cache_identity(variant: str, args) -> tuple | None:
+    """What a run's teacher cache holds, as far as it varies between runs (None: the run reads no
+    cache, or fills one its own way): runs with equal identities read equal caches. The content
+    depends on the training images (the subset), the views (crops off; flips are the dataset's)
+    and what the mode reads (`nas_kd.distill.cache.cached_map_stages`, descriptors), not on the
+    seed, the batch or the loss weights (the teacher attention is fitted with its own fixed seed).
+    bf16 variants fill theirs under the CPU's bf16 autocast: not shared."""
+    if args.schedule == "teacher" or variant_numerics(variant) != "fp32":
+        return None
+    schedule = variant_schedule(variant, args.schedule)
+    mode = get_mode(variant_mode(variant, args.mode))
+    if schedule.crop or not mode.uses_teacher:
+        return None
+    return (schedule.train_subset, mode.stages if mode.uses_teacher_maps else None, bool(mode.weights.desc))
+
+
+def _fill_cache(variant: str, args, path: Path) -> None:
+    """The teacher's outputs for ``variant``'s runs, filled here (every core: no run has started)
+    and written to ``path`` (`nas_kd.distill.shared_cache.write_cache`)."""
+    import torch
+
+    from nas_kd.data import load_splits
+    from nas_kd.distill.cache import TeacherCache
+    from nas_kd.distill.shared_cache import write_cache
+    from nas_kd.models.shipped import DEFAULT_SPEC
+    from nas_kd.models.teachers import resolve_teacher
+    from nas_kd.train import make_loaders
+
+    cpu = torch.device("cpu")
+    schedule = variant_schedule(variant, args.schedule)
+    splits = load_splits("fashion-mnist", args.data_dir, seed=0, train_subset=schedule.train_subset)
+    preset = get_preset(PRESET)
+    teacher = _as_trained(resolve_teacher(DEFAULT_SPEC, "fashion-mnist", preset.teacher, preset=PRESET, device=cpu, data_dir=args.data_dir, reconstruction=True)[0])
+    loader = make_loaders(splits, batch_size=schedule.batch_size, device=cpu, seed=0, crop=schedule.crop)[0]
+    write_cache(TeacherCache(teacher, loader, variant_mode(variant, args.mode), num_classes=splits.info.num_classes), path)
+
+
+def _shared_caches(todo: list[tuple[str, int]], args, folder: Path) -> dict[str, str]:
+    """{variant: cache file} for the runs to train that read a teacher cache: one file per
+    `cache_identity`, filled once here instead of once per run (a crop-free run of the standard
+    preset spent ~280 s of its ~420 filling its own: 54,000 images, two views, one thread)."""
+    files: dict[tuple, Path] = {}
+    out = {}
+    for variant in dict.fromkeys(v for v, _ in todo):
+        identity = cache_identity(variant, args)
+        if identity is None:
+            continue
+        if identity not in files:
+            files[identity] = folder / f"teacher-cache-{len(files)}.pt"
+            start = time.perf_counter()
+            _fill_cache(variant, args, files[identity])
+            print(f"standard_brief: the teacher's outputs for {variant_mode(variant, args.mode)} runs filled once in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        out[variant] = str(files[identity])
+    return out
 
 
 def _train_teacher(variant: str, seed: int, arch: str, data_dir: str | None, root: str) -> dict:
@@ -359,8 +443,9 @@ def main(argv=None) -> None:
     print(f"standard_brief: {len(todo)} runs to train ({len(variants) * len(seeds) - len(todo)} kept)", file=sys.stderr, flush=True)
     revision = code_revision()
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_train, v, s, args.student, variant_mode(v, args.mode), args.data_dir, args.schedule, args.arch, args.teacher_root, revision): (v, s) for v, s in todo}
+    with tempfile.TemporaryDirectory(prefix="standard-brief-") as folder, cf.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
+        caches = _shared_caches(todo, args, Path(folder))
+        futures = {pool.submit(_train, v, s, args.student, variant_mode(v, args.mode), args.data_dir, args.schedule, args.arch, args.teacher_root, revision, cache_file=caches.get(v)): (v, s) for v, s in todo}
         for f in cf.as_completed(futures):
             r = f.result()
             record = record_run(RESULTS, _key(r["variant"], r["seed"], args), r, record, write=not args.no_write)  # merged with what other benches kept meanwhile

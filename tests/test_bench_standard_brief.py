@@ -26,6 +26,22 @@ def test_a_run_is_kept_under_its_schedule_not_its_spelling():
     assert _key("crop=0", 1, args) != _key("crop=0", 1, argparse.Namespace(student="small", mode="full", schedule="full"))
 
 
+@pytest.fixture(autouse=True)
+def filled(monkeypatch):
+    """The parent's cache fills (`_shared_caches`), recorded instead of run: a real one reads all
+    54,000 training images through the teacher (see the test that fills one for real)."""
+    import bench.standard_brief as sb
+
+    fills = []
+
+    def fake_fill(variant, args, path):
+        fills.append(variant)
+        path.write_text(variant)
+
+    monkeypatch.setattr(sb, "_fill_cache", fake_fill)
+    return fills
+
+
 def run(variant, seed, acc=None):
     r = {"variant": variant, "seed": seed, "steps": 633, "train_seconds": 10.0}
     return r | ({"val_accuracy": acc} if acc is not None else {"diverged": "distillation loss became nan"})
@@ -43,11 +59,11 @@ class InlinePool:
     def __exit__(self, *exc):
         return False
 
-    def submit(self, fn, *a):
+    def submit(self, fn, *a, **k):
         import concurrent.futures as cf
 
         f = cf.Future()
-        f.set_result(fn(*a))
+        f.set_result(fn(*a, **k))
         return f
 
 
@@ -158,7 +174,7 @@ def test_a_mode_with_overrides_is_its_own_variant_and_trains_with_them(tmp_path,
     monkeypatch.setattr(sb, "RESULTS", results)
     trained = []
 
-    def fake_train(variant, seed, student, mode, *rest):
+    def fake_train(variant, seed, student, mode, *rest, **_kw):
         trained.append((variant, seed, get_mode(mode).weights.feat))
         return run(variant, seed, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
 
@@ -181,7 +197,7 @@ def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_
     monkeypatch.setattr(sb, "RESULTS", results)
     trained = []
 
-    def fake_train(variant, seed, student, mode, *rest):
+    def fake_train(variant, seed, student, mode, *rest, **_kw):
         trained.append((variant, seed, mode, rest[-1]))
         return run(variant, seed, 0.95 if mode == "kd" else 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
 
@@ -223,7 +239,7 @@ def test_a_finished_run_is_kept_beside_the_runs_another_bench_kept_in_the_file_m
     monkeypatch.setattr(sb, "RESULTS", results)
     monkeypatch.setattr(report, "write_section", lambda name, body: None)
 
-    def fake_train(variant, seed, student, mode, *rest):
+    def fake_train(variant, seed, student, mode, *rest, **_kw):
         # Another bench (other seeds) keeps a run in the same file while this one trains.
         report.keep_run(results, "other|question|7", {"variant": "x", "seed": 7})
         return run(variant, seed, 0.91) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
@@ -288,3 +304,60 @@ def test_a_bf16_variant_is_kept_apart_and_trains_under_the_cpus_bf16_autocast(mo
         with pytest.raises(RuntimeError, match="stop here"):
             sb._train(variant, 0, "small", "kd", None)
     assert seen == [True, False] and not isinstance(device.autocast(cpu), torch.autocast)
+
+
+def test_runs_that_read_the_same_teacher_outputs_share_one_fill(tmp_path, monkeypatch, filled):
+    """The parent fills a teacher cache once per distinct content (`cache_identity`) and hands
+    its file to every run that reads it: loss weights, seeds and batch sizes share; another
+    training subset, a mode that reads other outputs, crops (the teacher live), ce (no teacher)
+    and bf16 numerics (filled under their own autocast) do not."""
+    import json
+
+    import bench.standard_brief as sb
+
+    monkeypatch.setattr(sb, "RESULTS", tmp_path / "standard_brief.json")
+    monkeypatch.setattr(sb.cf, "ProcessPoolExecutor", InlinePool)
+    given = {}
+
+    def fake_train(variant, seed, student, mode, *rest, cache_file=None):
+        given[(variant, seed)] = cache_file and (cache_file, open(cache_file).read())
+        return run(variant, seed, 0.9) | {"student": "ir c8", "macs": 4.8e5, "mode": mode, "seconds": 1.0}
+
+    monkeypatch.setattr(sb, "_train", fake_train)
+    variants = ["mode=full", "mode=full+feat=0.3,batch_size=512", "mode=kd", "mode=full,train_subset=1000", "mode=full+desc=0", "mode=full,crop=1", "mode=ce", "mode=full,numerics=bf16"]
+    main(["--variants", ";".join(variants), "--seeds", "0,1", "--no-write"])
+    assert filled == ["mode=full", "mode=kd", "mode=full,train_subset=1000", "mode=full+desc=0"]
+    files = {v: given[(v, 0)] for v in variants}
+    assert all(given[(v, 1)] == files[v] for v in variants)  # every seed the same file
+    assert files["mode=full"] == files["mode=full+feat=0.3,batch_size=512"] and files["mode=full"][1] == "mode=full"
+    assert len({files[v] for v in variants[:5]}) == 4
+    assert files["mode=full,crop=1"] is None and files["mode=ce"] is None and files["mode=full,numerics=bf16"] is None
+    assert not list(tmp_path.glob("*.pt")) and json.loads((tmp_path / "standard_brief.json").read_text() if (tmp_path / "standard_brief.json").exists() else "{}") == {}
+
+
+def test_a_run_on_the_parents_cache_trains_bit_for_bit_as_one_that_fills_its_own(tmp_path, monkeypatch):
+    """On real data and the shipped teacher (a few hundred images, one epoch): the cache the
+    parent fills, opened by the run, gives the run that fills its own, to the last bit."""
+    import bench.standard_brief as sb
+    from nas_kd.data import load_splits
+
+    try:
+        load_splits("fashion-mnist", None, seed=0, train_subset=600)
+    except Exception as e:  # noqa: BLE001 (any reason the real files are missing)
+        pytest.skip(f"no Fashion-MNIST here: {e}")
+    monkeypatch.undo()  # the real fill
+    variant = "mode=full,train_subset=600,epochs=1,batch_size=100"
+    args = argparse.Namespace(student="small", mode="full", schedule="brief", data_dir=None)
+    path = tmp_path / "cache.pt"
+    sb._fill_cache(variant, args, path)
+    alone = sb._train(variant, 3, "small", "full", None)
+    shared = sb._train(variant, 3, "small", "full", None, cache_file=str(path))
+    assert shared.pop("shared_cache") == "opened"
+    assert shared["teacher_seconds"] < 0.02 * alone["teacher_seconds"]  # read, not filled again
+    for key in ("val_accuracy", "history"):
+        assert shared[key] == alone[key]
+    # A file of other outputs is refused by its fingerprint, and the run fills its own.
+    other = tmp_path / "other.pt"
+    sb._fill_cache("mode=full,train_subset=500,epochs=1,batch_size=100", args, other)
+    refused = sb._train(variant, 3, "small", "full", None, cache_file=str(other))
+    assert "another teacher or other training data" in refused["shared_cache"] and refused["val_accuracy"] == alone["val_accuracy"]
