@@ -13,7 +13,7 @@ loses points, or diverges on a seed, ranks worse), for the bench's ~0.5M-MAC mbv
 preset's mode. Accuracy is what a CPU measures as well as a GPU (the step's numerics aside: bf16
 there), so the GPU's `step` section only times the larger batches.
 
-    python -m bench.standard_brief                      # 4 variants x 3 seeds, ~45 min on 2 cores
+    python -m bench.standard_brief                      # 4 variants x 3 seeds, ~25 min on 2 cores
     python -m bench.standard_brief --variants "crop=0;crop=1" --seeds 0,1,2,3,4
     python -m bench.standard_brief --schedule full --variants "crop=1;crop=0"   # the final retrain's, ~65 min
 
@@ -35,7 +35,9 @@ seeds or questions may run at once, each finished run merged into the file). The
 mode and numerics, not by code (a variant spelt two ways shares its runs): ``--fresh`` trains every run asked
 for again, ``--fresh-before REV`` only those trained before commit REV (each run records the
 revision it trained at; runs from before that was recorded count as older). ``--jobs`` runs train at
-once, one torch thread each. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
+once, one torch thread each. Crop-free runs read the teacher's outputs from a file the parent
+fills once per distinct content before any run starts (`_shared_caches`; ~3 minutes for the whole
+split in mode full), as a search's ``--jobs`` workers do. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
 ``standard-brief-cpu-large``).
 """
 
