@@ -140,9 +140,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     from nas_kd.data import load_splits
     from nas_kd.device import emulate_gpu_bf16
     from nas_kd.distill.trainer import train
-    from nas_kd.models.shipped import DEFAULT_SPEC
     from nas_kd.models.student import build_student
-    from nas_kd.models.teachers import resolve_teacher
     from nas_kd.space import SearchSpace
     from nas_kd.train import NonFiniteLossError, reset_finite_checks
 
@@ -152,8 +150,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     schedule = variant_schedule(variant, schedule_name)
     splits = load_splits("fashion-mnist", data_dir, seed=0, train_subset=schedule.train_subset)
     macs, cfg = pick_students(SearchSpace.load(SPACE), splits.info.input_shape, splits.info.num_classes)[student_name]
-    preset = get_preset(PRESET)
-    teacher = resolve_teacher(DEFAULT_SPEC, "fashion-mnist", preset.teacher, preset=PRESET, device=cpu, data_dir=data_dir, reconstruction=True)[0]
+    teacher = _shipped_teacher(data_dir)
     torch.manual_seed(seed)
     student = build_student(cfg, splits.info.channels, splits.info.num_classes)
     steps = max(1, len(splits.train) // schedule.batch_size) * schedule.epochs
@@ -167,7 +164,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
         from nas_kd.train import make_loaders
 
         loaders = make_loaders(splits, batch_size=schedule.batch_size, device=cpu, seed=seed, crop=schedule.crop)
-        cache, why = open_cache(Path(cache_file), _as_trained(teacher), loaders[0], get_mode(mode))
+        cache, why = open_cache(Path(cache_file), teacher, loaders[0], get_mode(mode))
         shared = {"loaders": loaders, "teacher_cache": cache} if cache is not None else {}
         run["shared_cache"] = why or "opened"
     try:
@@ -179,17 +176,18 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
     return run | {"val_accuracy": m["val_accuracy"], "history": history, "train_seconds": m["train_seconds"], "teacher_seconds": m.get("teacher_seconds"), "seconds": time.perf_counter() - start}
 
 
-def _as_trained(teacher):
-    """The teacher as `train` sets it up before it reads or fills a cache (frozen, eval mode, the
-    device's memory layout), so that a cache filled here is the one a run would fill itself, bit
+def _shipped_teacher(data_dir: str | None):
+    """The shipped resnet20 every run distils from, on the CPU as `train` sets a teacher up
+    (`frozen_teacher`), so that a cache filled from it here is the one a run would fill itself, bit
     for bit (tests/test_bench_standard_brief.py)."""
     import torch
 
-    from nas_kd.device import memory_format
+    from nas_kd.distill.trainer import frozen_teacher
+    from nas_kd.models.shipped import DEFAULT_SPEC
+    from nas_kd.models.teachers import resolve_teacher
 
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.to(torch.device("cpu"), memory_format=memory_format(torch.device("cpu"))).eval()
+    cpu, preset = torch.device("cpu"), get_preset(PRESET)
+    return frozen_teacher(resolve_teacher(DEFAULT_SPEC, "fashion-mnist", preset.teacher, preset=PRESET, device=cpu, data_dir=data_dir, reconstruction=True)[0], cpu)
 
 
 def cache_identity(variant: str, args) -> tuple | None:
@@ -216,15 +214,12 @@ def _fill_cache(variant: str, args, path: Path) -> None:
     from nas_kd.data import load_splits
     from nas_kd.distill.cache import TeacherCache
     from nas_kd.distill.shared_cache import write_cache
-    from nas_kd.models.shipped import DEFAULT_SPEC
-    from nas_kd.models.teachers import resolve_teacher
     from nas_kd.train import make_loaders
 
     cpu = torch.device("cpu")
     schedule = variant_schedule(variant, args.schedule)
     splits = load_splits("fashion-mnist", args.data_dir, seed=0, train_subset=schedule.train_subset)
-    preset = get_preset(PRESET)
-    teacher = _as_trained(resolve_teacher(DEFAULT_SPEC, "fashion-mnist", preset.teacher, preset=PRESET, device=cpu, data_dir=args.data_dir, reconstruction=True)[0])
+    teacher = _shipped_teacher(args.data_dir)
     loader = make_loaders(splits, batch_size=schedule.batch_size, device=cpu, seed=0, crop=schedule.crop)[0]
     write_cache(TeacherCache(teacher, loader, variant_mode(variant, args.mode), num_classes=splits.info.num_classes), path)
 

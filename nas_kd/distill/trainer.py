@@ -30,7 +30,7 @@ from nas_kd.distill.step import DistillStep
 from nas_kd.errors import UserError
 from nas_kd.train import build_optimizer, build_scheduler, evaluate, make_loaders, progress
 
-__all__ = ["train", "check_teacher", "build_step", "prepare_teacher", "MAX_CACHE_BYTES"]
+__all__ = ["train", "check_teacher", "build_step", "frozen_teacher", "prepare_teacher", "MAX_CACHE_BYTES"]
 
 MAX_CACHE_BYTES = 8 * 2**30  # above this a run keeps the live teacher pass instead of a cache
 
@@ -80,6 +80,14 @@ def build_step(
     extra = {"fused": True, "capturable": graphed} if fused else {}
     disc_optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999), **extra) if groups else None
     return DistillStep(student, teacher, objective, optimizer, scheduler, disc_optimizer, schedule.label_smoothing, cache)
+
+
+def frozen_teacher(teacher: nn.Module, device: torch.device) -> nn.Module:
+    """``teacher`` as a run uses it, in place: no gradients, eval mode, on ``device`` in its memory
+    layout (what a teacher cache filled elsewhere must have seen to hold the same numbers)."""
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device, memory_format=memory_format(device)).eval()
 
 
 def prepare_teacher(
@@ -150,9 +158,7 @@ def train(
     mode = get_mode(mode)
     check_teacher(mode, teacher)
     if teacher is not None:
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        teacher.to(device, memory_format=memory_format(device)).eval()
+        frozen_teacher(teacher, device)
     seed_everything(seed)
     train_dl, val_dl, test_dl = loaders or make_loaders(splits, batch_size=schedule.batch_size, device=device, seed=seed, crop=schedule.crop)
     info = splits.info
