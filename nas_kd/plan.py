@@ -404,7 +404,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     import torch
 
     import nas_kd
-    from nas_kd.data import dataset_info
+    from nas_kd.data import dataset_info, require_files
     from nas_kd.device import parse_step_options, resolve_device
     from nas_kd.distill.modes import get_mode, parse_loss_weights
     from nas_kd.jobs import default_jobs
@@ -428,6 +428,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     run_dir(study)  # UserError for names that are no folder name
     _check_storage(opts.storage)
     _check_budget_fits(space, budget, info.input_shape, info.num_classes, opts.baselines)
+    require_files(info.name, opts.data_dir)  # the last check: it may fetch the files
     trials = opts.trials if opts.trials is not None or opts.timeout is not None else preset.trials
     return SearchPlan(
         study=study,

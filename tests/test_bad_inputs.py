@@ -122,6 +122,9 @@ CASES = [
     ("npz-tiny-images", ["data", "info", "--dataset", "{}"], "too small", _npz(x=np.zeros((10, 4, 4), np.uint8), y=np.arange(10) % 2)),
     ("npz-not-zip", ["data", "info", "--dataset", "npz:{}"], "is not a readable .npz file", _text("x.npz", "hello")),
     ("mnist-truncated", ["data", "info", "--dataset", "{}"], "is truncated or corrupt", _truncated_mnist),
+    # a missing dataset is refused before a command prints its plan or resolves a teacher
+    ("search-data-missing", ["search", "--dataset", "cifar10", "--data-dir", "nowhere", "--space", MBV2, "--budget", "2M", *FAST], "no cifar10 files found (looked in nowhere/cifar10,", None),
+    ("distill-data-missing", ["distill", "--dataset", "cifar10", "--data-dir", "nowhere", "--space", MBV2, "--uniform", "0", *FAST], "no cifar10 files found (looked in nowhere/cifar10,", None),
     # teacher files and names
     ("teacher-pickle-code", ["distill", "--space", MBV2, "--uniform", "0", "--teacher", "{}", "--mode", "kd", *SYN, *FAST], "refusing to load", _evil_pickle),
     ("teacher-zip-code", ["distill", "--space", MBV2, "--uniform", "0", "--teacher", "{}", "--mode", "kd", *SYN, *FAST], "refusing to load", _evil_zip),
@@ -189,6 +192,7 @@ def test_bad_input(case, cli, in_tmp):
     args = [a.format(value) if "{}" in a else a for a in argv]
     code, out, err = cli(*args)
     assert code == 2, (name, out, err)
+    assert out == "", f"{name} printed before its refusal: {out!r}"  # the refusal is the one line
     assert err.startswith("nas-kd: error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert fragment in err, err
     assert "Traceback" not in err + out

@@ -62,7 +62,7 @@ def load_student_config(args):
 
 def run(args) -> int:
     from nas_kd.config import get_preset
-    from nas_kd.data import dataset_info, load_splits
+    from nas_kd.data import dataset_info, load_splits, require_files
     from nas_kd.device import resolve_device, seed_everything
     from nas_kd.distill import check_teacher, get_mode, parse_loss_weights, train
     from nas_kd.distill.trainer import RECON_HINT
@@ -80,6 +80,7 @@ def run(args) -> int:
     if args.train_subset is not None:  # 0 means the whole training split
         schedule = dataclasses.replace(schedule, train_subset=args.train_subset or None)
     device = resolve_device(args.device)
+    require_files(info.name, args.data_dir)  # before the teacher line is printed (or a teacher trained)
     teacher = None
     if mode.uses_teacher:
         is_path = is_teacher_path(args.teacher)

@@ -41,7 +41,7 @@ arrays), `nas_kd.data.splits` (the stratified validation split, subsets, `load_s
 """
 
 from nas_kd.data.loader import Batch, DeviceLoader
-from nas_kd.data.readers import load_arrays
+from nas_kd.data.readers import load_arrays, require_files
 from nas_kd.data.registry import (
     DATASETS,
     SYSTEM_DATA_DIR,
@@ -68,6 +68,7 @@ __all__ = [
     "dataset_info",
     "dataset_slug",
     "load_arrays",
+    "require_files",
     "load_splits",
     "stratified_split",
     "stratified_subset",

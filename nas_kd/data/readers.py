@@ -17,6 +17,7 @@ from nas_kd.data.registry import (
     DATASETS,
     SYSTEM_DATA_DIR,
     DatasetInfo,
+    canonical_name,
     dataset_info,
 )
 from nas_kd.data.splits import stratified_split
@@ -60,9 +61,7 @@ def _find_idx_dir(name: str, data_dir) -> Path | None:
 
 
 def _load_idx_dataset(name: str, data_dir) -> tuple[np.ndarray, ...]:
-    folder = _find_idx_dir(name, data_dir) or (_download(name, data_dir) and _find_idx_dir(name, data_dir))
-    if not folder:
-        _missing(name, data_dir)
+    folder = data_folder(name, data_dir)
     xs = _read_idx(folder / _IDX_FILES["train_x"], 3)
     ys = _read_idx(folder / _IDX_FILES["train_y"], 1)
     xt = _read_idx(folder / _IDX_FILES["test_x"], 3)
@@ -103,22 +102,44 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load_cifar(name: str, data_dir) -> tuple[np.ndarray, ...]:
-    folder_name, train_files, test_file, label_key = {
-        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"),
-        "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels"),
-    }[name]
+_CIFAR_FILES = {  # name: (folder in the archive, training batches, test batch, label key)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels"),
+}
 
-    def find():
-        for d in _search_dirs(name, data_dir):
-            for sub in (d / folder_name, d):
-                if all((sub / f).is_file() for f in [*train_files, test_file]):
-                    return sub
-        return None
 
-    folder = find() or (_download(name, data_dir) and find())
+def _find_cifar_dir(name: str, data_dir) -> Path | None:
+    folder_name, train_files, test_file, _ = _CIFAR_FILES[name]
+    for d in _search_dirs(name, data_dir):
+        for sub in (d / folder_name, d):
+            if all((sub / f).is_file() for f in [*train_files, test_file]):
+                return sub
+    return None
+
+
+def data_folder(name: str, data_dir) -> Path:
+    """The folder holding a named dataset's files (fashion-mnist, mnist, cifar10, cifar100),
+    fetched through torchvision first where it can; a `UserError` naming where it looked and the
+    fix otherwise. Commands call it before they print or train anything, so that a missing
+    dataset is refused in one line (the loaders call it again, at no cost, when they read)."""
+    find = _find_cifar_dir if name in _CIFAR_FILES else _find_idx_dir
+    folder = find(name, data_dir) or (_download(name, data_dir) and find(name, data_dir))
     if not folder:
         _missing(name, data_dir)
+    return folder
+
+
+def require_files(name: str, data_dir=None) -> None:
+    """`UserError` now where a named dataset's files are missing; nothing for synthetic data and
+    npz files (`dataset_info` has read those)."""
+    key = canonical_name(name)
+    if key in ("fashion-mnist", "mnist", *_CIFAR_FILES):
+        data_folder(key, data_dir)
+
+
+def _load_cifar(name: str, data_dir) -> tuple[np.ndarray, ...]:
+    _, train_files, test_file, label_key = _CIFAR_FILES[name]
+    folder = data_folder(name, data_dir)
     parts = [_read_cifar_batch(folder / f, label_key) for f in train_files]
     xt, yt = _read_cifar_batch(folder / test_file, label_key)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt
