@@ -18,18 +18,17 @@ an over-budget candidate before paying for fvcore; tests assert it equals `measu
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nas_kd.config import format_count
+from nas_kd.device import torch_threads  # noqa: F401 (here since before it moved; benches import it from here)
 from nas_kd.models.blocks import out_size, se_channels
 from nas_kd.models.student import StudentConfig, build_student
 
@@ -111,18 +110,6 @@ def count_macs(model: nn.Module, inputs: torch.Tensor) -> tuple[int, Counter]:
             "add it to nas_kd.cost.NOT_COUNTED and docs/COST.md"
         )
     return macs, skipped
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads. Batch-1 traces and batch-2 test steps are too
-    small to split; on a busy 2-core machine OpenMP spin-waiting makes them ~5-50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _shape(input_shape) -> tuple[int, int, int]:

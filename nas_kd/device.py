@@ -19,6 +19,7 @@ import dataclasses
 import os
 import platform
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from nas_kd.errors import UserError
 __all__ = [
     "resolve_device",
     "autocast",
+    "torch_threads",
+    "one_thread",
     "seed_everything",
     "memory_format",
     "StepOptions",
@@ -189,6 +192,26 @@ def emulate_gpu_bf16(on: bool) -> None:
     on most x86 cores bf16 is no faster than fp32 and it costs precision."""
     global _CPU_BF16
     _CPU_BF16 = on
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads. Batch-1 traces and batch-2 test steps are too
+    small to split; on a busy 2-core machine OpenMP spin-waiting makes them ~5-50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def one_thread():
+    """`torch_threads` (1): for the teacher-side quantities a run computes once and may share (the
+    map scales, the fitted attention), whose float32 reductions would otherwise round differently
+    with the number of threads, so that they are the same whoever computes them (a teacher cache
+    filled on every core, runs on one thread each)."""
+    return torch_threads(1)
 
 
 def autocast(device: torch.device):

@@ -340,6 +340,7 @@ def test_a_run_on_the_parents_cache_trains_bit_for_bit_as_one_that_fills_its_own
     parent fills, opened by the run, gives the run that fills its own, to the last bit."""
     import bench.standard_brief as sb
     from nas_kd.data import load_splits
+    from nas_kd.device import torch_threads
 
     try:
         load_splits("fashion-mnist", None, seed=0, train_subset=600)
@@ -349,7 +350,8 @@ def test_a_run_on_the_parents_cache_trains_bit_for_bit_as_one_that_fills_its_own
     variant = "mode=full,train_subset=600,epochs=1,batch_size=100"
     args = argparse.Namespace(student="small", mode="full", schedule="brief", data_dir=None)
     path = tmp_path / "cache.pt"
-    sb._fill_cache(variant, args, path)
+    with torch_threads(2):  # as the parent fills it, on every core (here two); each run has one
+        sb._fill_cache(variant, args, path)
     alone = sb._train(variant, 3, "small", "full", None)
     shared = sb._train(variant, 3, "small", "full", None, cache_file=str(path))
     assert shared.pop("shared_cache") == "opened"

@@ -256,3 +256,77 @@ def test_a_cache_matches_only_the_same_images_and_normalisation(splits):
     assert not cache.matches(t, make_loaders(other, batch_size=32, device=CPU, seed=0, crop=False)[0])
     for field in ("mean", "std"):
         assert not cache.matches(t, make_loaders(with_shifted(splits, field), batch_size=32, device=CPU, seed=0, crop=False)[0])
+
+
+def test_what_a_cache_holds_is_the_same_on_any_number_of_threads(splits):
+    """A bench or a search fills a teacher cache with every core and trains runs on one thread
+    each: the map scales, the fitted attention and the descriptors must not depend on the thread
+    count (on two threads a float32 reduction rounds differently: the shipped teacher's first map
+    scale moved by one ulp and the attention by 2e-3, which changed a 20-epoch run by half a point)."""
+    from nas_kd.device import torch_threads
+    from nas_kd.distill.map_scale import teacher_map_scales
+
+    t = teacher()
+    filled = {}
+    for threads in (1, 2):
+        with torch_threads(threads):
+            loader = make_loaders(splits, batch_size=96, device=CPU, seed=0, crop=False)[0]  # batches big enough to split
+            filled[threads] = (teacher_map_scales(t, loader), TeacherCache(t, loader, "full", num_classes=10))
+    (scales1, one), (scales2, two) = filled[1], filled[2]
+    assert scales1 == scales2
+    assert all(torch.equal(one.attention_state[k], two.attention_state[k]) for k in one.attention_state)
+    assert all(torch.equal(a, b) for a, b in zip(one.descriptors, two.descriptors, strict=True))
+    assert torch.equal(one.logits, two.logits)
+
+
+def test_on_real_data_the_cache_is_the_same_on_one_thread_and_two():
+    """The same on Fashion-MNIST and the shipped teacher, whose maps are large enough that two
+    threads split the fit's reductions: without `one_thread` the attention differed here."""
+    from bench.standard_brief import _shipped_teacher
+    from nas_kd.device import torch_threads
+    from nas_kd.distill.map_scale import teacher_map_scales
+
+    try:
+        real = load_splits("fashion-mnist", None, seed=0, train_subset=1024)
+    except Exception as e:  # noqa: BLE001 (any reason the real files are missing)
+        pytest.skip(f"no Fashion-MNIST here: {e}")
+    t = _shipped_teacher(None)
+    filled = {}
+    for threads in (1, 2):
+        with torch_threads(threads):
+            loader = make_loaders(real, batch_size=256, device=CPU, seed=0, crop=False)[0]
+            scales = teacher_map_scales(t, loader)
+            attention = fit_teacher_attention(t, loader, 10, epochs=1)
+            filled[threads] = (scales, attention, TeacherCache(t, loader, "full", num_classes=10, attention_state=attention))
+    (scales1, fit1, one), (scales2, fit2, two) = filled[1], filled[2]
+    assert scales1 == scales2
+    assert all(torch.equal(fit1[k], fit2[k]) for k in fit1)
+    assert all(torch.equal(a, b) for a, b in zip(one.descriptors, two.descriptors, strict=True))
+
+
+class _FixedMaps(torch.nn.Module):
+    """A 'teacher' whose stage maps are fixed random tensors: large enough (512 images of
+    16x28x28) that two threads split a float32 sum over them, and in the channels-last layout, in
+    which the split rounds differently (this contiguous tensor's sum happened not to)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.maps = [torch.randn(512, 16, 28, 28, generator=g) * (1 + torch.rand(512, 1, 1, 1, generator=g)) for _ in range(3)]
+
+    def forward_stages(self, x):
+        return [m[: len(x)].contiguous(memory_format=torch.channels_last) for m in self.maps], None
+
+
+def test_map_scales_are_the_same_on_one_thread_and_two():
+    from nas_kd.device import torch_threads
+    from nas_kd.distill.map_scale import teacher_map_scales
+
+    t = _FixedMaps()
+    loader = make_loaders(load_splits("synthetic:1x28x28:10", train_subset=600), batch_size=64, device=CPU, seed=0, crop=False)[0]
+    measured = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            measured.append(teacher_map_scales(t, loader))
+        t = _FixedMaps()  # a new teacher: the scales are remembered per teacher and loader
+    assert measured[0] == measured[1]

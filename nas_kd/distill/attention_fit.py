@@ -3,7 +3,12 @@
 `fit_teacher_attention` trains a `TeacherAttention` over *every* teacher stage (any student's
 pairing then picks its subset) by the task loss alone: cross-entropy of per-stage linear heads on
 the squeezed descriptors, on the loader's un-augmented training images, teacher frozen in eval
-mode. It returns a state dict of CPU tensors, deterministic for a seed on the CPU, which a
+mode. It returns a state dict of CPU tensors, deterministic for a seed on the CPU whatever the
+number of torch threads (the teacher's passes use them all and do not depend on their number; the
+squeeze, its heads and their updates run on one, since their reductions would round differently
+on two: the fit and every descriptor drawn from it then differed, and a teacher cache filled with
+every core no longer matched a run that filled its own on one thread; the descriptors of a fitted
+squeeze are the same on any count), which a
 caller may store beside the teacher checkpoint and pass back (``train(..., teacher_attention=)``
 or ``TeacherCache(..., attention_state=)``) so that it is paid once per teacher and data.
 
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from nas_kd.data import DeviceLoader
-from nas_kd.device import autocast
+from nas_kd.device import autocast, one_thread
 from nas_kd.distill.attention import TeacherAttention
 from nas_kd.distill.map_scale import teacher_map_scales
 
@@ -56,10 +61,11 @@ def fit_teacher_attention(
             index = order[start : start + loader.batch_size]
             with torch.no_grad(), autocast(device):
                 maps, _ = teacher.forward_stages(loader.view(index, flip=False))
-            loss = module.task_loss(module.squeeze(maps), loader.y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with one_thread():  # the fit is the same on any number of threads (module docstring)
+                loss = module.task_loss(module.squeeze(maps), loader.y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 

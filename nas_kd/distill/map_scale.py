@@ -23,7 +23,7 @@ import weakref
 import torch
 from torch import nn
 
-from nas_kd.device import autocast
+from nas_kd.device import autocast, one_thread
 
 __all__ = ["PROBE_IMAGES", "teacher_map_scales"]
 
@@ -46,6 +46,11 @@ def teacher_map_scales(teacher: nn.Module, loader) -> tuple[float, ...]:
         with autocast(loader.device):
             maps, _ = teacher.forward_stages(probe)
         teacher.train(was_training)
-        # At least 1e-6: a dead stage must not make its terms divide by zero.
-        known[loader] = tuple(max(1e-6, m.float().pow(2).mean().sqrt().item()) for m in maps)
+        # At least 1e-6: a dead stage must not make its terms divide by zero. One thread: a
+        # reduction split over threads rounds differently with their number (the shipped
+        # teacher's first stage: 1.2237525 on one thread, 1.2237524 on two), and the scales are a
+        # property of the teacher and data, which a cache filled with every core shares with runs
+        # of one thread each (`one_thread`).
+        with one_thread():
+            known[loader] = tuple(max(1e-6, m.float().pow(2).mean().sqrt().item()) for m in maps)
     return known[loader]
