@@ -207,15 +207,11 @@ def cache_identity(variant: str, args) -> tuple | None:
 
 
 def _fill_cache(variant: str, args, path: Path) -> None:
-    """The teacher's outputs for ``variant``'s runs, filled here and written to ``path``
-    (`nas_kd.distill.shared_cache.write_cache`). On one thread, as a run that fills its own: filled
-    on both cores, the cache gave the 2M student's brief `full` run of seed 0 92.13% where its own
-    fill gives 92.17% (2026-12-07, after the map scales and the attention fit were made
-    thread-count-free; what else still rounds with the thread count was not found)."""
+    """The teacher's outputs for ``variant``'s runs, filled here (every core: no run has started)
+    and written to ``path`` (`nas_kd.distill.shared_cache.write_cache`)."""
     import torch
 
     from nas_kd.data import load_splits
-    from nas_kd.device import torch_threads
     from nas_kd.distill.cache import TeacherCache
     from nas_kd.distill.shared_cache import write_cache
     from nas_kd.train import make_loaders
@@ -225,8 +221,7 @@ def _fill_cache(variant: str, args, path: Path) -> None:
     splits = load_splits("fashion-mnist", args.data_dir, seed=0, train_subset=schedule.train_subset)
     teacher = _shipped_teacher(args.data_dir)
     loader = make_loaders(splits, batch_size=schedule.batch_size, device=cpu, seed=0, crop=schedule.crop)[0]
-    with torch_threads(1):
-        write_cache(TeacherCache(teacher, loader, variant_mode(variant, args.mode), num_classes=splits.info.num_classes), path)
+    write_cache(TeacherCache(teacher, loader, variant_mode(variant, args.mode), num_classes=splits.info.num_classes), path)
 
 
 def _shared_caches(todo: list[tuple[str, int]], args, folder: Path) -> dict[str, str]:
