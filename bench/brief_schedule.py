@@ -43,9 +43,9 @@ from bench.full_schedule import RESULTS as REFERENCE
 from bench.full_schedule import pick, variant_schedule
 from bench.search_trials import open_record
 from nas_kd.config import get_preset, parse_budget
-from nas_kd.cost import analytic_macs, torch_threads
+from nas_kd.cost import analytic_macs
 from nas_kd.data import dataset_info, load_splits
-from nas_kd.device import resolve_device
+from nas_kd.device import resolve_device, torch_threads
 from nas_kd.errors import UserError
 from nas_kd.files import digest
 from nas_kd.models.teachers import resolve_teacher

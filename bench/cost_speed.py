@@ -19,7 +19,8 @@ import torch
 
 from bench._report import hardware, write_section
 from nas_kd.config import format_count, parse_budget
-from nas_kd.cost import _measure, analytic_cost, measure, torch_threads
+from nas_kd.cost import _measure, analytic_cost, measure
+from nas_kd.device import torch_threads
 from nas_kd.space import SearchSpace
 
 SPACES = ["search_spaces/mbv2.yaml", "search_spaces/resnet.yaml"]

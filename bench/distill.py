@@ -30,9 +30,8 @@ from bench._report import BENCHMARKS, hardware, write_section
 from bench._teacher_pass import TeacherPass
 from bench.distill_ablation import SPACE, pick_students
 from nas_kd.config import Schedule, get_preset
-from nas_kd.cost import torch_threads
 from nas_kd.data import load_splits
-from nas_kd.device import resolve_device
+from nas_kd.device import resolve_device, torch_threads
 from nas_kd.distill import MODES, get_mode
 from nas_kd.files import digest
 from nas_kd.models.student import StudentConfig

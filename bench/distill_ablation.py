@@ -32,9 +32,9 @@ import torch
 
 from bench._report import hardware, write_section
 from nas_kd.config import get_preset
-from nas_kd.cost import analytic_macs, torch_threads
+from nas_kd.cost import analytic_macs
 from nas_kd.data import load_splits
-from nas_kd.device import resolve_device
+from nas_kd.device import resolve_device, torch_threads
 from nas_kd.distill import MODES, get_mode, train
 from nas_kd.models.student import build_student
 from nas_kd.models.teachers import resolve_teacher

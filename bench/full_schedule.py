@@ -35,9 +35,9 @@ from bench._teacher_pass import TeacherPass
 from bench.search_gpu import _diff
 from bench.search_trials import check_host
 from nas_kd.config import Schedule, get_preset, parse_budget
-from nas_kd.cost import analytic_macs, torch_threads
+from nas_kd.cost import analytic_macs
 from nas_kd.data import dataset_info, load_splits
-from nas_kd.device import resolve_device
+from nas_kd.device import resolve_device, torch_threads
 from nas_kd.errors import UserError
 from nas_kd.files import digest
 from nas_kd.models.student import StudentConfig

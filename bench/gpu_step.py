@@ -244,7 +244,7 @@ def _switches(b: _Bench, sizes: StepSizes) -> dict:
     the thread counts of `THREAD_ROWS` (``threads``: the process's own count, the defaults' row).
     A switch whose step fails (a capture a GPU refuses) records its error under ``errors``; the
     others still run."""
-    from nas_kd.cost import torch_threads
+    from nas_kd.device import torch_threads
 
     base = StepOptions()
     out: dict = {"seconds": {}, "new_student_seconds": {}, "errors": {}, "threads": torch.get_num_threads()}

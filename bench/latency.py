@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench._report import write_section
-from nas_kd.cost import torch_threads
+from nas_kd.device import torch_threads
 from nas_kd.latency import (
     MIN_SECONDS,
     RULER,

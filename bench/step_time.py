@@ -29,8 +29,8 @@ from bench._report import hardware, write_section
 from bench._step_timing import interleaved_times, mode_steps
 from bench.distill_ablation import SPACE, pick_students
 from nas_kd.config import get_preset
-from nas_kd.cost import torch_threads
 from nas_kd.data import load_splits
+from nas_kd.device import torch_threads
 from nas_kd.distill import TeacherCache, get_mode
 from nas_kd.models.teachers import build_teacher
 from nas_kd.space import SearchSpace

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from nas_kd.config import format_count
-from nas_kd.device import torch_threads  # noqa: F401 (here since before it moved; benches import it from here)
+from nas_kd.device import torch_threads
 from nas_kd.models.blocks import out_size, se_channels
 from nas_kd.models.student import StudentConfig, build_student
 
@@ -42,7 +42,6 @@ __all__ = [
     "thop_macs",
     "analytic_cost",
     "analytic_macs",
-    "torch_threads",
 ]
 
 # Operators whose multiply-adds are counted, as fvcore names them after tracing.

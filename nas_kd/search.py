@@ -439,8 +439,7 @@ def _search(plan: SearchPlan, opts: SearchOptions, *, log: Callable[[str], None]
     """`run_search` once the plan is checked (and the device's sharing set up)."""
     import optuna
 
-    from nas_kd.cost import torch_threads
-    from nas_kd.device import StepOptions, configure_step, resolve_device
+    from nas_kd.device import StepOptions, configure_step, resolve_device, torch_threads
     from nas_kd.distill.shared_cache import CACHE_FILE
     from nas_kd.jobs import LocalWorkers, threads_per_job
     from nas_kd.meter import BudgetMeter, admits_largest

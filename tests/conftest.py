@@ -29,7 +29,7 @@ def step_options_restored():
 def one_thread():
     """Test-sized tensors are too small to split across threads; on a busy 2-core machine
     OpenMP spin-waiting makes multi-threaded batch-2 steps 5-50x slower."""
-    from nas_kd.cost import torch_threads
+    from nas_kd.device import torch_threads
 
     with torch_threads(1):
         yield

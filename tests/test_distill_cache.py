@@ -5,13 +5,16 @@ import pytest
 import torch
 from test_distill_step import TINY
 
-from nas_kd.config import Schedule
+from nas_kd.config import Schedule, get_preset
 from nas_kd.data import load_splits
+from nas_kd.device import torch_threads
 from nas_kd.distill import MODES, TeacherCache, train
 from nas_kd.distill.attention_fit import fit_teacher_attention, load_teacher_attention
+from nas_kd.distill.map_scale import teacher_map_scales
 from nas_kd.distill.outputs import teacher_outputs
+from nas_kd.distill.trainer import frozen_teacher
 from nas_kd.models.student import build_student
-from nas_kd.models.teachers import build_teacher
+from nas_kd.models.teachers import build_teacher, resolve_teacher
 from nas_kd.train import make_loaders
 
 CPU = torch.device("cpu")
@@ -262,10 +265,7 @@ def test_what_a_cache_holds_is_the_same_on_any_number_of_threads(splits):
     """A bench or a search fills a teacher cache with every core and trains runs on one thread
     each: the map scales, the fitted attention and the descriptors must not depend on the thread
     count (on two threads a float32 reduction rounds differently: the shipped teacher's first map
-    scale moved by one ulp and the attention by 2e-3, which changed a 20-epoch run by half a point)."""
-    from nas_kd.device import torch_threads
-    from nas_kd.distill.map_scale import teacher_map_scales
-
+    scale moved by one ulp and the attention by 2e-3)."""
     t = teacher()
     filled = {}
     for threads in (1, 2):
@@ -282,15 +282,12 @@ def test_what_a_cache_holds_is_the_same_on_any_number_of_threads(splits):
 def test_on_real_data_the_cache_is_the_same_on_one_thread_and_two():
     """The same on Fashion-MNIST and the shipped teacher, whose maps are large enough that two
     threads split the fit's reductions: without `one_thread` the attention differed here."""
-    from bench.standard_brief import _shipped_teacher
-    from nas_kd.device import torch_threads
-    from nas_kd.distill.map_scale import teacher_map_scales
-
     try:
         real = load_splits("fashion-mnist", None, seed=0, train_subset=1024)
     except Exception as e:  # noqa: BLE001 (any reason the real files are missing)
         pytest.skip(f"no Fashion-MNIST here: {e}")
-    t = _shipped_teacher(None)
+    standard = get_preset("standard")
+    t = frozen_teacher(resolve_teacher("default", "fashion-mnist", standard.teacher, preset=standard.name, device=CPU, reconstruction=True)[0], CPU)
     filled = {}
     for threads in (1, 2):
         with torch_threads(threads):
@@ -319,9 +316,6 @@ class _FixedMaps(torch.nn.Module):
 
 
 def test_map_scales_are_the_same_on_one_thread_and_two():
-    from nas_kd.device import torch_threads
-    from nas_kd.distill.map_scale import teacher_map_scales
-
     t = _FixedMaps()
     loader = make_loaders(load_splits("synthetic:1x28x28:10", train_subset=600), batch_size=64, device=CPU, seed=0, crop=False)[0]
     measured = []

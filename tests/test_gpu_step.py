@@ -13,7 +13,7 @@ import torch
 
 import bench.gpu_step as gs
 from nas_kd.config import Schedule
-from nas_kd.cost import torch_threads
+from nas_kd.device import torch_threads
 
 SIZES = gs.StepSizes(reps=1, warmup=0, batch_sizes=(32, 64, 128), compile_backend="eager", cuda_graphs=False,
                      part_seconds=(("breakdown", 1.0), ("graph", 1.0), ("switches", 1.0), ("batch", 50.0), ("compile", 1.0)))

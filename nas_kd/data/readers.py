@@ -120,8 +120,7 @@ def _find_cifar_dir(name: str, data_dir) -> Path | None:
 def data_folder(name: str, data_dir) -> Path:
     """The folder holding a named dataset's files (fashion-mnist, mnist, cifar10, cifar100),
     fetched through torchvision first where it can; a `UserError` naming where it looked and the
-    fix otherwise. Commands call it before they print or train anything, so that a missing
-    dataset is refused in one line (the loaders call it again, at no cost, when they read)."""
+    fix otherwise. The loaders read from it; commands reach it first through `require_files`."""
     find = _find_cifar_dir if name in _CIFAR_FILES else _find_idx_dir
     folder = find(name, data_dir) or (_download(name, data_dir) and find(name, data_dir))
     if not folder:
@@ -130,10 +129,11 @@ def data_folder(name: str, data_dir) -> Path:
 
 
 def require_files(name: str, data_dir=None) -> None:
-    """`UserError` now where a named dataset's files are missing; nothing for synthetic data and
-    npz files (`dataset_info` has read those)."""
+    """`UserError` now where a named dataset's files are missing, so that a command refuses in one
+    line before it prints or trains anything; nothing for synthetic data and npz files
+    (`dataset_info` has read those)."""
     key = canonical_name(name)
-    if key in ("fashion-mnist", "mnist", *_CIFAR_FILES):
+    if key in DATASETS:
         data_folder(key, data_dir)
 
 
