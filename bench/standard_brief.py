@@ -37,9 +37,11 @@ for again, ``--fresh-before REV`` only those trained before commit REV (each run
 revision it trained at; runs from before that was recorded count as older). ``--jobs`` runs train at
 once, one torch thread each. Crop-free runs read the teacher's outputs from a file the parent
 fills once per distinct content before any run starts (`_shared_caches`; ~3 minutes for the whole
-split in mode full), as a search's ``--jobs`` workers do. Such a run is not bit for bit the run
-that fills its own at full scale (docs/BENCHMARKS.md, "Withdrawn (2026-12-07, session 36)"):
-do not pair its results with runs kept from before that cache existed. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
+split in mode full), as a search's ``--jobs`` workers do. Since session 37 such a run is the run
+that fills its own, bit for bit (the fill no longer moves the run's random state); kept runs of a
+mode with ``desc`` that filled their own before then drew their adapters and discriminators from
+another point of the stream (docs/BENCHMARKS.md, "Cause found"): retrain them with
+``--fresh-before`` before pairing them with new runs. Writes the ``standard-brief-cpu`` section of docs/BENCHMARKS.md (``--student large``:
 ``standard-brief-cpu-large``).
 """
 
@@ -181,8 +183,7 @@ def _train(variant: str, seed: int, student_name: str, mode: str, data_dir: str 
 def _shipped_teacher(data_dir: str | None):
     """The shipped resnet20 every run distils from, on the CPU as `train` sets a teacher up
     (`frozen_teacher`), so that a cache filled from it here is the one a run would fill itself (bit
-    for bit on the few hundred images of tests/test_bench_standard_brief.py; not at full scale,
-    for a cause not yet found: docs/BENCHMARKS.md, "Withdrawn (2026-12-07, session 36)")."""
+    for bit, checked at full scale: every tensor of the 2M student's mode-full cache)."""
     import torch
 
     from nas_kd.distill.trainer import frozen_teacher
