@@ -224,7 +224,8 @@ PRESETS: dict[str, Preset] = {
         teacher=Schedule(epochs=20, batch_size=256, lr=0.2, warmup_epochs=1.0),
         # No random crops in the brief run: over 3 paired seeds of the ~0.5M mbv2 student in mode
         # full it ended 2.76 validation points higher without them (95% CI +0.47 to +5.04; 90.43%
-        # vs 87.67%), the 2M one 1.85 higher [1.45, 2.25] (92.18% vs 90.33%), as the quick
+        # vs 87.67%), the 2M one 1.85 higher [1.45, 2.25] (92.18% vs 90.33%; 1.64 [1.43, 1.84]
+        # with its crop-free runs trained again in session 37), as the quick
         # preset's short runs did, and a crop-free run reads the teacher's outputs from a cache
         # filled once per search (shared by its --jobs processes), where crops keep the teacher
         # live in every step of every trial (on the CPU: half the training time). Batch 512 and
