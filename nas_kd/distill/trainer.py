@@ -115,24 +115,20 @@ def prepare_teacher(
         return None, None
     devices = [loader.device] if loader.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        return _prepare_teacher(teacher, loader, mode, num_classes, teacher_cache=teacher_cache, teacher_attention=teacher_attention, max_cache_bytes=max_cache_bytes, input_shape=input_shape, log=log)
-
-
-def _prepare_teacher(teacher, loader, mode, num_classes, *, teacher_cache, teacher_attention, max_cache_bytes, input_shape, log):
-    if teacher_cache is not None:
-        if not (teacher_cache.matches(teacher, loader) and teacher_cache.covers(mode)):
-            raise ValueError(f"teacher_cache was built for another teacher, training data or mode than this '{mode.name}' run")
-        return teacher_cache, teacher_cache.attention_state
-    if loader.views is not None:
-        size = TeacherCache.estimate_bytes(teacher, loader, mode, input_shape, num_classes)
-        if size <= max_cache_bytes:
-            cache = TeacherCache(teacher, loader, mode, num_classes=num_classes, attention_state=teacher_attention)
-            return cache, cache.attention_state
-        if log:
-            log(f"teacher cache would take {size / 2**30:.1f} GiB (limit {max_cache_bytes / 2**30:.1f} GiB): running the teacher live")
-    if mode.weights.desc and teacher_attention is None:
-        teacher_attention = fit_teacher_attention(teacher, loader, num_classes)
-    return None, teacher_attention
+        if teacher_cache is not None:
+            if not (teacher_cache.matches(teacher, loader) and teacher_cache.covers(mode)):
+                raise ValueError(f"teacher_cache was built for another teacher, training data or mode than this '{mode.name}' run")
+            return teacher_cache, teacher_cache.attention_state
+        if loader.views is not None:
+            size = TeacherCache.estimate_bytes(teacher, loader, mode, input_shape, num_classes)
+            if size <= max_cache_bytes:
+                cache = TeacherCache(teacher, loader, mode, num_classes=num_classes, attention_state=teacher_attention)
+                return cache, cache.attention_state
+            if log:
+                log(f"teacher cache would take {size / 2**30:.1f} GiB (limit {max_cache_bytes / 2**30:.1f} GiB): running the teacher live")
+        if mode.weights.desc and teacher_attention is None:
+            teacher_attention = fit_teacher_attention(teacher, loader, num_classes)
+        return None, teacher_attention
 
 
 def train(
