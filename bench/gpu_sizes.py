@@ -27,7 +27,7 @@ from bench.gpu_step import StepSizes
 from nas_kd.config import Schedule, get_preset
 from nas_kd.rescreen import most_runs
 
-__all__ = ["Sizes", "JobsRun", "GPU", "SMOKE", "SHARE", "waves"]
+__all__ = ["Sizes", "JobsRun", "GPU", "SMOKE", "SHARE", "SEARCH_MODE", "waves"]
 
 SHARE = 1.4  # a run's slowdown while N runs share one GPU (estimate)
 
@@ -176,6 +176,10 @@ class Sizes:
         return f"{teacher_key(self.dataset, self.teacher, self.teacher_recipe(), 0, self.teacher_reconstruction)}.pt"
 
 
+# The standard preset's default mode: the searches' and the jobs section's rows of the search as
+# it trains now (a row in another mode is kept under another key and never chosen for them).
+SEARCH_MODE = get_preset("standard").mode
+
 GPU = Sizes(
     smoke=False,
     dataset="fashion-mnist",
@@ -212,9 +216,12 @@ GPU = Sizes(
     samplers=("tpe", "random"),
     trials=100,
     retrain_seeds=5,  # paired claims on a GPU rest on 5 seeds
-    mode="full",
+    mode=SEARCH_MODE,
     search_jobs=None,
     processes=4,
+    # The next two were measured in mode full, before the preset's default became kd (session 39),
+    # whose GPU step took 0.44x full's (gpu-steptime, 2M student): high, so a call ends a piece early
+    # rather than losing one; the jobs section's kd rows replace them (bench.gpu_choice).
     search_trials_s=650.0,  # 100 trials x 23 s (measured, pruner on, one process) / 3.5
     full_run_s=240.0,  # 20 epochs x 12 s (the measured brief epoch, with crops: the full schedule has had none since session 19, so likely high)
     ablation_modes=("ce", "kd", "full", "zhang", "xu", "ktan", "ksanc"),  # the criterion's modes first: a cut-short call keeps them
@@ -230,7 +237,8 @@ GPU = Sizes(
     # ablation: 70 full runs x 400 s / 8, at one wave of 8 per call (a second does not fit: 2 x 400 > 540 - 45).
     # teacher-large: 36 epochs at the 2.65 s an epoch of wrn-16-4 took (53 s for 20, 2026-12-04) and its start.
     estimate_pairs=(("teachers", 130.0), ("loader", 15.0), ("steptime", 75.0), ("teacher-large", 110.0), ("ablation", 3600.0)),
-    # Then the search as it trains now: the preset's crop-free brief, the teacher's outputs filled
+    # Then the search as it trains now: the preset's mode (kd since session 39; the rows above
+    # keep `jobs_mode`, full) and its crop-free brief, the teacher's outputs filled
     # once by the parent and opened by each process (a child's start no longer fits the teacher's
     # attention, ~45 s of the first --jobs 1 trial with crops): at --jobs 4, then with the whole
     # step in a CUDA graph per trial (nas_kd.distill.graphed: is it the GPU default to be?), then
@@ -241,7 +249,7 @@ GPU = Sizes(
     # ablation train at the fastest of these rows that kept its accuracy (bench.gpu_choice).
     # Last, --jobs 8 through an MPS server (nas_kd.mps): without one the device runs one process's
     # kernels at a time, each a few of its multiprocessors' worth for a tiny student.
-    jobs_variants=(JobsRun(4, brief=""), JobsRun(4, "graph=1", brief=""), JobsRun(8, brief=""), JobsRun(8, "graph=1", brief=""), JobsRun(8, "mps=1", brief="")),
+    jobs_variants=tuple(JobsRun(n, step, brief="", mode=SEARCH_MODE) for n, step in ((4, None), (4, "graph=1"), (8, None), (8, "graph=1"), (8, "mps=1"))),
     # The --jobs 1 and 4 rows (sessions 15-16) ran the standard brief schedule with random crops
     # (the teacher live in every step); the preset's brief has had none since session 18.
     jobs_brief="crop=1",

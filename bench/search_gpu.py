@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench._report import hardware, write_section
-from nas_kd.config import QUANTITIES, Budget, format_count
+from nas_kd.config import QUANTITIES, Budget, format_count, get_preset
 from nas_kd.errors import UserError
 from nas_kd.meter import fill_of
 from nas_kd.report import AXES
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", default="0.5M,2M")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--space", default="search_spaces/mbv2.yaml")
-    p.add_argument("--mode", default=None, help="distiller mode (default full; kd with --reduced, cheaper on a CPU)")
+    p.add_argument("--mode", default=None, help="distiller mode (default: the preset's, kd for both)")
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--preset", default=None)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args.trials = args.trials or (3 if args.reduced else 100)
     args.seeds = args.seeds or (1 if args.reduced else 5)
     args.preset = args.preset or ("quick" if args.reduced else "standard")
-    args.mode = args.mode or ("kd" if args.reduced else "full")
+    args.mode = args.mode or get_preset(args.preset).mode
     if args.render:
         return render(args)
     results = []

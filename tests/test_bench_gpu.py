@@ -620,10 +620,11 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
 
     cfg = _config(tmp_path, 10, sizes=GPU, results=tmp_path)
     sec = next(s for s in sections(GPU) if s.name == "jobs")
-    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief=""), JobsRun(8, "graph=1", ""), JobsRun(8, "mps=1", "")]
+    now = [JobsRun(4, brief=""), JobsRun(4, "graph=1", ""), JobsRun(8, brief=""), JobsRun(8, "graph=1", ""), JobsRun(8, "mps=1", "")]
+    assert GPU.jobs_runs() == [JobsRun(1), JobsRun(4), *(dataclasses.replace(r, mode="kd") for r in now)]  # the search as it trains now: the preset's mode
 
     def record(runs):
-        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": r.jobs, "gpu_step": r.gpu_step, "brief": r.brief} for r in runs]}}))
+        (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": r.jobs, "gpu_step": r.gpu_step, "brief": r.brief, "mode": r.mode} for r in runs]}}))
 
     (tmp_path / "gpu_jobs.json").write_text(json.dumps({"seconds": 300.0, "result": {"rows": [{"jobs": 1}, {"jobs": 4}]}}))  # as recorded 2026-12-04
     assert recorded(cfg, sec) is None and any(line.startswith("jobs") and "to do" in line for line in plan_lines(cfg, [sec]))
@@ -631,6 +632,8 @@ def test_a_jobs_record_without_a_newly_asked_value_is_not_done(tmp_path):
     assert recorded(cfg, sec) is None  # the graph variant is still owed
     record([JobsRun(1), JobsRun(4), JobsRun(8), JobsRun(4, "graph=1")])
     assert recorded(cfg, sec) is None  # rows of the kept brief schedule do not stand for the preset's
+    record([JobsRun(1), JobsRun(4), *now])
+    assert recorded(cfg, sec) is None  # rows of the preset's brief in the kept rows' mode (full) do not stand for its mode's
     record(GPU.jobs_runs())
     assert recorded(cfg, sec)["seconds"] == 300.0 and "done" in plan_lines(cfg, [sec])[0]
 

@@ -11,22 +11,35 @@ import json
 import pytest
 
 from bench.gpu_choice import CAPTURED, DEFAULT, TRIAL_MARGIN, Setup, choose
-from bench.gpu_sizes import GPU, SHARE, SMOKE
+from bench.gpu_sizes import GPU, SEARCH_MODE, SHARE, SMOKE
 
 VAL = {"a": 0.90, "b": 0.80, "c": 0.85, "d": 0.88}  # four students' validation accuracy
 
 
-def _row(jobs: int, tpm: float, gpu_step: str | None = None, brief: str | None = "", mode: str | None = None, val: dict | None = None, **more) -> dict:
-    """A kept jobs row as the jobs section writes it (brief "": the preset's, as the searches train)."""
+def _row(jobs: int, tpm: float, gpu_step: str | None = None, brief: str | None = "", mode: str | None = SEARCH_MODE, val: dict | None = None, **more) -> dict:
+    """A kept jobs row as the jobs section writes it (brief "" and the preset's mode: as the searches train)."""
     return {"jobs": jobs, "gpu_step": gpu_step, "brief": brief, "mode": mode, "wall_seconds": 100.0, "trained": 8, "trials_per_minute": tpm, "mean_train_seconds": 40.0 / tpm, "val_accuracy": dict(VAL if val is None else val), **more}
 
 
 def test_without_a_row_of_the_searches_own_schedule_and_mode_the_defaults_stand():
     assert choose([], GPU) is DEFAULT
     assert choose([_row(4, 9.0, brief=None)], GPU) is DEFAULT  # the kept rows' cropped brief (Sizes.jobs_brief)
-    assert choose([_row(4, 9.0, mode="kd")], GPU) is DEFAULT  # the searches train in GPU.mode, full
-    assert choose([{**_row(4, 9.0), "trained": 0, "mean_train_seconds": None}], GPU) is DEFAULT
-    assert choose([_row(4, 9.0, mode="full")], GPU).jobs == 4  # naming the searches' mode counts
+    assert GPU.mode == "kd" and GPU.jobs_mode == "full"  # the preset's default; the kept rows' mode
+    assert choose([_row(4, 9.0, mode="full")], GPU) is DEFAULT  # the searches train in GPU.mode, kd
+    assert choose([_row(4, 9.0, mode=None)], GPU) is DEFAULT  # no mode named: the kept rows' (jobs_mode)
+    assert choose([{**_row(4, 9.0, mode="kd"), "trained": 0, "mean_train_seconds": None}], GPU) is DEFAULT
+    assert choose([_row(4, 9.0, mode="kd")], GPU).jobs == 4  # naming the searches' mode counts
+
+
+def test_every_search_as_it_trains_now_that_the_gpu_jobs_section_times_can_be_chosen():
+    """The jobs section's variants are there to pick how the searches train: a row each writes
+    (its run's brief and mode, as bench.gpu_sections.jobs keeps it) must count as the searches' own,
+    in the preset's mode, or the choice stays at the defaults whatever they measure."""
+    assert GPU.jobs_variants
+    for run in GPU.jobs_variants:
+        row = _row(run.jobs, 9.0, run.gpu_step, brief=run.brief, mode=run.mode, step_graph=[CAPTURED])
+        plain = [] if run.gpu_step is None else [_row(run.jobs, 1.0, brief=run.brief, mode=run.mode)]
+        assert choose([row, *plain], GPU).trials_per_minute == 9.0, run
 
 
 def test_the_most_trials_per_minute_wins_and_a_tie_keeps_the_plain_step_and_fewer_processes():

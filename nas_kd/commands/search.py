@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--space", default="search_spaces/mbv2.yaml", help="search space: a YAML file, or a built-in name (mbv2, resnet, tiny; default search_spaces/mbv2.yaml)")
     add_data_args(p)
     add_teacher_args(p)
-    p.add_argument("--mode", default=None, help="distiller mode for every candidate and the winner: ce, kd, ktan, ksanc, xu, zhang, full (default: the preset's, kd for quick, full for standard)")
+    p.add_argument("--mode", default=None, help="distiller mode for every candidate and the winner: ce, kd, ktan, ksanc, xu, zhang, full (default: the preset's, kd for both; full is the whole adversarial distiller)")
     p.add_argument("--loss-weights", default=None, help="override the mode's weights and knobs for every candidate and the final retrain, e.g. kd=0.7,adv_feat=0")
     p.add_argument("--trials", type=int, default=None, help="trained candidates the study should hold (default: the preset's; over-budget rejections do not count)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
