@@ -315,7 +315,8 @@ def _open_study(plan: SearchPlan, log: Callable[[str], None], table=None):
     except KeyError:
         existing = None
     if existing is not None and PLAN_ATTR in existing.user_attrs:
-        check_settings(plan_of(existing).settings(), plan.settings(), plan.study)
+        stored = plan_of(existing)
+        check_settings(stored.settings(), plan.settings(), plan.study, own_command=stored.command())
     previous = len(existing.trials) if existing is not None else 0
     # A resumed session must not replay the first session's random draws: offset the seed.
     sampler = _budget_sampler(plan, plan.seeds.search + previous, table)

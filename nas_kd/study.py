@@ -56,14 +56,17 @@ def default_storage(study_name: str, root: str | os.PathLike = RUNS_DIR) -> str:
     return f"sqlite:///{run_dir(study_name, root) / 'study.db'}"
 
 
-def check_settings(stored: dict, wanted: dict, study_name: str) -> None:
+def check_settings(stored: dict, wanted: dict, study_name: str, own_command: str | None = None) -> None:
     """Refuse to add trials to a study made with other settings (`SearchPlan.settings`; the first
-    differing key is named)."""
+    differing key is named). ``own_command``: the line that resumes the study as it was made
+    (`SearchPlan.command`), named in the refusal: a default changed since (a preset's mode or
+    brief schedule) refuses a run given the same options as the study's first."""
     for key, value in stored.items():
         if wanted.get(key) != value:
+            same = f"use the same options ({own_command})" if own_command else "use the same options"
             raise UserError(
                 f"study '{study_name}' was created with {key}={value!r} but this run has "
-                f"{key}={wanted.get(key)!r}: use the same options, or start a new study with --study NAME"
+                f"{key}={wanted.get(key)!r}: {same}, or start a new study with --study NAME"
             )
 
 

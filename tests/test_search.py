@@ -418,8 +418,14 @@ def test_a_worker_with_another_brief_schedule_is_refused(setup):
     opts.trials, opts.brief = 1, "epochs=1"
     run_search(opts, log=quiet, finish=False)
     opts.trials, opts.brief = 2, None
-    with pytest.raises(UserError, match="created with brief="):
+    with pytest.raises(UserError, match="created with brief=") as refused:
         run_search(opts, log=quiet, finish=False)
+    assert "use the same options (nas-kd search " in str(refused.value) and "--brief epochs=1 " in str(refused.value)  # the line that resumes it
+    opts.mode = "full"  # a default changed since the study began (the standard preset's mode, 2026-12-07): its line names it
+    with pytest.raises(UserError, match="created with mode='kd ") as refused:
+        run_search(opts, log=quiet, finish=False)
+    assert "--mode kd " in str(refused.value)
+    opts.mode = None
     opts.brief = "epochs=1"
     run_search(opts, log=quiet, finish=False)  # the same change joins
     assert len(finished_trials(load_study("mini").trials)) == 2
