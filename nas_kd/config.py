@@ -248,8 +248,8 @@ PRESETS: dict[str, Preset] = {
         trials=100,
         # kd, not full, as in the quick preset: over 5 paired seeds on the CPU (validation), kd
         # minus full was -0.02 [-0.25, +0.22] points on the 2M student's 20-epoch retrain, -0.24
-        # [-0.48, +0.01] on its brief run, -0.08 [-0.44, +0.28] and -0.71 [-2.10, +0.67] on the
-        # 0.48M student's, so full led detectably on none, while it took 2-3x kd's CPU time per run
+        # [-0.48, +0.01] on its brief run, +0.02 [-0.17, +0.21] (10 seeds) and -0.71 [-2.10, +0.67] on
+        # the 0.48M student's, so full led detectably on none, while it took 2-3x kd's CPU time per run
         # and 2.3-2.7x its GPU step (H200). The teacher still pays at 2M, and kd carries it: on the
         # retrain kd minus ce was +0.44 [+0.18, +0.70] (docs/BENCHMARKS.md, "Which mode should the
         # standard preset default to?"; standard-full-cpu-large-modes, gpu-steptime).
