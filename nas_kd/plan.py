@@ -73,7 +73,7 @@ class SearchOptions:
     data_dir: str | None = None
     teacher: str = "default"  # the shipped teacher of the dataset (nas_kd.models.shipped)
     teacher_recon: bool = False
-    mode: str | None = None  # None: the preset's (kd on the CPU's quick preset, full on standard)
+    mode: str | None = None  # None: the preset's (kd on both since 2026-12-07; full on standard before)
     loss_weights: str | None = None
     trials: int | None = None
     timeout: float | None = None
