@@ -39,6 +39,7 @@ from nas_kd.config import (
     schedule_overrides,
 )
 from nas_kd.device import StepOptions
+from nas_kd.distill.modes import Mode, get_mode, parse_loss_weights
 from nas_kd.errors import UserError
 
 __all__ = [
@@ -167,6 +168,9 @@ class SearchPlan:
     prune: bool = True  # see SearchOptions.prune; plans stored before it existed pruned
     jobs: int = 1  # trial processes on this machine (one session's choice, like the device)
     step: StepOptions = StepOptions()
+    # The mode resolved when the plan was made: a study trains with the knobs it began with, even
+    # after a default changes. None in plans stored before it was kept: today's defaults.
+    resolved_mode: Mode | None = None
     versions: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ------------------------------------------------------------------ derived, never stored
@@ -179,11 +183,20 @@ class SearchPlan:
         return SearchSpace.from_yaml(self.space_yaml, source=self.space_path)
 
     @property
-    def mode(self):
-        """The distiller `Mode`, overrides applied."""
-        from nas_kd.distill.modes import get_mode
-
+    def mode(self) -> Mode:
+        """The distiller `Mode`: as resolved when the plan was made (overrides applied)."""
+        if self.resolved_mode is not None:
+            return self.resolved_mode
         return get_mode(self.mode_name).override(dict(self.loss_weights))
+
+    def mode_overrides(self) -> dict[str, float]:
+        """The `--loss-weights` that give today's `--mode` this plan's mode: its own overrides,
+        plus any default changed since the plan was stored. Only its own when no override can
+        (`Mode.changes_from`)."""
+        try:
+            return self.mode.changes_from(get_mode(self.mode_name))
+        except ValueError:
+            return dict(self.loss_weights)
 
     @property
     def space_sha256(self) -> str:
@@ -222,7 +235,7 @@ class SearchPlan:
             "dataset": self.dataset,
             "space_sha256": self.space_sha256,
             "budget": self.budget.describe(),
-            "mode": self.mode.describe(),
+            "mode": self.mode.signature(),
             "preset": self.preset.name,
             "brief": self.preset.brief.to_dict(),
             "teacher_sha256": self.teacher.sha256,
@@ -254,8 +267,9 @@ class SearchPlan:
             parts += ["--jobs", str(self.jobs)]
         if self.step != StepOptions():
             parts += ["--gpu-step", self.step.describe()]
-        if self.loss_weights:
-            parts += ["--loss-weights", ",".join(f"{k}={v:g}" for k, v in self.loss_weights)]
+        overrides = self.mode_overrides()
+        if overrides:
+            parts += ["--loss-weights", ",".join(f"{k}={v:g}" for k, v in overrides.items())]
         for name, changed in self.schedule_changes().items():
             parts += [f"--{name}", changed]
         for flag, value in (("--trials", self.trials), ("--timeout", self.timeout), ("--data-dir", self.data_dir)):
@@ -297,7 +311,7 @@ class SearchPlan:
             "space": {"path": self.space_path, "yaml": self.space_yaml, "sha256": self.space_sha256, "name": self.space.name, "size": self.space.size()},
             "dataset": {"name": self.dataset, "data_dir": self.data_dir, "input_shape": list(self.input_shape), "num_classes": self.num_classes},
             "teacher": dataclasses.asdict(self.teacher),
-            "mode": {"name": self.mode_name, "loss_weights": [list(kv) for kv in self.loss_weights], "describe": self.mode.describe()},
+            "mode": {"name": self.mode_name, "loss_weights": [list(kv) for kv in self.loss_weights], "describe": self.mode.describe(), "resolved": self.mode.to_dict()},
             "preset": self.preset.to_dict(),
             "sampler": self.sampler,
             "objectives": list(self.objectives),
@@ -352,6 +366,7 @@ class SearchPlan:
             prune=bool(d.get("prune", True)),  # plans stored before --no-prune existed pruned
             jobs=int(d.get("jobs", 1)),  # plans stored before --jobs existed ran one process
             step=StepOptions(**(d.get("gpu_step") or {})),
+            resolved_mode=Mode.from_dict(d["mode"]["resolved"]) if "resolved" in d["mode"] else None,  # stored since 2026-12-07
             versions=dict(d.get("versions") or {}),
         )
 
@@ -406,7 +421,6 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     import nas_kd
     from nas_kd.data import dataset_info, require_files
     from nas_kd.device import parse_step_options, resolve_device
-    from nas_kd.distill.modes import get_mode, parse_loss_weights
     from nas_kd.jobs import default_jobs
     from nas_kd.space import SearchSpace
     from nas_kd.study import default_storage, default_study_name, run_dir
@@ -419,7 +433,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
     # Schedule's own checks run on the result.
     preset = dataclasses.replace(preset, brief=override_schedule(preset.brief, opts.brief, "--brief"), full=override_schedule(preset.full, opts.full, "--full"))
     mode_name = opts.mode or preset.mode
-    get_mode(mode_name).override(overrides)  # unknown mode: UserError now
+    get_mode(mode_name)  # unknown mode: UserError now
     step = parse_step_options(opts.gpu_step)
     jobs = opts.jobs if opts.jobs is not None else default_jobs(resolve_device(opts.device))
     space, space_yaml = SearchSpace.read(opts.space)
@@ -458,6 +472,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         prune=preset.prune if opts.prune is None else opts.prune,
         jobs=jobs,
         step=step,
+        resolved_mode=get_mode(mode_name).override(overrides),
         versions={"nas_kd": nas_kd.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
     )
 

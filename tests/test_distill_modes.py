@@ -89,3 +89,44 @@ def test_every_mode_with_a_feature_discriminator_keeps_it_gentle_with_r1():
     with_feature_disc = [m for m in MODES.values() if m.weights.adv_feat]
     assert {m.name for m in with_feature_disc} == {"ktan", "zhang", "full"}
     assert all(m.feat_r1 == FEAT_R1 > 0 for m in with_feature_disc)
+
+
+def test_a_stored_mode_comes_back_exactly_and_refuses_knobs_it_does_not_know():
+    import json
+
+    from nas_kd.distill.modes import Mode
+
+    changed = get_mode("full+temperature=2,feat_r1=1,adv_warmup=0.3,map_samples=8,disc_lr=0.002")
+    for mode in (*MODES.values(), changed):
+        again = Mode.from_dict(json.loads(json.dumps(mode.to_dict())))
+        assert again == mode and again.signature() == mode.signature()
+    stored = changed.to_dict()
+    del stored["logit_disc_lr"]  # stored before the knob existed: today's default
+    assert Mode.from_dict(stored).logit_disc_lr == MODES["full"].logit_disc_lr
+    with pytest.raises(UserError, match=r"knobs this nas-kd does not know \(gamma\)"):
+        Mode.from_dict({**changed.to_dict(), "gamma": 1.0})
+    with pytest.raises(UserError, match=r"does not know \(focal\)"):
+        Mode.from_dict({**changed.to_dict(), "weights": {**changed.to_dict()["weights"], "focal": 1.0}})
+
+
+@pytest.mark.parametrize("change", ["temperature=2", "disc_lr=0.01", "logit_disc_lr=0.1", "disc_penalty=0.1", "feat_r1=1", "adv_warmup=0.5", "map_samples=16", "kd=0.25"])
+def test_the_signature_tells_apart_every_knob_and_overrides_restore_it(change):
+    """What a study's workers compare: a mode differing in any one knob must not pass for the
+    same (`describe` names only the weights and T), and `changes_from` must give the overrides
+    that rebuild it from its base."""
+    base = MODES["full"]
+    other = get_mode(f"full+{change}")
+    assert other.signature() != base.signature()
+    assert other.changes_from(base) == parse_loss_weights(change)
+    assert base.override(other.changes_from(base)) == other and base.changes_from(base) == {}
+
+
+def test_a_mode_no_override_can_rebuild_says_so():
+    import dataclasses
+
+    last = dataclasses.replace(MODES["full"], stages="last")
+    assert "stages=last" in last.signature() and last.signature() != MODES["full"].signature()
+    with pytest.raises(ValueError, match="is not full with overrides"):
+        last.changes_from(MODES["full"])
+    with pytest.raises(ValueError):
+        MODES["full"].changes_from(get_mode("full+map_samples=8"))  # no override means "every image"

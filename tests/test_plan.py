@@ -162,6 +162,35 @@ def test_settings_tell_workers_apart(in_tmp):
     assert base.settings()["mode"] != other.settings()["mode"]
 
 
+def test_a_stored_plan_keeps_its_mode_when_a_default_changes(in_tmp, monkeypatch):
+    """A study trains, re-screens and retrains with the mode it began with. Should a mode's
+    default change (kd's T, a knob), a resumed worker must be refused, and the line it is shown
+    must rebuild the stored mode under today's defaults."""
+    from nas_kd.distill import modes
+    from nas_kd.study import check_settings
+
+    def plan(**kw) -> SearchPlan:
+        return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset="quick", baselines=False, study="m", mode="kd", **kw))
+
+    stored = json.loads(json.dumps(plan(loss_weights="kd=0.6").to_dict()))
+    monkeypatch.setitem(modes.MODES, "kd", dataclasses.replace(modes.MODES["kd"], temperature=2.0, adv_warmup=0.2))
+    kept = SearchPlan.from_dict(stored)
+    assert (kept.mode.temperature, kept.mode.adv_warmup, kept.mode.weights.kd) == (4.0, 0.0, 0.6)
+    today = plan(loss_weights="kd=0.6")
+    assert today.mode.temperature == 2.0
+    with pytest.raises(UserError, match="created with mode='kd .*T=4.*but this run has mode='kd .*T=2") as refused:
+        check_settings(kept.settings(), today.settings(), "m", own_command=kept.command())
+    assert "--loss-weights kd=0.6,temperature=4,adv_warmup=0 " in str(refused.value)
+    again = plan(loss_weights="kd=0.6,temperature=4,adv_warmup=0")
+    check_settings(kept.settings(), again.settings(), "m")  # the line it names joins
+    assert again.mode.signature() == kept.mode.signature()
+    with pytest.raises(UserError, match="adv_warmup=0.2"):  # a knob alone (not named by describe) is refused too
+        check_settings(kept.settings(), plan(loss_weights="kd=0.6,temperature=4").settings(), "m")
+    # Stored before the resolved mode was: nothing says otherwise, so today's defaults.
+    del stored["mode"]["resolved"]
+    assert SearchPlan.from_dict(stored).mode == today.mode
+
+
 def test_an_old_or_foreign_plan_is_refused():
     with pytest.raises(UserError, match="start a new study"):
         SearchPlan.from_dict({"study": "x", "mode": "full"})

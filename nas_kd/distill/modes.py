@@ -93,8 +93,46 @@ class Mode:
         return dataclasses.replace(self, weights=weights, **knobs)
 
     def describe(self) -> str:
+        """Name, active weights and T: what a reader needs (and what kept-run keys hold)."""
         terms = ", ".join(f"{k}={v:g}" for k, v in self.weights.active().items())
         return f"{self.name} ({terms}; T={self.temperature:g})"
+
+    def signature(self) -> str:
+        """`describe` plus every other knob: two modes with one signature train alike. What a
+        study's workers must share (`nas_kd.plan.SearchPlan.settings`)."""
+        terms = ", ".join(f"{k}={v:g}" for k, v in self.weights.active().items())
+        knobs = ", ".join(f"{k}={'all' if v is None else format(v, 'g')}" for k, v in self._knobs().items() if k != "temperature")
+        return f"{self.name} ({terms}; T={self.temperature:g}, stages={self.stages}, {knobs})"
+
+    def _knobs(self) -> dict[str, float | None]:
+        return {k: getattr(self, k) for k in KNOB_KEYS}
+
+    def changes_from(self, base: Mode) -> dict[str, float]:
+        """The `parse_loss_weights` overrides that turn ``base`` into this mode (weights, then
+        knobs, in field order); `ValueError` where no override can (``stages``, or a
+        ``map_samples`` of all images over a base that samples)."""
+        if self.stages != base.stages or (self.map_samples is None and base.map_samples is not None):
+            raise ValueError(f"{self.signature()} is not {base.name} with overrides")
+        mine, theirs = {**dataclasses.asdict(self.weights), **self._knobs()}, {**dataclasses.asdict(base.weights), **base._knobs()}
+        return {k: v for k, v in mine.items() if v != theirs[k]}
+
+    def to_dict(self) -> dict:
+        """Every field but the summary (JSON-ready); `from_dict` inverts it."""
+        return {"name": self.name, "weights": dataclasses.asdict(self.weights), "stages": self.stages, **self._knobs()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Mode:
+        """A stored mode exactly as it was (not today's defaults). Fields missing from ``d`` take
+        today's defaults (stored before they existed); an unknown field is refused: a newer
+        version stored it, and dropping it would train something else."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"summary"}
+        weights_known = set(WEIGHT_KEYS)
+        unknown = sorted(set(d) - known) + sorted(set(d.get("weights", {})) - weights_known)
+        if unknown:
+            raise UserError(f"stored mode '{d.get('name')}' has knobs this nas-kd does not know ({', '.join(unknown)}): use the nas-kd version that stored it")
+        base = MODES.get(d["name"])
+        fields = {k: v for k, v in d.items() if k != "weights"}
+        return cls(**fields, weights=LossWeights(**d["weights"]), summary=base.summary if base else "")
 
 
 # R1 on the feature discriminator in every mode that has one. Without it the discriminator
