@@ -60,7 +60,7 @@ import time
 from pathlib import Path
 
 from nas_kd.config import get_preset, override_schedule
-from nas_kd.distill.modes import get_mode
+from nas_kd.distill.modes import KNOB_KEYS, get_mode, parse_loss_weights
 from nas_kd.errors import UserError
 
 __all__ = ["main", "variant_schedule", "table"]
@@ -316,6 +316,12 @@ def table(runs: list[dict], variants: list[str], schedule: str = "brief") -> lis
     return lines
 
 
+def _varied(modes: list[str]) -> str:
+    """What variants of one mode vary, for a title: 'temperature' when only that knob, else 'loss weights'."""
+    keys = {k for m in modes for k in parse_loss_weights(",".join(m.split("+")[1:]))}
+    return " and ".join(sorted(keys)) if keys and keys <= set(KNOB_KEYS) else "loss weights"
+
+
 def render(record: dict, variants: list[str], argv: list[str], schedule: str = "brief") -> str:
     from bench._report import hardware
 
@@ -331,7 +337,7 @@ def render(record: dict, variants: list[str], argv: list[str], schedule: str = "
     title = (
         f"## Does the GPU's bf16 autocast change accuracy? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule, mode {' and '.join(modes)})"
         if bf16
-        else f"## Which loss weights for mode {bases[0]}? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
+        else f"## Which {_varied(modes)} for mode {bases[0]}? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
         if len(modes) > 1 and len(bases) == 1
         else f"## Which mode for the standard preset? (CPU, {first['macs'] / 1e6:.2f}M-MAC student, {schedule} schedule)"
         if len(modes) > 1

@@ -183,6 +183,9 @@ def test_a_mode_with_overrides_is_its_own_variant_and_trains_with_them(tmp_path,
     main(["--variants", "mode=full;mode=full+feat=0.3", "--seeds", "0,1", "--no-write"])
     assert sorted(trained) == [("mode=full+feat=0.3", 0, 0.3), ("mode=full+feat=0.3", 1, 0.3)]  # the plain runs kept
     assert "## Which loss weights for mode full? (CPU, 0.48M-MAC student, brief schedule)" in capsys.readouterr().out
+    # A sweep of a knob (no weight) says which knob it sweeps.
+    main(["--variants", "mode=full;mode=full+temperature=2", "--seeds", "0,1", "--no-write"])
+    assert "## Which temperature for mode full? (CPU, 0.48M-MAC student, brief schedule)" in capsys.readouterr().out
 
 
 def test_mode_variants_train_in_their_own_mode_and_fresh_or_fresh_before_trains_kept_runs_again(tmp_path, capsys, monkeypatch):
