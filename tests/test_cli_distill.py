@@ -40,6 +40,21 @@ def test_distils_one_student_and_prints_val_and_test_accuracy(cli, teacher_file,
     assert len(val) == len(test) == 1 and 0 <= float(test[0].split()[-1]) <= 1
 
 
+def test_without_mode_it_distils_in_the_presets_mode(cli, teacher_file, student_file, monkeypatch):
+    """What a search would train the student with: the preset's mode (kd), not a fixed one."""
+    import dataclasses
+
+    from nas_kd import config
+
+    code, out, err = cli("distill", "--student-config", student_file, "--teacher", teacher_file(), *COMMON)
+    assert code == 0, err
+    assert "mode: kd (ce=0.5, kd=0.5; T=4)" in out
+    monkeypatch.setitem(config.PRESETS, "quick", dataclasses.replace(config.PRESETS["quick"], mode="ce"))
+    code, out, err = cli("distill", "--student-config", student_file, "--teacher", teacher_file(), *COMMON)
+    assert code == 0, err
+    assert "mode: ce (ce=1; T=4)" in out and "teacher:" not in out
+
+
 def test_ce_from_a_space_member_needs_no_teacher(cli, in_tmp):
     from pathlib import Path
 

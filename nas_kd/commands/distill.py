@@ -18,7 +18,7 @@ __all__ = ["register", "run", "load_student_config"]
 
 
 def register(sub) -> None:
-    from nas_kd.distill.modes import DEFAULT_MODE, KNOB_KEYS, MODES, WEIGHT_KEYS
+    from nas_kd.distill.modes import KNOB_KEYS, MODES, WEIGHT_KEYS
 
     p = sub.add_parser("distill", help="distil one student from the teacher and report its accuracy")
     which = p.add_mutually_exclusive_group(required=True)
@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--uniform", type=int, metavar="S", help="with --space: the uniform member S (0 = smallest)")
     add_teacher_args(p)
     p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher, and of the validation split it left out (default 0)")
-    p.add_argument("--mode", default=DEFAULT_MODE, help=f"distillation mode: {', '.join(MODES)} (default {DEFAULT_MODE})")
+    # The preset's, as for a search: what a search would train this student with.
+    p.add_argument("--mode", default=None, help=f"distillation mode: {', '.join(MODES)} (default: the preset's, kd for both; full is the whole adversarial distiller)")
     p.add_argument("--loss-weights", default=None, help=f"override weights/knobs, e.g. kd=0.5,feat=1; keys: {', '.join(WEIGHT_KEYS + KNOB_KEYS)}")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's full-schedule epochs")
     p.add_argument("--lr", type=float, default=None, help="override the full schedule's learning rate")
@@ -72,10 +73,10 @@ def run(args) -> int:
     from nas_kd.models.teachers import is_teacher_path, parse_arch, resolve_teacher
 
     # Every cheap check before any data is read or any teacher trained.
-    mode = get_mode(args.mode).override(parse_loss_weights(args.loss_weights))
+    preset = get_preset(args.preset)
+    mode = get_mode(args.mode or preset.mode).override(parse_loss_weights(args.loss_weights))
     cfg = load_student_config(args)
     info = dataset_info(args.dataset, args.data_dir)
-    preset = get_preset(args.preset)
     schedule = preset.full.replace(epochs=args.epochs, lr=args.lr)
     if args.train_subset is not None:  # 0 means the whole training split
         schedule = dataclasses.replace(schedule, train_subset=args.train_subset or None)

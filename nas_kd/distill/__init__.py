@@ -7,7 +7,7 @@ See docs/DISTILLER.md for what follows the papers and what is our choice.
 
 from nas_kd.distill.attention_fit import fit_teacher_attention
 from nas_kd.distill.cache import TeacherCache
-from nas_kd.distill.modes import DEFAULT_MODE, MODES, LossWeights, Mode, get_mode, parse_loss_weights
+from nas_kd.distill.modes import MODES, LossWeights, Mode, get_mode, parse_loss_weights
 from nas_kd.distill.trainer import check_teacher, train
 
-__all__ = ["train", "check_teacher", "TeacherCache", "fit_teacher_attention", "Mode", "LossWeights", "MODES", "DEFAULT_MODE", "get_mode", "parse_loss_weights"]
+__all__ = ["train", "check_teacher", "TeacherCache", "fit_teacher_attention", "Mode", "LossWeights", "MODES", "get_mode", "parse_loss_weights"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nas_kd.errors import UserError
 
-__all__ = ["LossWeights", "Mode", "MODES", "DEFAULT_MODE", "get_mode", "parse_loss_weights", "WEIGHT_KEYS", "KNOB_KEYS"]
+__all__ = ["LossWeights", "Mode", "MODES", "get_mode", "parse_loss_weights", "WEIGHT_KEYS", "KNOB_KEYS"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,6 @@ MODES: dict[str, Mode] = {
         summary="everything: KD + feature MSE + squeezed descriptors at every paired stage + both discriminators",
     ),
 }
-DEFAULT_MODE = "full"
 
 
 def get_mode(name: str | Mode) -> Mode:
