@@ -143,6 +143,7 @@ FEAT_R1 = 10.0
 
 MODES: dict[str, Mode] = {
     "ce": Mode("ce", LossWeights(ce=1.0), summary="labels only, no teacher: the baseline every mode must beat"),
+    # 0.5/0.5: common practice; 0.25/0.75, 0.1/0.9 and 0/1 measured no better (docs/DISTILLER.md, "kd's ce/kd split").
     "kd": Mode("kd", LossWeights(ce=0.5, kd=0.5), summary="Hinton et al.: soft targets at temperature T"),
     "ktan": Mode(
         "ktan",
