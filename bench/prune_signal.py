@@ -1,8 +1,10 @@
 """Does the search's pruner stop the right candidates? Its signal, measured without pruning.
 
-The search prunes a candidate after its first brief epoch when its validation accuracy is under
-the median of the earlier candidates' first epochs (`nas_kd.search.TrainedMedianPruner`). That
-saves compute only if the first epoch ranks candidates the way the last one does. This bench
+The search prunes a candidate after any brief epoch but the last when its best validation
+accuracy so far is under the median of the finished candidates' at that epoch
+(`nas_kd.search.TrainedMedianPruner`, Optuna's MedianPruner; the quick preset's 2 epochs: after
+the first only). That saves compute only if the early epochs rank candidates the way the last one
+does. This bench
 trains N random in-budget candidates on the preset's brief schedule with pruning off, keeps every
 epoch's validation accuracy, and replays pruning rules on that record in trial order:
 
@@ -15,6 +17,7 @@ Random sampling makes the replay exact: which candidate comes next does not depe
 pruned (with TPE it would). The test set is never read.
 
     python -m bench.prune_signal --budget 2M --trials 80          # 2-core CPU, quick preset, ~15 min idle
+    python -m bench.prune_signal --budget 2M --trials 40 --preset standard   # ~50 min (section prune-signal-standard)
 """
 
 from __future__ import annotations
@@ -32,13 +35,22 @@ from nas_kd.stats import percentile, spearman
 __all__ = ["Rule", "RULES", "replay", "main"]
 
 EQUAL_COMPUTE_TRIALS = 20  # the compute of this many unpruned brief runs, for the equal-compute column
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "prune_signal.json"
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "prune_signal.json"  # the quick preset's
+
+
+def results_path(preset: str) -> Path:
+    """Each preset's record in a file of its own (the quick preset's was the first and only one)."""
+    return RESULTS if preset == "quick" else RESULTS.with_name(f"prune_signal_{preset}.json")
+
+
+def section_name(preset: str) -> str:
+    return "prune-signal" if preset == "quick" else f"prune-signal-{preset}"
 
 
 @dataclass(frozen=True)
 class Rule:
-    """Stop a candidate after epoch 1 when its accuracy is under this percentile of the earlier
-    candidates' epoch-1 accuracies, once `startup` candidates are in (None: never)."""
+    """Stop a candidate when its accuracy is under this percentile of the earlier finished
+    candidates' at the same epoch, once `startup` have finished (None: never)."""
 
     name: str
     percentile: float | None
@@ -48,26 +60,40 @@ class Rule:
 RULES = (Rule("none", None), Rule("median (shipped)", 50.0), Rule("lower quartile", 25.0), Rule("lowest tenth", 10.0))
 
 
-def stops(rule: Rule, earlier: list[float], first: float) -> bool:
-    """Whether `rule` stops a candidate whose epoch-1 accuracy is `first`, after `earlier` ones."""
-    return rule.percentile is not None and len(earlier) >= rule.startup and first < percentile(earlier, rule.percentile / 100)
+def stopped_at(rule: Rule, finished: list[list[float]], history: list[float]) -> int:
+    """The epoch (from 1) after which `rule` stops a candidate with this validation ``history``;
+    0 if it runs to the end. As the search's pruner (`nas_kd.search.TrainedMedianPruner`, Optuna's
+    MedianPruner) decides: after every epoch but the last, the candidate's best accuracy so far
+    against the percentile of the ``finished`` candidates' accuracies at that epoch (Optuna reads
+    COMPLETE trials only: a stopped candidate's values never enter the reference), once
+    `startup` candidates have finished."""
+    if rule.percentile is None or len(finished) < rule.startup:
+        return 0
+    for epoch in range(1, len(history)):
+        if max(history[:epoch]) < percentile([h[epoch - 1] for h in finished], rule.percentile / 100):
+            return epoch
+    return 0
 
 
 def replay(histories: list[list[float]], rule: Rule, top_k: int = 5) -> dict:
-    """Apply `rule` to per-candidate validation histories in trial order (epoch-1 is index 0)."""
-    first = [h[0] for h in histories]
+    """Apply `rule` to per-candidate validation histories in trial order."""
     final = [h[-1] for h in histories]
     epochs = len(histories[0])
-    # Pruned candidates report epoch 1 too, so all earlier ones count.
-    stopped = [stops(rule, first[:i], acc) for i, acc in enumerate(first)]
-    kept = [f for f, s in zip(final, stopped, strict=True) if not s]
+    finished: list[list[float]] = []
+    stops: list[int] = []
+    for h in histories:
+        stops.append(stopped_at(rule, finished, h))
+        if not stops[-1]:
+            finished.append(h)
+    kept = [f for f, s in zip(final, stops, strict=True) if not s]
     top = sorted(range(len(final)), key=lambda i: -final[i])[:top_k]
-    epochs_spent = sum(1 if s else epochs for s in stopped)
+    epochs_spent = sum(s or epochs for s in stops)
     return {
         "rule": rule.name,
-        "stopped": sum(stopped),
+        "stopped": sum(1 for s in stops if s),
+        "stopped_by_epoch": {str(e): stops.count(e) for e in range(1, epochs)},
         "compute_share": epochs_spent / (epochs * len(histories)),
-        "top_k_stopped": sum(stopped[i] for i in top),
+        "top_k_stopped": sum(1 for i in top if stops[i]),
         "regret": max(final) - max(kept),
     }
 
@@ -75,7 +101,7 @@ def replay(histories: list[list[float]], rule: Rule, top_k: int = 5) -> dict:
 def equal_compute(histories: list[list[float]], rule: Rule, trials: int, draws: int = 2000, seed: int = 0) -> float:
     """Expected best final accuracy among the candidates `rule` lets finish, when a search may
     spend the brief compute of `trials` unpruned candidates: the record in `draws` random orders,
-    candidates taken in turn until that compute is spent (a pruned one costs one epoch)."""
+    candidates taken in turn until that compute is spent (a stopped one costs the epochs it ran)."""
     import random
 
     rng = random.Random(seed)
@@ -83,16 +109,15 @@ def equal_compute(histories: list[list[float]], rule: Rule, trials: int, draws: 
     best_total = 0.0
     for _ in range(draws):
         order = rng.sample(histories, len(histories))
-        seen: list[float] = []
+        finished: list[list[float]] = []
         spent, best = 0, 0.0
         for h in order:
-            stop = stops(rule, seen, h[0])
-            cost = 1 if stop else epochs
+            cost = stopped_at(rule, finished, h) or epochs
             if spent + cost > trials * epochs:
                 break
             spent += cost
-            seen.append(h[0])
-            if not stop:
+            if cost == epochs:
+                finished.append(h)
                 best = max(best, h[-1])
         best_total += best
     return best_total / draws
@@ -136,6 +161,9 @@ def analyse(rows: list[dict], top_k: int = 5) -> dict:
         "candidates": len(rows),
         "epochs": len(histories[0]),
         "spearman_first_final": spearman(first, final),
+        # Every epoch the pruner reads (all but the last), against the final one.
+        "spearman_by_epoch": [spearman([h[e] for h in histories], final) for e in range(len(histories[0]) - 1)],
+        "median_by_epoch": [statistics.median(h[e] for h in histories) for e in range(len(histories[0]))],
         "first_median": statistics.median(first),
         "final_median": statistics.median(final),
         "top_k": top_k,
@@ -144,22 +172,32 @@ def analyse(rows: list[dict], top_k: int = 5) -> dict:
     }
 
 
+def _signal(a: dict) -> str:
+    """How well each epoch the pruner reads ranks the candidates like the end."""
+    if a["epochs"] <= 2 or "spearman_by_epoch" not in a:
+        return f"Spearman(epoch-1, final validation accuracy) = **{a['spearman_first_final']:.2f}**; medians {a['first_median']:.3f} after epoch 1, {a['final_median']:.3f} at the end."
+    rho = ", ".join(f"epoch {e + 1} **{r:.2f}**" for e, r in enumerate(a["spearman_by_epoch"]))
+    medians = ", ".join(f"{m:.3f}" for m in a["median_by_epoch"])
+    return f"Spearman with the final validation accuracy: {rho}; medians by epoch {medians}."
+
+
 def render(record: dict) -> str:
     a = record["analysis"]
     lines = [
-        "## Does the pruner stop the right candidates? (CPU)",
+        "## Does the pruner stop the right candidates? (CPU)" if record["preset"] == "quick" else f"## Does the pruner stop the right candidates? (CPU, {record['preset']} preset)",
         "",
         f"`{record['command']}` ({record['date']}, {record['hardware']}; preset {record['preset']}, mode {record['mode']}, budget {record['budget']}, random sampler, search seed {record['seed']}).",
         "",
         f"{a['candidates']} random in-budget candidates trained on the brief schedule ({a['epochs']} epochs) with pruning off; the rules are replayed on their record in trial order. "
-        f"Spearman(epoch-1, final validation accuracy) = **{a['spearman_first_final']:.2f}**; medians {a['first_median']:.3f} after epoch 1, {a['final_median']:.3f} at the end.",
+        + _signal(a),
         "",
-        f"| rule (stop after epoch 1 if under ... of earlier epoch-1s) | stopped | brief compute spent | of the final top {a['top_k']}, stopped | regret (best final - best kept) | best final at the compute of {a['equal_compute_trials']} unpruned runs |",
+        f"| rule (stop after an epoch but the last if the best so far is under ... of the finished candidates' at that epoch) | stopped{' (after epoch ' + ', '.join(str(e) for e in range(1, a['epochs'])) + ')' if a['epochs'] > 2 else ''} | brief compute spent | of the final top {a['top_k']}, stopped | regret (best final - best kept) | best final at the compute of {a['equal_compute_trials']} unpruned runs |",
         "|---|---|---|---|---|---|",
     ]
     for r in a["rules"]:
-        lines.append(f"| {r['rule']} | {r['stopped']}/{a['candidates']} | {r['compute_share']:.0%} | {r['top_k_stopped']} | {100 * r['regret']:+.2f} pts | {100 * r['equal_compute_best']:.2f}% |")
-    lines += ["", "*best final at equal compute*: the mean over 2,000 random orders of this record of the best final validation accuracy among the candidates a rule lets finish, taking candidates until the compute of that many unpruned brief runs is spent (a stopped one costs its first epoch): what a random search with that rule would find for the same time."]
+        by_epoch = f" ({', '.join(str(n) for n in r['stopped_by_epoch'].values())})" if a["epochs"] > 2 else ""
+        lines.append(f"| {r['rule']} | {r['stopped']}/{a['candidates']}{by_epoch} | {r['compute_share']:.0%} | {r['top_k_stopped']} | {100 * r['regret']:+.2f} pts | {100 * r['equal_compute_best']:.2f}% |")
+    lines += ["", "*best final at equal compute*: the mean over 2,000 random orders of this record of the best final validation accuracy among the candidates a rule lets finish, taking candidates until the compute of that many unpruned brief runs is spent (a stopped one costs the epochs it ran): what a random search with that rule would find for the same time."]
     return "\n".join(lines)
 
 
@@ -185,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = collect(args.budget, args.trials, args.seed, args.preset, args.mode)
         record = {"command": shlex.join(["python", "-m", "bench.prune_signal", *(sys.argv[1:] if argv is None else argv)]), "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "seed": args.seed, "preset": args.preset, "mode": args.mode, "rows": rows}
         record["analysis"] = analyse(rows)
-        RESULTS.write_text(json.dumps(record, indent=1) + "\n")
-    record = json.loads(RESULTS.read_text())
+        results_path(args.preset).write_text(json.dumps(record, indent=1) + "\n")
+    record = json.loads(results_path(args.preset).read_text())
     record["analysis"] = analyse(record["rows"])
-    write_section("prune-signal", render(record))
+    write_section(section_name(record["preset"]), render(record))
     print(render(record))
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bench.prune_signal import RULES, Rule, equal_compute, replay
+from bench.prune_signal import RULES, Rule, equal_compute, replay, stopped_at
 
 MEDIAN = Rule("median", 50.0, startup=2)
 NONE = next(r for r in RULES if r.percentile is None)
@@ -12,14 +12,61 @@ NONE = next(r for r in RULES if r.percentile is None)
 
 def test_the_median_rule_stops_on_epoch_one_in_trial_order():
     # epoch-1 values 0.5, 0.3 start it; then 0.2 < median(0.5, 0.3) = 0.4 stops, 0.6 does not,
-    # 0.35 < median(0.5, 0.3, 0.2, 0.6) = 0.4 stops. Finals make the stopped ones the best two.
+    # 0.35 < median(0.5, 0.3, 0.6) = 0.5 stops (the stopped 0.2 is no finished candidate's).
+    # Finals make the stopped ones the best two.
     histories = [[0.5, 0.70], [0.3, 0.71], [0.2, 0.90], [0.6, 0.72], [0.35, 0.80]]
     r = replay(histories, MEDIAN, top_k=2)
     assert r["stopped"] == 2
     assert r["compute_share"] == (3 * 2 + 2 * 1) / (5 * 2)
     assert r["top_k_stopped"] == 2
     assert abs(r["regret"] - (0.90 - 0.72)) < 1e-12
-    assert replay(histories, NONE, top_k=2) | {"rule": ""} == {"rule": "", "stopped": 0, "compute_share": 1.0, "top_k_stopped": 0, "regret": 0.0}
+    assert replay(histories, NONE, top_k=2) | {"rule": ""} == {"rule": "", "stopped": 0, "stopped_by_epoch": {"1": 0}, "compute_share": 1.0, "top_k_stopped": 0, "regret": 0.0}
+
+
+def test_a_stopped_candidates_value_never_enters_the_reference():
+    # 0.1 is stopped, so the next candidate meets median(0.5, 0.3) = 0.4, not median(0.5, 0.3, 0.1) = 0.3.
+    assert replay([[0.5, 0.7], [0.3, 0.7], [0.1, 0.7], [0.35, 0.7]], MEDIAN)["stopped"] == 2
+
+
+def test_later_epochs_compare_the_best_so_far_with_the_finished_ones_at_that_epoch():
+    finished = [[0.5, 0.6, 0.7], [0.3, 0.8, 0.9]]  # epoch-2 median 0.7
+    assert stopped_at(MEDIAN, finished, [0.45, 0.65, 0.9]) == 2  # through epoch 1 (>= 0.4), best 0.65 < 0.7 after epoch 2
+    assert stopped_at(MEDIAN, finished, [0.75, 0.6, 0.9]) == 0  # its best so far (0.75) counts, not its epoch-2 value
+    assert stopped_at(MEDIAN, finished, [0.2, 0.9, 0.9]) == 1
+    r = replay([*finished, [0.45, 0.65, 0.9]], MEDIAN)
+    assert r["stopped_by_epoch"] == {"1": 0, "2": 1} and r["compute_share"] == (3 + 3 + 2) / 9
+
+
+def test_the_replay_stops_what_the_searchs_pruner_stops():
+    """Fidelity with `nas_kd.search.TrainedMedianPruner` on a real Optuna study: the same
+    candidates stopped after the same epochs, for 3-epoch histories in trial order."""
+    import optuna
+
+    from nas_kd.search import TrainedMedianPruner
+
+    rng = random.Random(3)
+    histories = [[rng.uniform(0.3, 0.9) for _ in range(3)] for _ in range(40)]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1))
+    by_optuna = []
+    for h in histories:
+        trial = study.ask()
+        trial.set_user_attr("feasible", True)
+        stop = 0
+        for epoch, acc in enumerate(h, start=1):
+            trial.report(acc, epoch)
+            if epoch < len(h) and trial.should_prune():
+                stop = epoch
+                break
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED) if stop else study.tell(trial, h[-1])
+        by_optuna.append(stop)
+    finished, by_replay = [], []
+    shipped = next(r for r in RULES if r.name.startswith("median"))
+    for h in histories:
+        by_replay.append(stopped_at(shipped, finished, h))
+        if not by_replay[-1]:
+            finished.append(h)
+    assert by_replay == by_optuna and 1 in by_optuna and 2 in by_optuna
 
 
 def _record(correlated: bool, n: int = 60) -> list[list[float]]:
