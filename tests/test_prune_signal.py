@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from bench.prune_signal import RULES, Rule, equal_compute, replay, stopped_at
 
 MEDIAN = Rule("median", 50.0, startup=2)
@@ -37,7 +39,8 @@ def test_later_epochs_compare_the_best_so_far_with_the_finished_ones_at_that_epo
     assert r["stopped_by_epoch"] == {"1": 0, "2": 1} and r["compute_share"] == (3 + 3 + 2) / 9
 
 
-def test_the_replay_stops_what_the_searchs_pruner_stops():
+@pytest.mark.parametrize("rule_name, warmup", [("median (shipped)", 1), ("median from epoch 2", 2)])
+def test_the_replay_stops_what_the_searchs_pruner_stops(rule_name, warmup):
     """Fidelity with `nas_kd.search.TrainedMedianPruner` on a real Optuna study: the same
     candidates stopped after the same epochs, for 3-epoch histories in trial order."""
     import optuna
@@ -47,7 +50,7 @@ def test_the_replay_stops_what_the_searchs_pruner_stops():
     rng = random.Random(3)
     histories = [[rng.uniform(0.3, 0.9) for _ in range(3)] for _ in range(40)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1))
+    study = optuna.create_study(direction="maximize", pruner=TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=warmup))
     by_optuna = []
     for h in histories:
         trial = study.ask()
@@ -61,12 +64,12 @@ def test_the_replay_stops_what_the_searchs_pruner_stops():
         study.tell(trial, state=optuna.trial.TrialState.PRUNED) if stop else study.tell(trial, h[-1])
         by_optuna.append(stop)
     finished, by_replay = [], []
-    shipped = next(r for r in RULES if r.name.startswith("median"))
+    rule = next(r for r in RULES if r.name == rule_name)
     for h in histories:
-        by_replay.append(stopped_at(shipped, finished, h))
+        by_replay.append(stopped_at(rule, finished, h))
         if not by_replay[-1]:
             finished.append(h)
-    assert by_replay == by_optuna and 1 in by_optuna and 2 in by_optuna
+    assert by_replay == by_optuna and 2 in by_optuna and (1 in by_optuna) == (warmup == 1)
 
 
 def _record(correlated: bool, n: int = 60) -> list[list[float]]:
