@@ -86,16 +86,22 @@ def stopped_at(rule: Rule, finished: list[list[float]], history: list[float]) ->
     return 0
 
 
+def _walk(rule: Rule, order: list[list[float]]):
+    """(history, `stopped_at` epoch) for each candidate in ``order``, as a search meets them: the
+    ones that finish become the reference of the next."""
+    finished: list[list[float]] = []
+    for h in order:
+        stop = stopped_at(rule, finished, h)
+        if not stop:
+            finished.append(h)
+        yield h, stop
+
+
 def replay(histories: list[list[float]], rule: Rule, top_k: int = 5) -> dict:
     """Apply `rule` to per-candidate validation histories in trial order."""
     final = [h[-1] for h in histories]
     epochs = len(histories[0])
-    finished: list[list[float]] = []
-    stops: list[int] = []
-    for h in histories:
-        stops.append(stopped_at(rule, finished, h))
-        if not stops[-1]:
-            finished.append(h)
+    stops = [stop for _, stop in _walk(rule, histories)]
     kept = [f for f, s in zip(final, stops, strict=True) if not s]
     top = sorted(range(len(final)), key=lambda i: -final[i])[:top_k]
     epochs_spent = sum(s or epochs for s in stops)
@@ -119,16 +125,13 @@ def equal_compute(histories: list[list[float]], rule: Rule, trials: int, draws: 
     epochs = len(histories[0])
     best_total = 0.0
     for _ in range(draws):
-        order = rng.sample(histories, len(histories))
-        finished: list[list[float]] = []
         spent, best = 0, 0.0
-        for h in order:
-            cost = stopped_at(rule, finished, h) or epochs
+        for h, stop in _walk(rule, rng.sample(histories, len(histories))):
+            cost = stop or epochs
             if spent + cost > trials * epochs:
                 break
             spent += cost
-            if cost == epochs:
-                finished.append(h)
+            if not stop:
                 best = max(best, h[-1])
         best_total += best
     return best_total / draws
@@ -166,17 +169,13 @@ def collect(budget: str, trials: int, seed: int, preset: str, mode: str, log=pri
 
 def analyse(rows: list[dict], top_k: int = 5) -> dict:
     histories = [r["val_history"] for r in rows]
-    first = [h[0] for h in histories]
     final = [h[-1] for h in histories]
     return {
         "candidates": len(rows),
         "epochs": len(histories[0]),
-        "spearman_first_final": spearman(first, final),
         # Every epoch the pruner reads (all but the last), against the final one.
         "spearman_by_epoch": [spearman([h[e] for h in histories], final) for e in range(len(histories[0]) - 1)],
         "median_by_epoch": [statistics.median(h[e] for h in histories) for e in range(len(histories[0]))],
-        "first_median": statistics.median(first),
-        "final_median": statistics.median(final),
         "top_k": top_k,
         "rules": [replay(histories, rule, top_k) | {"equal_compute_best": equal_compute(histories, rule, EQUAL_COMPUTE_TRIALS)} for rule in RULES],
         "equal_compute_trials": EQUAL_COMPUTE_TRIALS,
@@ -185,8 +184,8 @@ def analyse(rows: list[dict], top_k: int = 5) -> dict:
 
 def _signal(a: dict) -> str:
     """How well each epoch the pruner reads ranks the candidates like the end."""
-    if a["epochs"] <= 2 or "spearman_by_epoch" not in a:
-        return f"Spearman(epoch-1, final validation accuracy) = **{a['spearman_first_final']:.2f}**; medians {a['first_median']:.3f} after epoch 1, {a['final_median']:.3f} at the end."
+    if a["epochs"] <= 2:
+        return f"Spearman(epoch-1, final validation accuracy) = **{a['spearman_by_epoch'][0]:.2f}**; medians {a['median_by_epoch'][0]:.3f} after epoch 1, {a['median_by_epoch'][-1]:.3f} at the end."
     rho = ", ".join(f"epoch {e + 1} **{r:.2f}**" for e, r in enumerate(a["spearman_by_epoch"]))
     medians = ", ".join(f"{m:.3f}" for m in a["median_by_epoch"])
     return f"Spearman with the final validation accuracy: {rho}; medians by epoch {medians}."
@@ -233,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = collect(args.budget, args.trials, args.seed, args.preset, args.mode)
         record = {"command": shlex.join(["python", "-m", "bench.prune_signal", *(sys.argv[1:] if argv is None else argv)]), "date": dt.date.today().isoformat(), "hardware": hardware(), "budget": args.budget, "seed": args.seed, "preset": args.preset, "mode": args.mode, "rows": rows}
-        record["analysis"] = analyse(rows)
+        # Only the rows: the analysis derives from them and is recomputed at every render (a
+        # stored one went stale when the replay was corrected, 2026-12-07).
         results_path(args.preset, args.seed).write_text(json.dumps(record, indent=1) + "\n")
     record = json.loads(results_path(args.preset, args.seed).read_text())
     record["analysis"] = analyse(record["rows"])

@@ -94,15 +94,16 @@ class Mode:
 
     def describe(self) -> str:
         """Name, active weights and T: what a reader needs (and what kept-run keys hold)."""
-        terms = ", ".join(f"{k}={v:g}" for k, v in self.weights.active().items())
-        return f"{self.name} ({terms}; T={self.temperature:g})"
+        return f"{self.name} ({self._terms()}; T={self.temperature:g})"
 
     def signature(self) -> str:
         """`describe` plus every other knob: two modes with one signature train alike. What a
         study's workers must share (`nas_kd.plan.SearchPlan.settings`)."""
-        terms = ", ".join(f"{k}={v:g}" for k, v in self.weights.active().items())
         knobs = ", ".join(f"{k}={'all' if v is None else format(v, 'g')}" for k, v in self._knobs().items() if k != "temperature")
-        return f"{self.name} ({terms}; T={self.temperature:g}, stages={self.stages}, {knobs})"
+        return f"{self.name} ({self._terms()}; T={self.temperature:g}, stages={self.stages}, {knobs})"
+
+    def _terms(self) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in self.weights.active().items())
 
     def _knobs(self) -> dict[str, float | None]:
         return {k: getattr(self, k) for k in KNOB_KEYS}
@@ -126,8 +127,7 @@ class Mode:
         today's defaults (stored before they existed); an unknown field is refused: a newer
         version stored it, and dropping it would train something else."""
         known = {f.name for f in dataclasses.fields(cls)} - {"summary"}
-        weights_known = set(WEIGHT_KEYS)
-        unknown = sorted(set(d) - known) + sorted(set(d.get("weights", {})) - weights_known)
+        unknown = sorted(set(d) - known) + sorted(set(d.get("weights", {})) - set(WEIGHT_KEYS))
         if unknown:
             raise UserError(f"stored mode '{d.get('name')}' has knobs this nas-kd does not know ({', '.join(unknown)}): use the nas-kd version that stored it")
         base = MODES.get(d["name"])
