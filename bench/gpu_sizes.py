@@ -222,6 +222,8 @@ GPU = Sizes(
     # The next two were measured in mode full, before the preset's default became kd (session 39),
     # whose GPU step took 0.44x full's (gpu-steptime, 2M student): high, so a call ends a piece early
     # rather than losing one; the jobs section's kd rows replace them (bench.gpu_choice).
+    # The pruner then stopped runs after epoch 1; since 2026-12-07 the standard one starts after
+    # epoch 2 (77-85% of the unpruned compute on the CPU records, not 44-59%): still high for kd.
     search_trials_s=650.0,  # 100 trials x 23 s (measured, pruner on, one process) / 3.5
     full_run_s=240.0,  # 20 epochs x 12 s (the measured brief epoch, with crops: the full schedule has had none since session 19, so likely high)
     ablation_modes=("ce", "kd", "full", "zhang", "xu", "ktan", "ksanc"),  # the criterion's modes first: a cut-short call keeps them

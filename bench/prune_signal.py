@@ -62,13 +62,23 @@ class Rule:
 
 RULES = (
     Rule("none", None),
-    Rule("median (shipped)", 50.0),
+    Rule("median", 50.0),  # the standard preset's until 2026-12-07
     Rule("lower quartile", 25.0),
     Rule("lowest tenth", 10.0),
     # Added 2026-12-07 after the standard preset's first record (epoch 1 ranked candidates at
     # Spearman 0.15, epoch 2 at 0.49); it stops nothing on a 2-epoch brief run.
     Rule("median from epoch 2", 50.0, from_epoch=2),
 )
+
+
+def presets_rule(rule: Rule, preset: str) -> bool:
+    """Whether `rule` is what a search on `preset` prunes with today (nas_kd.search._pruner)."""
+    from nas_kd.config import PRESETS
+
+    p = PRESETS[preset]
+    if not p.prune:
+        return rule.percentile is None
+    return rule.percentile == 50.0 and rule.startup == 5 and rule.from_epoch == p.prune_from_epoch
 
 
 def stopped_at(rule: Rule, finished: list[list[float]], history: list[float]) -> int:
@@ -206,7 +216,8 @@ def render(record: dict) -> str:
     ]
     for r in a["rules"]:
         by_epoch = f" ({', '.join(str(n) for n in r['stopped_by_epoch'].values())})" if a["epochs"] > 2 else ""
-        lines.append(f"| {r['rule']} | {r['stopped']}/{a['candidates']}{by_epoch} | {r['compute_share']:.0%} | {r['top_k_stopped']} | {100 * r['regret']:+.2f} pts | {100 * r['equal_compute_best']:.2f}% |")
+        name = r["rule"] + (" (the preset's today)" if presets_rule(next(rule for rule in RULES if rule.name == r["rule"]), record["preset"]) else "")
+        lines.append(f"| {name} | {r['stopped']}/{a['candidates']}{by_epoch} | {r['compute_share']:.0%} | {r['top_k_stopped']} | {100 * r['regret']:+.2f} pts | {100 * r['equal_compute_best']:.2f}% |")
     lines += ["", "*best final at equal compute*: the mean over 2,000 random orders of this record of the best final validation accuracy among the candidates a rule lets finish, taking candidates until the compute of that many unpruned brief runs is spent (a stopped one costs the epochs it ran): what a random search with that rule would find for the same time."]
     return "\n".join(lines)
 

@@ -93,6 +93,7 @@ class SearchOptions:
     rescreen: int | None = None  # the best K candidates are trained again on the full schedule before the winner is chosen (nas_kd.rescreen); None: the preset's (3 on both)
     startup_trials: int = 10  # TPE draws this many candidates at random before it models (Optuna's default; nas_kd.search.make_sampler)
     prune: bool | None = None  # stop brief runs below the median after an epoch; None: the preset's (off on quick, on on standard)
+    prune_from_epoch: int | None = None  # the first epoch after which a brief run may be stopped; None: the preset's (2 on standard)
     teacher_seed: int = 0  # the cached teacher's seed, and the seed of the validation split it left out
     jobs: int | None = None  # trial processes on this machine; None: the device's default (nas_kd.jobs.default_jobs)
     brief: str | None = None  # overrides of the preset's brief schedule, e.g. "epochs=2,batch_size=512,crop=0"
@@ -166,6 +167,7 @@ class SearchPlan:
     rescreen: int = 0  # see SearchOptions.rescreen; 0 in plans stored before it existed
     startup_trials: int = 10  # see SearchOptions.startup_trials; plans stored before it existed used Optuna's 10
     prune: bool = True  # see SearchOptions.prune; plans stored before it existed pruned
+    prune_from_epoch: int = 1  # see SearchOptions.prune_from_epoch; plans stored before it existed pruned from epoch 1
     jobs: int = 1  # trial processes on this machine (one session's choice, like the device)
     step: StepOptions = StepOptions()
     # The mode resolved when the plan was made: a study trains with the knobs it began with, even
@@ -263,6 +265,8 @@ class SearchPlan:
             parts += ["--startup-trials", str(self.startup_trials)]
         if today is None or self.prune != today.prune:
             parts += ["--prune" if self.prune else "--no-prune"]
+        if today is None or self.prune_from_epoch != today.prune_from_epoch:
+            parts += ["--prune-from-epoch", str(self.prune_from_epoch)]
         if self.jobs != 1:
             parts += ["--jobs", str(self.jobs)]
         if self.step != StepOptions():
@@ -325,6 +329,7 @@ class SearchPlan:
             "rescreen": self.rescreen,
             "startup_trials": self.startup_trials,
             "prune": self.prune,
+            "prune_from_epoch": self.prune_from_epoch,
             "jobs": self.jobs,
             "gpu_step": self.step.to_dict(),
             "command": self.command(),
@@ -336,7 +341,7 @@ class SearchPlan:
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise UserError(f"not a {PLAN_FORMAT} search plan (format {d.get('format') if isinstance(d, dict) else None!r}): start a new study with this version of nas-kd")
         p = d["preset"]
-        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"), prune=bool(p.get("prune", True)), rescreen=int(p.get("rescreen", 3)))
+        preset = Preset(name=p["name"], teacher=Schedule(**p["teacher"]), brief=Schedule(**p["brief"]), full=Schedule(**p["full"]), trials=p["trials"], mode=p.get("mode", "full"), prune=bool(p.get("prune", True)), prune_from_epoch=int(p.get("prune_from_epoch", 1)), rescreen=int(p.get("rescreen", 3)))
         data, seeds = d["dataset"], d["seeds"]
         return cls(
             study=d["study"],
@@ -364,6 +369,7 @@ class SearchPlan:
             rescreen=int(d.get("rescreen", 0)),  # plans stored before the re-screen chose by the brief run alone
             startup_trials=int(d.get("startup_trials", SearchOptions.startup_trials)),
             prune=bool(d.get("prune", True)),  # plans stored before --no-prune existed pruned
+            prune_from_epoch=int(d.get("prune_from_epoch", 1)),  # plans stored before 2026-12-07 pruned from epoch 1
             jobs=int(d.get("jobs", 1)),  # plans stored before --jobs existed ran one process
             step=StepOptions(**(d.get("gpu_step") or {})),
             resolved_mode=Mode.from_dict(d["mode"]["resolved"]) if "resolved" in d["mode"] else None,  # stored since 2026-12-07
@@ -390,6 +396,8 @@ def _check_numbers(opts: SearchOptions) -> None:
         raise UserError(f"--min-fill must be between 0 and 1 (a share of the budget), got {opts.min_fill}")
     if opts.heartbeat < 1:
         raise UserError(f"--heartbeat must be at least 1 second, got {opts.heartbeat}")
+    if opts.prune_from_epoch is not None and opts.prune_from_epoch < 1:
+        raise UserError(f"--prune-from-epoch must be at least 1 (the first epoch after which a brief run may be stopped), got {opts.prune_from_epoch}")
     if opts.jobs is not None and opts.jobs < 1:
         raise UserError(f"--jobs must be at least 1 (trial processes on this machine), got {opts.jobs}")
 
@@ -470,6 +478,7 @@ def build_plan(opts: SearchOptions) -> SearchPlan:
         rescreen=preset.rescreen if opts.rescreen is None else opts.rescreen,
         startup_trials=opts.startup_trials,
         prune=preset.prune if opts.prune is None else opts.prune,
+        prune_from_epoch=preset.prune_from_epoch if opts.prune_from_epoch is None else opts.prune_from_epoch,
         jobs=jobs,
         step=step,
         resolved_mode=get_mode(mode_name).override(overrides),

@@ -299,10 +299,13 @@ def _pruner(plan: SearchPlan, log: Callable[[str], None]):
     if not plan.prune:
         log(f"search: no pruning ({'the ' + plan.preset.name + ' preset' if plan.prune == plan.preset.prune else '--no-prune'}): every candidate finishes its brief run")
         return optuna.pruners.NopPruner()
-    if plan.brief.epochs < 2:
-        log("search: the brief schedule has one epoch, so nothing is pruned (a trial is never pruned at its last epoch)")
-    # Candidates train only a few epochs: prune after the first, once 5 trials set the median.
-    return TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    start = plan.prune_from_epoch
+    if plan.brief.epochs <= start:
+        log(f"search: the brief schedule has {plan.brief.epochs} epoch(s) and pruning starts after epoch {start}, so nothing is pruned (a trial is never pruned at its last epoch)")
+    else:
+        log(f"search: a brief run below the median of the finished ones may be stopped after epoch {', '.join(map(str, range(start, plan.brief.epochs)))} (once 5 candidates have finished)")
+    # Epochs are reported as steps 1, 2, ...: Optuna's MedianPruner ignores steps below n_warmup_steps.
+    return TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=start)
 
 
 def _open_study(plan: SearchPlan, log: Callable[[str], None], table=None):

@@ -68,6 +68,7 @@ def test_every_search_option_reaches_the_search(cli, monkeypatch):
         rescreen=4,
         startup_trials=3,
         prune=True,
+        prune_from_epoch=2,
         teacher_seed=6,
         jobs=3,
         gpu_step="bf16=0",
@@ -79,7 +80,7 @@ def test_every_search_option_reaches_the_search(cli, monkeypatch):
         "--teacher", "wrn-16-4", "--teacher-recon", "--mode", "ksanc", "--loss-weights", "kd=0.7", "--trials", "17", "--timeout", "12.5",
         "--study", "s1", "--storage", "sqlite:///x.db", "--sampler", "nsga2", "--objectives", "accuracy,macs", "--preset", "standard",
         "--seed", "5", "--retrain-seeds", "2", "--no-baselines", "--device", "cpu", "--no-progress", "--heartbeat", "7", "--min-fill", "0.5",
-        "--rescreen", "4", "--startup-trials", "3", "--prune", "--teacher-seed", "6", "--jobs", "3", "--gpu-step", "bf16=0",
+        "--rescreen", "4", "--startup-trials", "3", "--prune", "--prune-from-epoch", "2", "--teacher-seed", "6", "--jobs", "3", "--gpu-step", "bf16=0",
         "--brief", "epochs=2", "--full", "lr=0.1", "--no-finalize",
     )  # fmt: skip
     assert code == 0, err

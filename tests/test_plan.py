@@ -60,6 +60,7 @@ def test_impossible_budget_changes_nothing_and_trains_nothing(in_tmp, cli, monke
         ({"heartbeat": 0}, "--heartbeat must be at least 1 second"),
         ({"jobs": 0}, "--jobs must be at least 1"),
         ({"rescreen": -1}, "--rescreen must be 0"),
+        ({"prune_from_epoch": 0}, "--prune-from-epoch must be at least 1"),
         ({"trials": 0}, "--trials must be at least 1"),
     ],
 )
@@ -116,6 +117,28 @@ def test_pruning_follows_the_preset_unless_asked(in_tmp):
     assert SearchPlan.from_dict(old).prune and SearchPlan.from_dict(old).preset.prune
     # The line reproduces the stored plan under today's presets: that old plan pruned, quick no longer does.
     assert "--prune" in SearchPlan.from_dict(old).command()
+
+
+def test_the_standard_pruner_starts_after_epoch_two_and_old_plans_keep_epoch_one(in_tmp):
+    """Measured (docs/BENCHMARKS.md, prune-signal-standard-s1): the standard brief run's first
+    epoch barely ranks candidates, so its pruner waits for the second. What the pruner does is
+    checked on a real study in tests/test_prune_signal.py; here, the plan carries it."""
+    from nas_kd.search import _pruner
+
+    def plan(preset: str, **kw) -> SearchPlan:
+        return build_plan(SearchOptions(space=MBV2, dataset="synthetic", preset=preset, baselines=False, **kw))
+
+    standard, lines = plan("standard"), []
+    assert standard.prune_from_epoch == 2 and _pruner(standard, lines.append)._median._n_warmup_steps == 2
+    assert "stopped after epoch 2 " in lines[-1] and "prune" not in standard.command()
+    asked = plan("quick", prune=True, prune_from_epoch=2)  # a 2-epoch brief run: nothing left to prune
+    assert _pruner(asked, lines.append)._median._n_warmup_steps == 2 and "so nothing is pruned" in lines[-1]
+    assert "--prune-from-epoch 2" in asked.command() and SearchPlan.from_dict(json.loads(json.dumps(asked.to_dict()))) == asked
+    old = standard.to_dict()
+    del old["prune_from_epoch"], old["preset"]["prune_from_epoch"]  # stored before 2026-12-07: pruned from epoch 1
+    again = SearchPlan.from_dict(old)
+    assert again.prune_from_epoch == 1 and _pruner(again, lines.append)._median._n_warmup_steps == 1
+    assert "--prune-from-epoch 1" in again.command()  # today's standard preset would start at 2
 
 
 def test_the_rescreen_follows_the_preset_unless_asked(in_tmp):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
-from bench.prune_signal import RULES, Rule, equal_compute, replay, stopped_at
+from bench.prune_signal import RULES, Rule, equal_compute, presets_rule, replay, stopped_at
 
 MEDIAN = Rule("median", 50.0, startup=2)
 NONE = next(r for r in RULES if r.percentile is None)
@@ -39,19 +40,14 @@ def test_later_epochs_compare_the_best_so_far_with_the_finished_ones_at_that_epo
     assert r["stopped_by_epoch"] == {"1": 0, "2": 1} and r["compute_share"] == (3 + 3 + 2) / 9
 
 
-@pytest.mark.parametrize("rule_name, warmup", [("median (shipped)", 1), ("median from epoch 2", 2)])
-def test_the_replay_stops_what_the_searchs_pruner_stops(rule_name, warmup):
-    """Fidelity with `nas_kd.search.TrainedMedianPruner` on a real Optuna study: the same
-    candidates stopped after the same epochs, for 3-epoch histories in trial order."""
+def _optuna_stops(pruner, histories: list[list[float]]) -> list[int]:
+    """The epoch after which `pruner` stops each candidate (0: finished) on a real Optuna study,
+    reported as `nas_kd.search.Objective` does (epochs from 1, never pruned at the last)."""
     import optuna
 
-    from nas_kd.search import TrainedMedianPruner
-
-    rng = random.Random(3)
-    histories = [[rng.uniform(0.3, 0.9) for _ in range(3)] for _ in range(40)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=warmup))
-    by_optuna = []
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    stops = []
     for h in histories:
         trial = study.ask()
         trial.set_user_attr("feasible", True)
@@ -62,14 +58,49 @@ def test_the_replay_stops_what_the_searchs_pruner_stops(rule_name, warmup):
                 stop = epoch
                 break
         study.tell(trial, state=optuna.trial.TrialState.PRUNED) if stop else study.tell(trial, h[-1])
-        by_optuna.append(stop)
-    finished, by_replay = [], []
-    rule = next(r for r in RULES if r.name == rule_name)
+        stops.append(stop)
+    return stops
+
+
+def _replayed_stops(rule: Rule, histories: list[list[float]]) -> list[int]:
+    finished, stops = [], []
     for h in histories:
-        by_replay.append(stopped_at(rule, finished, h))
-        if not by_replay[-1]:
+        stops.append(stopped_at(rule, finished, h))
+        if not stops[-1]:
             finished.append(h)
-    assert by_replay == by_optuna and 2 in by_optuna and (1 in by_optuna) == (warmup == 1)
+    return stops
+
+
+def _histories(epochs: int = 3, n: int = 40) -> list[list[float]]:
+    rng = random.Random(3)
+    return [[rng.uniform(0.3, 0.9) for _ in range(epochs)] for _ in range(n)]
+
+
+@pytest.mark.parametrize("rule_name, warmup", [("median", 1), ("median from epoch 2", 2)])
+def test_the_replay_stops_what_the_searchs_pruner_stops(rule_name, warmup):
+    """Fidelity with `nas_kd.search.TrainedMedianPruner` on a real Optuna study: the same
+    candidates stopped after the same epochs, for 3-epoch histories in trial order."""
+    from nas_kd.search import TrainedMedianPruner
+
+    histories = _histories()
+    by_optuna = _optuna_stops(TrainedMedianPruner(n_startup_trials=5, n_warmup_steps=warmup), histories)
+    assert _replayed_stops(next(r for r in RULES if r.name == rule_name), histories) == by_optuna
+    assert 2 in by_optuna and (1 in by_optuna) == (warmup == 1)
+
+
+@pytest.mark.parametrize("preset", ["quick", "standard"])
+def test_the_row_marked_as_the_presets_is_what_its_search_prunes_with(in_tmp, preset):
+    """The rendered tables mark one rule as the preset's today: it must stop exactly what the
+    pruner a search on that preset builds (`nas_kd.search._pruner`) stops, on its brief epochs."""
+    from nas_kd.config import PRESETS
+    from nas_kd.plan import build_plan
+    from nas_kd.search import SearchOptions, _pruner
+
+    marked = [r for r in RULES if presets_rule(r, preset)]
+    assert len(marked) == 1
+    plan = build_plan(SearchOptions(space=str(Path(__file__).resolve().parents[1] / "search_spaces" / "mbv2.yaml"), dataset="synthetic", preset=preset, baselines=False))
+    histories = _histories(PRESETS[preset].brief.epochs)
+    assert _optuna_stops(_pruner(plan, lambda _: None), histories) == _replayed_stops(marked[0], histories)
 
 
 def _record(correlated: bool, n: int = 60) -> list[list[float]]:

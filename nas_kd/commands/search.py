@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--min-fill", type=float, default=0.85, help="every proposed candidate uses at least this share of the budget's binding limit; proposals are repaired in-process, never trained over budget (default 0.85)")
     p.add_argument("--rescreen", type=int, default=None, help="train the best N distinct candidates and the uniform baseline again on the full schedule (search seed, validation only) and pick the winner among them; 0 or 1: the brief run decides (default: the preset's, 3; at 0.5M the brief run's best alone lost to the re-screened pick, docs/SEARCH.md)")
     p.add_argument("--startup-trials", type=int, default=10, help="TPE draws this many candidates at random (the uniform baseline first) before it models the rest (default 10, Optuna's)")
-    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None, help="stop a brief run below the median of earlier ones after its first epoch (default: the preset's: off on quick, whose 8 trials count pruned ones, on on standard)")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None, help="stop a brief run whose best so far is below the median of the finished ones, after an epoch but its last (default: the preset's: off on quick, whose 8 trials count pruned ones, on on standard)")
+    p.add_argument("--prune-from-epoch", type=int, default=None, metavar="N", help="the pruner may stop a brief run only after epoch N or later (default: the preset's: 2 on standard, whose first epoch barely ranks candidates; 1 on quick)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; a trial silent for 3 is taken as dead and retried (default 10)")
     p.add_argument("--teacher-seed", type=int, default=0, help="seed of the cached teacher and of the validation split it left out (default 0)")
     p.add_argument("--jobs", type=int, default=None, help="trial processes on this machine, sharing its device, the teacher file and the study (default: 1 on a CPU, 4 on a GPU)")
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         rescreen=args.rescreen,
         startup_trials=args.startup_trials,
         prune=args.prune,
+        prune_from_epoch=args.prune_from_epoch,
         teacher_seed=args.teacher_seed,
         jobs=args.jobs,
         gpu_step=args.gpu_step,
