@@ -28,8 +28,10 @@ from pathlib import Path
 from bench._report import hardware, write_section
 from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
+    BASELINE_HEADER,
     add_search_args,
     arm_difference,
+    baseline_cells,
     finished_trials,
     import_arm,
     open_record,
@@ -75,16 +77,16 @@ def render(record: dict) -> str:
         "",
         f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (10 random start-up draws, the baseline first), mode kd, quick preset, re-screen of the top 3, {record['retrain_seeds']} retrain seeds per search).",
         "",
-        "| pruning | searches | candidates that finished the brief run (mean) | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | median wall s |",
-        "|---|---|---|---|---|---|",
+        f"| pruning | searches | candidates that finished the brief run (mean) | winner = the baseline | {BASELINE_HEADER} | median wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for arm, c in a["per_arm"].items():
         mine = [r for r in record["rows"] if r["prune"] == arm]
         finished = [r["finished"] for r in mine if r.get("finished") is not None]
         lines.append(
-            f"| {arm} | {c['searches']} | {statistics.fmean(finished):.1f} of {record['trials']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {c['median_wall_seconds']:.0f} |"
+            f"| {arm} | {c['searches']} | {statistics.fmean(finished):.1f} of {record['trials']} | {c['winner_is_baseline']} | {baseline_cells(c)} | {c['median_wall_seconds']:.0f} |"
             if finished
-            else f"| {arm} | {c['searches']} | - | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {c['median_wall_seconds']:.0f} |"
+            else f"| {arm} | {c['searches']} | - | {c['winner_is_baseline']} | {baseline_cells(c)} | {c['median_wall_seconds']:.0f} |"
         )
     lines += ["", "*wall s*: trials, re-screen and retrains; a search seed's first search (the imported arm, where there is one) also trained the baselines (6 full runs), so the arms' wall times do not compare."]
     if a["off_minus_on"]:

@@ -26,8 +26,10 @@ from pathlib import Path
 from bench._report import budget_slug, hardware, write_section
 from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
+    BASELINE_HEADER,
     add_search_args,
     arm_difference,
+    baseline_cells,
     import_arm,
     open_record,
     per_arm,
@@ -70,11 +72,11 @@ def render(record: dict) -> str:
         f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (10 random start-up draws, the baseline first), no pruning, mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search). "
         "`--rescreen 3`: the brief top 3 and the uniform baseline trained again on the full schedule (search seed, validation), the best wins; `--rescreen 0`: the brief run's best wins.",
         "",
-        "| --rescreen | searches | winner = the baseline | winner - uniform baseline (kd), test, points [95% CI], one pair per search seed | median wall s |",
-        "|---|---|---|---|---|",
+        f"| --rescreen | searches | winner = the baseline | {BASELINE_HEADER} | median wall s |",
+        "|---|---|---|---|---|---|",
     ]
     for arm, c in a["per_arm"].items():
-        lines.append(f"| {arm} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {c['median_wall_seconds']:.0f} |")
+        lines.append(f"| {arm} | {c['searches']} | {c['winner_is_baseline']} | {baseline_cells(c)} | {c['median_wall_seconds']:.0f} |")
     imported = any(r.get("from") for r in record["rows"])
     lines += ["", "*wall s*: trials, re-screen and retrains; " + ("the baselines' retrains were trained before, by the searches the '3' arm came from, and are in neither arm." if imported else "each search seed's first search (the first arm) also trained the baselines (6 full runs), so the arms' wall times do not compare.")]
     for arm, d in a["minus_reference"].items():

@@ -25,8 +25,10 @@ from pathlib import Path
 from bench._report import hardware, write_section
 from bench.search_gpu import _diff, run_one
 from bench.search_trials import (
+    BASELINE_HEADER,
     add_search_args,
     arm_difference,
+    baseline_cells,
     open_record,
     per_arm,
     quick_options,
@@ -60,13 +62,13 @@ def render(record: dict) -> str:
         "",
         f"{' then '.join(f'`{c}`' for c in record['commands'])} ({', '.join(record['dates'])}, {record['hardware']}; budget {record['budget']}, {record['trials']} trials, TPE (multivariate), mode kd, quick preset, {record['retrain_seeds']} retrain seeds per search, median pruning and the re-screen of the top 3, the quick defaults when these ran).",
         "",
-        "| TPE start-up trials | searches | winner = the baseline | winner - uniform baseline (kd), points [95% CI], one pair per search seed | winner minus the start-up-"
+        f"| TPE start-up trials | searches | winner = the baseline | {BASELINE_HEADER} | winner minus the start-up-"
         + f"{reference} winner, paired by search seed | median wall s |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for k, c in a["per_startup"].items():
         versus = _diff(a["versus"][k]) if k in a["versus"] else "(reference)"
-        lines.append(f"| {k} | {c['searches']} | {c['winner_is_baseline']} | {_diff(c['winner_minus_baseline_by_search'])} | {versus} | {c['median_wall_seconds']:.0f} |")
+        lines.append(f"| {k} | {c['searches']} | {c['winner_is_baseline']} | {baseline_cells(c)} | {versus} | {c['median_wall_seconds']:.0f} |")
     lines += ["", f"Start-up {reference} at {record['trials']} trials is a random search (the baseline first); a smaller count lets TPE propose the last trials from the first ones. *wall s*: trials, re-screen and retrains; each search seed's first search also trains the baselines (6 full runs)."]
     if record.get("note"):  # what a later measurement found about these rows, written by hand
         lines += ["", f"**Note.** {record['note']}"]

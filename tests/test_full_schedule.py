@@ -64,3 +64,18 @@ def test_a_bad_variant_is_refused_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "full.json"
     assert main(["--variants", "2x24000,48000", "--results", str(out)]) == 2
     assert "EPOCHSxSUBSET" in capsys.readouterr().err and not out.exists()
+
+
+def test_random_members_against_the_baseline_per_seed_keep_the_baselines_noise():
+    """Per seed (only those every student ran), the members' mean minus the baseline's run on
+    that seed: a baseline run that is low on one seed moves every member's difference together."""
+    from bench.full_schedule import members_by_seed
+
+    def row(student, seed, acc):
+        return {"variant": "v", "student": student, "seed": seed, "val_acc": acc, "test_acc": acc}
+
+    rows = [row("baseline", 1, 88.0), row("baseline", 2, 90.0), row("baseline", 3, 89.0)]
+    rows += [row(m, s, 89.0 + d) for m, d in (("a", 0.0), ("b", 1.0)) for s in (1, 2, 3)]
+    rows += [row("baseline", 4, 80.0), row("a", 4, 89.0)]  # seed 4: b never ran it, so it is left out
+    d = members_by_seed(rows, "v", "test_acc")
+    assert list(d["seeds"]) == [1, 2, 3] and [round(x, 6) for x in d["differences"]] == [0.015, -0.005, 0.005]

@@ -78,3 +78,17 @@ def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_pa
     # Other retrain seeds would pair unlike searches: refused before any search runs.
     before = len(asked)
     assert bench.main(["--trials", "8", "--search-seeds", "5", "--retrain-seeds", "3"]) == 2 and len(asked) == before
+
+
+def test_the_independent_interval_keeps_only_searches_that_share_no_retrain_seed():
+    """Search s retrains on s+1..s+3: searches 0 and 3 share none, 1 and 2 share seeds with 0, and
+    so does 4 with 3. Only 0 and 3 (and not 1, 2, 4 with their large differences) enter it."""
+    from bench.search_trials import baseline_cells, disjoint_searches
+
+    rows = [_row(8, s, [0.90 + (0.05 if s in (1, 2, 4) else 0.01 * s)] * 3, [0.89] * 3) for s in range(5)]
+    assert disjoint_searches(rows) == [0, 3] and disjoint_searches(rows[::-1]) == [0, 3]
+    c = analyse(rows)["per_count"][8]
+    d = c["winner_minus_baseline_disjoint"]
+    assert d["seeds"] == [0, 3] and abs(d["mean"] - (0.01 + 0.04) / 2) < 1e-12
+    assert c["winner_minus_baseline_by_search"]["seeds"] == [0, 1, 2, 3, 4]
+    assert "(search seeds 0, 3)" in baseline_cells(c) and "search seeds 0, 3" in render({"rows": rows, "command": "c", "date": "d", "hardware": "h", "budget": "2M", "retrain_seeds": 3})
