@@ -46,8 +46,13 @@ def section_name(budget: str) -> str:
 
 
 def _baseline(report: dict) -> dict:
+    """The uniform baseline's retrains in kd (``test_by_seed``) and, since 2026-12-07, in plain ce
+    (``ce_test_by_seed``: what a user gets by hand; bench.search_vs_ce reads it)."""
     base = report["baselines"]
-    return {"describe": base["describe"], "macs": base["macs"], "test_by_seed": _seeds(base["modes"]["kd"])}
+    out = {"describe": base["describe"], "macs": base["macs"], "test_by_seed": _seeds(base["modes"]["kd"])}
+    if "ce" in base["modes"]:
+        out["ce_test_by_seed"] = _seeds(base["modes"]["ce"])
+    return out
 
 
 def _row(report: dict, trials: int, seed: int, baseline: dict) -> dict:

@@ -6,7 +6,8 @@ the uniform baseline in the search's own mode (kd): the search's part. What a us
 would train is the uniform member with plain ``ce``. This bench takes the recorded shipped quick
 searches (mode kd, no pruning, re-screen of the top 3, the quick preset's schedules) and trains the
 uniform baseline with ``ce`` on each search's retrain seeds, through the code path the search's
-final retrain uses (`nas_kd.finalize._train`), then splits the whole gain into the search's part
+final retrain uses (`nas_kd.finalize._train`), where the search did not record its own (rows
+recorded since 2026-12-07 keep the search's ce baseline, `bench.search_trials._baseline`), then splits the whole gain into the search's part
 (winner - uniform kd, from the record) and distillation's (uniform kd - uniform ce).
 
 The record's runs were trained on another day: before any ``ce`` run, the uniform baseline is
@@ -77,6 +78,18 @@ def recorded_kd(rows: list[dict]) -> dict[int, float]:
     return by_seed
 
 
+def ce_runs(rows: list[dict], trained: dict[int, float]) -> dict[int, float]:
+    """The uniform baseline's ce test accuracy per retrain seed: those trained here and those the
+    searches themselves trained (rows recorded since 2026-12-07 keep them); a seed in both must
+    agree, or the two would not be the same run."""
+    out = dict(trained)
+    for r in rows:
+        for seed, acc in (r["baseline"].get("ce_test_by_seed") or {}).items():
+            if out.setdefault(int(seed), acc) != acc:
+                raise SystemExit(f"seed {seed}: the uniform baseline in ce gave {out[int(seed)]} here and {acc} in search {r['search_seed']}: not the same run")
+    return out
+
+
 def analyse(rows: list[dict], ce_by_seed: dict[int, float]) -> dict:
     """Per search seed the means over its retrain seeds; the paired differences over search seeds,
     and kd - ce of the uniform member over the distinct retrain seeds."""
@@ -139,7 +152,8 @@ def render(record: dict) -> str:
     budgets = [b for b in SOURCES if b in record["budgets"]]
     for b in budgets:
         entry = record["budgets"][b]
-        a = analyse(shipped_rows(b), {int(s): v for s, v in entry["ce_by_seed"].items()})
+        rows = shipped_rows(b)
+        a = analyse(rows, ce_runs(rows, {int(s): v for s, v in entry["ce_by_seed"].items()}))
         k = a["kd_minus_ce_by_retrain_seed"]
         lines.append(f"| {b} | {a['searches']} | {_pts(a['winner_minus_ce'])} | {_pts(a['winner_minus_ce_disjoint'])} (search seeds {', '.join(map(str, a['disjoint_searches']))}) | {_pts(a['search_part'])} | {_pts(a['distillation_part'])} | {_pts(k)} over {len(k.seeds)} seeds |")
     lines.append("")
@@ -154,7 +168,8 @@ def render(record: dict) -> str:
         )
         lines.append("")
     for b in budgets:
-        a = analyse(shipped_rows(b), {int(s): v for s, v in record["budgets"][b]["ce_by_seed"].items()})
+        rows = shipped_rows(b)
+        a = analyse(rows, ce_runs(rows, {int(s): v for s, v in record["budgets"][b]["ce_by_seed"].items()}))
         lines += [f"### {b}", "", "| search seed | winner | MACs | winner (kd) test % | uniform (kd) test % | uniform (ce) test % |", "|---|---|---|---|---|---|"]
         for p in a["per_search"]:
             name = "the uniform baseline" if p["is_baseline"] else f"`{p['winner']}`"
@@ -211,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         match = [round(today[s], 4) for s in check_seeds] == [round(v, 4) for v in recorded]
         if not match and not args.allow_mismatch:
             raise SystemExit(f"the uniform baseline in kd trains to {[today[s] for s in check_seeds]} here, the record holds {recorded}: pass --allow-mismatch to pair them anyway")
-        _, ce = _train_uniform(args.budget, "ce", sorted(kd))
-        record["budgets"][args.budget] = {"uniform": uniform, "ce_by_seed": {str(s): v for s, v in ce.items()}, "check": {"seeds": check_seeds, "today": [today[s] for s in check_seeds], "recorded": recorded, "match": match}}
+        # Only the seeds no search trained in ce and no earlier run of this bench did.
+        earlier = {int(s): v for s, v in (record["budgets"].get(args.budget) or {}).get("ce_by_seed", {}).items()}
+        have = ce_runs(rows, earlier)
+        _, ce = _train_uniform(args.budget, "ce", sorted(set(kd) - set(have)))
+        record["budgets"][args.budget] = {"uniform": uniform, "ce_by_seed": {str(s): v for s, v in sorted({**earlier, **ce}.items())}, "check": {"seeds": check_seeds, "today": [today[s] for s in check_seeds], "recorded": recorded, "match": match}}
         command = shlex.join(["python", "-m", "bench.search_vs_ce", *(sys.argv[1:] if argv is None else argv)])
         record["commands"] = [c for c in record["commands"] if c != command] + [command]
         record["dates"] = sorted({*record["dates"], dt.date.today().isoformat()})

@@ -49,7 +49,7 @@ def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_pa
         runs = [{"seed": opts.seed + 1, "test_accuracy": 0.9}]
         report = {"bench_seconds": 1.0, "winner": {"describe": "w", "macs": 1, "search_val_accuracy": 0.8, "retrain_runs": runs}}
         if opts.baselines:
-            report["baselines"] = {"describe": "b", "macs": 1, "modes": {"kd": {"runs": [{"seed": opts.seed + 1, "test_accuracy": 0.89}]}}}
+            report["baselines"] = {"describe": "b", "macs": 1, "modes": {"kd": {"runs": [{"seed": opts.seed + 1, "test_accuracy": 0.89}]}, "ce": {"runs": [{"seed": opts.seed + 1, "test_accuracy": 0.88}]}}}
         return report
 
     monkeypatch.setattr(bench, "run_one", fake_run_one)
@@ -60,6 +60,8 @@ def test_more_search_seeds_extend_the_record_and_train_each_baseline_once(tmp_pa
     record = json.loads((tmp_path / "search_trials.json").read_text())
     assert sorted((r["trials"], r["search_seed"]) for r in record["rows"]) == [(8, 0), (8, 1), (24, 0), (24, 1)]
     assert len(record["commands"]) == 2 and all(r["baseline"]["test_by_seed"] for r in record["rows"])
+    # The search's own ce baseline is kept too (bench.search_vs_ce reads it rather than train it again).
+    assert all(r["baseline"]["ce_test_by_seed"] == {str(r["search_seed"] + 1): 0.88} for r in record["rows"])
     # A record extended on another day keeps the first day too (older records had one "date").
     import datetime as dt
 

@@ -96,3 +96,25 @@ def test_the_section_shows_each_budget_its_parts_and_the_check(results):
     assert f"| 2M | 3 | {100 * a['winner_minus_ce'].mean:+.2f} [" in text and "500k" not in text
     assert "88.00% against the record's 88.00% (identical" in text
     assert "| 2 | the uniform baseline | 1.90M | 88.57 | 88.57 | 87.97 |" in text
+
+
+def test_the_searches_own_ce_runs_are_used_and_only_missing_seeds_trained(results, monkeypatch):
+    rows = vs.shipped_rows("2M", results)
+    rows[1]["baseline"]["ce_test_by_seed"] = {"2": 0.872, "3": 0.880, "4": 0.878}  # search 1 recorded its own
+    (results / "search_prune.json").write_text(json.dumps({"rows": rows}))
+    assert vs.ce_runs(rows, {1: 0.87}) == {1: 0.87, 2: 0.872, 3: 0.880, 4: 0.878}
+    with pytest.raises(SystemExit, match="seed 3: .* not the same run"):
+        vs.ce_runs(rows, {3: 0.881})
+    trained = []
+
+    def fake_train(budget, mode, seeds, log=print):
+        trained.append((mode, list(seeds)))
+        return "ir uniform", {s: (KD.get(s, 0.887) if mode == "kd" else 0.86) for s in seeds}
+
+    monkeypatch.setattr(vs, "_train_uniform", fake_train)
+    monkeypatch.setattr(vs, "RESULTS", results / "search_vs_ce.json")
+    monkeypatch.setattr(vs, "write_section", lambda *a: None)
+    assert vs.main(["--budget", "2M"]) == 0
+    assert trained == [("kd", [1]), ("ce", [1, 5])]  # 2, 3, 4 come from search 1
+    again = json.loads((results / "search_vs_ce.json").read_text())["budgets"]["2M"]["ce_by_seed"]
+    assert again == {"1": 0.86, "5": 0.86}
