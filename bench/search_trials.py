@@ -277,7 +277,7 @@ def import_arm(record: dict, source: Path, name: str, key: str, arm: str, take, 
 
 def add_search_args(ap: argparse.ArgumentParser, search_seeds: str) -> None:
     """The options every paired-search bench shares (this one and bench.search_startup)."""
-    ap.add_argument("--search-seeds", default=search_seeds)
+    ap.add_argument("--search-seeds", default=search_seeds, help="comma-separated; search s retrains on s+1..s+R (R: --retrain-seeds), so seeds R apart (0,3,6,...) give independent pairs against the baseline (see disjoint_searches)")
     ap.add_argument("--budget", default="2M")
     ap.add_argument("--retrain-seeds", type=int, default=3)
     ap.add_argument("--space", default="search_spaces/mbv2.yaml")
