@@ -53,7 +53,7 @@ class Source:
 
 
 SOURCES = {
-    "2M": Source("search_prune.json", "prune", "off"),  # = search_rescreen.json's '3' arm
+    "2M": Source("search_prune.json", "prune", "off"),  # seeds 0-9 are search_rescreen.json's '3' arm too
     "500k": Source("search_rescreen_500k.json", "rescreen", "3"),
 }
 

@@ -217,7 +217,8 @@ PRESETS: dict[str, Preset] = {
         # test points at 2M but -0.50 [-1.22, +0.21] at 500k (one search -2.4), where only the
         # re-screened searches beat the uniform baseline (+0.38 [+0.09, +0.66] vs -0.13
         # [-0.91, +0.65]; over the 4 searches sharing no retrain seed +0.74 [+0.22, +1.27] vs
-        # +0.33 [-0.34, +1.00]); cost ~110 s of a 2M search: docs/SEARCH.md, "Ranking inside the budget band".
+        # +0.33 [-0.34, +1.00]; over 10 re-screened ones +0.32 [-0.13, +0.77], docs/BENCHMARKS.md
+        # search-vs-ce); cost ~110 s of a 2M search: docs/SEARCH.md, "Ranking inside the budget band".
         rescreen=3,
     ),
     # One H100: the full training split.
