@@ -85,7 +85,7 @@ def disjoint_searches(rows: list[dict]) -> list[int]:
     kept, used = [], set()
     for r in sorted(rows, key=lambda r: r["search_seed"]):
         seeds = set(r["baseline"]["test_by_seed"]) | set(r["winner"]["test_by_seed"])
-        if used.isdisjoint(seeds) and r["search_seed"] not in kept:
+        if used.isdisjoint(seeds):
             kept.append(r["search_seed"])
             used |= seeds
     return kept
@@ -107,6 +107,8 @@ def per_arm(rows: list[dict], key: str) -> dict:
     per = {}
     for n in sorted({r[key] for r in rows}):
         mine = [r for r in rows if r[key] == n]
+        kept = set(disjoint_searches(mine))
+        independent = [r for r in mine if r["search_seed"] in kept]
         # Winner minus baseline, one pair per (search seed, retrain seed).
         w = {(r["search_seed"], s): a for r in mine for s, a in r["winner"]["test_by_seed"].items()}
         b = {(r["search_seed"], s): a for r in mine for s, a in r["baseline"]["test_by_seed"].items()}
@@ -117,7 +119,7 @@ def per_arm(rows: list[dict], key: str) -> dict:
             "winner_minus_baseline": paired_difference(dict(enumerate(w[k] for k in keys)), dict(enumerate(b[k] for k in keys))).to_dict(),
             # The search seed is the unit a user re-rolls: one pair per search (means over its retrain seeds).
             "winner_minus_baseline_by_search": paired_difference(_mean_by_search(mine, "winner"), _mean_by_search(mine, "baseline")).to_dict(),
-            "winner_minus_baseline_disjoint": paired_difference(*(_mean_by_search([r for r in mine if r["search_seed"] in disjoint_searches(mine)], side) for side in ("winner", "baseline"))).to_dict(),
+            "winner_minus_baseline_disjoint": paired_difference(_mean_by_search(independent, "winner"), _mean_by_search(independent, "baseline")).to_dict(),
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
         }
     return per

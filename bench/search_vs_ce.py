@@ -137,6 +137,12 @@ def _pts(d) -> str:
     return _diff(d.to_dict())
 
 
+def _analyse_budget(budget: str, entry: dict) -> dict:
+    """`analyse` of one budget's recorded searches with its ce runs (this bench's and the searches' own)."""
+    rows = shipped_rows(budget)
+    return analyse(rows, ce_runs(rows, {int(s): v for s, v in entry["ce_by_seed"].items()}))
+
+
 def render(record: dict) -> str:
     lines = [
         "## What does a search give over the uniform student trained with ce? (CPU)",
@@ -154,11 +160,9 @@ def render(record: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     budgets = [b for b in SOURCES if b in record["budgets"]]
+    analyses = {b: _analyse_budget(b, record["budgets"][b]) for b in budgets}
     every = []
-    for b in budgets:
-        entry = record["budgets"][b]
-        rows = shipped_rows(b)
-        a = analyse(rows, ce_runs(rows, {int(s): v for s, v in entry["ce_by_seed"].items()}))
+    for b, a in analyses.items():
         k = a["kd_minus_ce_by_retrain_seed"]
         d = a["disjoint"]
         lines.append(f"| {b} | {len(a['disjoint_searches'])} of {a['searches']} (search seeds {', '.join(map(str, a['disjoint_searches']))}) | {_pts(d['winner_minus_ce'])} | {_pts(d['search_part'])} | {_pts(d['distillation_part'])} | {_pts(k)} over {len(k.seeds)} seeds |")
@@ -174,9 +178,7 @@ def render(record: dict) -> str:
             f"so this host and today's code train as the record's did. Source: docs/results/{SOURCES[b].file}, arm {SOURCES[b].key}={SOURCES[b].value}."
         )
         lines.append("")
-    for b in budgets:
-        rows = shipped_rows(b)
-        a = analyse(rows, ce_runs(rows, {int(s): v for s, v in record["budgets"][b]["ce_by_seed"].items()}))
+    for b, a in analyses.items():
         lines += [f"### {b}", "", "| search seed | winner | MACs | winner (kd) test % | uniform (kd) test % | uniform (ce) test % |", "|---|---|---|---|---|---|"]
         for p in a["per_search"]:
             name = "the uniform baseline" if p["is_baseline"] else f"`{p['winner']}`"
